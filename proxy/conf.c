@@ -1,0 +1,378 @@
+/*
+ * conf.c - load and check the configuration file
+ *
+ * The file is INI (parsed by libinih). Every parameter lives in one
+ * table below with its section, type, bounds and default; defaults are
+ * parsed by the same code as the file's values, so a default can never
+ * be of a form the file could not hold. Unknown sections and keys are
+ * errors (a typo must not silently leave a default in force).
+ *
+ * Errors are written as "FILE:LINE: [section] key: message"; errors that
+ * belong to no line (a missing required key) use the line 0.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "conf.h"
+#include "log.h"
+#include "smtp.h"
+
+enum conf_type {
+	CONF_STRING,
+	CONF_UINT,	/* plain count */
+	CONF_SECONDS,	/* duration in seconds */
+	CONF_SIZE,	/* bytes with optional k/m/g suffix */
+	CONF_ENUM,	/* one of names[] */
+	CONF_ADDRS,	/* comma-separated host:port list */
+};
+
+struct conf_param {
+	const char *section;
+	const char *key;
+	enum conf_type type;
+	size_t offset;	     /* of the field in struct conf */
+	size_t count_offset; /* CONF_ADDRS: of the size_t count */
+	const char *def;     /* NULL: no default (required or optional) */
+	bool required;
+	unsigned long long min, max;
+	const char *const *names; /* CONF_ENUM, NULL-terminated */
+};
+
+static const char *const bare_names[] = { "reject", "normalize", NULL };
+static const char *const identity_names[] = { "auto", "xclient", "xforward",
+					       "header", NULL };
+static const char *const diag_names[] = { "stderr", "syslog", NULL };
+static const char *const level_names[] = { "debug", "info", "warning",
+					    "error", NULL };
+
+#define F(field) offsetof(struct conf, field)
+#define BIG 0xffffffffULL
+
+/* Every parameter of the daemon, with its default. */
+static const struct conf_param conf_params[] = {
+	{ "portcullis", "listen", CONF_ADDRS, F(listen), F(nlisten), NULL, true, 0, 0, NULL },
+	{ "portcullis", "hostname", CONF_STRING, F(hostname), 0, NULL, false, 0, 0, NULL },
+	{ "portcullis", "workers", CONF_UINT, F(workers), 0, "0", false, 0, 256, NULL },
+	{ "portcullis", "user", CONF_STRING, F(user), 0, "", false, 0, 0, NULL },
+	{ "portcullis", "spool_dir", CONF_STRING, F(spool_dir), 0, LOCALSTATEDIR "/spool/portcullis", false, 0, 0, NULL },
+	{ "portcullis", "spool_memory_limit", CONF_SIZE, F(spool_memory_limit), 0, "256k", false, 0, 1ULL << 30, NULL },
+	{ "portcullis", "message_size_limit", CONF_SIZE, F(message_size_limit), 0, "50m", false, 1024, 1ULL << 40, NULL },
+	{ "portcullis", "max_recipients", CONF_UINT, F(max_recipients), 0, "1000", false, 1, 100000, NULL },
+	{ "portcullis", "max_errors", CONF_UINT, F(max_errors), 0, "20", false, 1, 10000, NULL },
+	{ "portcullis", "max_line_length", CONF_UINT, F(max_line_length), 0, "2048", false, 512, 65536, NULL },
+	{ "portcullis", "bare_newline", CONF_ENUM, F(bare_newline), 0, "reject", false, 0, 0, bare_names },
+	{ "portcullis", "timeout_command", CONF_SECONDS, F(timeout_command), 0, "300", false, 1, 86400, NULL },
+	{ "portcullis", "timeout_data", CONF_SECONDS, F(timeout_data), 0, "180", false, 1, 86400, NULL },
+	{ "portcullis", "drain_timeout", CONF_SECONDS, F(drain_timeout), 0, "60", false, 0, 86400, NULL },
+	{ "portcullis", "max_sessions", CONF_UINT, F(max_sessions), 0, "10000", false, 1, 1000000, NULL },
+	{ "portcullis", "pid_file", CONF_STRING, F(pid_file), 0, "", false, 0, 0, NULL },
+	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, true, 0, 0, NULL },
+	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
+	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
+	{ "backend", "timeout_connect", CONF_SECONDS, F(backend_timeout_connect), 0, "30", false, 1, 3600, NULL },
+	{ "backend", "timeout_greeting", CONF_SECONDS, F(backend_timeout_greeting), 0, "300", false, 1, 3600, NULL },
+	{ "backend", "timeout_command", CONF_SECONDS, F(backend_timeout_command), 0, "300", false, 1, 3600, NULL },
+	{ "backend", "timeout_data_init", CONF_SECONDS, F(backend_timeout_data_init), 0, "120", false, 1, 3600, NULL },
+	{ "backend", "timeout_data_block", CONF_SECONDS, F(backend_timeout_data_block), 0, "180", false, 1, 3600, NULL },
+	{ "backend", "timeout_data_end", CONF_SECONDS, F(backend_timeout_data_end), 0, "600", false, 1, 3600, NULL },
+	{ "log", "decisions", CONF_STRING, F(decisions), 0, "syslog", false, 0, 0, NULL },
+	{ "log", "diagnostics", CONF_ENUM, F(diagnostics_syslog), 0, "syslog", false, 0, 0, diag_names },
+	{ "log", "level", CONF_ENUM, F(log_level), 0, "info", false, 0, 0, level_names },
+};
+
+#define NPARAMS (sizeof(conf_params) / sizeof(conf_params[0]))
+
+/* The state of one load. */
+struct conf_loader {
+	struct conf *conf;
+	FILE *errors;
+	FILE *file;
+	int line;
+	int nerrors;
+	bool seen[NPARAMS];
+};
+
+/* conf_error - report one error at the current line */
+static void __attribute__((format(printf, 5, 6)))
+conf_error(struct conf_loader *ld, int line, const char *section,
+	   const char *key, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(ld->errors, "%s:%d: [%s] %s: ", ld->conf->path, line, section,
+		key);
+	va_start(ap, fmt);
+	vfprintf(ld->errors, fmt, ap);
+	va_end(ap);
+	fputc('\n', ld->errors);
+	ld->nerrors++;
+}
+
+/* conf_parse_number - digits with an optional k/m/g suffix */
+static const char *conf_parse_number(const char *value, bool suffixes,
+				     unsigned long long *out)
+{
+	unsigned long long n = 0, mult = 1;
+	const char *p = value;
+
+	if (!isdigit((unsigned char)*p))
+		return "expected a number";
+	for (; isdigit((unsigned char)*p); p++) {
+		if (n > (ULLONG_MAX - 9) / 10)
+			return "number too large";
+		n = n * 10 + (unsigned)(*p - '0');
+	}
+	if (*p && suffixes) {
+		switch (tolower((unsigned char)*p)) {
+		case 'k': mult = 1024ULL; break;
+		case 'm': mult = 1024ULL * 1024; break;
+		case 'g': mult = 1024ULL * 1024 * 1024; break;
+		default: return "expected a size such as 512k, 10m or 1g";
+		}
+		p++;
+	}
+	if (*p)
+		return suffixes ? "expected a size such as 512k, 10m or 1g"
+				: "expected a number";
+	if (n > ULLONG_MAX / mult)
+		return "number too large";
+	*out = n * mult;
+	return NULL;
+}
+
+/* conf_parse_addr - one "host:port" or "[v6]:port" */
+static const char *conf_parse_addr(const char *text, size_t len,
+				   struct conf_addr *addr)
+{
+	const char *colon, *end = text + len;
+	size_t hlen, plen;
+
+	if (len == 0)
+		return "empty address";
+	if (len >= sizeof(addr->text))
+		return "address too long";
+	memcpy(addr->text, text, len);
+	addr->text[len] = 0;
+	if (text[0] == '[') {
+		const char *close = memchr(text, ']', len);
+		if (!close || close + 1 >= end || close[1] != ':')
+			return "expected [IPv6]:port";
+		hlen = (size_t)(close - text - 1);
+		memcpy(addr->host, text + 1, hlen);
+		colon = close + 1;
+	} else {
+		colon = NULL;
+		for (const char *p = text; p < end; p++)
+			if (*p == ':')
+				colon = p;
+		if (!colon || memchr(text, ':', (size_t)(colon - text)))
+			return "expected host:port (write IPv6 as [addr]:port)";
+		hlen = (size_t)(colon - text);
+		memcpy(addr->host, text, hlen);
+	}
+	addr->host[hlen] = 0;
+	if (hlen == 0)
+		return "missing host";
+	plen = (size_t)(end - colon - 1);
+	if (plen == 0 || plen >= sizeof(addr->port))
+		return "bad port";
+	memcpy(addr->port, colon + 1, plen);
+	addr->port[plen] = 0;
+	for (size_t i = 0; i < plen; i++)
+		if (!isdigit((unsigned char)addr->port[i]))
+			return "bad port";
+	if (atoi(addr->port) < 1 || atoi(addr->port) > 65535)
+		return "port out of range";
+	return NULL;
+}
+
+/* conf_set - parse value into the field of param p; NULL or an error */
+static const char *conf_set(struct conf *conf, const struct conf_param *p,
+			    const char *value)
+{
+	char *field = (char *)conf + p->offset;
+	unsigned long long n;
+	const char *err;
+
+	switch (p->type) {
+	case CONF_STRING: {
+		char **s = (char **)field;
+		free(*s);
+		*s = strdup(value);
+		return NULL;
+	}
+	case CONF_UINT:
+	case CONF_SECONDS:
+	case CONF_SIZE:
+		if ((err = conf_parse_number(value, p->type == CONF_SIZE, &n)))
+			return err;
+		if (n < p->min || n > p->max)
+			return "value out of range";
+		if (p->type == CONF_SIZE)
+			*(unsigned long long *)field = n;
+		else
+			*(unsigned *)field = (unsigned)n;
+		return NULL;
+	case CONF_ENUM:
+		for (int i = 0; p->names[i]; i++) {
+			if (strcasecmp(value, p->names[i]) == 0) {
+				if (p->offset == F(diagnostics_syslog))
+					*(bool *)field = i == 1;
+				else
+					*(int *)field = i;
+				return NULL;
+			}
+		}
+		return "not one of the allowed values";
+	case CONF_ADDRS: {
+		struct conf_addr *addrs = (struct conf_addr *)field;
+		size_t *count = (size_t *)((char *)conf + p->count_offset);
+		const char *s = value;
+
+		*count = 0;
+		while (*s) {
+			const char *comma = strchr(s, ',');
+			const char *end = comma ? comma : s + strlen(s);
+			const char *b = s, *e = end;
+
+			while (b < e && isspace((unsigned char)*b))
+				b++;
+			while (e > b && isspace((unsigned char)e[-1]))
+				e--;
+			if (*count == CONF_MAX_ADDRS)
+				return "too many addresses";
+			memset(&addrs[*count], 0, sizeof(addrs[0]));
+			if ((err = conf_parse_addr(b, (size_t)(e - b), &addrs[*count])))
+				return err;
+			(*count)++;
+			s = comma ? comma + 1 : end;
+		}
+		if (*count == 0)
+			return "no address given";
+		return NULL;
+	}
+	}
+	return "internal error: unknown parameter type";
+}
+
+/* conf_reader - fgets for libinih that counts lines for error messages */
+static char *conf_reader(char *buf, int size, void *stream)
+{
+	struct conf_loader *ld = stream;
+	char *r = fgets(buf, size, ld->file);
+
+	if (r)
+		ld->line++;
+	return r;
+}
+
+/* conf_handler - one "key = value" from libinih */
+static int conf_handler(void *user, const char *section, const char *key,
+			const char *value)
+{
+	struct conf_loader *ld = user;
+	bool section_known = false;
+	const char *err;
+
+	for (size_t i = 0; i < NPARAMS; i++) {
+		const struct conf_param *p = &conf_params[i];
+
+		if (strcasecmp(section, p->section) != 0)
+			continue;
+		section_known = true;
+		if (strcasecmp(key, p->key) != 0)
+			continue;
+		if (ld->seen[i])
+			conf_error(ld, ld->line, section, key, "%s",
+				   "given twice");
+		ld->seen[i] = true;
+		if ((err = conf_set(ld->conf, p, value)))
+			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
+				   err, value);
+		return 1;
+	}
+	conf_error(ld, ld->line, section, key, "%s",
+		   section_known ? "unknown key" : "unknown section");
+	return 1;
+}
+
+/* conf_load - read, default and check a configuration file */
+struct conf *conf_load(const char *path, FILE *errors)
+{
+	struct conf_loader ld = { 0 };
+	struct conf *conf = calloc(1, sizeof(*conf));
+	int rc;
+
+	if (!conf)
+		return NULL;
+	conf->path = strdup(path);
+	ld.conf = conf;
+	ld.errors = errors;
+	for (size_t i = 0; i < NPARAMS; i++)
+		if (conf_params[i].def && conf_set(conf, &conf_params[i], conf_params[i].def))
+			fprintf(errors, "internal error: bad default for %s\n",
+				conf_params[i].key);
+	ld.file = fopen(path, "r");
+	if (!ld.file) {
+		fprintf(errors, "%s: cannot open: %s\n", path, strerror(errno));
+		conf_free(conf);
+		return NULL;
+	}
+	rc = ini_parse_stream(conf_reader, &ld, conf_handler, &ld);
+	fclose(ld.file);
+	if (rc > 0) {
+		fprintf(errors, "%s:%d: syntax error (expected [section] or key = value)\n",
+			path, rc);
+		ld.nerrors++;
+	} else if (rc < 0) {
+		fprintf(errors, "%s: cannot read\n", path);
+		ld.nerrors++;
+	}
+	for (size_t i = 0; i < NPARAMS; i++)
+		if (conf_params[i].required && !ld.seen[i])
+			conf_error(&ld, 0, conf_params[i].section,
+				   conf_params[i].key, "%s", "required key missing");
+	if (!conf->hostname || !*conf->hostname) {
+		char name[256] = "localhost";
+		gethostname(name, sizeof(name) - 1);
+		free(conf->hostname);
+		conf->hostname = strdup(name);
+	}
+	if (!smtp_domain_valid(conf->hostname, strlen(conf->hostname), false))
+		conf_error(&ld, 0, "portcullis", "hostname", "%s",
+			   "not a valid host name");
+	if (!conf->helo_name || !*conf->helo_name) {
+		free(conf->helo_name);
+		conf->helo_name = strdup(conf->hostname);
+	}
+	if (!*conf->spool_dir || conf->spool_dir[0] != '/')
+		conf_error(&ld, 0, "portcullis", "spool_dir", "%s",
+			   "must be an absolute path");
+	if (ld.nerrors) {
+		conf_free(conf);
+		return NULL;
+	}
+	return conf;
+}
+
+/* conf_free - release a configuration */
+void conf_free(struct conf *conf)
+{
+	if (!conf)
+		return;
+	for (size_t i = 0; i < NPARAMS; i++)
+		if (conf_params[i].type == CONF_STRING)
+			free(*(char **)((char *)conf + conf_params[i].offset));
+	free(conf->path);
+	free(conf);
+}

@@ -1,0 +1,86 @@
+/*
+ * conf.h - the configuration file (INI) of the daemon
+ *
+ * conf_load() reads one file into a struct conf, with every key checked
+ * against one table of parameters and their defaults (conf.c). Every
+ * error names the file, the line and the key; all errors are reported,
+ * not just the first. The struct is read-only once loaded: a reload
+ * loads a new one and the master hands it to new workers.
+ */
+#ifndef PORTCULLIS_CONF_H
+#define PORTCULLIS_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#define CONF_MAX_ADDRS 16
+
+/* A host:port as written, split into its parts. */
+struct conf_addr {
+	char host[256]; /* without the brackets of an IPv6 literal */
+	char port[8];
+	char text[272]; /* as written, for logs */
+};
+
+enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
+
+enum conf_identity {
+	CONF_IDENTITY_AUTO,
+	CONF_IDENTITY_XCLIENT,
+	CONF_IDENTITY_XFORWARD,
+	CONF_IDENTITY_HEADER,
+};
+
+struct conf {
+	char *path;
+
+	/* [portcullis] */
+	struct conf_addr listen[CONF_MAX_ADDRS];
+	size_t nlisten;
+	char *hostname;
+	unsigned workers;
+	char *user;
+	char *spool_dir;
+	unsigned long long spool_memory_limit;
+	unsigned long long message_size_limit;
+	unsigned max_recipients;
+	unsigned max_errors;
+	unsigned max_line_length;
+	int bare_newline;
+	unsigned timeout_command;
+	unsigned timeout_data;
+	unsigned drain_timeout;
+	unsigned max_sessions;
+	char *pid_file;
+
+	/* [backend] */
+	struct conf_addr backends[CONF_MAX_ADDRS];
+	size_t nbackends;
+	char *helo_name;
+	int client_identity;
+	unsigned backend_timeout_connect;
+	unsigned backend_timeout_greeting;
+	unsigned backend_timeout_command;
+	unsigned backend_timeout_data_init;
+	unsigned backend_timeout_data_block;
+	unsigned backend_timeout_data_end;
+
+	/* [log] */
+	char *decisions;
+	bool diagnostics_syslog;
+	int log_level;
+};
+
+/*
+ * conf_load - read and check a configuration file
+ *
+ * Returns the configuration, or NULL after writing one line per error to
+ * errors ("FILE:LINE: [section] key: message").
+ */
+struct conf *conf_load(const char *path, FILE *errors);
+
+/* conf_free - release a configuration */
+void conf_free(struct conf *conf);
+
+#endif

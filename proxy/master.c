@@ -1,0 +1,327 @@
+/*
+ * master.c - supervise the workers
+ *
+ * The master waits for signals with sigtimedwait() (all handled signals
+ * blocked), so there is no handler code racing the main loop. Workers
+ * are tracked by generation: a reload starts a new generation and sends
+ * SIGTERM to the old one, which drains. Only a worker of the current
+ * generation that dies is restarted; restarts are paced so a plugin
+ * that crashes at once cannot make the master spin.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pwd.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "master.h"
+#include "worker.h"
+
+#define MASTER_MAX_WORKERS 256
+#define MASTER_RESTART_PAUSE 1
+
+struct master_worker {
+	pid_t pid;
+	unsigned generation;
+};
+
+static struct master_worker master_workers[MASTER_MAX_WORKERS * 2];
+static int master_fds[CONF_MAX_ADDRS];
+static size_t master_nfds;
+
+/* master_listen - open every listening socket of the configuration */
+static int master_listen(const struct conf *conf)
+{
+	for (size_t i = 0; i < conf->nlisten; i++) {
+		const struct conf_addr *a = &conf->listen[i];
+		struct addrinfo hints = { 0 }, *res;
+		int fd, one = 1, rc;
+
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+		rc = getaddrinfo(a->host, a->port, &hints, &res);
+		if (rc != 0) {
+			log_error("listen %s: %s", a->text, gai_strerror(rc));
+			return -1;
+		}
+		fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		if (fd < 0) {
+			log_error("listen %s: socket: %s", a->text, strerror(errno));
+			freeaddrinfo(res);
+			return -1;
+		}
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+		if (res->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+		if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+			log_error("listen %s: %s", a->text, strerror(errno));
+			freeaddrinfo(res);
+			close(fd);
+			return -1;
+		}
+		freeaddrinfo(res);
+		master_fds[master_nfds++] = fd;
+		log_info("listening on %s", a->text);
+	}
+	return 0;
+}
+
+/* master_prepare - spool directory and decision log, owned by the user */
+static int master_prepare(const struct conf *conf, const struct passwd *pw)
+{
+	if (mkdir(conf->spool_dir, 0700) < 0 && errno != EEXIST) {
+		log_error("spool_dir %s: %s", conf->spool_dir, strerror(errno));
+		return -1;
+	}
+	if (chmod(conf->spool_dir, 0700) < 0 ||
+	    (pw && chown(conf->spool_dir, pw->pw_uid, pw->pw_gid) < 0)) {
+		log_error("spool_dir %s: %s", conf->spool_dir, strerror(errno));
+		return -1;
+	}
+	if (conf->decisions[0] == '/') {
+		/* Workers open it after the privilege drop: make it theirs. */
+		int fd = open(conf->decisions, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			log_error("decision log %s: %s", conf->decisions, strerror(errno));
+			return -1;
+		}
+		if (pw && fchown(fd, pw->pw_uid, pw->pw_gid) < 0)
+			log_warning("decision log %s: chown: %s", conf->decisions,
+				    strerror(errno));
+		close(fd);
+	}
+	return 0;
+}
+
+/* master_drop - become the configured user */
+static int master_drop(const struct passwd *pw)
+{
+	if (!pw)
+		return 0;
+	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
+	    setuid(pw->pw_uid) < 0) {
+		log_error("cannot drop privileges to %s: %s", pw->pw_name,
+			  strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		log_error("privileges could be regained after dropping them");
+		return -1;
+	}
+	log_info("running as user %s", pw->pw_name);
+	return 0;
+}
+
+/* master_worker_count - the configured count, or one per core */
+static unsigned master_worker_count(const struct conf *conf)
+{
+	long n = conf->workers ? (long)conf->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+	if (n < 1)
+		n = 1;
+	if (n > MASTER_MAX_WORKERS)
+		n = MASTER_MAX_WORKERS;
+	return (unsigned)n;
+}
+
+/* master_spawn - fork one worker of this generation */
+static void master_spawn(const struct conf *conf, unsigned generation,
+			 const sigset_t *oldmask)
+{
+	size_t slot;
+	pid_t pid;
+
+	for (slot = 0; slot < sizeof(master_workers) / sizeof(master_workers[0]); slot++)
+		if (master_workers[slot].pid == 0)
+			break;
+	if (slot == sizeof(master_workers) / sizeof(master_workers[0])) {
+		log_error("too many worker processes");
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* The worker takes its signals through libevent. */
+		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		_exit(worker_run(conf, master_fds, master_nfds));
+	}
+	master_workers[slot].pid = pid;
+	master_workers[slot].generation = generation;
+}
+
+/* master_signal_workers - send sig to the workers of a generation (0: all) */
+static void master_signal_workers(int sig, unsigned generation, bool all)
+{
+	for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++)
+		if (master_workers[i].pid &&
+		    (all || master_workers[i].generation == generation))
+			kill(master_workers[i].pid, sig);
+}
+
+/* master_live_workers - how many workers are alive */
+static unsigned master_live_workers(void)
+{
+	unsigned n = 0;
+
+	for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++)
+		if (master_workers[i].pid)
+			n++;
+	return n;
+}
+
+/* master_write_pid - the pid file, if configured */
+static void master_write_pid(const struct conf *conf)
+{
+	FILE *f;
+
+	if (!*conf->pid_file)
+		return;
+	f = fopen(conf->pid_file, "w");
+	if (!f) {
+		log_warning("pid_file %s: %s", conf->pid_file, strerror(errno));
+		return;
+	}
+	fprintf(f, "%d\n", (int)getpid());
+	fclose(f);
+}
+
+/* master_run - run the service */
+int master_run(struct conf *conf)
+{
+	struct passwd *pw = NULL;
+	sigset_t mask, oldmask;
+	unsigned generation = 1, wanted;
+	bool stopping = false;
+	time_t stop_deadline = 0, last_restart = 0;
+	char *pid_file = strdup(conf->pid_file);
+
+	if (*conf->user) {
+		if (getuid() != 0) {
+			log_warning("not started as root: staying user %d, not %s",
+				    (int)getuid(), conf->user);
+		} else if (!(pw = getpwnam(conf->user))) {
+			log_error("user %s: no such user", conf->user);
+			return 1;
+		}
+	} else if (getuid() == 0) {
+		log_warning("running as root: set [portcullis] user");
+	}
+	if (master_listen(conf) < 0 || master_prepare(conf, pw) < 0)
+		return 1;
+	master_write_pid(conf);
+	if (master_drop(pw) < 0)
+		return 1;
+
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGCHLD);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
+	sigaddset(&mask, SIGUSR1);
+	sigprocmask(SIG_BLOCK, &mask, &oldmask);
+
+	wanted = master_worker_count(conf);
+	for (unsigned i = 0; i < wanted; i++)
+		master_spawn(conf, generation, &oldmask);
+	log_info("started %u workers", wanted);
+
+	for (;;) {
+		struct timespec tick = { 1, 0 };
+		siginfo_t info;
+		int sig = sigtimedwait(&mask, &info, &tick);
+		pid_t pid;
+		int status;
+
+		if (sig == SIGTERM || sig == SIGINT) {
+			if (!stopping) {
+				log_info("stopping: draining the workers");
+				stopping = true;
+				stop_deadline = time(NULL) + conf->drain_timeout + 5;
+				master_signal_workers(SIGTERM, 0, true);
+				for (size_t i = 0; i < master_nfds; i++)
+					close(master_fds[i]);
+				master_nfds = 0;
+			}
+		} else if (sig == SIGUSR1) {
+			master_signal_workers(SIGUSR1, 0, true);
+		} else if (sig == SIGHUP && !stopping) {
+			char *err = NULL;
+			size_t errlen = 0;
+			FILE *errs = open_memstream(&err, &errlen);
+			struct conf *fresh = conf_load(conf->path, errs);
+
+			fclose(errs);
+			if (!fresh) {
+				log_error("reload failed, keeping the running configuration:\n%s", err);
+			} else {
+				log_info("reloading %s", conf->path);
+				/* Sockets stay as opened: changing them needs a restart. */
+				if (fresh->nlisten != conf->nlisten ||
+				    memcmp(fresh->listen, conf->listen, sizeof(conf->listen)))
+					log_warning("reload: a change of listen takes a restart");
+				log_open("portcullis", fresh->diagnostics_syslog,
+					 (enum log_level)fresh->log_level);
+				unsigned old = generation++;
+				conf_free(conf);
+				conf = fresh;
+				wanted = master_worker_count(conf);
+				for (unsigned i = 0; i < wanted; i++)
+					master_spawn(conf, generation, &oldmask);
+				master_signal_workers(SIGTERM, old, false);
+			}
+			free(err);
+		}
+
+		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++) {
+				if (master_workers[i].pid != pid)
+					continue;
+				master_workers[i].pid = 0;
+				if (WIFSIGNALED(status))
+					log_error("worker %d killed by signal %d", (int)pid,
+						  WTERMSIG(status));
+				else if (WEXITSTATUS(status) != 0)
+					log_error("worker %d exited with status %d", (int)pid,
+						  WEXITSTATUS(status));
+				if (!stopping && master_workers[i].generation == generation &&
+				    (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)) {
+					/* Pace restarts: a worker dying at once must not spin us. */
+					if (time(NULL) - last_restart < MASTER_RESTART_PAUSE)
+						sleep(MASTER_RESTART_PAUSE);
+					last_restart = time(NULL);
+					log_info("restarting a worker");
+					master_spawn(conf, generation, &oldmask);
+				}
+			}
+		}
+		if (stopping && master_live_workers() == 0)
+			break;
+		if (stopping && time(NULL) > stop_deadline) {
+			log_warning("workers did not stop in time: killing them");
+			master_signal_workers(SIGKILL, 0, true);
+			stop_deadline = time(NULL) + 5;
+		}
+	}
+	if (*pid_file && unlink(pid_file) < 0 && errno != ENOENT)
+		log_debug("pid_file %s: %s", pid_file, strerror(errno));
+	free(pid_file);
+	conf_free(conf);
+	log_info("stopped");
+	return 0;
+}

@@ -1,0 +1,698 @@
+/*
+ * relay.c - the backend side of a session
+ *
+ * One explicit state machine per backend connection. The handshake
+ * states (CONNECTING to XFORWARD) fall through to the next configured
+ * backend on any failure; once a transaction is under way, a failure
+ * ends the current operation with a 451 made up here and closes the
+ * connection, so the backend discards whatever it had of the message.
+ *
+ * Every wait has a timer of its own (RFC 5321 4.5.3.2 values by default),
+ * and a reply larger than RELAY_MAX_INPUT is a protocol error: a broken
+ * backend cannot make a worker buffer without bound.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "log.h"
+#include "relay.h"
+
+#define RELAY_MAX_INPUT (1024 * 1024)
+#define RELAY_CHUNK 65536
+#define RELAY_HIGH_WATER (256 * 1024)
+#define RELAY_QUIT_TIMEOUT 10
+
+enum relay_state {
+	RELAY_CLOSED,
+	RELAY_CONNECTING,
+	RELAY_GREETING,
+	RELAY_EHLO,
+	RELAY_XCLIENT,
+	RELAY_XFORWARD,
+	RELAY_RSET,	/* silent RSET before a new MAIL */
+	RELAY_IDLE,	/* open, waiting for the next operation */
+	RELAY_COMMAND,	/* MAIL, RCPT or RSET sent */
+	RELAY_DATA,	/* DATA sent, waiting for 354 */
+	RELAY_BODY,	/* streaming the message */
+	RELAY_DOT,	/* end of data sent, waiting for the final reply */
+	RELAY_QUIT,	/* detached from the session, closing politely */
+};
+
+static const char *const relay_state_names[] = {
+	"closed", "connecting", "greeting", "EHLO", "XCLIENT", "XFORWARD",
+	"RSET", "idle", "command", "DATA", "message body", "end of data", "QUIT",
+};
+
+struct relay {
+	struct worker *w;
+	relay_done_fn done;
+	void *arg;
+	enum relay_state state;
+	struct bufferevent *bev;
+	struct event *timer;
+	size_t backend;		/* index in w->backends being used or tried */
+	struct smtp_reply reply;
+	struct smtp_caps caps;
+	bool probe;		/* a capability probe, no session */
+	bool xclient_done;	/* XCLIENT accepted: EHLO again, identity known */
+	bool identity_sent;
+	bool in_tx;		/* the backend has a MAIL transaction open */
+	char *pending;		/* MAIL line waiting for the handshake */
+	char *client_addr;
+	unsigned client_port;
+	char *client_helo;
+	bool client_esmtp;
+
+	/* Message streaming. */
+	const char *prefix;
+	size_t prefix_len;
+	size_t prefix_off;
+	struct spool *spool;
+	unsigned long long spool_off;
+	struct smtp_data_encoder enc;
+	char *chunk;
+	char *encoded;
+};
+
+static void relay_try(struct relay *relay);
+static void relay_read_cb(struct bufferevent *bev, void *arg);
+static void relay_write_cb(struct bufferevent *bev, void *arg);
+static void relay_event_cb(struct bufferevent *bev, short events, void *arg);
+static void relay_timer_cb(evutil_socket_t fd, short events, void *arg);
+
+/* relay_new - a closed relay for one session */
+struct relay *relay_new(struct worker *w, relay_done_fn done, void *arg)
+{
+	struct relay *relay = calloc(1, sizeof(*relay));
+
+	if (!relay)
+		return NULL;
+	relay->w = w;
+	relay->done = done;
+	relay->arg = arg;
+	relay->timer = evtimer_new(w->base, relay_timer_cb, relay);
+	if (!relay->timer) {
+		free(relay);
+		return NULL;
+	}
+	return relay;
+}
+
+/* relay_arm - (re)start the timer of the current wait */
+static void relay_arm(struct relay *relay, unsigned seconds)
+{
+	struct timeval tv = { seconds, 0 };
+
+	evtimer_add(relay->timer, &tv);
+}
+
+/* relay_close - drop the connection, keep the relay */
+static void relay_close(struct relay *relay)
+{
+	if (relay->bev)
+		bufferevent_free(relay->bev);
+	relay->bev = NULL;
+	evtimer_del(relay->timer);
+	smtp_reply_reset(&relay->reply);
+	relay->state = RELAY_CLOSED;
+	relay->in_tx = false;
+	relay->xclient_done = false;
+	relay->identity_sent = false;
+	relay->spool = NULL;
+}
+
+/* relay_destroy - release everything */
+static void relay_destroy(struct relay *relay)
+{
+	relay_close(relay);
+	event_free(relay->timer);
+	free(relay->pending);
+	free(relay->client_addr);
+	free(relay->client_helo);
+	free(relay->chunk);
+	free(relay->encoded);
+	free(relay);
+}
+
+/* relay_free - close the connection and release the relay */
+void relay_free(struct relay *relay)
+{
+	if (!relay)
+		return;
+	/*
+	 * An idle connection, or one with only MAIL/RCPT given, ends with
+	 * QUIT so the backend logs a clean end; in the middle of the message
+	 * it is cut, so the backend never takes a half-sent message.
+	 */
+	if (relay->state == RELAY_IDLE || relay->state == RELAY_COMMAND) {
+		relay->done = NULL;
+		relay->state = RELAY_QUIT;
+		free(relay->pending);
+		relay->pending = NULL;
+		smtp_reply_reset(&relay->reply);
+		bufferevent_write(relay->bev, "QUIT\r\n", 6);
+		relay_arm(relay, RELAY_QUIT_TIMEOUT);
+		return;
+	}
+	relay_destroy(relay);
+}
+
+/* relay_send - write one command line */
+static void relay_send(struct relay *relay, enum relay_state state,
+		       unsigned timeout, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void relay_send(struct relay *relay, enum relay_state state,
+		       unsigned timeout, const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	va_list ap;
+
+	/* The previous reply was used by now; the next one starts empty. */
+	smtp_reply_reset(&relay->reply);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+	relay->state = state;
+	relay_arm(relay, timeout);
+}
+
+/* relay_made_up - a reply of our own, for a failed backend */
+static void relay_made_up(struct smtp_reply *r, const char *line)
+{
+	smtp_reply_reset(r);
+	smtp_reply_feed(r, line, strlen(line));
+}
+
+/* relay_finish - end the current operation with reply */
+static void relay_finish(struct relay *relay, const struct smtp_reply *reply,
+			 bool backend)
+{
+	relay_done_fn done = relay->done;
+
+	if (done)
+		done(relay->arg, reply, backend);
+}
+
+/*
+ * relay_fail - the backend failed during an operation: close, and end the
+ * operation with a 451 (the session's transaction is lost at the backend)
+ */
+static void relay_fail(struct relay *relay, const char *line, const char *why)
+{
+	struct smtp_reply r = { 0 };
+
+	log_warning("backend %s failed in %s: %s",
+		    relay->w->backends[relay->backend].text,
+		    relay_state_names[relay->state], why);
+	if (relay->state == RELAY_QUIT || relay->probe) {
+		relay_destroy(relay);
+		return;
+	}
+	relay_close(relay);
+	relay_made_up(&r, line);
+	relay_finish(relay, &r, false);
+	smtp_reply_reset(&r);
+}
+
+/* relay_next_backend - the handshake failed: try the next backend */
+static void relay_next_backend(struct relay *relay, const char *why)
+{
+	log_warning("backend %s: %s", relay->w->backends[relay->backend].text,
+		    why);
+	relay_close(relay);
+	relay->backend++;
+	if (relay->backend < relay->w->nbackends) {
+		relay_try(relay);
+		return;
+	}
+	relay->backend = 0;
+	free(relay->pending);
+	relay->pending = NULL;
+	if (relay->probe) {
+		log_warning("backend capability probe failed: no backend reachable");
+		relay_destroy(relay);
+		return;
+	}
+	struct smtp_reply r = { 0 };
+	relay_made_up(&r, "451 4.4.1 Backend mail server not available, try again later");
+	relay_finish(relay, &r, false);
+	smtp_reply_reset(&r);
+}
+
+/* relay_try - connect to relay->backend */
+static void relay_try(struct relay *relay)
+{
+	const struct worker_backend *b = &relay->w->backends[relay->backend];
+
+	relay->bev = bufferevent_socket_new(relay->w->base, -1,
+					    BEV_OPT_CLOSE_ON_FREE);
+	if (!relay->bev) {
+		relay_next_backend(relay, "out of memory");
+		return;
+	}
+	bufferevent_setcb(relay->bev, relay_read_cb, relay_write_cb,
+			  relay_event_cb, relay);
+	bufferevent_setwatermark(relay->bev, EV_WRITE, RELAY_HIGH_WATER / 4, 0);
+	bufferevent_enable(relay->bev, EV_READ | EV_WRITE);
+	relay->state = RELAY_CONNECTING;
+	relay_arm(relay, relay->w->conf->backend_timeout_connect);
+	if (bufferevent_socket_connect(relay->bev, (struct sockaddr *)&b->addr,
+				       (int)b->addrlen) < 0)
+		relay_next_backend(relay, "connect failed");
+}
+
+/* relay_xtext - append " KEY=xtext(value)" when the backend takes KEY */
+static void relay_attr(struct evbuffer *out, const char *attrs,
+		       const char *key, const char *value)
+{
+	char text[1024];
+	size_t klen = strlen(key);
+
+	/* The backend lists the attributes it takes (Postfix does). */
+	for (const char *p = attrs; (p = strstr(p, key)); p += klen) {
+		if ((p == attrs || p[-1] == ' ') && (p[klen] == ' ' || p[klen] == 0)) {
+			smtp_xtext_encode(value, text, sizeof(text));
+			evbuffer_add_printf(out, " %s=%s", key, text);
+			return;
+		}
+	}
+}
+
+/* relay_identity - XCLIENT or XFORWARD attributes of the client */
+static void relay_identity(struct relay *relay, const char *verb,
+			   const char *attrs, enum relay_state state)
+{
+	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	char addr[80], port[16];
+
+	/* Postfix wants IPv6 addresses tagged (XCLIENT_README). */
+	snprintf(addr, sizeof(addr), "%s%s",
+		 strchr(relay->client_addr, ':') ? "IPV6:" : "",
+		 relay->client_addr);
+	snprintf(port, sizeof(port), "%u", relay->client_port);
+	evbuffer_add_printf(out, "%s", verb);
+	/* No reverse lookup is made here: say so rather than pass our own name. */
+	relay_attr(out, attrs, "NAME", "[UNAVAILABLE]");
+	relay_attr(out, attrs, "ADDR", addr);
+	relay_attr(out, attrs, "PORT", port);
+	relay_attr(out, attrs, "PROTO", relay->client_esmtp ? "ESMTP" : "SMTP");
+	relay_attr(out, attrs, "HELO",
+		   relay->client_helo ? relay->client_helo : "[UNAVAILABLE]");
+	if (state == RELAY_XFORWARD)
+		relay_attr(out, attrs, "SOURCE", "REMOTE");
+	relay_send(relay, state, relay->w->conf->backend_timeout_command, "%s", "");
+}
+
+/* relay_wants - whether the configured identity mode allows this way */
+static bool relay_wants(const struct relay *relay, int mode)
+{
+	int configured = relay->w->conf->client_identity;
+
+	return configured == CONF_IDENTITY_AUTO || configured == mode;
+}
+
+/* relay_send_mail - XFORWARD (once per transaction) or RSET, then MAIL */
+static void relay_send_mail(struct relay *relay)
+{
+	unsigned t = relay->w->conf->backend_timeout_command;
+
+	if (relay->in_tx) {
+		relay_send(relay, RELAY_RSET, t, "RSET");
+		return;
+	}
+	/* Postfix forgets XFORWARD attributes at the end of each transaction. */
+	if (!relay->xclient_done && relay->caps.xforward &&
+	    relay_wants(relay, CONF_IDENTITY_XFORWARD) &&
+	    relay->state != RELAY_XFORWARD) {
+		relay_identity(relay, "XFORWARD", relay->caps.xforward_attrs,
+			       RELAY_XFORWARD);
+		return;
+	}
+	relay->in_tx = true;
+	relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
+	free(relay->pending);
+	relay->pending = NULL;
+}
+
+/* relay_ehlo_done - the backend answered EHLO */
+static void relay_ehlo_done(struct relay *relay)
+{
+	smtp_caps_parse(&relay->reply, &relay->caps);
+	worker_learn_caps(relay->w, &relay->caps);
+	if (relay->probe) {
+		relay->state = RELAY_IDLE;
+		relay_free(relay);
+		return;
+	}
+	if (!relay->xclient_done && relay->caps.xclient &&
+	    relay_wants(relay, CONF_IDENTITY_XCLIENT)) {
+		relay_identity(relay, "XCLIENT", relay->caps.xclient_attrs,
+			       RELAY_XCLIENT);
+		return;
+	}
+	relay_send_mail(relay);
+}
+
+/* relay_reply - one complete reply arrived */
+static void relay_reply(struct relay *relay)
+{
+	struct smtp_reply *r = &relay->reply;
+	unsigned t = relay->w->conf->backend_timeout_command;
+
+	evtimer_del(relay->timer);
+	switch (relay->state) {
+	case RELAY_GREETING:
+		if (r->code != 220) {
+			relay_next_backend(relay, "refused the connection");
+			return;
+		}
+		relay_send(relay, RELAY_EHLO, t, "EHLO %s", relay->w->conf->helo_name);
+		return;
+	case RELAY_EHLO:
+		if (r->code != 250) {
+			relay_next_backend(relay, "refused EHLO");
+			return;
+		}
+		relay_ehlo_done(relay);
+		return;
+	case RELAY_XCLIENT:
+		if (r->code / 100 == 2) {
+			/*
+			 * XCLIENT starts a new session: Postfix greets again with
+			 * 220 (XCLIENT_README); some servers say 250. EHLO anyway.
+			 */
+			relay->xclient_done = true;
+			relay->identity_sent = true;
+			relay_send(relay, RELAY_EHLO, t, "EHLO %s",
+				   relay->w->conf->helo_name);
+			return;
+		}
+		log_warning("backend %s refused XCLIENT: %d %s",
+			    relay->w->backends[relay->backend].text, r->code,
+			    r->nlines ? r->lines[0] : "");
+		relay->xclient_done = false;
+		relay->caps.xclient = false;
+		relay_send_mail(relay);
+		return;
+	case RELAY_XFORWARD:
+		if (r->code == 250)
+			relay->identity_sent = true;
+		else
+			log_warning("backend %s refused XFORWARD: %d %s",
+				    relay->w->backends[relay->backend].text,
+				    r->code, r->nlines ? r->lines[0] : "");
+		relay->in_tx = true;
+		relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
+		free(relay->pending);
+		relay->pending = NULL;
+		return;
+	case RELAY_RSET:
+		relay->in_tx = false;
+		relay_send_mail(relay);
+		return;
+	case RELAY_COMMAND:
+	case RELAY_DATA:
+	case RELAY_DOT:
+		if (r->code == 421) {
+			/* The backend is closing: no later command would work. */
+			char line[600];
+			snprintf(line, sizeof(line),
+				 "451 4.4.2 Backend mail server closed the session: %.500s",
+				 r->nlines ? r->lines[0] : "");
+			relay_fail(relay, line, "421 reply");
+			return;
+		}
+		if (relay->state == RELAY_DATA && r->code == 354) {
+			relay->state = RELAY_BODY;
+			evtimer_del(relay->timer);
+			smtp_reply_reset(r);
+			relay_write_cb(relay->bev, relay);
+			return;
+		}
+		if (relay->state == RELAY_DOT)
+			relay->in_tx = false;
+		relay->state = RELAY_IDLE;
+		relay_finish(relay, r, true);
+		return;
+	case RELAY_QUIT:
+		relay_destroy(relay);
+		return;
+	default:
+		/* A reply nobody asked for: a 421 before a timeout, usually. */
+		log_info("backend %s closed an idle session: %d %s",
+			 relay->w->backends[relay->backend].text, r->code,
+			 r->nlines ? r->lines[0] : "");
+		relay_close(relay);
+		return;
+	}
+}
+
+/* relay_read_cb - reply lines from the backend */
+static void relay_read_cb(struct bufferevent *bev, void *arg)
+{
+	struct relay *relay = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	char *line;
+	size_t len;
+
+	while (relay->bev == bev &&
+	       (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
+		int rc = smtp_reply_feed(&relay->reply, line, len);
+		free(line);
+		if (rc < 0) {
+			if (relay->state < RELAY_IDLE)
+				relay_next_backend(relay, "malformed reply");
+			else
+				relay_fail(relay, "451 4.4.2 Backend mail server sent a malformed reply",
+					   "malformed reply");
+			return;
+		}
+		if (rc == 1) {
+			relay_reply(relay);
+			/* The callback may have freed or reused the relay. */
+			return;
+		}
+	}
+	if (relay->bev == bev && evbuffer_get_length(in) > RELAY_MAX_INPUT) {
+		if (relay->state < RELAY_IDLE)
+			relay_next_backend(relay, "reply too long");
+		else
+			relay_fail(relay, "451 4.4.2 Backend mail server sent a malformed reply",
+				   "reply too long");
+	}
+}
+
+/* relay_fill - stream more of the message while the backend keeps up */
+static void relay_fill(struct relay *relay)
+{
+	struct evbuffer *out = bufferevent_get_output(relay->bev);
+
+	if (!relay->chunk) {
+		relay->chunk = malloc(RELAY_CHUNK);
+		relay->encoded = malloc(2 * RELAY_CHUNK + 8);
+		if (!relay->chunk || !relay->encoded) {
+			relay_fail(relay, "451 4.3.0 Out of memory, try again later",
+				   "out of memory");
+			return;
+		}
+	}
+	while (evbuffer_get_length(out) < RELAY_HIGH_WATER) {
+		size_t n;
+
+		if (relay->prefix_off < relay->prefix_len) {
+			size_t take = relay->prefix_len - relay->prefix_off;
+			if (take > RELAY_CHUNK)
+				take = RELAY_CHUNK;
+			n = smtp_data_encode(&relay->enc, relay->prefix + relay->prefix_off,
+					     take, relay->encoded);
+			relay->prefix_off += take;
+			evbuffer_add(out, relay->encoded, n);
+			continue;
+		}
+		ssize_t got = spool_read(relay->spool, relay->spool_off,
+					 relay->chunk, RELAY_CHUNK);
+		if (got < 0) {
+			/* Our disk failed, not the backend: cut, never send half. */
+			relay_fail(relay, "451 4.3.0 Local error reading the message, try again later",
+				   strerror(errno));
+			return;
+		}
+		if (got == 0) {
+			n = smtp_data_encode_end(&relay->enc, relay->encoded);
+			evbuffer_add(out, relay->encoded, n);
+			relay->state = RELAY_DOT;
+			relay_arm(relay, relay->w->conf->backend_timeout_data_end);
+			return;
+		}
+		relay->spool_off += (unsigned long long)got;
+		n = smtp_data_encode(&relay->enc, relay->chunk, (size_t)got,
+				     relay->encoded);
+		evbuffer_add(out, relay->encoded, n);
+	}
+	relay_arm(relay, relay->w->conf->backend_timeout_data_block);
+}
+
+/* relay_write_cb - the output drained below the low-water mark */
+static void relay_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct relay *relay = arg;
+
+	if (relay->state == RELAY_BODY)
+		relay_fill(relay);
+}
+
+/* relay_event_cb - connected, closed by the backend, or a socket error */
+static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct relay *relay = arg;
+	char why[128];
+
+	if (events & BEV_EVENT_CONNECTED) {
+		relay->state = RELAY_GREETING;
+		relay_arm(relay, relay->w->conf->backend_timeout_greeting);
+		return;
+	}
+	if (events & BEV_EVENT_EOF)
+		snprintf(why, sizeof(why), "connection closed");
+	else
+		snprintf(why, sizeof(why), "%s",
+			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (relay->state < RELAY_RSET) {
+		relay_next_backend(relay, why);
+	} else if (relay->state == RELAY_IDLE) {
+		log_debug("backend %s closed an idle session",
+			  relay->w->backends[relay->backend].text);
+		relay_close(relay);
+	} else {
+		relay_fail(relay, "451 4.4.2 Lost connection to the backend mail server, try again later",
+			   why);
+	}
+}
+
+/* relay_timer_cb - a wait ran out */
+static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct relay *relay = arg;
+
+	if (relay->state < RELAY_RSET)
+		relay_next_backend(relay, "timed out");
+	else if (relay->state == RELAY_QUIT)
+		relay_destroy(relay);
+	else
+		relay_fail(relay, "451 4.4.2 Backend mail server timed out, try again later",
+			   "timed out");
+}
+
+/* relay_set_client - remember who the client is */
+static void relay_set_client(struct relay *relay, const struct relay_client *client)
+{
+	free(relay->client_addr);
+	free(relay->client_helo);
+	relay->client_addr = strdup(client->addr);
+	relay->client_helo = client->helo ? strdup(client->helo) : NULL;
+	relay->client_port = client->port;
+	relay->client_esmtp = client->esmtp;
+}
+
+/* relay_mail - open if needed, then relay MAIL */
+void relay_mail(struct relay *relay, const struct relay_client *client,
+		const char *line)
+{
+	free(relay->pending);
+	relay->pending = strdup(line);
+	relay_set_client(relay, client);
+	if (relay->state == RELAY_IDLE) {
+		relay_send_mail(relay);
+		return;
+	}
+	if (relay->state != RELAY_CLOSED) {
+		log_error("internal error: MAIL while the relay is in %s",
+			  relay_state_names[relay->state]);
+		relay_fail(relay, "451 4.3.0 Internal error, try again later",
+			   "unexpected MAIL");
+		return;
+	}
+	relay->backend = 0;
+	relay_try(relay);
+}
+
+/* relay_command - relay RCPT, RSET or NOOP */
+void relay_command(struct relay *relay, const char *line)
+{
+	if (relay->state != RELAY_IDLE) {
+		struct smtp_reply r = { 0 };
+		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
+		relay_finish(relay, &r, false);
+		smtp_reply_reset(&r);
+		return;
+	}
+	relay_send(relay, RELAY_COMMAND, relay->w->conf->backend_timeout_command,
+		   "%s", line);
+}
+
+/* relay_data - DATA, then the message */
+void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
+{
+	if (relay->state != RELAY_IDLE) {
+		struct smtp_reply r = { 0 };
+		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
+		relay_finish(relay, &r, false);
+		smtp_reply_reset(&r);
+		return;
+	}
+	relay->prefix = prefix;
+	relay->prefix_len = prefix ? strlen(prefix) : 0;
+	relay->prefix_off = 0;
+	relay->spool = spool;
+	relay->spool_off = 0;
+	smtp_data_encoder_init(&relay->enc);
+	relay_send(relay, RELAY_DATA, relay->w->conf->backend_timeout_data_init,
+		   "DATA");
+}
+
+/* relay_is_open - whether a backend connection is established */
+bool relay_is_open(const struct relay *relay)
+{
+	return relay->state == RELAY_IDLE;
+}
+
+/* relay_identity_sent - whether the backend knows the client's identity */
+bool relay_identity_sent(const struct relay *relay)
+{
+	return relay->identity_sent;
+}
+
+/* relay_server - the backend in use */
+const char *relay_server(const struct relay *relay)
+{
+	return relay->state == RELAY_CLOSED ? ""
+					    : relay->w->backends[relay->backend].text;
+}
+
+/* relay_caps - the capabilities of the open connection */
+const struct smtp_caps *relay_caps(const struct relay *relay)
+{
+	return &relay->caps;
+}
+
+/* relay_probe - learn the backend's capabilities */
+void relay_probe(struct worker *w)
+{
+	struct relay *relay = relay_new(w, NULL, NULL);
+
+	if (!relay)
+		return;
+	relay->probe = true;
+	relay_try(relay);
+}

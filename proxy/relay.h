@@ -1,0 +1,86 @@
+/*
+ * relay.h - the client side of SMTP towards the backend MTA
+ *
+ * A relay is the backend connection of one client session. It opens at
+ * the first MAIL: connect (backends tried in order), greeting, EHLO,
+ * then the client's identity by XCLIENT when the backend offers it, else
+ * XFORWARD, else nothing (the session then adds a Received: header).
+ * MAIL, RCPT and RSET are relayed one at a time; relay_data() sends DATA
+ * and streams the spooled message, dot-stuffed again. Every operation
+ * ends in exactly one call of the session's callback with the reply the
+ * client should see: the backend's own, or one made here when the
+ * backend failed (451 4.4.1 unreachable, 451 4.4.2 lost or timed out).
+ *
+ * The connection stays open across transactions of the same session and
+ * is closed (QUIT when idle, a plain close in the middle of a
+ * transaction so the backend discards it) by relay_free().
+ */
+#ifndef PORTCULLIS_RELAY_H
+#define PORTCULLIS_RELAY_H
+
+#include <stdbool.h>
+
+#include "smtp.h"
+#include "spool.h"
+#include "worker.h"
+
+struct relay;
+
+/* Who the client is, as the backend should see it. */
+struct relay_client {
+	const char *addr;  /* numeric, without brackets */
+	unsigned port;
+	const char *helo;  /* NULL before HELO/EHLO */
+	bool esmtp;
+};
+
+/*
+ * relay_done_fn - the end of one operation
+ * backend is true when the reply came from the backend, false when the
+ * relay made it up because the backend failed (the connection is then
+ * closed and the transaction lost at the backend).
+ */
+typedef void (*relay_done_fn)(void *arg, const struct smtp_reply *reply,
+			      bool backend);
+
+/* relay_new - a closed relay for one session */
+struct relay *relay_new(struct worker *w, relay_done_fn done, void *arg);
+
+/* relay_free - close the backend connection and release the relay */
+void relay_free(struct relay *relay);
+
+/*
+ * relay_mail - open the connection if needed, then relay "MAIL FROM:..."
+ * line is the full command without CRLF.
+ */
+void relay_mail(struct relay *relay, const struct relay_client *client,
+		const char *line);
+
+/* relay_command - relay one command line (RCPT, RSET, NOOP) */
+void relay_command(struct relay *relay, const char *line);
+
+/*
+ * relay_data - DATA, then prefix (header lines, CRLF-terminated, may be
+ * NULL) and the spooled content, then the end of data
+ */
+void relay_data(struct relay *relay, const char *prefix, struct spool *spool);
+
+/* relay_is_open - whether a backend connection is established */
+bool relay_is_open(const struct relay *relay);
+
+/* relay_identity_sent - whether XCLIENT or XFORWARD told the client's identity */
+bool relay_identity_sent(const struct relay *relay);
+
+/* relay_server - the backend in use, as configured ("" when closed) */
+const char *relay_server(const struct relay *relay);
+
+/* relay_caps - the capabilities of the open backend connection */
+const struct smtp_caps *relay_caps(const struct relay *relay);
+
+/*
+ * relay_probe - connect to the first reachable backend, EHLO, QUIT, and
+ * hand its capabilities to worker_learn_caps()
+ */
+void relay_probe(struct worker *w);
+
+#endif

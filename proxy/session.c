@@ -1,0 +1,1218 @@
+/*
+ * session.c - the server side of SMTP (RFC 5321) for one client
+ *
+ * The session is an explicit state machine over one bufferevent. Input
+ * is read into the bufferevent's buffer and handled by session_process()
+ * one command at a time; a command that waits for the backend sets
+ * `busy`, and the commands pipelined behind it stay in the buffer until
+ * the relay's callback answered it (RFC 2920: replies in order). Reading
+ * stops when the buffer holds SESSION_MAX_INPUT, so a client that
+ * pipelines without reading cannot make us buffer without bound.
+ *
+ * Commands are dispatched through one table (session_commands[]): a verb
+ * maps to its handler. Each handler either answers at once or hands the
+ * command to the relay. Message data is decoded by the smtp codec (only
+ * <CRLF>.<CRLF> ends it), checked for bare CR/LF and for size, and kept
+ * in a spool until the backend has taken it. The client gets 250 for a
+ * message only when the backend answered 250 for it.
+ */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "decision.h"
+#include "log.h"
+#include "relay.h"
+#include "session.h"
+#include "spool.h"
+
+#define SESSION_MAX_INPUT (256 * 1024)
+#define SESSION_MAX_OUTPUT (64 * 1024)
+#define SESSION_DATA_CHUNK 16384
+#define SESSION_LINGER 10
+
+enum session_state {
+	SESSION_COMMAND, /* waiting for a command */
+	SESSION_DATA,	 /* reading message data */
+	SESSION_CLOSING, /* last reply queued, closing when written */
+};
+
+/* What the client was told in the EHLO reply. */
+struct session_offer {
+	bool size;
+	unsigned long long size_limit;
+	bool eightbitmime;
+	bool smtputf8;
+	bool dsn;
+};
+
+/* One mail transaction, from MAIL to the final reply. */
+struct session_tx {
+	unsigned number;
+	char *sender;
+	bool smtputf8;
+	json_t *recipients;
+	unsigned naccepted;
+	struct spool *spool;
+	struct smtp_data_decoder decoder;
+	bool too_big;
+	char *prefix; /* header lines added in front of the message */
+};
+
+/* What the session waits for from the relay. */
+enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA };
+
+struct session {
+	struct worker *w;
+	struct session *prev, *next;
+	struct bufferevent *bev;
+	struct event *timer;
+	char id[24];
+	char addr[INET6_ADDRSTRLEN];
+	unsigned port;
+	char *helo;
+	bool esmtp;
+	struct session_offer offer;
+	enum session_state state;
+	enum session_wait wait;
+	bool skipping;	    /* discarding the rest of an overlong line */
+	bool draining;	    /* close after the current transaction */
+	unsigned errors;
+	unsigned ntransactions; /* logged so far */
+	struct session_tx *tx;
+	struct relay *relay;
+	char *rcpt_pending; /* the address of the RCPT waiting for the backend */
+	char *decoded;	    /* decoder output buffer */
+};
+
+static void session_process(struct session *s);
+static void session_relay_done(void *arg, const struct smtp_reply *reply,
+			       bool backend);
+
+/* session_link - add to the worker's list */
+static void session_link(struct session *s)
+{
+	s->next = s->w->sessions;
+	if (s->next)
+		s->next->prev = s;
+	s->w->sessions = s;
+	s->w->nsessions++;
+}
+
+/* session_unlink - remove from the worker's list */
+static void session_unlink(struct session *s)
+{
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		s->w->sessions = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	s->w->nsessions--;
+}
+
+/* session_client_json - the client part of a decision record */
+static json_t *session_client_json(const char *addr, unsigned port,
+				   const char *helo)
+{
+	json_t *client = json_pack("{s:s, s:i}", "address", addr, "port", (int)port);
+
+	if (helo)
+		json_object_set_new(client, "helo", json_string(helo));
+	return client;
+}
+
+/* session_reply_json - a wire reply as logged: its first line, no CRLF */
+static json_t *session_reply_json(const char *wire)
+{
+	size_t len = strcspn(wire, "\r\n");
+
+	return json_stringn(wire, len);
+}
+
+/* session_queue_id - the queue id in a backend's "queued as X" reply */
+static json_t *session_queue_id(const struct smtp_reply *r)
+{
+	for (size_t i = 0; i < r->nlines; i++) {
+		const char *p = strstr(r->lines[i], "queued as ");
+		if (p) {
+			p += strlen("queued as ");
+			size_t len = strcspn(p, " \t;,)");
+			if (len > 0)
+				return json_stringn(p, len);
+		}
+	}
+	return NULL;
+}
+
+/* session_tx_free - end a transaction */
+static void session_tx_free(struct session *s)
+{
+	struct session_tx *tx = s->tx;
+
+	if (!tx)
+		return;
+	free(tx->sender);
+	json_decref(tx->recipients);
+	spool_free(tx->spool);
+	free(tx->prefix);
+	free(tx);
+	s->tx = NULL;
+}
+
+/*
+ * session_log_tx - the decision record of the current transaction
+ * action: accepted, rejected, tempfailed, discarded or aborted.
+ */
+static void session_log_tx(struct session *s, const char *action,
+			   const char *reply, const struct smtp_reply *backend,
+			   const char *reason)
+{
+	struct session_tx *tx = s->tx;
+	json_t *rec = json_object();
+
+	json_object_set_new(rec, "type", json_string("transaction"));
+	json_object_set_new(rec, "session", json_string(s->id));
+	json_object_set_new(rec, "transaction", json_integer(tx->number));
+	json_object_set_new(rec, "client", session_client_json(s->addr, s->port, s->helo));
+	json_object_set_new(rec, "sender", json_string(tx->sender));
+	json_object_set(rec, "recipients", tx->recipients);
+	if (tx->spool)
+		json_object_set_new(rec, "size", json_integer((json_int_t)tx->decoder.bytes_out));
+	json_object_set_new(rec, "action", json_string(action));
+	if (reply)
+		json_object_set_new(rec, "reply", session_reply_json(reply));
+	if (reason)
+		json_object_set_new(rec, "reason", json_string(reason));
+	if (s->relay && *relay_server(s->relay)) {
+		json_t *b = json_object();
+		json_object_set_new(b, "server", json_string(relay_server(s->relay)));
+		if (backend && backend->nlines) {
+			char wire[1200];
+			smtp_reply_format(backend, NULL, wire, sizeof(wire));
+			json_object_set_new(b, "reply", session_reply_json(wire));
+			json_t *qid = session_queue_id(backend);
+			if (qid)
+				json_object_set_new(b, "queue_id", qid);
+		}
+		json_object_set_new(rec, "backend", b);
+	}
+	decision_write(rec);
+	s->ntransactions++;
+}
+
+/* session_log_connection - the record of a session without a transaction */
+static void session_log_connection(struct worker *w, const char *id,
+				   const char *addr, unsigned port,
+				   const char *helo, const char *action,
+				   const char *reason)
+{
+	json_t *rec = json_object();
+
+	json_object_set_new(rec, "type", json_string("connection"));
+	json_object_set_new(rec, "session", json_string(id));
+	json_object_set_new(rec, "client", session_client_json(addr, port, helo));
+	json_object_set_new(rec, "action", json_string(action));
+	if (reason)
+		json_object_set_new(rec, "reason", json_string(reason));
+	decision_write(rec);
+}
+
+/* session_free - release the session; the connection is closed */
+static void session_free(struct session *s, const char *action,
+			 const char *reason)
+{
+	if (s->tx)
+		session_log_tx(s, "aborted", NULL, NULL, reason);
+	else if (s->ntransactions == 0)
+		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
+				       action, reason);
+	log_debug("session %s from [%s]:%u ended: %s", s->id, s->addr, s->port,
+		  reason);
+	session_tx_free(s);
+	/* Closing the relay here aborts a half-sent message at the backend. */
+	relay_free(s->relay);
+	if (s->bev)
+		bufferevent_free(s->bev);
+	event_free(s->timer);
+	session_unlink(s);
+	free(s->helo);
+	free(s->rcpt_pending);
+	free(s->decoded);
+	struct worker *w = s->w;
+	free(s);
+	worker_session_closed(w);
+}
+
+/* session_send - queue one reply line "CODE ENH TEXT" */
+static void session_send(struct session *s, int code, const char *enh,
+			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static void session_send(struct session *s, int code, const char *enh,
+			 const char *fmt, ...)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	va_list ap;
+
+	if (enh)
+		evbuffer_add_printf(out, "%d %s ", code, enh);
+	else
+		evbuffer_add_printf(out, "%d ", code);
+	va_start(ap, fmt);
+	evbuffer_add_vprintf(out, fmt, ap);
+	va_end(ap);
+	evbuffer_add(out, "\r\n", 2);
+}
+
+/*
+ * session_closing_timer - the last reply is queued: free the session when
+ * it is written (write callback), or after SESSION_LINGER seconds if the
+ * client does not read it
+ */
+static void session_closing_timer(struct session *s)
+{
+	struct timeval tv = { SESSION_LINGER, 0 };
+
+	evtimer_add(s->timer, &tv);
+}
+
+/* session_close - send a last reply, then close once it is written */
+static void session_close(struct session *s, int code, const char *enh,
+			  const char *text, const char *reason)
+{
+	session_send(s, code, enh, "%s %s", s->w->conf->hostname, text);
+	s->state = SESSION_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	free(s->decoded);
+	s->decoded = NULL;
+	/* Keep the reason for the record written when the socket closes. */
+	if (s->tx)
+		session_log_tx(s, "aborted", NULL, NULL, reason);
+	session_tx_free(s);
+	if (s->ntransactions == 0) {
+		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
+				       "dropped", reason);
+		s->ntransactions = 1; /* logged */
+	}
+	session_closing_timer(s);
+}
+
+/*
+ * session_error - answer a client error; too many of them end the session
+ * (a client looping on errors, or guessing addresses, is cut off).
+ */
+static void session_error(struct session *s, int code, const char *enh,
+			  const char *text)
+{
+	session_send(s, code, enh, "%s", text);
+	if (++s->errors >= s->w->conf->max_errors)
+		session_close(s, 421, "4.7.0", "Error: too many errors",
+			      "too many errors");
+}
+
+/* session_smtp_error - answer a parser error */
+static void session_smtp_error(struct session *s, const struct smtp_error *err)
+{
+	session_error(s, err->code, err->enh, err->text);
+}
+
+/* session_arm - set the client timer for what we now wait for */
+static void session_arm(struct session *s)
+{
+	const struct conf *c = s->w->conf;
+	struct timeval tv = { 0, 0 };
+
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (s->wait != WAIT_NONE) {
+		/* The client waits for us: no client timeout now. */
+		evtimer_del(s->timer);
+		return;
+	}
+	tv.tv_sec = s->state == SESSION_DATA ? c->timeout_data : c->timeout_command;
+	evtimer_add(s->timer, &tv);
+}
+
+/* session_timeout - the client was silent too long */
+static void session_timeout(evutil_socket_t fd, short events, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SESSION_CLOSING) {
+		session_free(s, "dropped", "client did not read the last reply");
+		return;
+	}
+	session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
+}
+
+/* session_size_limit - the largest message this session accepts */
+static unsigned long long session_size_limit(const struct session *s)
+{
+	unsigned long long limit = s->w->conf->message_size_limit;
+
+	if (s->offer.size && s->offer.size_limit && s->offer.size_limit < limit)
+		limit = s->offer.size_limit;
+	return limit;
+}
+
+/* session_reset - forget the transaction (RSET, HELO, EHLO) */
+static void session_reset(struct session *s, const char *why)
+{
+	if (s->tx)
+		session_log_tx(s, "aborted", NULL, NULL, why);
+	session_tx_free(s);
+}
+
+/* cmd_helo - HELO and EHLO (RFC 5321 4.1.1.1) */
+static void cmd_helo(struct session *s, const struct smtp_command *cmd)
+{
+	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+	const struct smtp_caps *caps = &s->w->backend_caps;
+	bool known = s->w->backend_caps_known;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	const char *lines[8];
+	char size_line[40];
+	size_t n = 0;
+
+	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
+		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
+						   : "Syntax: HELO hostname");
+		return;
+	}
+	session_reset(s, ehlo ? "EHLO" : "HELO");
+	free(s->helo);
+	s->helo = strndup(cmd->arg, cmd->arg_len);
+	s->esmtp = ehlo;
+	if (!ehlo) {
+		memset(&s->offer, 0, sizeof(s->offer));
+		session_send(s, 250, NULL, "%s", s->w->conf->hostname);
+		return;
+	}
+	/*
+	 * Offer what the backend offered in its last EHLO, and only that:
+	 * a parameter accepted here must be one the backend takes.
+	 */
+	s->offer.size = known && caps->size;
+	s->offer.size_limit = caps->size_limit ? caps->size_limit
+					       : s->w->conf->message_size_limit;
+	if (s->offer.size_limit > s->w->conf->message_size_limit)
+		s->offer.size_limit = s->w->conf->message_size_limit;
+	s->offer.eightbitmime = known && caps->eightbitmime;
+	s->offer.smtputf8 = known && caps->smtputf8;
+	s->offer.dsn = known && caps->dsn;
+
+	lines[n++] = "PIPELINING";
+	if (s->offer.size) {
+		snprintf(size_line, sizeof(size_line), "SIZE %llu", s->offer.size_limit);
+		lines[n++] = size_line;
+	}
+	if (s->offer.eightbitmime)
+		lines[n++] = "8BITMIME";
+	if (s->offer.smtputf8)
+		lines[n++] = "SMTPUTF8";
+	if (s->offer.dsn)
+		lines[n++] = "DSN";
+	lines[n++] = "ENHANCEDSTATUSCODES";
+	evbuffer_add_printf(out, "250-%s\r\n", s->w->conf->hostname);
+	for (size_t i = 0; i < n; i++)
+		evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < n ? '-' : ' ', lines[i]);
+}
+
+/* session_param_need - a parameter needs an extension we did not offer */
+static bool session_param_need(struct session *s, bool offered,
+			       const char *keyword)
+{
+	if (offered)
+		return true;
+	session_error(s, 555, "5.5.4", "Unsupported parameter");
+	log_debug("session %s: %s parameter refused: extension not offered",
+		  s->id, keyword);
+	return false;
+}
+
+/* session_mail_params - check MAIL's ESMTP parameters (RFC 5321 4.1.1.11) */
+static bool session_mail_params(struct session *s, const struct smtp_path *p,
+				bool *smtputf8)
+{
+	*smtputf8 = false;
+	if (p->nparams && !s->esmtp) {
+		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
+		return false;
+	}
+	for (size_t i = 0; i < p->nparams; i++) {
+		const char *k = p->params[i].keyword, *v = p->params[i].value;
+
+		if (strcmp(k, "SIZE") == 0) {
+			if (!session_param_need(s, s->offer.size, k))
+				return false;
+			char *end;
+			errno = 0;
+			unsigned long long size = v ? strtoull(v, &end, 10) : 0;
+			if (!v || !*v || *end || errno || *v == '-' || *v == '+') {
+				session_error(s, 501, "5.5.4", "Bad SIZE parameter");
+				return false;
+			}
+			if (size > session_size_limit(s)) {
+				session_error(s, 552, "5.3.4",
+					      "Message size exceeds fixed maximum message size");
+				return false;
+			}
+		} else if (strcmp(k, "BODY") == 0) {
+			if (!session_param_need(s, s->offer.eightbitmime, k))
+				return false;
+			if (!v || (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME"))) {
+				session_error(s, 501, "5.5.4", "Unsupported BODY parameter");
+				return false;
+			}
+		} else if (strcmp(k, "SMTPUTF8") == 0) {
+			if (!session_param_need(s, s->offer.smtputf8, k))
+				return false;
+			if (v) {
+				session_error(s, 501, "5.5.4", "SMTPUTF8 takes no value");
+				return false;
+			}
+			*smtputf8 = true;
+		} else if (strcmp(k, "RET") == 0) {
+			if (!session_param_need(s, s->offer.dsn, k))
+				return false;
+			if (!v || (strcasecmp(v, "FULL") && strcasecmp(v, "HDRS"))) {
+				session_error(s, 501, "5.5.4", "Bad RET parameter");
+				return false;
+			}
+		} else if (strcmp(k, "ENVID") == 0) {
+			if (!session_param_need(s, s->offer.dsn, k))
+				return false;
+			if (!v || strlen(v) > 100 || !smtp_xtext_valid(v)) {
+				session_error(s, 501, "5.5.4", "Bad ENVID parameter");
+				return false;
+			}
+		} else {
+			session_error(s, 555, "5.5.4", "Unsupported parameter");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* session_rcpt_params - check RCPT's ESMTP parameters (RFC 3461) */
+static bool session_rcpt_params(struct session *s, const struct smtp_path *p)
+{
+	if (p->nparams && !s->esmtp) {
+		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
+		return false;
+	}
+	for (size_t i = 0; i < p->nparams; i++) {
+		const char *k = p->params[i].keyword, *v = p->params[i].value;
+
+		if (strcmp(k, "NOTIFY") == 0) {
+			if (!session_param_need(s, s->offer.dsn, k))
+				return false;
+			bool ok = v && *v;
+			if (ok && strcasecmp(v, "NEVER") != 0) {
+				char buf[64];
+				snprintf(buf, sizeof(buf), "%s", v);
+				for (char *save, *t = strtok_r(buf, ",", &save); t;
+				     t = strtok_r(NULL, ",", &save))
+					if (strcasecmp(t, "SUCCESS") && strcasecmp(t, "FAILURE") &&
+					    strcasecmp(t, "DELAY"))
+						ok = false;
+				if (strlen(v) >= sizeof(buf) || v[strlen(v) - 1] == ',')
+					ok = false;
+			}
+			if (!ok) {
+				session_error(s, 501, "5.5.4", "Bad NOTIFY parameter");
+				return false;
+			}
+		} else if (strcmp(k, "ORCPT") == 0) {
+			if (!session_param_need(s, s->offer.dsn, k))
+				return false;
+			const char *semi = v ? strchr(v, ';') : NULL;
+			if (!semi || semi == v || strlen(v) > 500 ||
+			    !smtp_xtext_valid(semi + 1)) {
+				session_error(s, 501, "5.5.4", "Bad ORCPT parameter");
+				return false;
+			}
+		} else {
+			session_error(s, 555, "5.5.4", "Unsupported parameter");
+			return false;
+		}
+	}
+	return true;
+}
+
+/* session_path_line - "VERB:<path> params" rebuilt from what we checked */
+static char *session_path_line(const char *verb, const struct smtp_path *p)
+{
+	struct evbuffer *b = evbuffer_new();
+	char *line;
+	size_t len;
+
+	/* The source route is dropped, as RFC 5321 C says a relay may. */
+	evbuffer_add_printf(b, "%s<%s>", verb, p->path);
+	for (size_t i = 0; i < p->nparams; i++) {
+		if (p->params[i].value)
+			evbuffer_add_printf(b, " %s=%s", p->params[i].keyword,
+					    p->params[i].value);
+		else
+			evbuffer_add_printf(b, " %s", p->params[i].keyword);
+	}
+	len = evbuffer_get_length(b);
+	line = malloc(len + 1);
+	if (line) {
+		evbuffer_remove(b, line, len);
+		line[len] = 0;
+	}
+	evbuffer_free(b);
+	return line;
+}
+
+/* cmd_mail - MAIL FROM (RFC 5321 4.1.1.2) */
+static void cmd_mail(struct session *s, const struct smtp_command *cmd)
+{
+	struct smtp_path path = { 0 };
+	struct smtp_error err;
+	bool smtputf8;
+	char *line;
+
+	if (!s->helo) {
+		session_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return;
+	}
+	if (s->tx) {
+		session_error(s, 503, "5.5.1", "Error: nested MAIL command");
+		return;
+	}
+	if (s->draining) {
+		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
+			      "shutting down");
+		return;
+	}
+	if (smtp_path_parse(cmd->arg, cmd->arg_len, false, &path, &err) < 0) {
+		session_smtp_error(s, &err);
+		return;
+	}
+	if (!session_mail_params(s, &path, &smtputf8)) {
+		smtp_path_free(&path);
+		return;
+	}
+	if (path.utf8 && !smtputf8) {
+		smtp_path_free(&path);
+		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		return;
+	}
+	line = session_path_line("MAIL FROM:", &path);
+	s->tx = calloc(1, sizeof(*s->tx));
+	if (!line || !s->tx || !(s->tx->sender = strdup(path.path))) {
+		free(line);
+		smtp_path_free(&path);
+		session_tx_free(s);
+		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		return;
+	}
+	s->tx->number = s->ntransactions + 1;
+	s->tx->smtputf8 = smtputf8;
+	s->tx->recipients = json_array();
+	smtp_path_free(&path);
+
+	struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
+	s->wait = WAIT_MAIL;
+	relay_mail(s->relay, &client, line);
+	free(line);
+}
+
+/* cmd_rcpt - RCPT TO (RFC 5321 4.1.1.3) */
+static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
+{
+	struct smtp_path path = { 0 };
+	struct smtp_error err;
+	char *line;
+
+	if (!s->tx) {
+		session_error(s, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if (smtp_path_parse(cmd->arg, cmd->arg_len, true, &path, &err) < 0) {
+		session_smtp_error(s, &err);
+		return;
+	}
+	if (!session_rcpt_params(s, &path)) {
+		smtp_path_free(&path);
+		return;
+	}
+	if (path.utf8 && !s->tx->smtputf8) {
+		smtp_path_free(&path);
+		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		return;
+	}
+	if (s->tx->naccepted >= s->w->conf->max_recipients) {
+		smtp_path_free(&path);
+		session_error(s, 452, "4.5.3", "Error: too many recipients");
+		return;
+	}
+	line = session_path_line("RCPT TO:", &path);
+	free(s->rcpt_pending);
+	s->rcpt_pending = strdup(path.path);
+	smtp_path_free(&path);
+	if (!line || !s->rcpt_pending) {
+		free(line);
+		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		return;
+	}
+	s->wait = WAIT_RCPT;
+	relay_command(s->relay, line);
+	free(line);
+}
+
+/* cmd_data - DATA (RFC 5321 4.1.1.4) */
+static void cmd_data(struct session *s, const struct smtp_command *cmd)
+{
+	if (cmd->arg_len) {
+		session_error(s, 501, "5.5.4", "Syntax: DATA");
+		return;
+	}
+	if (!s->tx) {
+		session_error(s, 503, "5.5.1", "Error: need MAIL command");
+		return;
+	}
+	if (s->tx->naccepted == 0) {
+		session_error(s, 554, "5.5.1", "Error: no valid recipients");
+		return;
+	}
+	if (!relay_is_open(s->relay)) {
+		/* The backend went away after RCPT: nothing could be delivered. */
+		session_send(s, 451, "4.4.2", "Lost connection to the backend mail server, try again later");
+		session_log_tx(s, "tempfailed", "451 4.4.2 Lost connection to the backend mail server",
+			       NULL, "backend lost before DATA");
+		session_tx_free(s);
+		return;
+	}
+	s->tx->spool = spool_new(s->w->conf->spool_dir, s->w->conf->spool_memory_limit);
+	s->decoded = malloc(2 * SESSION_DATA_CHUNK + 2);
+	if (!s->tx->spool || !s->decoded) {
+		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		return;
+	}
+	smtp_data_decoder_init(&s->tx->decoder,
+			       s->w->conf->bare_newline == CONF_BARE_NORMALIZE);
+	session_send(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+	s->state = SESSION_DATA;
+}
+
+/* cmd_rset - RSET (RFC 5321 4.1.1.5) */
+static void cmd_rset(struct session *s, const struct smtp_command *cmd)
+{
+	/* The relay sends RSET itself before the backend's next MAIL. */
+	session_reset(s, "RSET");
+	session_send(s, 250, "2.0.0", "Ok");
+}
+
+/* cmd_noop - NOOP (RFC 5321 4.1.1.9) */
+static void cmd_noop(struct session *s, const struct smtp_command *cmd)
+{
+	session_send(s, 250, "2.0.0", "Ok");
+}
+
+/* cmd_quit - QUIT (RFC 5321 4.1.1.10) */
+static void cmd_quit(struct session *s, const struct smtp_command *cmd)
+{
+	session_reset(s, "QUIT");
+	session_send(s, 221, "2.0.0", "Bye");
+	s->state = SESSION_CLOSING;
+	bufferevent_disable(s->bev, EV_READ);
+	if (s->ntransactions == 0) {
+		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
+				       "closed", "QUIT");
+		s->ntransactions = 1;
+	}
+	session_closing_timer(s);
+}
+
+/* cmd_vrfy - VRFY: never confirm addresses (RFC 5321 3.5.3) */
+static void cmd_vrfy(struct session *s, const struct smtp_command *cmd)
+{
+	if (cmd->arg_len == 0) {
+		session_error(s, 501, "5.5.4", "Syntax: VRFY address");
+		return;
+	}
+	session_send(s, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+/* cmd_help - HELP (RFC 5321 4.1.1.8) */
+static void cmd_help(struct session *s, const struct smtp_command *cmd)
+{
+	session_send(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY");
+}
+
+/* cmd_not_offered - a known verb of an extension we do not offer */
+static void cmd_not_offered(struct session *s, const struct smtp_command *cmd)
+{
+	session_error(s, 502, "5.5.1", "Error: command not implemented");
+}
+
+/* cmd_unknown - a verb we do not know */
+static void cmd_unknown(struct session *s, const struct smtp_command *cmd)
+{
+	session_error(s, 500, "5.5.1", "Error: command not recognized");
+}
+
+/* One row per verb: adding a command is adding a row. */
+static void (*const session_commands[SMTP_VERB_COUNT])(struct session *,
+						       const struct smtp_command *) = {
+	[SMTP_VERB_UNKNOWN] = cmd_unknown,
+	[SMTP_VERB_HELO] = cmd_helo,
+	[SMTP_VERB_EHLO] = cmd_helo,
+	[SMTP_VERB_MAIL] = cmd_mail,
+	[SMTP_VERB_RCPT] = cmd_rcpt,
+	[SMTP_VERB_DATA] = cmd_data,
+	[SMTP_VERB_RSET] = cmd_rset,
+	[SMTP_VERB_NOOP] = cmd_noop,
+	[SMTP_VERB_QUIT] = cmd_quit,
+	[SMTP_VERB_VRFY] = cmd_vrfy,
+	[SMTP_VERB_EXPN] = cmd_not_offered,
+	[SMTP_VERB_HELP] = cmd_help,
+	[SMTP_VERB_STARTTLS] = cmd_not_offered,
+	[SMTP_VERB_AUTH] = cmd_not_offered,
+	[SMTP_VERB_BDAT] = cmd_not_offered,
+	[SMTP_VERB_XCLIENT] = cmd_not_offered,
+	[SMTP_VERB_XFORWARD] = cmd_not_offered,
+	[SMTP_VERB_ETRN] = cmd_not_offered,
+	[SMTP_VERB_TURN] = cmd_not_offered,
+};
+
+/* session_rfc5322_date - the date of a Received: header */
+static void session_rfc5322_date(char *buf, size_t cap)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+
+	gmtime_r(&now, &tm);
+	strftime(buf, cap, "%a, %d %b %Y %H:%M:%S +0000", &tm);
+}
+
+/*
+ * session_received - the Received: header (RFC 5321 4.4) for a backend
+ * that took neither XCLIENT nor XFORWARD, so it still learns who the
+ * client was (Exchange, for one).
+ */
+static char *session_received(struct session *s)
+{
+	char date[64];
+	char *text = NULL;
+	bool one = json_array_size(s->tx->recipients) == 1;
+	int n;
+
+	session_rfc5322_date(date, sizeof(date));
+	n = asprintf(&text,
+		     "Received: from %s ([%s%s])\r\n"
+		     "\tby %s (Portcullis) with %s id %s.%u%s%s%s;\r\n"
+		     "\t%s\r\n",
+		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
+		     s->w->conf->hostname,
+		     s->tx->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
+		     one ? json_string_value(json_object_get(
+				   json_array_get(s->tx->recipients, 0), "address"))
+			 : "",
+		     one ? ">" : "", date);
+	return n < 0 ? NULL : text;
+}
+
+/* session_data_end - the client sent <CRLF>.<CRLF> */
+static void session_data_end(struct session *s)
+{
+	struct session_tx *tx = s->tx;
+
+	s->state = SESSION_COMMAND;
+	free(s->decoded);
+	s->decoded = NULL;
+	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
+	    s->w->conf->bare_newline == CONF_BARE_REJECT) {
+		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
+		const char *r = "550 5.6.11 Error: message contains bare CR or LF characters";
+		session_send(s, 550, "5.6.11", "Error: message contains bare CR or LF characters");
+		session_log_tx(s, "rejected", r, NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
+		session_tx_free(s);
+		s->errors++;
+		return;
+	}
+	if (tx->too_big) {
+		const char *r = "552 5.3.4 Message size exceeds fixed maximum message size";
+		session_send(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+		session_log_tx(s, "rejected", r, NULL, "message too big");
+		session_tx_free(s);
+		return;
+	}
+	if (spool_finish(tx->spool) < 0) {
+		int e = spool_errno(tx->spool);
+		log_error("session %s: spool write failed: %s", s->id, strerror(e));
+		const char *r = "452 4.3.1 Insufficient system storage, try again later";
+		session_send(s, 452, "4.3.1", "Insufficient system storage, try again later");
+		session_log_tx(s, "tempfailed", r, NULL, strerror(e));
+		session_tx_free(s);
+		return;
+	}
+	if (!relay_identity_sent(s->relay))
+		tx->prefix = session_received(s);
+	s->wait = WAIT_DATA;
+	relay_data(s->relay, tx->prefix, tx->spool);
+}
+
+/*
+ * session_data_input - decode buffered message data
+ * Returns false when more input is needed.
+ */
+static bool session_data_input(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct session_tx *tx = s->tx;
+	struct evbuffer_iovec vec;
+
+	while (evbuffer_peek(in, SESSION_DATA_CHUNK, NULL, &vec, 1) > 0) {
+		size_t len = vec.iov_len < SESSION_DATA_CHUNK ? vec.iov_len : SESSION_DATA_CHUNK;
+		size_t out_len = 0;
+		size_t used = smtp_data_decode(&tx->decoder, vec.iov_base, len,
+					       s->decoded, &out_len);
+
+		if (out_len && !tx->too_big) {
+			if (tx->decoder.bytes_out > session_size_limit(s)) {
+				/* Keep reading to the end, then 552 (RFC 5321 4.5.3.1.10). */
+				tx->too_big = true;
+			} else {
+				spool_write(tx->spool, s->decoded, out_len);
+			}
+		}
+		evbuffer_drain(in, used);
+		if (tx->decoder.done) {
+			session_data_end(s);
+			return true;
+		}
+		if (used == 0)
+			break;
+	}
+	return false;
+}
+
+/* session_command_input - handle one buffered command line; false: need more */
+static bool session_command_input(struct session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	size_t avail = evbuffer_get_length(in);
+	size_t window, line_len = 0, consumed = 0;
+	unsigned max = s->w->conf->max_line_length;
+	const char *buf;
+
+	if (avail == 0)
+		return false;
+	if (s->skipping) {
+		bool found;
+		window = avail;
+		buf = (const char *)evbuffer_pullup(in, -1);
+		consumed = smtp_line_skip(buf, window, &found);
+		evbuffer_drain(in, consumed);
+		if (!found)
+			return false;
+		s->skipping = false;
+		session_error(s, 500, "5.5.2", "Error: line too long");
+		return true;
+	}
+	window = avail < (size_t)max + 3 ? avail : (size_t)max + 3;
+	buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)window);
+	enum smtp_line_status st = smtp_line_scan(buf, window, max, &line_len, &consumed);
+	switch (st) {
+	case SMTP_LINE_INCOMPLETE:
+		return false;
+	case SMTP_LINE_TOO_LONG:
+		evbuffer_drain(in, consumed);
+		s->skipping = true;
+		return true;
+	case SMTP_LINE_BARE_CR:
+		evbuffer_drain(in, consumed);
+		session_error(s, 500, "5.5.2", "Error: bare CR received");
+		return true;
+	case SMTP_LINE_BARE_LF:
+		if (s->w->conf->bare_newline != CONF_BARE_NORMALIZE) {
+			evbuffer_drain(in, consumed);
+			session_error(s, 500, "5.5.2", "Error: bare LF received");
+			return true;
+		}
+		break;
+	case SMTP_LINE_OK:
+		break;
+	}
+
+	struct smtp_command cmd;
+	struct smtp_error err;
+	char *line = malloc(line_len + 1);
+
+	if (!line) {
+		session_close(s, 421, "4.3.0", "Error: out of memory", "out of memory");
+		return true;
+	}
+	memcpy(line, buf, line_len);
+	line[line_len] = 0;
+	evbuffer_drain(in, consumed);
+	if (smtp_command_parse(line, line_len, &cmd, &err) < 0)
+		session_smtp_error(s, &err);
+	else
+		session_commands[cmd.verb](s, &cmd);
+	free(line);
+	return true;
+}
+
+/* session_process - handle buffered input until we must wait */
+static void session_process(struct session *s)
+{
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+
+	while (s->state != SESSION_CLOSING && s->wait == WAIT_NONE) {
+		/* A client that does not read its replies gets no more. */
+		if (evbuffer_get_length(out) > SESSION_MAX_OUTPUT)
+			break;
+		if (s->state == SESSION_DATA) {
+			if (!session_data_input(s))
+				break;
+		} else if (!session_command_input(s)) {
+			break;
+		}
+	}
+	if (s->state != SESSION_CLOSING)
+		session_arm(s);
+}
+
+/* session_tx_done - the final reply of a transaction went out */
+static void session_tx_done(struct session *s)
+{
+	session_tx_free(s);
+	if (s->draining)
+		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
+			      "shutting down");
+}
+
+/* session_relay_done - the backend (or the relay for it) answered */
+static void session_relay_done(void *arg, const struct smtp_reply *reply,
+			       bool backend)
+{
+	struct session *s = arg;
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	enum session_wait wait = s->wait;
+	const char *def_enh;
+	char wire[8192];
+	int cls = reply->code / 100;
+
+	s->wait = WAIT_NONE;
+	/* A backend without ENHANCEDSTATUSCODES still gives our clients one. */
+	switch (wait) {
+	case WAIT_MAIL: def_enh = cls == 2 ? "2.1.0" : cls == 4 ? "4.0.0" : "5.0.0"; break;
+	case WAIT_RCPT: def_enh = cls == 2 ? "2.1.5" : cls == 4 ? "4.0.0" : "5.0.0"; break;
+	default: def_enh = cls == 2 ? "2.0.0" : cls == 4 ? "4.0.0" : "5.0.0"; break;
+	}
+	if (reply->code < 200 || reply->code > 599 || cls == 3) {
+		/* Only 354 is expected below 400 and it never reaches us. */
+		snprintf(wire, sizeof(wire), "451 4.4.2 Unexpected reply from the backend mail server\r\n");
+		backend = false;
+	} else {
+		size_t n = smtp_reply_format(reply, def_enh, wire, sizeof(wire));
+		if (n >= sizeof(wire)) {
+			/* Cut a huge reply at a line end, keep it well-formed. */
+			snprintf(wire, sizeof(wire), "%d %s Reply from the backend mail server too long\r\n",
+				 reply->code, def_enh);
+		}
+	}
+	evbuffer_add(out, wire, strlen(wire));
+	if (cls != 2)
+		s->errors++;
+
+	switch (wait) {
+	case WAIT_MAIL:
+		if (cls != 2) {
+			session_log_tx(s, cls == 4 ? "tempfailed" : "rejected", wire,
+				       backend ? reply : NULL, "MAIL refused");
+			session_tx_done(s);
+		}
+		break;
+	case WAIT_RCPT: {
+		json_t *r = json_object();
+		json_object_set_new(r, "address", json_string(s->rcpt_pending));
+		json_object_set_new(r, "reply", session_reply_json(wire));
+		json_array_append_new(s->tx->recipients, r);
+		if (cls == 2)
+			s->tx->naccepted++;
+		break;
+	}
+	case WAIT_DATA:
+		session_log_tx(s, cls == 2 ? "accepted" : cls == 4 ? "tempfailed" : "rejected",
+			       wire, backend ? reply : NULL, backend ? NULL : "backend failed");
+		session_tx_done(s);
+		break;
+	case WAIT_NONE:
+		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
+		break;
+	}
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (s->errors >= s->w->conf->max_errors) {
+		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
+		return;
+	}
+	session_process(s);
+}
+
+/* session_read_cb - input arrived */
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+	session_process(arg);
+}
+
+/* session_write_cb - the output drained */
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SESSION_CLOSING) {
+		session_free(s, "dropped", "closed by server");
+		return;
+	}
+	session_process(s);
+}
+
+/* session_event_cb - the client closed the connection, or a socket error */
+static void session_event_cb(struct bufferevent *bev, short events, void *arg)
+{
+	struct session *s = arg;
+
+	if (s->state == SESSION_CLOSING) {
+		session_free(s, "dropped", "closed by server");
+		return;
+	}
+	session_free(s, "closed", events & BEV_EVENT_EOF ? "client disconnected"
+							: "connection error");
+}
+
+/* session_addr - the numeric address and port of a socket address */
+static void session_addr(const struct sockaddr *sa, char *addr, size_t cap,
+			 unsigned *port)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		/* An IPv4 client on a dual-stack socket is an IPv4 client. */
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], addr, (socklen_t)cap);
+		else
+			inet_ntop(AF_INET6, &in6->sin6_addr, addr, (socklen_t)cap);
+		*port = ntohs(in6->sin6_port);
+	} else {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, addr, (socklen_t)cap);
+		*port = ntohs(in->sin_port);
+	}
+}
+
+/* session_new_id - a session id unique across workers and restarts */
+static void session_new_id(struct worker *w, char *id, size_t cap)
+{
+	snprintf(id, cap, "%06x%06llx", w->session_prefix & 0xffffff,
+		 ++w->session_counter & 0xffffffULL);
+}
+
+/* session_start - greet a new client */
+struct session *session_start(struct worker *w, evutil_socket_t fd,
+			      const struct sockaddr *sa, socklen_t salen)
+{
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		evutil_closesocket(fd);
+		return NULL;
+	}
+	s->w = w;
+	session_new_id(w, s->id, sizeof(s->id));
+	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
+	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->timer = evtimer_new(w->base, session_timeout, s);
+	s->relay = relay_new(w, session_relay_done, s);
+	if (!s->bev || !s->timer || !s->relay) {
+		if (s->bev)
+			bufferevent_free(s->bev);
+		else
+			evutil_closesocket(fd);
+		if (s->timer)
+			event_free(s->timer);
+		relay_free(s->relay);
+		free(s);
+		return NULL;
+	}
+	session_link(s);
+	bufferevent_setcb(s->bev, session_read_cb, session_write_cb,
+			  session_event_cb, s);
+	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_MAX_INPUT);
+	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
+	session_send(s, 220, NULL, "%s ESMTP", w->conf->hostname);
+	session_arm(s);
+	return s;
+}
+
+/* session_refuse - 421 to a client we cannot serve */
+void session_refuse(struct worker *w, evutil_socket_t fd,
+		    const struct sockaddr *sa, const char *reason)
+{
+	char addr[INET6_ADDRSTRLEN], id[24], line[512];
+	unsigned port;
+	int n;
+
+	session_new_id(w, id, sizeof(id));
+	session_addr(sa, addr, sizeof(addr), &port);
+	n = snprintf(line, sizeof(line), "421 4.7.0 %s %s, try again later\r\n",
+		     w->conf->hostname, reason);
+	/* A best effort: the socket is fresh, the line fits its buffer. */
+	if (n > 0 && send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_debug("refused client [%s]:%u went away", addr, port);
+	evutil_closesocket(fd);
+	session_log_connection(w, id, addr, port, NULL, "refused", reason);
+}
+
+/* session_drain_all - close idle sessions, mark the others */
+void session_drain_all(struct worker *w)
+{
+	struct session *s, *next;
+
+	for (s = w->sessions; s; s = next) {
+		next = s->next;
+		s->draining = true;
+		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
+			session_close(s, 421, "4.3.2",
+				      "Service shutting down, try again later",
+				      "shutting down");
+	}
+}
+
+/* session_kill_all - the drain deadline passed */
+void session_kill_all(struct worker *w)
+{
+	struct session *s, *next;
+
+	for (s = w->sessions; s; s = next) {
+		next = s->next;
+		if (s->state == SESSION_CLOSING)
+			session_free(s, "dropped", "shutting down");
+		else
+			session_close(s, 421, "4.3.2",
+				      "Service shutting down, try again later",
+				      "drain deadline");
+	}
+}

@@ -1,0 +1,239 @@
+/*
+ * worker.c - one worker process
+ *
+ * A worker inherits the listening sockets from the master, accepts on
+ * them (every worker accepts; the kernel hands each connection to one),
+ * and runs its sessions on one event loop. It learns the backend's EHLO
+ * capabilities by a probe at start and from every backend session after.
+ *
+ * Signals: SIGTERM and SIGINT drain (stop accepting, finish transactions
+ * in flight up to drain_timeout); SIGUSR1 reopens the decision log. The
+ * worker also ends when its master dies (PR_SET_PDEATHSIG).
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "decision.h"
+#include "log.h"
+#include "relay.h"
+#include "session.h"
+#include "worker.h"
+
+#define WORKER_ACCEPT_BATCH 64
+#define WORKER_PROBE_RETRY 30
+
+static struct event *worker_listeners[CONF_MAX_ADDRS];
+static size_t worker_nlisteners;
+static struct event *worker_drain_timer;
+static struct event *worker_probe_timer;
+
+/* worker_accept_cb - new connections on a listening socket */
+static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
+{
+	struct worker *w = arg;
+
+	for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->draining; i++) {
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
+				 SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+		if (fd < 0) {
+			/* Another worker took it, or the backlog is empty. */
+			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			    errno != ECONNABORTED)
+				log_warning("accept: %s", strerror(errno));
+			return;
+		}
+		if (w->nsessions >= w->conf->max_sessions) {
+			session_refuse(w, fd, (struct sockaddr *)&ss,
+				       "Too many connections");
+			continue;
+		}
+		session_start(w, fd, (struct sockaddr *)&ss, len);
+	}
+}
+
+/* worker_stop_listening - accept no more connections */
+static void worker_stop_listening(void)
+{
+	for (size_t i = 0; i < worker_nlisteners; i++) {
+		evutil_socket_t fd = event_get_fd(worker_listeners[i]);
+		event_free(worker_listeners[i]);
+		close(fd);
+	}
+	worker_nlisteners = 0;
+}
+
+/* worker_drain_deadline - sessions still busy when time is up */
+static void worker_drain_deadline(evutil_socket_t fd, short events, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval tv = { 1, 0 };
+
+	log_warning("drain deadline: closing %u sessions", w->nsessions);
+	session_kill_all(w);
+	/* Give the 421 replies a moment to leave, then stop regardless. */
+	event_base_loopexit(w->base, &tv);
+}
+
+/* worker_drain - stop accepting, let transactions finish */
+static void worker_drain(struct worker *w)
+{
+	struct timeval tv = { w->conf->drain_timeout, 0 };
+
+	if (w->draining)
+		return;
+	w->draining = true;
+	log_info("draining %u sessions", w->nsessions);
+	worker_stop_listening();
+	if (worker_probe_timer)
+		evtimer_del(worker_probe_timer);
+	session_drain_all(w);
+	if (w->nsessions == 0) {
+		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
+	evtimer_add(worker_drain_timer, &tv);
+}
+
+/* worker_session_closed - a session ended */
+void worker_session_closed(struct worker *w)
+{
+	if (w->draining && w->nsessions == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
+/* worker_learn_caps - remember the backend's capabilities */
+void worker_learn_caps(struct worker *w, const struct smtp_caps *caps)
+{
+	if (!w->backend_caps_known)
+		log_info("backend offers:%s%s%s%s%s%s%s",
+			 caps->pipelining ? " PIPELINING" : "",
+			 caps->size ? " SIZE" : "",
+			 caps->eightbitmime ? " 8BITMIME" : "",
+			 caps->smtputf8 ? " SMTPUTF8" : "",
+			 caps->dsn ? " DSN" : "",
+			 caps->xclient ? " XCLIENT" : "",
+			 caps->xforward ? " XFORWARD" : "");
+	w->backend_caps = *caps;
+	w->backend_caps_known = true;
+}
+
+/* worker_probe_cb - probe the backend until its capabilities are known */
+static void worker_probe_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct worker *w = arg;
+	struct timeval tv = { WORKER_PROBE_RETRY, 0 };
+
+	if (w->backend_caps_known || w->draining)
+		return;
+	relay_probe(w);
+	evtimer_add(worker_probe_timer, &tv);
+}
+
+/* worker_signal_cb - SIGTERM, SIGINT, SIGUSR1 */
+static void worker_signal_cb(evutil_socket_t sig, short events, void *arg)
+{
+	struct worker *w = arg;
+
+	if (sig == SIGUSR1) {
+		decision_reopen();
+		return;
+	}
+	worker_drain(w);
+}
+
+/* worker_resolve - the backends' addresses, looked up once at start */
+static int worker_resolve(struct worker *w)
+{
+	for (size_t i = 0; i < w->conf->nbackends; i++) {
+		const struct conf_addr *a = &w->conf->backends[i];
+		struct addrinfo hints = { 0 }, *res;
+		int rc;
+
+		hints.ai_socktype = SOCK_STREAM;
+		hints.ai_flags = AI_ADDRCONFIG;
+		rc = getaddrinfo(a->host, a->port, &hints, &res);
+		if (rc != 0) {
+			log_error("backend %s: %s", a->text, gai_strerror(rc));
+			continue;
+		}
+		struct worker_backend *b = &w->backends[w->nbackends++];
+		memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
+		b->addrlen = res->ai_addrlen;
+		b->text = a->text;
+		freeaddrinfo(res);
+	}
+	return w->nbackends ? 0 : -1;
+}
+
+/* worker_run - serve until drained */
+int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
+{
+	struct worker w = { 0 };
+	struct event *sigs[4];
+	const int signums[4] = { SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+	struct timespec now;
+
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	signal(SIGPIPE, SIG_IGN);
+	w.conf = conf;
+	w.base = event_base_new();
+	if (!w.base) {
+		log_error("cannot create the event loop");
+		return 1;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	w.session_prefix = (unsigned)(now.tv_nsec ^ (getpid() << 12) ^ now.tv_sec);
+	if (worker_resolve(&w) < 0) {
+		log_error("no backend address could be resolved");
+		return 1;
+	}
+	if (decision_open(conf->decisions) < 0) {
+		log_error("cannot open decision log %s: %s", conf->decisions,
+			  strerror(errno));
+		return 1;
+	}
+	for (size_t i = 0; i < 4; i++) {
+		sigs[i] = evsignal_new(w.base, signums[i], worker_signal_cb, &w);
+		if (signums[i] == SIGHUP)
+			signal(SIGHUP, SIG_IGN); /* the master reloads, not us */
+		else
+			evsignal_add(sigs[i], NULL);
+	}
+	for (size_t i = 0; i < nfds; i++) {
+		worker_listeners[i] = event_new(w.base, listen_fds[i], EV_READ | EV_PERSIST,
+						worker_accept_cb, &w);
+		event_add(worker_listeners[i], NULL);
+	}
+	worker_nlisteners = nfds;
+	worker_probe_timer = evtimer_new(w.base, worker_probe_cb, &w);
+	worker_probe_cb(-1, 0, &w);
+	log_debug("worker ready");
+
+	event_base_dispatch(w.base);
+
+	log_info("worker done");
+	worker_stop_listening();
+	for (size_t i = 0; i < 4; i++)
+		event_free(sigs[i]);
+	if (worker_drain_timer)
+		event_free(worker_drain_timer);
+	event_free(worker_probe_timer);
+	decision_close();
+	return 0;
+}
