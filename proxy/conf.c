@@ -85,6 +85,7 @@ static const struct conf_param conf_params[] = {
 	{ "backend", "timeout_data_init", CONF_SECONDS, F(backend_timeout_data_init), 0, "120", false, 1, 3600, NULL },
 	{ "backend", "timeout_data_block", CONF_SECONDS, F(backend_timeout_data_block), 0, "180", false, 1, 3600, NULL },
 	{ "backend", "timeout_data_end", CONF_SECONDS, F(backend_timeout_data_end), 0, "600", false, 1, 3600, NULL },
+	{ "backend", "keepalive", CONF_SECONDS, F(backend_keepalive), 0, "60", false, 1, 3600, NULL },
 	{ "log", "decisions", CONF_STRING, F(decisions), 0, "syslog", false, 0, 0, NULL },
 	{ "log", "diagnostics", CONF_ENUM, F(diagnostics_syslog), 0, "syslog", false, 0, 0, diag_names },
 	{ "log", "level", CONF_ENUM, F(log_level), 0, "info", false, 0, 0, level_names },

@@ -65,6 +65,7 @@ struct conf {
 	unsigned backend_timeout_data_init;
 	unsigned backend_timeout_data_block;
 	unsigned backend_timeout_data_end;
+	unsigned backend_keepalive;
 
 	/* [log] */
 	char *decisions;

@@ -41,6 +41,7 @@ enum relay_state {
 	RELAY_RSET,	/* silent RSET before a new MAIL */
 	RELAY_IDLE,	/* open, waiting for the next operation */
 	RELAY_COMMAND,	/* MAIL, RCPT or RSET sent */
+	RELAY_NOOP,	/* keeping the backend awake while the client sends */
 	RELAY_DATA,	/* DATA sent, waiting for 354 */
 	RELAY_BODY,	/* streaming the message */
 	RELAY_DOT,	/* end of data sent, waiting for the final reply */
@@ -49,7 +50,7 @@ enum relay_state {
 
 static const char *const relay_state_names[] = {
 	"closed", "connecting", "greeting", "EHLO", "XCLIENT", "XFORWARD",
-	"RSET", "idle", "command", "DATA", "message body", "end of data", "QUIT",
+	"RSET", "idle", "command", "NOOP", "DATA", "message body", "end of data", "QUIT",
 };
 
 struct relay {
@@ -67,6 +68,8 @@ struct relay {
 	bool identity_sent;
 	bool in_tx;		/* the backend has a MAIL transaction open */
 	char *pending;		/* MAIL line waiting for the handshake */
+	char *queued;		/* RCPT line waiting for a keepalive NOOP */
+	bool queued_data;	/* relay_data() waiting for a keepalive NOOP */
 	char *client_addr;
 	unsigned client_port;
 	char *client_helo;
@@ -136,6 +139,7 @@ static void relay_destroy(struct relay *relay)
 	relay_close(relay);
 	event_free(relay->timer);
 	free(relay->pending);
+	free(relay->queued);
 	free(relay->client_addr);
 	free(relay->client_helo);
 	free(relay->chunk);
@@ -153,7 +157,8 @@ void relay_free(struct relay *relay)
 	 * QUIT so the backend logs a clean end; in the middle of the message
 	 * it is cut, so the backend never takes a half-sent message.
 	 */
-	if (relay->state == RELAY_IDLE || relay->state == RELAY_COMMAND) {
+	if (relay->state == RELAY_IDLE || relay->state == RELAY_COMMAND ||
+	    relay->state == RELAY_NOOP) {
 		relay->done = NULL;
 		relay->state = RELAY_QUIT;
 		free(relay->pending);
@@ -217,6 +222,11 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 		    relay_state_names[relay->state], why);
 	if (relay->state == RELAY_QUIT || relay->probe) {
 		relay_destroy(relay);
+		return;
+	}
+	if (relay->state == RELAY_NOOP && !relay->queued && !relay->queued_data) {
+		/* Nobody waits: the next operation finds the relay closed. */
+		relay_close(relay);
 		return;
 	}
 	relay_close(relay);
@@ -364,6 +374,18 @@ static void relay_ehlo_done(struct relay *relay)
 	relay_send_mail(relay);
 }
 
+/*
+ * relay_idle - between operations. While the client sends a long message
+ * the backend hears nothing, and Postfix gives up after smtpd_timeout
+ * (300 s): a NOOP every keepalive seconds keeps its transaction alive.
+ */
+static void relay_idle(struct relay *relay)
+{
+	relay->state = RELAY_IDLE;
+	if (relay->in_tx)
+		relay_arm(relay, relay->w->conf->backend_keepalive);
+}
+
 /* relay_reply - one complete reply arrived */
 static void relay_reply(struct relay *relay)
 {
@@ -442,8 +464,25 @@ static void relay_reply(struct relay *relay)
 		}
 		if (relay->state == RELAY_DOT)
 			relay->in_tx = false;
-		relay->state = RELAY_IDLE;
+		relay_idle(relay);
 		relay_finish(relay, r, true);
+		return;
+	case RELAY_NOOP:
+		if (r->code == 421 || r->code / 100 != 2) {
+			relay_fail(relay, "451 4.4.2 Backend mail server closed the session, try again later",
+				   "keepalive NOOP refused");
+			return;
+		}
+		relay_idle(relay);
+		if (relay->queued_data) {
+			relay->queued_data = false;
+			relay_send(relay, RELAY_DATA, relay->w->conf->backend_timeout_data_init,
+				   "DATA");
+		} else if (relay->queued) {
+			relay_send(relay, RELAY_COMMAND, t, "%s", relay->queued);
+			free(relay->queued);
+			relay->queued = NULL;
+		}
 		return;
 	case RELAY_QUIT:
 		relay_destroy(relay);
@@ -570,7 +609,8 @@ static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
 	if (relay->state < RELAY_RSET) {
 		relay_next_backend(relay, why);
-	} else if (relay->state == RELAY_IDLE) {
+	} else if (relay->state == RELAY_IDLE ||
+		   (relay->state == RELAY_NOOP && !relay->queued && !relay->queued_data)) {
 		log_debug("backend %s closed an idle session",
 			  relay->w->backends[relay->backend].text);
 		relay_close(relay);
@@ -587,6 +627,9 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 
 	if (relay->state < RELAY_RSET)
 		relay_next_backend(relay, "timed out");
+	else if (relay->state == RELAY_IDLE)
+		relay_send(relay, RELAY_NOOP, relay->w->conf->backend_timeout_command,
+			   "NOOP");
 	else if (relay->state == RELAY_QUIT)
 		relay_destroy(relay);
 	else
@@ -630,6 +673,11 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 /* relay_command - relay RCPT, RSET or NOOP */
 void relay_command(struct relay *relay, const char *line)
 {
+	if (relay->state == RELAY_NOOP) {
+		free(relay->queued);
+		relay->queued = strdup(line);
+		return;
+	}
 	if (relay->state != RELAY_IDLE) {
 		struct smtp_reply r = { 0 };
 		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
@@ -644,7 +692,7 @@ void relay_command(struct relay *relay, const char *line)
 /* relay_data - DATA, then the message */
 void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
 {
-	if (relay->state != RELAY_IDLE) {
+	if (relay->state != RELAY_IDLE && relay->state != RELAY_NOOP) {
 		struct smtp_reply r = { 0 };
 		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
 		relay_finish(relay, &r, false);
@@ -657,6 +705,10 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
 	relay->spool = spool;
 	relay->spool_off = 0;
 	smtp_data_encoder_init(&relay->enc);
+	if (relay->state == RELAY_NOOP) {
+		relay->queued_data = true;
+		return;
+	}
 	relay_send(relay, RELAY_DATA, relay->w->conf->backend_timeout_data_init,
 		   "DATA");
 }
@@ -664,7 +716,7 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
 /* relay_is_open - whether a backend connection is established */
 bool relay_is_open(const struct relay *relay)
 {
-	return relay->state == RELAY_IDLE;
+	return relay->state == RELAY_IDLE || relay->state == RELAY_NOOP;
 }
 
 /* relay_identity_sent - whether the backend knows the client's identity */
