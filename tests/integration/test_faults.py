@@ -1,0 +1,356 @@
+"""
+Backend faults (smtp-sink as the backend): what the client is told, what
+the backend ends up holding and what the decision log records.
+
+smtp-sink facts used here: -f CMD rejects CMD with the -B reply (5xx),
+-r CMD with the -b reply (4xx), -q CMD disconnects without replying,
+-Q CMD sends 421 and disconnects, -W CMD:SECS delays the reply. A
+transaction aborted before "." leaves no dump file; one answered at "."
+(even by -f/-r/-q) leaves one.
+"""
+
+import time
+import unittest
+
+from harness import (DOMAIN, ProxyTestCase, Sink, make_message, dot_stuff,
+                     free_port)
+
+ALICE = "alice@" + DOMAIN
+BOB = "bob@" + DOMAIN
+CAROL = "carol@" + DOMAIN
+
+
+class FaultTest(ProxyTestCase):
+
+    def setup(self, *sink_options, **proxy_kw):
+        self.sink = self.start_sink(*sink_options)
+        self.proxy = self.start_proxy(backend_port=self.sink.port, **proxy_kw)
+        return self.sink, self.proxy
+
+    def begin(self, helo="client.example.test"):
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo(helo), 250)
+        return c
+
+    def send_message(self, c, msg, rcpts=(BOB,)):
+        """MAIL/RCPT/DATA up to the reply after '.'; returns that reply."""
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for r in rcpts:
+            self.assertCode(c.cmd("RCPT TO:<%s>" % r), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(msg))
+        return c.reply(timeout=30)
+
+    def last_transaction(self, timeout=10, **match):
+        recs = self.proxy.wait_transaction(timeout=timeout, **match)
+        self.assertTrue(recs, "no transaction record matching %r in %r" % (
+            match, self.proxy.decisions()))
+        return recs[-1]
+
+
+class TestBackendDown(FaultTest):
+
+    def test_backend_unreachable_gives_451_4_4_1_at_mail(self):
+        dead = free_port()  # nothing listens there
+        proxy = self.start_proxy(backend_port=dead)
+        c = self.client(proxy.port)
+        self.assertCode(c.ehlo(), 250)
+        self.assertReply(c.cmd("MAIL FROM:<%s>" % ALICE), 451, "4.4.1")
+        # the session stays usable
+        self.assertCode(c.cmd("NOOP"), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        recs = proxy.wait_decisions(count=1)
+        self.assertFalse([d for d in recs if d.get("action") == "accepted"])
+
+    def test_backend_coming_back_is_used_by_the_next_transaction(self):
+        port = free_port()
+        proxy = self.start_proxy(backend_port=port)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertReply(c.cmd("MAIL FROM:<%s>" % ALICE), 451, "4.4.1")
+        sink = self.start_sink(port=port)
+        self.proxy = proxy
+        self.assertCode(self.send_message(c, make_message("back again")), 250)
+        self.assertEqual(sink.wait_count(1), 1)
+
+
+class TestBackendRejects(FaultTest):
+
+    def test_backend_temporary_reject_at_mail_reaches_client(self):
+        self.setup("-r", "MAIL", "-b", "451 4.7.1 Try again later (sink)")
+        c = self.begin()
+        r = c.cmd("MAIL FROM:<%s>" % ALICE)
+        self.assertReply(r, 451, "4.7.1")
+        self.assertIn("Try again later (sink)", r.text)
+
+    def test_backend_permanent_reject_at_mail_reaches_client(self):
+        self.setup("-f", "MAIL", "-B", "550 5.7.1 Sender blocked (sink)")
+        c = self.begin()
+        r = c.cmd("MAIL FROM:<%s>" % ALICE)
+        self.assertReply(r, 550, "5.7.1")
+        self.assertIn("Sender blocked (sink)", r.text)
+        # a rejected MAIL leaves no transaction open
+        self.assertReply(c.cmd("RCPT TO:<%s>" % BOB), 503, "5.5.1")
+
+    def test_backend_reject_at_rcpt_reaches_client_and_is_logged(self):
+        self.setup("-f", "RCPT", "-B", "550 5.1.1 No such user (sink)")
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        r = c.cmd("RCPT TO:<%s>" % BOB)
+        self.assertReply(r, 550, "5.1.1")
+        self.assertIn("No such user (sink)", r.text)
+        d = c.cmd("DATA")
+        self.assertReply(d, 5)  # no valid recipients: 554 or 503
+        c.cmd("QUIT")
+        self.assertEqual(self.sink.settled_count(), 0)
+        rec = self.last_transaction()
+        self.assertNotEqual(rec["action"], "accepted")
+        self.assertTrue(rec["recipients"][0]["reply"].startswith("550"))
+
+    def test_backend_temporary_reject_at_rcpt_reaches_client(self):
+        self.setup("-r", "RCPT", "-b", "450 4.2.0 Mailbox busy (sink)")
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("RCPT TO:<%s>" % BOB), 450, "4.2.0")
+
+    def test_backend_reject_at_data_is_the_final_reply_and_nothing_is_held(self):
+        self.setup("-f", "DATA", "-B", "554 5.3.0 No data today (sink)")
+        c = self.begin()
+        r = self.send_message(c, make_message("data rejected"))
+        self.assertReply(r, 554, "5.3.0")
+        self.assertIn("No data today (sink)", r.text)
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertEqual(self.sink.settled_count(), 0)
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "rejected")
+        self.assertTrue(rec["reply"].startswith("554"), rec)
+
+    def test_backend_permanent_reject_at_end_of_data_reaches_client(self):
+        self.setup("-f", ".", "-B", "550 5.7.1 Content rejected (sink)")
+        c = self.begin()
+        r = self.send_message(c, make_message("content rejected"))
+        self.assertReply(r, 550, "5.7.1")
+        self.assertIn("Content rejected (sink)", r.text)
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "rejected")
+        self.assertTrue(rec["backend"]["reply"].startswith("550"), rec)
+
+    def test_backend_temporary_reject_at_end_of_data_reaches_client(self):
+        self.setup("-r", ".", "-b", "452 4.3.1 Queue full (sink)")
+        c = self.begin()
+        r = self.send_message(c, make_message("tempfail"))
+        self.assertReply(r, 452, "4.3.1")
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+
+    def test_client_can_send_again_after_a_backend_reject(self):
+        self.setup("-f", "RCPT", "-B", "550 5.1.1 No such user (sink)")
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 550)
+        self.assertCode(c.cmd("RSET"), 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % CAROL), 550)
+        self.assertCode(c.cmd("QUIT"), 221)
+
+
+class TestBackendDrops(FaultTest):
+
+    def test_backend_disconnect_after_data_command_gives_451_and_nothing_held(self):
+        self.setup("-q", "DATA")
+        c = self.begin()
+        r = self.send_message(c, make_message("dropped at DATA"))
+        self.assertReply(r, 451, "4.4.2")
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+        # the client session survives the backend's failure
+        self.assertCode(c.cmd("NOOP"), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertEqual(self.sink.settled_count(), 0)
+
+    def test_backend_disconnect_at_end_of_data_gives_4xx_not_250(self):
+        self.setup("-q", ".")
+        c = self.begin()
+        r = self.send_message(c, make_message("dropped at dot"))
+        self.assertReply(r, 451, "4.4.2")
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+
+    def test_backend_421_at_end_of_data_gives_4xx(self):
+        self.setup("-Q", ".")
+        c = self.begin()
+        r = self.send_message(c, make_message("421 at dot"))
+        self.assertReply(r, 4)
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+
+    def test_backend_disconnect_at_rcpt_gives_451_4_4_2(self):
+        self.setup("-q", "RCPT")
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("RCPT TO:<%s>" % BOB), 451, "4.4.2")
+
+    def test_backend_timeout_at_end_of_data_gives_451_4_4_2(self):
+        self.setup("-W", ".:20", backend_timeout_data_end=2)
+        c = self.begin()
+        start = time.monotonic()
+        r = self.send_message(c, make_message("slow backend"))
+        self.assertReply(r, 451, "4.4.2")
+        self.assertLess(time.monotonic() - start, 15)
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+
+    def test_backend_timeout_at_rcpt_gives_451_4_4_2(self):
+        self.setup("-W", "RCPT:20", backend_timeout_command=2)
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        start = time.monotonic()
+        self.assertReply(c.cmd("RCPT TO:<%s>" % BOB, timeout=15), 451, "4.4.2")
+        self.assertLess(time.monotonic() - start, 15)
+
+
+class TestClientDrops(FaultTest):
+
+    def test_client_disconnect_mid_data_leaves_nothing_at_backend_and_logs_aborted(self):
+        self.setup()
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: half a message\r\n\r\nsome text but no end")
+        time.sleep(0.3)
+        c.close()
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "aborted")
+        self.assertEqual(self.sink.settled_count(), 0)
+
+    def test_client_disconnect_after_rcpt_leaves_nothing_at_backend(self):
+        self.setup()
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        c.close()
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "aborted")
+        self.assertEqual(self.sink.settled_count(), 0)
+
+
+class TestClientIdentityHeader(FaultTest):
+
+    def test_backend_without_xclient_and_xforward_gets_a_received_header(self):
+        self.setup("-C", "-F")
+        c = self.begin(helo="exchange-client.example.test")
+        msg = make_message("received header")
+        self.assertCode(self.send_message(c, msg), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, got = Sink.parse(self.sink.messages()[0])
+        first = got.split(b"\n", 1)[0].decode()
+        self.assertTrue(first.startswith("Received: from "), got[:300])
+        received = got.split(b"\nSubject:", 1)[0].decode()
+        self.assertIn("exchange-client.example.test", received)
+        self.assertIn("127.0.0.1", received)
+        self.assertIn("proxy.portcullis.test", received)
+        self.assertTrue(got.endswith(msg.replace(b"\r\n", b"\n")), got)
+
+    def test_backend_with_xclient_helo_sees_the_client_helo(self):
+        self.setup("-F")
+        c = self.begin(helo="xclient-client.example.test")
+        msg = make_message("xclient sink")
+        self.assertCode(self.send_message(c, msg), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, got = Sink.parse(self.sink.messages()[0])
+        self.assertEqual(meta.get("X-Helo-Args"),
+                         ["xclient-client.example.test"])
+        self.assertFalse(got.startswith(b"Received:"),
+                         "no Received header when XCLIENT is offered")
+
+    def test_backend_with_xforward_only_gets_no_received_header(self):
+        self.setup("-C")
+        c = self.begin(helo="xforward-client.example.test")
+        msg = make_message("xforward sink")
+        self.assertCode(self.send_message(c, msg), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, got = Sink.parse(self.sink.messages()[0])
+        self.assertFalse(got.startswith(b"Received:"), got[:200])
+
+    def test_forced_header_mode_adds_received_header_even_with_xclient(self):
+        self.setup(backend_client_identity="header")
+        c = self.begin(helo="forced-header.example.test")
+        msg = make_message("forced header")
+        self.assertCode(self.send_message(c, msg), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, got = Sink.parse(self.sink.messages()[0])
+        self.assertTrue(got.startswith(b"Received: from "), got[:200])
+        self.assertIn(b"forced-header.example.test", got.split(b"\nSubject:")[0])
+
+
+class TestDecisionLog(FaultTest):
+
+    def test_accepted_transaction_record(self):
+        self.setup()
+        c = self.begin(helo="decider.example.test")
+        msg = make_message("decision")
+        self.assertCode(self.send_message(c, msg, rcpts=(BOB, CAROL)), 250)
+        c.cmd("QUIT")
+        rec = self.last_transaction(action="accepted")
+        self.assertEqual(rec["type"], "transaction")
+        self.assertEqual(rec["transaction"], 1)
+        self.assertEqual(rec["sender"], ALICE)
+        self.assertEqual([r["address"] for r in rec["recipients"]],
+                         [BOB, CAROL])
+        for r in rec["recipients"]:
+            self.assertTrue(r["reply"].startswith("250"), r)
+        self.assertEqual(rec["size"], len(msg))
+        self.assertEqual(rec["client"], {"address": "127.0.0.1",
+                                         "port": c.local_port,
+                                         "helo": "decider.example.test"})
+        self.assertTrue(rec["reply"].startswith("250"))
+        self.assertEqual(rec["backend"]["server"],
+                         "127.0.0.1:%d" % self.sink.port)
+        self.assertTrue(rec["backend"]["reply"].startswith("250"))
+        self.assertNotIn("queue_id", rec["backend"],
+                         "smtp-sink's 250 has no 'queued as'")
+
+    def test_second_transaction_in_a_session_is_numbered_2(self):
+        self.setup()
+        c = self.begin()
+        self.assertCode(self.send_message(c, make_message("one")), 250)
+        self.assertCode(self.send_message(c, make_message("two")), 250)
+        c.cmd("QUIT")
+        recs = self.proxy.wait_transaction(count=2, action="accepted")
+        self.assertEqual([r["transaction"] for r in recs], [1, 2])
+        self.assertEqual(recs[0]["session"], recs[1]["session"])
+
+    def test_session_without_transaction_is_logged_closed(self):
+        self.setup()
+        c = self.begin()
+        self.assertCode(c.cmd("QUIT"), 221)
+        recs = self.proxy.wait_decisions(lambda d: d.get("type") ==
+                                         "connection")
+        self.assertTrue(recs, self.proxy.decisions())
+        self.assertEqual(recs[-1]["action"], "closed")
+        self.assertEqual(recs[-1]["client"]["address"], "127.0.0.1")
+        self.assertEqual(recs[-1]["client"]["port"], c.local_port)
+
+    def test_session_dropped_by_client_is_logged_dropped(self):
+        self.setup()
+        c = self.begin()
+        c.close()
+        recs = self.proxy.wait_decisions(lambda d: d.get("type") ==
+                                         "connection")
+        self.assertTrue(recs, self.proxy.decisions())
+        self.assertEqual(recs[-1]["action"], "dropped")
+
+    def test_each_session_has_its_own_id(self):
+        self.setup()
+        for _ in range(3):
+            c = self.begin()
+            self.assertCode(self.send_message(c, make_message("ids")), 250)
+            c.cmd("QUIT")
+            c.close()
+        recs = self.proxy.wait_transaction(count=3, action="accepted")
+        self.assertEqual(len({r["session"] for r in recs}), 3)
+
+
+if __name__ == "__main__":
+    unittest.main()

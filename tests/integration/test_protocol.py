@@ -1,0 +1,620 @@
+"""
+The SMTP dialogue Portcullis itself speaks (smtp-sink as the backend
+unless said otherwise): reply codes, EHLO capabilities, limits, timeouts,
+signals and the -t configuration check.
+"""
+
+import os
+import re
+import signal
+import socket
+import time
+import unittest
+
+from harness import (DOMAIN, ProxyTestCase, Postfix, Portcullis, Sink,
+                     make_message, dot_stuff, free_port, SMTPClient,
+                     ConnectionClosed, wait_for, PORTCULLIS_BIN)
+
+ALICE = "alice@" + DOMAIN
+BOB = "bob@" + DOMAIN
+CAROL = "carol@" + DOMAIN
+
+# keywords Portcullis must never pass through from the backend
+NEVER_ADVERTISED = ("XCLIENT", "XFORWARD", "AUTH", "CHUNKING", "STARTTLS")
+
+
+class SinkProxyTest(ProxyTestCase):
+    sink_options = ()
+    proxy_options = {}
+
+    def setUp(self):
+        self.sink = self.start_sink(*self.sink_options)
+        self.proxy = self.start_proxy(backend_port=self.sink.port,
+                                      **self.proxy_options)
+
+    def session(self, helo="client.example.test"):
+        c = self.client(self.proxy.port)
+        if helo:
+            self.ehlo_reply = c.ehlo(helo)
+            self.assertCode(self.ehlo_reply, 250)
+        return c
+
+    def transaction(self, c, rcpts=(BOB,)):
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for r in rcpts:
+            self.assertCode(c.cmd("RCPT TO:<%s>" % r), 250)
+
+
+class TestBasicCommands(SinkProxyTest):
+
+    def test_greeting_is_220_with_the_configured_hostname(self):
+        c = self.client(self.proxy.port)
+        self.assertCode(c.greeting, 220)
+        self.assertIn("proxy.portcullis.test", c.greeting.text)
+
+    def test_ehlo_reply_is_250_multiline_with_hostname(self):
+        c = self.client(self.proxy.port)
+        r = c.ehlo("me.example.test")
+        self.assertCode(r, 250)
+        self.assertIn("proxy.portcullis.test", r.lines[0])
+
+    def test_helo_is_250(self):
+        c = self.client(self.proxy.port)
+        r = c.cmd("HELO me.example.test")
+        self.assertCode(r, 250)
+        self.assertEqual(len(r.lines), 1)
+
+    def test_helo_session_can_send_mail(self):
+        c = self.client(self.proxy.port)
+        self.assertCode(c.cmd("HELO old.example.test"), 250)
+        self.transaction(c)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("helo")))
+        self.assertCode(c.reply(), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+
+    def test_noop_is_250(self):
+        self.assertReply(self.session().cmd("NOOP"), 250)
+
+    def test_rset_is_250_and_clears_the_transaction(self):
+        c = self.session()
+        self.transaction(c)
+        self.assertReply(c.cmd("RSET"), 250)
+        self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+
+    def test_help_is_214(self):
+        self.assertCode(self.session().cmd("HELP"), 214)
+
+    def test_vrfy_is_252(self):
+        self.assertCode(self.session().cmd("VRFY bob"), 252)
+
+    def test_quit_is_221_and_closes(self):
+        c = self.session()
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertTrue(c.wait_closed(5))
+
+    def test_commands_are_case_insensitive(self):
+        c = self.session()
+        self.assertCode(c.cmd("mail from:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("rcpt to:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("noop"), 250)
+
+    def test_message_reaches_backend_with_envelope(self):
+        c = self.session("env.example.test")
+        self.transaction(c, (BOB, CAROL))
+        self.assertCode(c.cmd("DATA"), 354)
+        msg = make_message("envelope")
+        c.send(dot_stuff(msg))
+        self.assertCode(c.reply(), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, got = Sink.parse(self.sink.messages()[0])
+        self.assertEqual(meta["X-Mail-Args"], ["<%s>" % ALICE])
+        self.assertEqual(meta["X-Rcpt-Args"], ["<%s>" % BOB, "<%s>" % CAROL])
+        self.assertTrue(got.endswith(msg.replace(b"\r\n", b"\n")), got)
+
+
+class TestErrors(SinkProxyTest):
+
+    def test_unknown_command_is_500_5_5_1(self):
+        self.assertReply(self.session().cmd("FROBNICATE now"), 500, "5.5.1")
+
+    def test_rcpt_before_mail_is_503_5_5_1(self):
+        self.assertReply(self.session().cmd("RCPT TO:<%s>" % BOB), 503,
+                         "5.5.1")
+
+    def test_data_before_rcpt_is_503_5_5_1(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("DATA"), 503, "5.5.1")
+
+    def test_data_without_mail_is_503_5_5_1(self):
+        self.assertReply(self.session().cmd("DATA"), 503, "5.5.1")
+
+    def test_mail_twice_is_503_5_5_1(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("MAIL FROM:<%s>" % ALICE), 503, "5.5.1")
+
+    def test_mail_without_address_is_501(self):
+        self.assertReply(self.session().cmd("MAIL FROM:"), 501)
+
+    def test_mail_with_bad_syntax_is_501_5_5_4(self):
+        self.assertReply(self.session().cmd("MAIL FRUM:<%s>" % ALICE), 501,
+                         "5.5.4")
+
+    def test_ehlo_without_domain_is_501_5_5_4(self):
+        c = self.client(self.proxy.port)
+        self.assertReply(c.cmd("EHLO"), 501, "5.5.4")
+
+    def test_bad_sender_address_is_501_5_1_7(self):
+        c = self.session()
+        for bad in ("<alice@@example.test>", "<alice@example..test>",
+                    "<alice@>", "<alice@-example.test>"):
+            self.assertReply(c.cmd("MAIL FROM:" + bad), 501, "5.1.7",
+                             "MAIL FROM:" + bad)
+
+    def test_bad_recipient_address_is_501_5_1_3(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for bad in ("<bob@@example.test>", "<bob@example..test>",
+                    "<bob@>", "<bob@-example.test>"):
+            self.assertReply(c.cmd("RCPT TO:" + bad), 501, "5.1.3",
+                             "RCPT TO:" + bad)
+
+    def test_unbalanced_angle_brackets_are_501(self):
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<alice@example.test"), 501)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("RCPT TO:<bob@example.test"), 501)
+        self.assertReply(c.cmd("RCPT TO:<>"), 501)
+
+    def test_command_line_over_2048_bytes_is_500_5_5_2(self):
+        c = self.session()
+        r = c.cmd("NOOP " + "x" * 3000)
+        self.assertReply(r, 500, "5.5.2")
+        self.assertCode(c.cmd("NOOP"), 250, "the session goes on")
+
+    def test_rcpt_line_over_2048_bytes_is_500_5_5_2(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        r = c.cmd("RCPT TO:<%s@example.test>" % ("b" * 2100))
+        self.assertReply(r, 500, "5.5.2")
+
+    def test_command_with_bare_lf_is_rejected_5xx(self):
+        c = self.session()
+        c.send(b"NOOP\n")
+        self.assertCode(c.reply(), 5)
+
+    def test_command_with_bare_cr_is_rejected_5xx(self):
+        c = self.session()
+        c.send(b"NOOP\rRSET\r\n")
+        self.assertCode(c.reply(), 5)
+
+    def test_pipelined_commands_with_bare_lf_do_not_start_a_transaction(self):
+        c = self.session()
+        c.send(b"MAIL FROM:<" + ALICE.encode() + b">\n"
+               b"RCPT TO:<" + BOB.encode() + b">\n"
+               b"DATA\n")
+        c.send(b"QUIT\r\n")
+        replies = c.all_replies(timeout=3)
+        self.assertNotIn(354, [r.code for r in replies], replies)
+
+    def test_unsupported_mail_parameter_is_555_5_5_4(self):
+        c = self.session()
+        self.assertReply(c.cmd("MAIL FROM:<%s> FOO=BAR" % ALICE), 555,
+                         "5.5.4")
+
+    def test_smtputf8_is_555_when_backend_lacks_it(self):
+        c = self.session()
+        self.assertNotIn("SMTPUTF8", self.ehlo_reply.keywords)
+        self.assertReply(c.cmd("MAIL FROM:<%s> SMTPUTF8" % ALICE), 555,
+                         "5.5.4")
+
+    def test_mail_parameters_the_backend_supports_are_relayed(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s> BODY=8BITMIME RET=FULL "
+                              "ENVID=abc123" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s> NOTIFY=SUCCESS,DELAY "
+                              "ORCPT=rfc822;orig@%s" % (BOB, DOMAIN)), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("params", eight_bit=True)))
+        self.assertCode(c.reply(), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, _ = Sink.parse(self.sink.messages()[0])
+        mail = meta["X-Mail-Args"][0].split()
+        self.assertEqual(mail[0], "<%s>" % ALICE)
+        self.assertEqual(set(mail[1:]),
+                         {"BODY=8BITMIME", "RET=FULL", "ENVID=abc123"})
+        rcpt = meta["X-Rcpt-Args"][0].split()
+        self.assertEqual(rcpt[0], "<%s>" % BOB)
+        self.assertEqual(set(rcpt[1:]), {"NOTIFY=SUCCESS,DELAY",
+                                         "ORCPT=rfc822;orig@" + DOMAIN})
+
+
+class TestEhloCapabilities(ProxyTestCase):
+
+    def ehlo_keywords(self, *sink_options):
+        sink = self.start_sink(*sink_options)
+        proxy = self.start_proxy(backend_port=sink.port)
+        c = self.client(proxy.port)
+        return c.ehlo().keywords
+
+    def test_default_sink_capabilities_are_mirrored(self):
+        kw = self.ehlo_keywords()
+        for k in ("PIPELINING", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"):
+            self.assertIn(k, kw)
+        # smtp-sink announces neither SIZE nor SMTPUTF8
+        self.assertNotIn("SIZE", kw)
+        self.assertNotIn("SMTPUTF8", kw)
+        for k in NEVER_ADVERTISED:
+            self.assertNotIn(k, kw)
+
+    def test_backend_without_8bitmime_and_dsn(self):
+        kw = self.ehlo_keywords("-8", "-N")
+        self.assertNotIn("8BITMIME", kw)
+        self.assertNotIn("DSN", kw)
+        self.assertIn("PIPELINING", kw)
+        self.assertIn("ENHANCEDSTATUSCODES", kw)
+
+    def test_pipelining_and_enhancedstatuscodes_always_advertised(self):
+        kw = self.ehlo_keywords("-E", "-p")
+        self.assertIn("PIPELINING", kw)
+        self.assertIn("ENHANCEDSTATUSCODES", kw)
+
+    def test_dsn_parameters_are_555_when_backend_lacks_dsn(self):
+        sink = self.start_sink("-N")
+        proxy = self.start_proxy(backend_port=sink.port)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertReply(c.cmd("MAIL FROM:<%s> RET=HDRS" % ALICE), 555,
+                         "5.5.4")
+
+    def test_capture_backend_with_size_and_smtputf8(self):
+        cap = self.start_capture(keywords=("PIPELINING", "SIZE 1234567",
+                                           "SMTPUTF8", "8BITMIME"))
+        proxy = self.start_proxy(backend_port=cap.port)
+        c = self.client(proxy.port)
+        kw = c.ehlo().keywords
+        self.assertIn("SIZE", kw)
+        self.assertIn("SMTPUTF8", kw)
+        self.assertNotIn("DSN", kw)
+
+    def test_first_session_right_after_start_sees_backend_capabilities(self):
+        """A client connecting the moment the daemon listens must not get
+        a downgraded EHLO (no 8BITMIME/DSN) before the probe is done."""
+        sink = self.start_sink("-W", "EHLO:1")
+        proxy = Portcullis(backend_port=sink.port)
+        self.addCleanup(proxy.stop)
+        proxy.start(wait_probe=False)
+        c = self.client(proxy.port)
+        kw = c.ehlo().keywords
+        self.assertIn("8BITMIME", kw)
+        self.assertIn("DSN", kw)
+
+    def test_postfix_capabilities_are_mirrored(self):
+        pf = self.start_postfix()
+        proxy = self.start_proxy(backend_port=pf.port)
+        c = self.client(proxy.port)
+        kw = c.ehlo().keywords
+        for k in ("PIPELINING", "ENHANCEDSTATUSCODES", "SIZE", "8BITMIME",
+                  "SMTPUTF8", "DSN"):
+            self.assertIn(k, kw)
+        self.assertTrue(kw["SIZE"] == "" or int(kw["SIZE"]) <= 10240000,
+                        kw["SIZE"])
+        for k in NEVER_ADVERTISED:
+            self.assertNotIn(k, kw)
+
+
+class TestLimits(ProxyTestCase):
+
+    def test_fourth_recipient_over_max_recipients_3_is_452_4_5_3(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, max_recipients=3)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for i in range(3):
+            self.assertCode(c.cmd("RCPT TO:<user%d@%s>" % (i, DOMAIN)), 250)
+        self.assertReply(c.cmd("RCPT TO:<user3@%s>" % DOMAIN), 452, "4.5.3")
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("three recipients")))
+        self.assertCode(c.reply(), 250)
+        self.assertEqual(sink.wait_count(1), 1)
+        meta, _ = Sink.parse(sink.messages()[0])
+        self.assertEqual(len(meta["X-Rcpt-Args"]), 3)
+
+    def test_too_many_errors_gives_421_and_close(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, max_errors=3)
+        c = self.client(proxy.port)
+        c.ehlo()
+        codes = []
+        closed = False
+        for i in range(6):
+            try:
+                r = c.cmd("BOGUS%d" % i, timeout=5)
+            except ConnectionClosed:
+                closed = True
+                break
+            codes.append(r.code)
+            if r.code == 421:
+                closed = c.wait_closed(5)
+                break
+        self.assertEqual(codes[:2], [500, 500], codes)
+        self.assertIn(421, codes, "no 421 after max_errors errors: %r" % codes)
+        self.assertLessEqual(len(codes), 4, codes)
+        self.assertTrue(closed, "connection not closed after 421")
+
+    def test_message_over_message_size_limit_is_552(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port,
+                                 message_size_limit=2000)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("big", b"y" * 70 + b"\r\n") +
+                         (b"z" * 70 + b"\r\n") * 100))
+        self.assertReply(c.reply(), 552)
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertEqual(sink.settled_count(), 0)
+
+    def test_large_message_spooled_to_disk_arrives_intact(self):
+        cap = self.start_capture()
+        proxy = self.start_proxy(backend_port=cap.port,
+                                 spool_memory_limit="4k")
+        body = b"".join(b"line %06d %s\r\n" % (i, b"q" * 60)
+                        for i in range(20000))
+        msg = make_message("big spooled", body)
+        c = self.client(proxy.port)
+        r = c.mail_transaction(ALICE, [BOB], msg, helo="big.example.test")
+        self.assertCode(r["end"], 250)
+        got = cap.wait_messages(1)[0]
+        self.assertEqual(len(got), len(msg))
+        self.assertEqual(got, msg)
+
+    def test_idle_client_gets_421_after_timeout_command(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, timeout_command=2)
+        c = self.client(proxy.port)
+        c.ehlo()
+        start = time.monotonic()
+        r = c.reply(timeout=10)
+        self.assertCode(r, 421)
+        self.assertTrue(c.wait_closed(5))
+        self.assertLess(time.monotonic() - start, 8)
+
+    def test_stalled_data_gets_421_after_timeout_data(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, timeout_data=2)
+        c = self.client(proxy.port)
+        c.ehlo()
+        c.cmd("MAIL FROM:<%s>" % ALICE)
+        c.cmd("RCPT TO:<%s>" % BOB)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: stalled\r\n\r\npartial")
+        self.assertCode(c.reply(timeout=10), 421)
+        self.assertTrue(c.wait_closed(5))
+        self.assertEqual(sink.settled_count(), 0)
+
+
+class TestBareNewlineInData(ProxyTestCase):
+
+    def send_bare_lf_message(self, proxy):
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: bare\r\n\r\nline1\nline2\rline3\r\n.\r\n")
+        return c.reply()
+
+    def test_bare_lf_in_data_rejects_the_message_after_end_of_data(self):
+        cap = self.start_capture()
+        proxy = self.start_proxy(backend_port=cap.port)  # reject: default
+        self.assertCode(self.send_bare_lf_message(proxy), 5)
+        time.sleep(0.5)
+        self.assertEqual(cap.messages(), [])
+        rec = proxy.wait_transaction(action="rejected")
+        self.assertTrue(rec, proxy.decisions())
+
+    def test_bare_lf_in_data_is_normalized_to_crlf(self):
+        cap = self.start_capture()
+        proxy = self.start_proxy(backend_port=cap.port,
+                                 bare_newline="normalize")
+        self.assertCode(self.send_bare_lf_message(proxy), 250)
+        got = cap.wait_messages(1)[0]
+        self.assertEqual(got, b"Subject: bare\r\n\r\nline1\r\nline2\r\n"
+                         b"line3\r\n")
+
+
+class TestSignals(ProxyTestCase):
+
+    def test_sigterm_lets_a_transaction_finish_and_refuses_new_sessions(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, drain_timeout=20)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: drain\r\n\r\nfirst half\r\n")
+        proxy.signal(signal.SIGTERM)
+        time.sleep(1)
+        # new connections: refused, or greeted with 421
+        n = SMTPClient(proxy.port, timeout=5)
+        try:
+            n.connect(read_greeting=False)
+            g = n.reply()
+            self.assertCode(g, 421)
+        except (ConnectionRefusedError, ConnectionClosed):
+            pass
+        finally:
+            n.close()
+        c.send(b"second half\r\n.\r\n")
+        self.assertCode(c.reply(), 250)
+        self.assertEqual(sink.wait_count(1), 1)
+        c.cmd("QUIT")
+        rc = proxy.wait_exit(15)
+        self.assertEqual(rc, 0, "daemon did not exit 0 after draining")
+        rec = [d for d in proxy.decisions() if d.get("action") == "accepted"]
+        self.assertEqual(len(rec), 1)
+
+    def test_sigterm_cuts_sessions_after_drain_timeout(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, drain_timeout=2)
+        c = self.client(proxy.port)
+        c.ehlo()
+        proxy.signal(signal.SIGTERM)
+        rc = proxy.wait_exit(12)
+        self.assertEqual(rc, 0)
+        self.assertTrue(c.wait_closed(2))
+
+    def test_sighup_reload_keeps_an_open_session_working(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        proxy.signal(signal.SIGHUP)
+        time.sleep(1)
+        self.assertTrue(proxy.running())
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("across reload")))
+        self.assertCode(c.reply(), 250)
+        # the same session goes on: a second message after the reload
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % CAROL), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("same session after reload")))
+        self.assertCode(c.reply(), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        # and new sessions work after the reload
+        n = self.client(proxy.port)
+        self.assertCode(n.ehlo(), 250)
+        self.assertCode(n.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(n.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(n.cmd("DATA"), 354)
+        n.send(dot_stuff(make_message("after reload")))
+        self.assertCode(n.reply(), 250)
+        self.assertEqual(sink.wait_count(3), 3)
+
+    def test_sighup_applies_new_settings_to_new_sessions(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, max_recipients=5)
+        proxy.kwargs["max_recipients"] = 1
+        proxy.write_config()
+        proxy.signal(signal.SIGHUP)
+        time.sleep(1.5)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertReply(c.cmd("RCPT TO:<%s>" % CAROL), 452, "4.5.3")
+
+    def test_sighup_with_a_broken_config_keeps_running(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port)
+        with open(proxy.conf_path, "a") as f:
+            f.write("\n[portcullis]\nmax_recipients = lots\n")
+        proxy.signal(signal.SIGHUP)
+        time.sleep(1)
+        self.assertTrue(proxy.running(), "a bad reload must not kill it")
+        c = self.client(proxy.port)
+        self.assertCode(c.ehlo(), 250)
+
+    def test_sigusr1_reopens_the_decision_log(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port)
+        c = self.client(proxy.port)
+        r = c.mail_transaction(ALICE, [BOB], make_message("before rotate"),
+                               helo="rotate.example.test")
+        self.assertCode(r["end"], 250)
+        self.assertTrue(proxy.wait_transaction(action="accepted"))
+        rotated = proxy.decisions_path + ".1"
+        os.rename(proxy.decisions_path, rotated)
+        proxy.signal(signal.SIGUSR1)
+        time.sleep(1)
+        r = c.mail_transaction(ALICE, [BOB], make_message("after rotate"))
+        self.assertCode(r["end"], 250)
+        recs = proxy.wait_transaction(action="accepted")
+        self.assertEqual(len(recs), 1, "new log should hold only the "
+                         "second transaction: %r" % recs)
+        self.assertEqual(recs[0]["transaction"], 2)
+        with open(rotated) as f:
+            self.assertEqual(len([l for l in f if l.strip()]), 1)
+
+
+class TestIPv6(ProxyTestCase):
+
+    def test_ipv6_client_is_served(self):
+        if not socket.has_ipv6:
+            self.skipTest("no IPv6")
+        sink = self.start_sink()
+        port6 = free_port()
+        proxy = self.start_proxy(backend_port=sink.port, port6=port6)
+        c = self.client(port6, host="::1")
+        r = c.mail_transaction(ALICE, [BOB], make_message("v6"),
+                               helo="v6.example.test")
+        self.assertCode(r["end"], 250)
+        rec = proxy.wait_transaction(action="accepted")
+        self.assertEqual(rec[-1]["client"]["address"], "::1")
+
+
+class TestConfigCheck(unittest.TestCase):
+
+    def setUp(self):
+        self.p = Portcullis(backend_port=10025)
+        self.p.dir = None
+        self.addCleanup(self._clean)
+
+    def _clean(self):
+        from harness import remove_tree
+        remove_tree(self.p.dir)
+
+    def check(self, text):
+        r = self.p.check_config(text)
+        return r, os.path.join(self.p.dir, "check.conf")
+
+    def good_config(self):
+        from harness import make_tempdir
+        if self.p.dir is None:
+            self.p.dir = make_tempdir("portcullis-proxy-")
+        return self.p.config_text()
+
+    def test_valid_config_passes(self):
+        r, path = self.check(self.good_config())
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def _bad_line(self, text, bad, key):
+        lines = text.split("\n")
+        idx = lines.index("[portcullis]") + 1
+        lines.insert(idx, bad)
+        r, path = self.check("\n".join(lines))
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr.decode(errors="replace")
+        # "FILE:LINE: key: message"; a "[section] " before the key is fine
+        self.assertRegex(err, r"%s:%d: (\[\w+\] )?%s: \S" % (
+            re.escape(path), idx + 1, re.escape(key)))
+
+    def test_bad_value_is_reported_with_file_line_and_key(self):
+        self._bad_line(self.good_config(), "max_recipients = many",
+                       "max_recipients")
+
+    def test_unknown_key_is_reported_with_file_line_and_key(self):
+        self._bad_line(self.good_config(), "frobnication = 1",
+                       "frobnication")
+
+    def test_bad_bare_newline_value_is_reported(self):
+        self._bad_line(self.good_config(), "bare_newline = sometimes",
+                       "bare_newline")
+
+    def test_negative_worker_count_is_reported(self):
+        self._bad_line(self.good_config(), "workers = -3", "workers")
+
+
+if __name__ == "__main__":
+    unittest.main()
