@@ -65,6 +65,12 @@ enum smtp_line_status {
  * and including the next LF with smtp_line_skip()).
  * SMTP_LINE_INCOMPLETE: nothing consumed; wait for more bytes.
  * A CR as the very last byte of buf is not yet a bare CR (LF may follow).
+ * (Clarification: a line whose text is longer than max_len is TOO_LONG
+ * even when its LF is in buf; when an LF is in buf, TOO_LONG's *consumed
+ * stops just before it, so the smtp_line_skip() that follows ends on
+ * that LF and the next line is kept. OK, BARE_LF and BARE_CR always have
+ * *line_len <= max_len; for BARE_CR it runs up to the LF, less a CR
+ * just before it.)
  */
 enum smtp_line_status smtp_line_scan(const char *buf, size_t len,
 				     size_t max_len, size_t *line_len,
@@ -122,6 +128,8 @@ struct smtp_command {
  * line or a space. Returns 0 and fills cmd (verb SMTP_VERB_UNKNOWN for a
  * verb not in the table); returns -1 with err (500 5.5.2) for a line with
  * a NUL byte or other control character than TAB, or an empty line.
+ * (Clarification: DEL counts as a control character; a line of only
+ * spaces and TABs counts as empty.)
  */
 int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
 		       struct smtp_error *err);
@@ -179,6 +187,12 @@ struct smtp_path {
  * Lengths are checked against SMTP_LOCAL_PART_MAX, SMTP_DOMAIN_MAX and
  * SMTP_PATH_MAX (501 with the same codes).
  * On error, nothing needs freeing.
+ * (Clarification: SMTP_PATH_MAX counts the route, the mailbox and the
+ * angle brackets, RFC 5321 4.5.3.1.3; each domain label is at most 63
+ * bytes, UTF-8 counted in bytes. For <Postmaster>, local is set too.
+ * utf8 looks at the path only, not at parameter values. Spaces after
+ * the last parameter are tolerated. Out of memory gives 452 4.3.1. On
+ * error *out is left zeroed.)
  */
 int smtp_path_parse(const char *arg, size_t len, bool is_rcpt,
 		    struct smtp_path *out, struct smtp_error *err);
@@ -212,6 +226,8 @@ struct smtp_reply {
  * SMTP_REPLY_LINE_MAX are cut there. When line 1 starts with an enhanced
  * status code (RFC 3463, class matching the reply's first digit), it is
  * copied into enh and stays in lines[0] as received.
+ * (Clarification: SMTP_REPLY_LINE_MAX counts the code too. A line fed to
+ * a complete reply gives -1: reset r first. On -1, r is unchanged.)
  */
 int smtp_reply_feed(struct smtp_reply *r, const char *line, size_t len);
 
@@ -226,6 +242,9 @@ void smtp_reply_reset(struct smtp_reply *r);
  * snprintf). When r->enh is empty and default_enh is not NULL, every line
  * gets default_enh inserted after the code, so clients of a backend
  * without ENHANCEDSTATUSCODES still see one.
+ * (Clarification: a line with empty text is written "NNN " or, with a
+ * default code, "NNN enh"; a reply with no lines but a code is written
+ * as one empty line.)
  */
 size_t smtp_reply_format(const struct smtp_reply *r, const char *default_enh,
 			 char *out, size_t cap);
@@ -234,6 +253,7 @@ size_t smtp_reply_format(const struct smtp_reply *r, const char *default_enh,
  * smtp_enh_valid - whether enh is a valid RFC 3463 enhanced status code
  * ("class.subject.detail", class 2, 4 or 5 equal to code's first digit,
  * subject 0-999, detail 0-999, no leading zeros beyond a single 0).
+ * (Clarification: a code of 0 leaves the class unchecked.)
  */
 bool smtp_enh_valid(const char *enh, int code);
 
@@ -259,6 +279,9 @@ struct smtp_caps {
  *
  * Line 1 is the greeting; each further line is "KEYWORD [params]",
  * keywords case-insensitive. Unknown keywords are ignored.
+ * (Clarification: caps is zeroed first and stays so unless r's code is
+ * 250. Attribute lists are copied with single spaces and cut before the
+ * first word that does not fit, never inside one.)
  */
 void smtp_caps_parse(const struct smtp_reply *r, struct smtp_caps *caps);
 
@@ -305,6 +328,10 @@ size_t smtp_data_decode(struct smtp_data_decoder *d, const char *in,
  * at the start of a line (after CRLF, or at the very start) is doubled.
  * Content is expected with CRLF line ends; a message not ending in CRLF
  * gets one before the terminator.
+ * (Clarification: as in the decoder, only CRLF starts a line, so a dot
+ * after a bare LF or CR is not doubled; refuse or normalize bare line
+ * ends before encoding, or a backend that ends lines on a bare LF could
+ * read "\n.\n" as the end of data.)
  */
 struct smtp_data_encoder {
 	int state; /* private */
