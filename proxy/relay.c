@@ -416,8 +416,10 @@ static void relay_reply(struct relay *relay)
 			 */
 			relay->xclient_done = true;
 			relay->identity_sent = true;
+			/* This EHLO is the client's: it sets the HELO the backend sees. */
 			relay_send(relay, RELAY_EHLO, t, "EHLO %s",
-				   relay->w->conf->helo_name);
+				   relay->client_helo ? relay->client_helo
+						      : relay->w->conf->helo_name);
 			return;
 		}
 		log_warning("backend %s refused XCLIENT: %d %s",

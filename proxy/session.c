@@ -843,8 +843,8 @@ static void session_data_end(struct session *s)
 	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
 	    s->w->conf->bare_newline == CONF_BARE_REJECT) {
 		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
-		const char *r = "550 5.6.11 Error: message contains bare CR or LF characters";
-		session_send(s, 550, "5.6.11", "Error: message contains bare CR or LF characters");
+		const char *r = "550 5.6.0 Error: message contains bare CR or LF characters";
+		session_send(s, 550, "5.6.0", "Error: message contains bare CR or LF characters");
 		session_log_tx(s, "rejected", r, NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
 		session_tx_free(s);
 		s->errors++;
