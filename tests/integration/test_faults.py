@@ -332,14 +332,24 @@ class TestDecisionLog(FaultTest):
         self.assertEqual(recs[-1]["client"]["address"], "127.0.0.1")
         self.assertEqual(recs[-1]["client"]["port"], c.local_port)
 
-    def test_session_dropped_by_client_is_logged_dropped(self):
+    def test_session_the_client_just_disconnects_is_logged_closed(self):
         self.setup()
         c = self.begin()
         c.close()
         recs = self.proxy.wait_decisions(lambda d: d.get("type") ==
                                          "connection")
         self.assertTrue(recs, self.proxy.decisions())
+        self.assertEqual(recs[-1]["action"], "closed")
+
+    def test_session_cut_by_the_proxy_is_logged_dropped(self):
+        self.setup(timeout_command=1)
+        c = self.begin()
+        self.assertCode(c.reply(timeout=10), 421)
+        recs = self.proxy.wait_decisions(lambda d: d.get("type") ==
+                                         "connection")
+        self.assertTrue(recs, self.proxy.decisions())
         self.assertEqual(recs[-1]["action"], "dropped")
+        self.assertTrue(recs[-1].get("reason"))
 
     def test_each_session_has_its_own_id(self):
         self.setup()

@@ -104,7 +104,7 @@ class SmugglingBase(ProxyTestCase):
             self.assertIn(end.code // 100, (2, 5), end)
 
 
-class SinkSmuggling(SmugglingBase):
+class SinkSmugglingBase(SmugglingBase):
 
     @staticmethod
     def sink_parse(m):
@@ -131,11 +131,15 @@ class SinkSmuggling(SmugglingBase):
                              "a rejected message reached the backend")
 
 
-class SinkSmugglingNormalize(SinkSmuggling):
+class SinkSmuggling(SinkSmugglingBase):
+    bare_newline = "reject"
+
+
+class SinkSmugglingNormalize(SinkSmugglingBase):
     bare_newline = "normalize"
 
 
-class LenientPostfixSmuggling(SmugglingBase):
+class LenientPostfixSmugglingBase(SmugglingBase):
     """Postfix with smtpd_forbid_bare_newline = no ends DATA at <LF>.<LF>."""
 
     @classmethod
@@ -166,7 +170,11 @@ class LenientPostfixSmuggling(SmugglingBase):
                          before_carol)
 
 
-class LenientPostfixSmugglingNormalize(LenientPostfixSmuggling):
+class LenientPostfixSmuggling(LenientPostfixSmugglingBase):
+    bare_newline = "reject"
+
+
+class LenientPostfixSmugglingNormalize(LenientPostfixSmugglingBase):
     bare_newline = "normalize"
 
 
