@@ -74,6 +74,22 @@ class TestBackendDown(FaultTest):
         self.assertEqual(sink.wait_count(1), 1)
 
 
+class TestBackendFailover(FaultTest):
+
+    def test_second_backend_server_is_used_when_the_first_is_down(self):
+        dead = free_port()
+        sink = self.start_sink()
+        proxy = self.start_proxy(
+            backend_servers="127.0.0.1:%d, 127.0.0.1:%d" % (dead, sink.port))
+        self.proxy = proxy
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(self.send_message(c, make_message("failover")), 250)
+        self.assertEqual(sink.wait_count(1), 1)
+        rec = self.last_transaction(action="accepted")
+        self.assertEqual(rec["backend"]["server"], "127.0.0.1:%d" % sink.port)
+
+
 class TestBackendRejects(FaultTest):
 
     def test_backend_temporary_reject_at_mail_reaches_client(self):
@@ -200,6 +216,16 @@ class TestBackendDrops(FaultTest):
         rec = self.last_transaction()
         self.assertEqual(rec["action"], "tempfailed")
 
+    def test_backend_timeout_at_data_command_gives_451_4_4_2(self):
+        self.setup("-w", "20", backend_timeout_data_init=2)
+        c = self.begin()
+        start = time.monotonic()
+        r = self.send_message(c, make_message("slow DATA"))
+        self.assertReply(r, 451, "4.4.2")
+        self.assertLess(time.monotonic() - start, 15)
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertEqual(self.sink.settled_count(), 0)
+
     def test_backend_timeout_at_rcpt_gives_451_4_4_2(self):
         self.setup("-W", "RCPT:20", backend_timeout_command=2)
         c = self.begin()
@@ -210,6 +236,23 @@ class TestBackendDrops(FaultTest):
 
 
 class TestClientDrops(FaultTest):
+
+    def test_rset_releases_the_backend_transaction(self):
+        self.setup()
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("RSET"), 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % CAROL), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("after rset")))
+        self.assertCode(c.reply(), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        self.assertEqual(self.sink.settled_count(), 1)
+        meta, _ = Sink.parse(self.sink.messages()[0])
+        self.assertEqual(meta["X-Mail-Args"], ["<%s>" % CAROL])
+        self.assertEqual(meta["X-Rcpt-Args"], ["<%s>" % ALICE])
 
     def test_client_disconnect_mid_data_leaves_nothing_at_backend_and_logs_aborted(self):
         self.setup()
@@ -340,6 +383,21 @@ class TestDecisionLog(FaultTest):
                                          "connection")
         self.assertTrue(recs, self.proxy.decisions())
         self.assertEqual(recs[-1]["action"], "closed")
+
+    def test_session_over_max_sessions_gets_421_and_is_logged_refused(self):
+        self.setup(max_sessions=1, workers=1)
+        first = self.begin()
+        second = self.client(self.proxy.port, connect=False)
+        second.connect(read_greeting=False)
+        g = second.reply(timeout=10)
+        self.assertReply(g, 421, "4.7.0")
+        self.assertTrue(second.wait_closed(5))
+        recs = self.proxy.wait_decisions(
+            lambda d: d.get("type") == "connection" and
+            d.get("action") == "refused")
+        self.assertTrue(recs, self.proxy.decisions())
+        self.assertEqual(recs[-1]["client"]["port"], second.local_port)
+        self.assertCode(first.cmd("NOOP"), 250)
 
     def test_session_cut_by_the_proxy_is_logged_dropped(self):
         self.setup(timeout_command=1)
