@@ -234,6 +234,7 @@ int master_run(struct conf *conf)
 	sigaddset(&mask, SIGINT);
 	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, SIGUSR1);
+	sigaddset(&mask, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &mask, &oldmask);
 
 	wanted = master_worker_count(conf);
@@ -283,7 +284,8 @@ int master_run(struct conf *conf)
 				wanted = master_worker_count(conf);
 				for (unsigned i = 0; i < wanted; i++)
 					master_spawn(conf, generation, &oldmask);
-				master_signal_workers(SIGTERM, old, false);
+				/* The old workers finish their sessions, untouched. */
+				master_signal_workers(SIGUSR2, old, false);
 			}
 			free(err);
 		}

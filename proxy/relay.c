@@ -251,6 +251,7 @@ static void relay_next_backend(struct relay *relay, const char *why)
 	relay->pending = NULL;
 	if (relay->probe) {
 		log_warning("backend capability probe failed: no backend reachable");
+		worker_probe_done(relay->w);
 		relay_destroy(relay);
 		return;
 	}
@@ -361,6 +362,7 @@ static void relay_ehlo_done(struct relay *relay)
 	smtp_caps_parse(&relay->reply, &relay->caps);
 	worker_learn_caps(relay->w, &relay->caps);
 	if (relay->probe) {
+		worker_probe_done(relay->w);
 		relay->state = RELAY_IDLE;
 		relay_free(relay);
 		return;

@@ -689,6 +689,10 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 503, "5.5.1", "Error: need MAIL command");
 		return;
 	}
+	if (json_array_size(s->tx->recipients) == 0) {
+		session_error(s, 503, "5.5.1", "Error: need RCPT command");
+		return;
+	}
 	if (s->tx->naccepted == 0) {
 		session_error(s, 554, "5.5.1", "Error: no valid recipients");
 		return;

@@ -7,8 +7,13 @@
  * capabilities by a probe at start and from every backend session after.
  *
  * Signals: SIGTERM and SIGINT drain (stop accepting, finish transactions
- * in flight up to drain_timeout); SIGUSR1 reopens the decision log. The
- * worker also ends when its master dies (PR_SET_PDEATHSIG).
+ * in flight up to drain_timeout); SIGUSR2 retires the worker after a
+ * reload (stop accepting, sessions run to their end); SIGUSR1 reopens the
+ * decision log. The worker also ends when its master dies
+ * (PR_SET_PDEATHSIG).
+ *
+ * A worker starts accepting only after its first backend probe ended, so
+ * the very first client is offered what the backend offers.
  */
 #include "config.h"
 
@@ -44,7 +49,7 @@ static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
 {
 	struct worker *w = arg;
 
-	for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->draining; i++) {
+	for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->draining && !w->retiring; i++) {
 		struct sockaddr_storage ss;
 		socklen_t len = sizeof(ss);
 		int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
@@ -110,11 +115,45 @@ static void worker_drain(struct worker *w)
 	evtimer_add(worker_drain_timer, &tv);
 }
 
+/*
+ * worker_retire - a reload started new workers: stop accepting, let every
+ * session run to its natural end (QUIT or its own timeouts), then exit.
+ * Unlike a drain, no idle session is told 421.
+ */
+static void worker_retire(struct worker *w)
+{
+	if (w->retiring || w->draining)
+		return;
+	w->retiring = true;
+	log_info("retiring after a reload: %u sessions left", w->nsessions);
+	worker_stop_listening();
+	if (worker_probe_timer)
+		evtimer_del(worker_probe_timer);
+	if (w->nsessions == 0)
+		event_base_loopexit(w->base, NULL);
+}
+
 /* worker_session_closed - a session ended */
 void worker_session_closed(struct worker *w)
 {
-	if (w->draining && w->nsessions == 0)
+	if ((w->draining || w->retiring) && w->nsessions == 0)
 		event_base_loopexit(w->base, NULL);
+}
+
+/* worker_probe_done - the first probe ended: start accepting */
+void worker_probe_done(struct worker *w)
+{
+	/*
+	 * Accepting only now means the first client already sees what the
+	 * backend offers; connections wait in the backlog meanwhile (at most
+	 * the backend's connect and greeting timeouts).
+	 */
+	if (w->listening || w->draining || w->retiring)
+		return;
+	w->listening = true;
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		event_add(worker_listeners[i], NULL);
+	log_debug("worker accepting connections");
 }
 
 /* worker_learn_caps - remember the backend's capabilities */
@@ -145,13 +184,17 @@ static void worker_probe_cb(evutil_socket_t fd, short events, void *arg)
 	evtimer_add(worker_probe_timer, &tv);
 }
 
-/* worker_signal_cb - SIGTERM, SIGINT, SIGUSR1 */
+/* worker_signal_cb - SIGTERM, SIGINT, SIGUSR1, SIGUSR2 */
 static void worker_signal_cb(evutil_socket_t sig, short events, void *arg)
 {
 	struct worker *w = arg;
 
 	if (sig == SIGUSR1) {
 		decision_reopen();
+		return;
+	}
+	if (sig == SIGUSR2) {
+		worker_retire(w);
 		return;
 	}
 	worker_drain(w);
@@ -185,8 +228,8 @@ static int worker_resolve(struct worker *w)
 int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 {
 	struct worker w = { 0 };
-	struct event *sigs[4];
-	const int signums[4] = { SIGTERM, SIGINT, SIGUSR1, SIGHUP };
+	struct event *sigs[5];
+	const int signums[5] = { SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGHUP };
 	struct timespec now;
 
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -208,7 +251,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 			  strerror(errno));
 		return 1;
 	}
-	for (size_t i = 0; i < 4; i++) {
+	for (size_t i = 0; i < 5; i++) {
 		sigs[i] = evsignal_new(w.base, signums[i], worker_signal_cb, &w);
 		if (signums[i] == SIGHUP)
 			signal(SIGHUP, SIG_IGN); /* the master reloads, not us */
@@ -218,7 +261,6 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	for (size_t i = 0; i < nfds; i++) {
 		worker_listeners[i] = event_new(w.base, listen_fds[i], EV_READ | EV_PERSIST,
 						worker_accept_cb, &w);
-		event_add(worker_listeners[i], NULL);
 	}
 	worker_nlisteners = nfds;
 	worker_probe_timer = evtimer_new(w.base, worker_probe_cb, &w);
@@ -229,7 +271,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 
 	log_info("worker done");
 	worker_stop_listening();
-	for (size_t i = 0; i < 4; i++)
+	for (size_t i = 0; i < 5; i++)
 		event_free(sigs[i]);
 	if (worker_drain_timer)
 		event_free(worker_drain_timer);

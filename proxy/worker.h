@@ -38,7 +38,9 @@ struct worker {
 
 	struct session *sessions; /* list, linked through the sessions */
 	unsigned nsessions;
-	bool draining;
+	bool listening;	/* accepting connections */
+	bool draining;	/* SIGTERM: closing down */
+	bool retiring;	/* SIGUSR2: replaced after a reload */
 	unsigned session_prefix; /* random, tells workers' session ids apart */
 	unsigned long long session_counter;
 };
@@ -48,6 +50,9 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds);
 
 /* worker_session_closed - a session ended (may finish a drain) */
 void worker_session_closed(struct worker *w);
+
+/* worker_probe_done - the first backend probe ended, well or not */
+void worker_probe_done(struct worker *w);
 
 /* worker_learn_caps - remember the backend's capabilities */
 void worker_learn_caps(struct worker *w, const struct smtp_caps *caps);
