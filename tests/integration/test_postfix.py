@@ -340,6 +340,60 @@ class TestClientIdentity(PostfixBackendTest):
         self.assertEqual(rec[-1]["sender"], "")
 
 
+class TestClientCannotSpoof(PostfixBackendTest):
+
+    def test_client_xclient_command_is_refused_and_not_relayed(self):
+        proxy = self.proxy()
+        msg = make_message("spoof attempt", to=CAROL)
+        c = self.client(proxy.port)
+        kw = c.ehlo("honest.example.test").keywords
+        self.assertNotIn("XCLIENT", kw)
+        self.assertNotIn("XFORWARD", kw)
+        self.assertCode(c.cmd("XCLIENT ADDR=192.0.2.66 NAME=spoofed.example "
+                              "HELO=spoofed.example"), 5)
+        self.assertCode(c.cmd("XFORWARD ADDR=192.0.2.67 HELO=spoofed2"), 5)
+        r = c.mail_transaction(ALICE, [CAROL], msg)
+        self.assertCode(r["end"], 250)
+        got = self.delivered("carol", msg)
+        self.assertNotIn(b"192.0.2.6", got)
+        self.assertNotIn(b"spoofed", got)
+        qid = self.postfix.queue_id_of(message_id(msg))
+        self.assertRegex(self.postfix.maillog(),
+                         r"%s: client=\S*\[127\.0\.0\.1\]" % qid)
+
+    def test_helo_with_xtext_special_characters_reaches_postfix_intact(self):
+        """XCLIENT values are xtext: '+' and '=' must be encoded."""
+        proxy = self.proxy()
+        helo = "odd+helo=name.example.test"
+        c = self.client(proxy.port)
+        e = c.ehlo(helo)
+        if e.code == 501:
+            return  # refusing a syntactically bad HELO is fine too
+        self.assertCode(e, 250)
+        msg = make_message("xtext helo", to=ALICE)
+        r = c.mail_transaction(BOB, [ALICE], msg)
+        self.assertCode(r["end"], 250)
+        got = self.delivered("alice", msg)
+        recv = [v for n, v in header_fields(got) if n == b"received"]
+        self.assertTrue(recv[0].startswith(
+            ("Received: from " + helo + " ").encode()), recv)
+
+    def test_quoted_local_part_sender_is_relayed(self):
+        proxy = self.proxy()
+        sender = '"john doe"@' + DOMAIN
+        msg = make_message("quoted sender", to=BOB)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % sender), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(msg))
+        self.assertCode(c.reply(), 250)
+        got = self.delivered("bob", msg)
+        self.assertTrue(got.startswith(("Return-Path: <%s>" % sender)
+                                       .encode()), got[:80])
+
+
 class TestXforwardOnly(PostfixBackendTest):
     """A Postfix that trusts the proxy for XFORWARD but not XCLIENT."""
 

@@ -659,6 +659,29 @@ class TestConfigCheck(unittest.TestCase):
         self._bad_line(self.good_config(), "bare_newline = sometimes",
                        "bare_newline")
 
+    def test_missing_config_file_fails(self):
+        from harness import make_tempdir
+        import subprocess
+        if not os.access(PORTCULLIS_BIN, os.X_OK):
+            self.skipTest("daemon not built")
+        r = subprocess.run([PORTCULLIS_BIN, "-t", "-c",
+                            "/nonexistent/portcullis.conf"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"/nonexistent/portcullis.conf", r.stderr)
+
+    def test_bad_key_in_backend_section_is_reported(self):
+        text = self.good_config()
+        lines = text.split("\n")
+        idx = lines.index("[backend]") + 1
+        lines.insert(idx, "client_identity = telepathy")
+        r, path = self.check("\n".join(lines))
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr.decode(errors="replace"),
+                         r"%s:%d: (\[\w+\] )?client_identity: \S" % (
+                             re.escape(path), idx + 1))
+
     def test_negative_worker_count_is_reported(self):
         self._bad_line(self.good_config(), "workers = -3", "workers")
 
