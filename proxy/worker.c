@@ -234,6 +234,8 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	signal(SIGPIPE, SIG_IGN);
+	/* A file size limit must fail the spool write (452 4.3.1), not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 	w.conf = conf;
 	w.base = event_base_new();
 	if (!w.base) {

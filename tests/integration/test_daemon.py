@@ -124,7 +124,7 @@ class TestFullDisk(ProxyTestCase):
 class TestSlowClient(ProxyTestCase):
     def test_backend_transaction_survives_a_client_slower_than_the_backend_timeout(self):
         postfix = self.start_postfix(extra_main={"smtpd_timeout": "3s"})
-        proxy = self.start_proxy(postfix.port, backend_keepalive=60,
+        proxy = self.start_proxy(postfix.port, backend_keepalive=1,
                                  timeout_data=30)
         c = self.client(proxy.port)
         c.ehlo("client.example.net")
