@@ -1,0 +1,290 @@
+/*
+ * portcullis/filter.h - the plugin API of Portcullis
+ *
+ * A filter is a shared object that exports one descriptor,
+ *
+ *	const struct pc_filter portcullis_filter = {
+ *		PC_FILTER_HEADER,
+ *		.name = "example",
+ *		.rcpt = example_rcpt,
+ *	};
+ *
+ * with one optional hook per SMTP stage, modelled on libmilter. Portcullis
+ * loads the filters named in its configuration with dlopen(), in chain
+ * order, and calls their hooks for every session and transaction. The
+ * built-in filters (size, relay, ...) use exactly this API.
+ *
+ * Stages and what a hook may return
+ *
+ *   connect  a client connected (before the greeting)
+ *   helo     HELO/EHLO was given (pc_helo())
+ *   mail     MAIL FROM (pc_sender(), pc_mail_param())
+ *   rcpt     one RCPT TO (pc_rcpt_current()); a verdict here is about this
+ *            recipient only
+ *   data     the end of the message: headers and body are readable, and
+ *            headers can be changed
+ *   reset    the transaction ended (delivered, refused, RSET, QUIT,
+ *            disconnect): free what pc_set_tx_data() holds. No verdict.
+ *   close    the session ended: free what pc_set_session_data() holds.
+ *
+ *   PC_CONTINUE  go on with the next filter (the default)
+ *   PC_ACCEPT    accept: the remaining filters are skipped for the rest of
+ *                this transaction (or, at connect and helo, the session)
+ *   PC_REJECT    refuse with a 5xx reply (set by pc_set_reply(), or a
+ *                default for the stage)
+ *   PC_TEMPFAIL  refuse with a 4xx reply (likewise)
+ *   PC_DISCARD   at mail, rcpt or data: answer 250 but deliver nothing;
+ *                the transaction is logged as discarded
+ *
+ * At each stage the filters run in chain order and the first REJECT,
+ * TEMPFAIL or DISCARD decides. Header changes of several filters apply in
+ * chain order. A REJECT with a reply that is not 5xx, a TEMPFAIL with one
+ * that is not 4xx, or a malformed enhanced status code is refused: the
+ * error is logged and pc_set_reply() returns -1.
+ *
+ * Threads and time
+ *
+ * Hooks run on a pool of threads, never on the thread that does network
+ * I/O, so a hook may block (DNS, a database). The hooks of one session are
+ * never called concurrently, but hooks of different sessions are: what a
+ * filter keeps in its instance (from init) must be thread-safe. Each
+ * filter has a deadline per call ("timeout" in its configuration
+ * section); a call that passes it, and a filter that cannot run because
+ * the pool is full, get the filter's "on_error" action (tempfail by
+ * default, or accept, or reject). A hook that passed its deadline must
+ * still return some day: its thread is not reused until it does.
+ *
+ * Memory
+ *
+ * Strings returned by accessors belong to Portcullis and stay valid until
+ * the hook returns. Everything a filter gives (reply texts, header names
+ * and values, results) is copied.
+ *
+ * ABI
+ *
+ * The context is opaque and reached only through the functions below, so
+ * the API grows by adding functions. PC_FILTER_HEADER records the ABI
+ * version and the size of the descriptor the plugin was built with; a
+ * plugin built for another major ABI version is refused at load.
+ */
+#ifndef PORTCULLIS_FILTER_H
+#define PORTCULLIS_FILTER_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PC_FILTER_ABI_VERSION 1
+
+/* What a hook decides. */
+enum pc_status {
+	PC_CONTINUE = 0,
+	PC_ACCEPT,
+	PC_REJECT,
+	PC_TEMPFAIL,
+	PC_DISCARD,
+};
+
+/* One hook call: the session, the transaction and the filter. Opaque. */
+typedef struct pc_ctx pc_ctx;
+
+/* The configuration section of one filter instance. Opaque. */
+typedef struct pc_config pc_config;
+
+/* The descriptor a plugin exports as `portcullis_filter`. */
+struct pc_filter {
+	unsigned abi_version; /* PC_FILTER_ABI_VERSION */
+	size_t size;	      /* sizeof(struct pc_filter) */
+	const char *name;     /* short, for logs: "size", "relay" */
+	const char *description;
+
+	/*
+	 * The keys the filter reads from its configuration section, NULL-
+	 * terminated. Portcullis refuses any other key (with file, line and
+	 * key), besides the keys every filter has: module, timeout, on_error.
+	 */
+	const char *const *options;
+
+	/*
+	 * init - read the configuration (pc_config_get()) and build the
+	 * instance; return 0, or -1 after pc_config_error(). Called at
+	 * start-up and at every reload, in the worker processes.
+	 */
+	int (*init)(pc_config *config, void **instance);
+
+	/* fini - free the instance */
+	void (*fini)(void *instance);
+
+	enum pc_status (*connect)(pc_ctx *ctx);
+	enum pc_status (*helo)(pc_ctx *ctx);
+	enum pc_status (*mail)(pc_ctx *ctx);
+	enum pc_status (*rcpt)(pc_ctx *ctx);
+	enum pc_status (*data)(pc_ctx *ctx);
+	void (*reset)(pc_ctx *ctx);
+	void (*close)(pc_ctx *ctx);
+};
+
+#define PC_FILTER_HEADER .abi_version = PC_FILTER_ABI_VERSION, \
+			 .size = sizeof(struct pc_filter)
+
+/* Configuration (in init only). */
+
+/* pc_config_get - the value of key in the filter's section, or NULL */
+const char *pc_config_get(pc_config *config, const char *key);
+
+/* pc_config_name - the instance name ("[filter NAME]") */
+const char *pc_config_name(pc_config *config);
+
+/*
+ * pc_config_error - report a bad value of key; the message is shown as
+ * "FILE:LINE: [filter NAME] key: message" and start-up stops
+ */
+void pc_config_error(pc_config *config, const char *key, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* The instance and private data. */
+
+/* pc_instance - what init stored in *instance */
+void *pc_instance(pc_ctx *ctx);
+
+/* pc_session_data, pc_set_session_data - this filter's data for the session */
+void *pc_session_data(pc_ctx *ctx);
+void pc_set_session_data(pc_ctx *ctx, void *data);
+
+/* pc_tx_data, pc_set_tx_data - this filter's data for the transaction */
+void *pc_tx_data(pc_ctx *ctx);
+void pc_set_tx_data(pc_ctx *ctx, void *data);
+
+/* The client. */
+
+/* pc_client_addr - the client's IP address, numeric ("192.0.2.1", "2001:db8::1") */
+const char *pc_client_addr(pc_ctx *ctx);
+
+/* pc_client_port - the client's TCP port */
+unsigned pc_client_port(pc_ctx *ctx);
+
+/* pc_client_name - the client's verified host name, or NULL when unknown */
+const char *pc_client_name(pc_ctx *ctx);
+
+/* pc_helo - the HELO/EHLO argument, or NULL before it */
+const char *pc_helo(pc_ctx *ctx);
+
+/* pc_tls - whether the session is encrypted */
+bool pc_tls(pc_ctx *ctx);
+
+/* pc_auth_user - the authenticated user name, or NULL */
+const char *pc_auth_user(pc_ctx *ctx);
+
+/*
+ * pc_listener - the local address the client connected to, as written in
+ * the listen setting ("0.0.0.0:25", "[::]:587")
+ */
+const char *pc_listener(pc_ctx *ctx);
+
+/* pc_session_id - the session id, as in the decision log */
+const char *pc_session_id(pc_ctx *ctx);
+
+/* The envelope. */
+
+/* pc_sender - the MAIL FROM address ("" for <>), or NULL before MAIL */
+const char *pc_sender(pc_ctx *ctx);
+
+/* pc_mail_param - the value of a MAIL parameter ("SIZE"), "" for one
+ * without value, NULL when absent */
+const char *pc_mail_param(pc_ctx *ctx, const char *keyword);
+
+/* pc_rcpt_count - the recipients accepted so far */
+size_t pc_rcpt_count(pc_ctx *ctx);
+
+/* pc_rcpt - the i-th accepted recipient */
+const char *pc_rcpt(pc_ctx *ctx, size_t i);
+
+/* pc_rcpt_current - in the rcpt hook: the recipient being decided */
+const char *pc_rcpt_current(pc_ctx *ctx);
+
+/* The message (in the data hook). */
+
+/* pc_message_size - the size of the message as received, in bytes */
+unsigned long long pc_message_size(pc_ctx *ctx);
+
+/* pc_header_count - how many header fields the message has */
+size_t pc_header_count(pc_ctx *ctx);
+
+/*
+ * pc_header_name, pc_header_value - the i-th header field, as it is now
+ * (with the changes of earlier filters). The value is unfolded: CRLF
+ * before white space removed, leading white space kept out.
+ */
+const char *pc_header_name(pc_ctx *ctx, size_t i);
+const char *pc_header_value(pc_ctx *ctx, size_t i);
+
+/*
+ * pc_header_get - the value of the n-th (from 0) field called name
+ * (case-insensitive), or NULL
+ */
+const char *pc_header_get(pc_ctx *ctx, const char *name, size_t n);
+
+/* pc_header_add - append a field at the end of the header */
+int pc_header_add(pc_ctx *ctx, const char *name, const char *value);
+
+/* pc_header_insert - insert a field at the top of the header */
+int pc_header_insert(pc_ctx *ctx, const char *name, const char *value);
+
+/*
+ * pc_header_change - set the value of the n-th field called name; a NULL
+ * value removes the field. Returns -1 when there is no such field.
+ */
+int pc_header_change(pc_ctx *ctx, const char *name, size_t n, const char *value);
+
+/*
+ * pc_body_read - read the body (what follows the header) from offset;
+ * returns the byte count, 0 at the end, -1 on error. The body is read
+ * from the spool as needed and never held in memory whole.
+ */
+ssize_t pc_body_read(pc_ctx *ctx, unsigned long long offset, void *buf, size_t len);
+
+/*
+ * pc_set_size_limit - lower the largest message accepted. At connect and
+ * helo it holds for the session and is what EHLO advertises in SIZE; at
+ * mail, for this transaction. A message that grows past it is read to its
+ * end, not stored, and refused with 552 5.3.4.
+ */
+void pc_set_size_limit(pc_ctx *ctx, unsigned long long bytes);
+
+/* Verdicts and results. */
+
+/*
+ * pc_set_reply - the reply that goes with the REJECT or TEMPFAIL this hook
+ * returns: a 4xx or 5xx code, an RFC 3463 enhanced code of the same class
+ * (or NULL for a default), and a text. Returns 0, or -1 when invalid.
+ */
+int pc_set_reply(pc_ctx *ctx, int code, const char *enh, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+/*
+ * pc_result - add "key": "value" to this filter's entry in the decision
+ * record of the transaction (or of the connection)
+ */
+void pc_result(pc_ctx *ctx, const char *key, const char *value);
+
+/* pc_result_int - likewise, a number */
+void pc_result_int(pc_ctx *ctx, const char *key, long long value);
+
+/* Diagnostics. */
+
+enum pc_log_level { PC_LOG_DEBUG, PC_LOG_INFO, PC_LOG_WARNING, PC_LOG_ERROR };
+
+/* pc_log - a diagnostic line, tagged with the filter and the session */
+void pc_log(pc_ctx *ctx, enum pc_log_level level, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
