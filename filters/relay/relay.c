@@ -296,16 +296,18 @@ static enum pc_status relay_rcpt(pc_ctx *ctx)
 	}
 	pc_result(ctx, "relay", "denied");
 	pc_result(ctx, "reason", reason);
-	pc_log(ctx, PC_LOG_INFO, "relay denied: client %s, recipient <%s>: %s",
-	       addr ? addr : "unknown", cls == RELAY_INVALID ? "(invalid)" : rcpt,
-	       reason);
 	if (cls == RELAY_INVALID) {
+		pc_log(ctx, PC_LOG_INFO,
+		       "relay denied: client %s, invalid recipient: %s",
+		       addr ? addr : "unknown", reason);
 		/* the address may be anything: do not echo it */
 		if (pc_set_reply(ctx, RELAY_INVALID_CODE, RELAY_INVALID_ENH,
 				 RELAY_INVALID_TEXT) < 0)
 			pc_log(ctx, PC_LOG_WARNING, "reply refused by the host");
 		return PC_REJECT;
 	}
+	pc_log(ctx, PC_LOG_INFO, "relay denied: client %s, recipient <%s>: %s",
+	       addr ? addr : "unknown", rcpt, reason);
 	/*
 	 * The text names the recipient like Postfix does. A host that will
 	 * not put UTF-8 in a reply refuses it: then say it without.
