@@ -961,6 +961,11 @@ static enum relay_class classify(const struct relay_policy *policy,
 			*reason = "quoted local part";
 			return RELAY_REMOTE;
 		}
+		/* "" is a valid Quoted-string but names no mailbox */
+		if (clen == 0) {
+			*reason = "empty local part";
+			return RELAY_INVALID;
+		}
 		if (!utf8_valid((const unsigned char *)content, clen)) {
 			*reason = "bad local part";
 			return RELAY_INVALID;

@@ -39,6 +39,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/*
+ * The daemon exports its own symbols to filters (--export-dynamic) and has
+ * a module called relay too: were these names visible in relay.so, a
+ * daemon function of the same name would be called in their place. Keep
+ * them inside the shared object.
+ */
+#pragma GCC visibility push(hidden)
+
 /* RFC 5321 4.5.3.1: the longest local part, domain and path. */
 #define RELAY_LOCAL_PART_MAX 64
 #define RELAY_DOMAIN_MAX 255
@@ -216,5 +224,7 @@ void relay_domains_free(struct relay_domains *d);
  */
 enum relay_class relay_classify(const struct relay_policy *policy,
 				const char *rcpt, const char **reason);
+
+#pragma GCC visibility pop
 
 #endif

@@ -155,7 +155,7 @@ static const struct trick tricks[] = {
 	{"@local.org", I, I},
 	{"user@", I, I},
 	{"user", I, I},
-	{"\"\"@local.org", L, L},
+	{"\"\"@local.org", I, I},
 	{"\"postmaster\"", I, I},
 	{"postmaster.x", I, I},
 	/* dot-string syntax */
