@@ -104,8 +104,9 @@ TRICKS = [
     ("user@[192.0.2.1].", EITHER),
     ("user@[192.0.2.300]", EITHER),
     ("user@elsewhere.example%example.test", EITHER),
-    # empty local part
+    # empty local parts
     ("@example.test", EITHER),
+    ('""@example.test', EITHER),
 ]
 
 # UTF-8 tricks need MAIL FROM ... SMTPUTF8.
