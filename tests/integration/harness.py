@@ -1446,3 +1446,23 @@ class ProxyTestCase(unittest.TestCase):
         self.assertCode(reply, code, msg)
         if enh is not None:
             self.assertEnh(reply, enh, msg)
+
+
+def filters_supported(binary=None):
+    """Whether the daemon takes a filter chain ([portcullis] filters): the
+    filter modules' tests are skipped until the host side of the plugin
+    API is built."""
+    binary = binary or PORTCULLIS_BIN
+    if not os.access(binary, os.X_OK):
+        return False
+    d = make_tempdir("portcullis-filtercheck-")
+    try:
+        path = os.path.join(d, "check.conf")
+        with open(path, "w") as f:
+            f.write("[portcullis]\nlisten = 127.0.0.1:1\nspool_dir = %s\n"
+                    "filters =\n[backend]\nservers = 127.0.0.1:2\n" % d)
+        r = subprocess.run([binary, "-t", "-c", path], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=30)
+        return r.returncode == 0
+    finally:
+        remove_tree(d)

@@ -29,6 +29,14 @@ import unittest
 
 from harness import (DOMAIN, PROJECT, Portcullis, Postfix, ProxyTestCase,
                      dot_stuff, has_ipv6, make_message, wait_for)
+import harness  # noqa: E402
+
+
+def setUpModule():
+    # The host side of the plugin API (the pipeline) is not built yet.
+    if not harness.filters_supported():
+        raise unittest.SkipTest("this daemon does not run filters yet")
+
 
 FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
     PROJECT, "filters", ".libs")

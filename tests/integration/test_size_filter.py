@@ -14,6 +14,14 @@ import unittest
 from harness import (DOMAIN, PROJECT, ProxyTestCase, Portcullis,
                      make_message, dot_stuff, free_port, make_tempdir,
                      remove_tree)
+import harness  # noqa: E402
+
+
+def setUpModule():
+    # The host side of the plugin API (the pipeline) is not built yet.
+    if not harness.filters_supported():
+        raise unittest.SkipTest("this daemon does not run filters yet")
+
 
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
