@@ -51,6 +51,7 @@ struct conf_param {
 static const char *const bare_names[] = { "reject", "normalize", NULL };
 static const char *const identity_names[] = { "auto", "xclient", "xforward",
 					       "header", NULL };
+/* Index 1 is syslog: the field reads as "use syslog". */
 static const char *const diag_names[] = { "stderr", "syslog", NULL };
 static const char *const level_names[] = { "debug", "info", "warning",
 					    "error", NULL };
@@ -227,10 +228,7 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 	case CONF_ENUM:
 		for (int i = 0; p->names[i]; i++) {
 			if (strcasecmp(value, p->names[i]) == 0) {
-				if (p->offset == F(diagnostics_syslog))
-					*(bool *)field = i == 1;
-				else
-					*(int *)field = i;
+				*(int *)field = i;
 				return NULL;
 			}
 		}

@@ -69,7 +69,7 @@ struct conf {
 
 	/* [log] */
 	char *decisions;
-	bool diagnostics_syslog;
+	int diagnostics_syslog; /* 0 stderr, 1 syslog (an enum like the others) */
 	int log_level;
 };
 
