@@ -20,6 +20,7 @@
 #define SPOOL_WBUF 65536
 
 struct spool {
+	unsigned refs;	/* the transaction, and filter calls reading it */
 	char *dir;
 	size_t memory_limit;
 	char *mem;	/* content while in memory */
@@ -46,6 +47,7 @@ struct spool *spool_new(const char *dir, size_t memory_limit)
 	}
 	spool->memory_limit = memory_limit;
 	spool->fd = -1;
+	spool->refs = 1;
 	return spool;
 }
 
@@ -219,10 +221,17 @@ ssize_t spool_read(struct spool *spool, unsigned long long offset, void *buf,
 	}
 }
 
-/* spool_free - drop the content and the file */
+/* spool_ref - one more holder of the spool */
+struct spool *spool_ref(struct spool *spool)
+{
+	spool->refs++;
+	return spool;
+}
+
+/* spool_free - drop one holder; the last one drops the content and file */
 void spool_free(struct spool *spool)
 {
-	if (!spool)
+	if (!spool || --spool->refs > 0)
 		return;
 	if (spool->fd >= 0)
 		close(spool->fd);

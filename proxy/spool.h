@@ -45,7 +45,13 @@ int spool_errno(const struct spool *spool);
 ssize_t spool_read(struct spool *spool, unsigned long long offset, void *buf,
 		   size_t len);
 
-/* spool_free - drop the content (and the file) */
+/*
+ * spool_ref - one more holder (a filter call reading the message); each
+ * holder calls spool_free(). Holders are counted on one thread only.
+ */
+struct spool *spool_ref(struct spool *spool);
+
+/* spool_free - drop one holder; the last drops the content (and the file) */
 void spool_free(struct spool *spool);
 
 #endif
