@@ -77,6 +77,10 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "drain_timeout", CONF_SECONDS, F(drain_timeout), 0, "60", false, 0, 86400, NULL },
 	{ "portcullis", "max_sessions", CONF_UINT, F(max_sessions), 0, "10000", false, 1, 1000000, NULL },
 	{ "portcullis", "pid_file", CONF_STRING, F(pid_file), 0, "", false, 0, 0, NULL },
+	{ "portcullis", "filters", CONF_STRING, F(filters), 0, "", false, 0, 0, NULL },
+	{ "portcullis", "filter_dir", CONF_STRING, F(filter_dir), 0, PKGLIBDIR, false, 0, 0, NULL },
+	{ "portcullis", "filter_threads", CONF_UINT, F(filter_threads), 0, "16", false, 1, 1024, NULL },
+	{ "portcullis", "filter_queue", CONF_UINT, F(filter_queue), 0, "1024", false, 1, 1000000, NULL },
 	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, true, 0, 0, NULL },
 	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
@@ -102,6 +106,9 @@ struct conf_loader {
 	int line;
 	int nerrors;
 	bool seen[NPARAMS];
+	struct conf_filter sections[CONF_MAX_FILTERS];
+	size_t nsections;
+	int filters_line;
 };
 
 /* conf_error - report one error at the current line */
@@ -275,6 +282,121 @@ static char *conf_reader(char *buf, int size, void *stream)
 	return r;
 }
 
+/* conf_filter_section - the [filter NAME] section, created on first use */
+static struct conf_filter *conf_filter_section(struct conf_loader *ld,
+					       const char *name)
+{
+	struct conf *conf = ld->conf;
+
+	while (*name == ' ')
+		name++;
+	for (size_t i = 0; i < ld->nsections; i++)
+		if (strcmp(ld->sections[i].name, name) == 0)
+			return &ld->sections[i];
+	if (ld->nsections == CONF_MAX_FILTERS) {
+		conf_error(ld, ld->line, "filter", name, "%s", "too many filter sections");
+		return NULL;
+	}
+	struct conf_filter *f = &ld->sections[ld->nsections++];
+	f->name = strdup(name);
+	f->line = ld->line;
+	(void)conf;
+	return f;
+}
+
+/* conf_filter_key - a key of a [filter NAME] section, checked at load */
+static int conf_filter_key(struct conf_loader *ld, const char *name,
+			   const char *key, const char *value)
+{
+	struct conf_filter *f = conf_filter_section(ld, name);
+
+	if (!f)
+		return 1;
+	if (conf_filter_get(f, key)) {
+		conf_error(ld, ld->line, "filter", key, "%s", "given twice");
+		return 1;
+	}
+	struct conf_kv *kv = realloc(f->kv, (f->nkv + 1) * sizeof(*kv));
+	if (!kv)
+		return 0;
+	f->kv = kv;
+	kv[f->nkv].key = strdup(key);
+	kv[f->nkv].value = strdup(value);
+	kv[f->nkv].line = ld->line;
+	f->nkv++;
+	return 1;
+}
+
+/* conf_filter_get - the value of key in a filter section */
+const char *conf_filter_get(const struct conf_filter *f, const char *key)
+{
+	for (size_t i = 0; i < f->nkv; i++)
+		if (strcasecmp(f->kv[i].key, key) == 0)
+			return f->kv[i].value;
+	return NULL;
+}
+
+/* conf_filter_line - where key was given */
+int conf_filter_line(const struct conf_filter *f, const char *key)
+{
+	for (size_t i = 0; i < f->nkv; i++)
+		if (strcasecmp(f->kv[i].key, key) == 0)
+			return f->kv[i].line;
+	return f->line;
+}
+
+/* conf_free_filter - release one filter section */
+static void conf_free_filter(struct conf_filter *f)
+{
+	for (size_t i = 0; i < f->nkv; i++) {
+		free(f->kv[i].key);
+		free(f->kv[i].value);
+	}
+	free(f->kv);
+	free(f->name);
+	memset(f, 0, sizeof(*f));
+}
+
+/*
+ * conf_chain - order the filter sections as the filters key lists them;
+ * a listed name without a section, or a section not in the chain, is an
+ * error (an unused section is most likely a forgotten list entry)
+ */
+static void conf_chain(struct conf_loader *ld)
+{
+	struct conf *conf = ld->conf;
+	char *list = strdup(conf->filters), *save = NULL;
+	bool used[CONF_MAX_FILTERS] = { false };
+
+	for (char *name = strtok_r(list, ", \t", &save); name;
+	     name = strtok_r(NULL, ", \t", &save)) {
+		size_t i;
+		for (i = 0; i < ld->nsections; i++)
+			if (strcmp(ld->sections[i].name, name) == 0)
+				break;
+		if (i == ld->nsections) {
+			conf_error(ld, ld->filters_line, "portcullis", "filters",
+				   "no [filter %s] section", name);
+			continue;
+		}
+		if (used[i]) {
+			conf_error(ld, ld->filters_line, "portcullis", "filters",
+				   "%s listed twice (load it twice under two names)", name);
+			continue;
+		}
+		used[i] = true;
+		conf->chain[conf->nchain++] = ld->sections[i];
+	}
+	for (size_t i = 0; i < ld->nsections; i++) {
+		if (used[i])
+			continue;
+		conf_error(ld, ld->sections[i].line, "filter", ld->sections[i].name,
+			   "%s", "section not listed in [portcullis] filters");
+		conf_free_filter(&ld->sections[i]);
+	}
+	free(list);
+}
+
 /* conf_handler - one "key = value" from libinih */
 static int conf_handler(void *user, const char *section, const char *key,
 			const char *value)
@@ -282,6 +404,9 @@ static int conf_handler(void *user, const char *section, const char *key,
 	struct conf_loader *ld = user;
 	bool section_known = false;
 	const char *err;
+
+	if (strncasecmp(section, "filter ", 7) == 0)
+		return conf_filter_key(ld, section + 7, key, value);
 
 	for (size_t i = 0; i < NPARAMS; i++) {
 		const struct conf_param *p = &conf_params[i];
@@ -295,6 +420,8 @@ static int conf_handler(void *user, const char *section, const char *key,
 			conf_error(ld, ld->line, section, key, "%s",
 				   "given twice");
 		ld->seen[i] = true;
+		if (p->offset == F(filters))
+			ld->filters_line = ld->line;
 		if ((err = conf_set(ld->conf, p, value)))
 			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
 				   err, value);
@@ -337,6 +464,7 @@ struct conf *conf_load(const char *path, FILE *errors)
 		fprintf(errors, "%s: cannot read\n", path);
 		ld.nerrors++;
 	}
+	conf_chain(&ld);
 	for (size_t i = 0; i < NPARAMS; i++)
 		if (conf_params[i].required && !ld.seen[i])
 			conf_error(&ld, 0, conf_params[i].section,
@@ -372,6 +500,8 @@ void conf_free(struct conf *conf)
 	for (size_t i = 0; i < NPARAMS; i++)
 		if (conf_params[i].type == CONF_STRING)
 			free(*(char **)((char *)conf + conf_params[i].offset));
+	for (size_t i = 0; i < conf->nchain; i++)
+		conf_free_filter(&conf->chain[i]);
 	free(conf->path);
 	free(conf);
 }

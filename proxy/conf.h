@@ -23,6 +23,23 @@ struct conf_addr {
 	char text[272]; /* as written, for logs */
 };
 
+/* One "key = value" of a [filter NAME] section, with its line. */
+struct conf_kv {
+	char *key;
+	char *value;
+	int line;
+};
+
+/* A [filter NAME] section: the filter's own keys are checked at load. */
+struct conf_filter {
+	char *name;
+	int line;
+	struct conf_kv *kv;
+	size_t nkv;
+};
+
+#define CONF_MAX_FILTERS 64
+
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 
 enum conf_identity {
@@ -53,6 +70,14 @@ struct conf {
 	unsigned drain_timeout;
 	unsigned max_sessions;
 	char *pid_file;
+	char *filters;	  /* the chain, as written */
+	char *filter_dir; /* where "module = NAME" is found as NAME.so */
+	unsigned filter_threads;
+	unsigned filter_queue;
+
+	/* [filter NAME] sections, in the order of the chain */
+	struct conf_filter chain[CONF_MAX_FILTERS];
+	size_t nchain;
 
 	/* [backend] */
 	struct conf_addr backends[CONF_MAX_ADDRS];
@@ -80,6 +105,12 @@ struct conf {
  * errors ("FILE:LINE: [section] key: message").
  */
 struct conf *conf_load(const char *path, FILE *errors);
+
+/* conf_filter_get - the value of key in a filter section, or NULL */
+const char *conf_filter_get(const struct conf_filter *f, const char *key);
+
+/* conf_filter_line - the line of key in a filter section (the section's own line if absent) */
+int conf_filter_line(const struct conf_filter *f, const char *key);
 
 /* conf_free - release a configuration */
 void conf_free(struct conf *conf);

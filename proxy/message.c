@@ -1,0 +1,264 @@
+/*
+ * message.c - parse and rewrite the header block of a message
+ *
+ * The parser follows RFC 5322 2.2: a field is "name:" then a value that
+ * continues on lines starting with white space. The header ends at the
+ * first empty line; a line that is neither a field nor a continuation
+ * (no colon, or a space in the name) ends it too, and belongs to the
+ * body, as Postfix's cleanup treats it. The raw bytes of each field are
+ * kept so an unchanged header is sent unchanged.
+ */
+#include "config.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "message.h"
+
+/* message_grow - room for one more field */
+static int message_grow(struct message_headers *h)
+{
+	if (h->n < h->cap)
+		return 0;
+	size_t cap = h->cap ? h->cap * 2 : 32;
+	struct message_field *f = realloc(h->fields, cap * sizeof(*f));
+	if (!f)
+		return -1;
+	h->fields = f;
+	h->cap = cap;
+	return 0;
+}
+
+/* message_unfold - the value without CRLFs and without leading white space */
+static char *message_unfold(const char *v, size_t len)
+{
+	char *out = malloc(len + 1);
+	size_t n = 0;
+
+	if (!out)
+		return NULL;
+	while (len > 0 && (*v == ' ' || *v == '\t')) {
+		v++;
+		len--;
+	}
+	for (size_t i = 0; i < len; i++) {
+		if (v[i] == '\r' || v[i] == '\n')
+			continue;
+		out[n++] = v[i];
+	}
+	/* The field's own line end is not part of its value. */
+	while (n > 0 && (out[n - 1] == ' ' || out[n - 1] == '\t'))
+		n--;
+	out[n] = 0;
+	return out;
+}
+
+/* message_name_len - length of a field name at p, or 0 if not a field */
+static size_t message_name_len(const char *p, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)p[i];
+		if (c == ':')
+			return i;
+		if (c <= ' ' || c >= 127)
+			return 0;
+	}
+	return 0;
+}
+
+/* message_headers_parse - parse the header block at the start of buf */
+int message_headers_parse(struct message_headers *h, const char *buf, size_t len)
+{
+	size_t pos = 0;
+
+	memset(h, 0, sizeof(*h));
+	while (pos < len) {
+		const char *line = buf + pos;
+		const char *nl = memchr(line, '\n', len - pos);
+		size_t line_len = nl ? (size_t)(nl - line) + 1 : len - pos;
+
+		if (line[0] == '\r' || line[0] == '\n') {
+			/* The empty line: header over. */
+			h->header_end = pos;
+			h->body_start = pos + line_len;
+			return 0;
+		}
+		size_t name_len = message_name_len(line, line_len);
+		if (name_len == 0 || !nl)
+			break;
+		/* The field runs on over continuation lines. */
+		size_t end = pos + line_len;
+		while (end < len && (buf[end] == ' ' || buf[end] == '\t')) {
+			const char *n2 = memchr(buf + end, '\n', len - end);
+			if (!n2) {
+				end = len;
+				break;
+			}
+			end = (size_t)(n2 - buf) + 1;
+		}
+		if (message_grow(h) < 0)
+			return -1;
+		struct message_field *f = &h->fields[h->n];
+		f->name = strndup(line, name_len);
+		f->value = message_unfold(line + name_len + 1, end - pos - name_len - 1);
+		f->raw = malloc(end - pos);
+		if (!f->name || !f->value || !f->raw) {
+			free(f->name);
+			free(f->value);
+			free(f->raw);
+			return -1;
+		}
+		memcpy(f->raw, line, end - pos);
+		f->raw_len = end - pos;
+		h->n++;
+		pos = end;
+	}
+	/* No empty line: what follows the last field is the body. */
+	h->header_end = pos;
+	h->body_start = pos;
+	return 0;
+}
+
+/* message_headers_read - parse the header block of a spooled message */
+int message_headers_read(struct message_headers *h, struct spool *spool)
+{
+	unsigned long long size = spool_size(spool);
+	size_t want = size < MESSAGE_HEADER_MAX ? (size_t)size : MESSAGE_HEADER_MAX;
+	char *buf = malloc(want + 1);
+	size_t got = 0;
+	int rc;
+
+	if (!buf)
+		return -1;
+	while (got < want) {
+		ssize_t n = spool_read(spool, got, buf + got, want - got);
+		if (n <= 0)
+			break;
+		got += (size_t)n;
+	}
+	rc = message_headers_parse(h, buf, got);
+	free(buf);
+	return rc;
+}
+
+/* message_headers_free - release the list */
+void message_headers_free(struct message_headers *h)
+{
+	for (size_t i = 0; i < h->n; i++) {
+		free(h->fields[i].name);
+		free(h->fields[i].value);
+		free(h->fields[i].raw);
+	}
+	free(h->fields);
+	memset(h, 0, sizeof(*h));
+}
+
+/* message_header_find - the n-th field called name */
+long message_header_find(const struct message_headers *h, const char *name, size_t n)
+{
+	for (size_t i = 0; i < h->n; i++)
+		if (strcasecmp(h->fields[i].name, name) == 0 && n-- == 0)
+			return (long)i;
+	return -1;
+}
+
+/* message_header_name_valid - printable ASCII without colon (RFC 5322 2.2) */
+bool message_header_name_valid(const char *name)
+{
+	if (!name || !*name)
+		return false;
+	for (const char *p = name; *p; p++)
+		if ((unsigned char)*p <= ' ' || (unsigned char)*p >= 127 || *p == ':')
+			return false;
+	return true;
+}
+
+/* message_value_valid - no bare line ends and no NUL in a value */
+static bool message_value_valid(const char *value)
+{
+	for (const char *p = value; *p; p++)
+		if (*p == '\r' || *p == '\n')
+			return false;
+	return true;
+}
+
+/* message_header_add - append or insert at the top */
+int message_header_add(struct message_headers *h, const char *name,
+		       const char *value, bool top)
+{
+	if (!message_header_name_valid(name) || !value || !message_value_valid(value) ||
+	    message_grow(h) < 0)
+		return -1;
+	struct message_field f = { strdup(name), strdup(value), NULL, 0 };
+	if (!f.name || !f.value) {
+		free(f.name);
+		free(f.value);
+		return -1;
+	}
+	if (top) {
+		memmove(h->fields + 1, h->fields, h->n * sizeof(*h->fields));
+		h->fields[0] = f;
+	} else {
+		h->fields[h->n] = f;
+	}
+	h->n++;
+	h->changed = true;
+	return 0;
+}
+
+/* message_header_change - new value for field i, or remove it */
+int message_header_change(struct message_headers *h, size_t i, const char *value)
+{
+	if (i >= h->n)
+		return -1;
+	if (!value) {
+		free(h->fields[i].name);
+		free(h->fields[i].value);
+		free(h->fields[i].raw);
+		memmove(h->fields + i, h->fields + i + 1, (h->n - i - 1) * sizeof(*h->fields));
+		h->n--;
+		h->changed = true;
+		return 0;
+	}
+	if (!message_value_valid(value))
+		return -1;
+	char *v = strdup(value);
+	if (!v)
+		return -1;
+	free(h->fields[i].value);
+	free(h->fields[i].raw);
+	h->fields[i].value = v;
+	h->fields[i].raw = NULL;
+	h->fields[i].raw_len = 0;
+	h->changed = true;
+	return 0;
+}
+
+/* message_headers_render - the header block as it is now */
+char *message_headers_render(const struct message_headers *h, size_t *len)
+{
+	size_t total = 1;
+	char *out, *p;
+
+	for (size_t i = 0; i < h->n; i++)
+		total += h->fields[i].raw ? h->fields[i].raw_len
+					  : strlen(h->fields[i].name) + strlen(h->fields[i].value) + 4;
+	out = p = malloc(total);
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < h->n; i++) {
+		const struct message_field *f = &h->fields[i];
+		if (f->raw) {
+			memcpy(p, f->raw, f->raw_len);
+			p += f->raw_len;
+		} else {
+			p += sprintf(p, "%s: %s\r\n", f->name, f->value);
+		}
+	}
+	*p = 0;
+	*len = (size_t)(p - out);
+	return out;
+}

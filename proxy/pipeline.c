@@ -1,0 +1,1229 @@
+/*
+ * pipeline.c - run the filters of a stage on the thread pool
+ *
+ * A job is one stage of one session (or the reset or close hooks). It
+ * carries a copy of everything its filters may see or change: the
+ * environment, the filters' private data, the size limits, and at the
+ * data stage the parsed header with the log of changes made to it. The
+ * job's thread runs the filters in chain order; after each one it
+ * commits, under the job's lock, what that filter did (its entry in the
+ * decision record, its header changes). The event loop arms a timer on
+ * the job: when the filter running now passed its deadline, the loop
+ * marks the job abandoned and takes what was committed, so the changes
+ * of the filters before the late one survive, and goes on per the late
+ * filter's on_error. The abandoned job is freed when its thread finally
+ * returns.
+ *
+ * Everything of a session (struct pipeline_session) is touched on the
+ * event loop only, except through a job's copies.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "log.h"
+#include "message.h"
+#include "pipeline.h"
+#include "pool.h"
+
+#define PIPELINE_RETRY_MS 100
+#define PIPELINE_REPLY_MAX 512
+
+struct pipeline {
+	struct event_base *base;
+	struct chain *chain;
+	const struct conf *conf;
+	struct pool *pool;
+};
+
+enum job_kind { JOB_STAGE, JOB_RESET, JOB_CLOSE };
+
+/* A copy of the environment, shared by the jobs of one call (loop only). */
+struct snap {
+	unsigned refs;
+	struct pipeline_env env;
+	char *strings[8];
+	struct smtp_param *params;
+	char **rcpts;
+};
+
+/* One header change, kept to replay on a fresh parse. */
+enum op_kind { OP_ADD, OP_INSERT, OP_CHANGE };
+
+struct op {
+	struct op *next;
+	enum op_kind kind;
+	char *name;
+	size_t n;
+	char *value; /* NULL: remove */
+};
+
+struct pipeline_session {
+	struct pipeline *p;
+	void *session_data[CONF_MAX_FILTERS];
+	void *tx_data[CONF_MAX_FILTERS];
+	bool accept_session;
+	bool accept_tx;
+	unsigned long long limit_session;
+	unsigned long long limit_tx;
+	json_t *session_results;
+	json_t *tx_results;
+	struct pipeline_job *running;		  /* submitted, not finished */
+	struct pipeline_job *queue, *queue_tail; /* waiting their turn */
+	bool ended;
+};
+
+struct pipeline_job {
+	struct pipeline *p;
+	struct pipeline_session *ps; /* NULL once abandoned */
+	struct pipeline_job *next;   /* in the session's queue */
+	enum job_kind kind;
+	enum chain_stage stage;
+	struct snap *snap;
+	pipeline_done_fn done; /* NULL once the session ended */
+	void *arg;
+	size_t first; /* the first filter to consider */
+	struct event *timer;
+	bool submitted;
+	struct spool *spool; /* a reference, at the data stage */
+
+	/* Copies the filters work on; read back when the job ends. */
+	void *session_data[CONF_MAX_FILTERS];
+	void *tx_data[CONF_MAX_FILTERS];
+	bool accept_session;
+	bool accept_tx;
+	unsigned long long limit_session;
+	unsigned long long limit_tx;
+
+	/* The data stage: the header, and the changes to replay. */
+	struct message_headers headers;
+	bool headers_ok;
+	struct op *ops, *ops_tail;
+	size_t nops;
+	char *rendered;
+	size_t rendered_len;
+
+	/* Shared between the thread and the loop, under lock. */
+	pthread_mutex_t lock;
+	size_t current;		 /* the filter running, SIZE_MAX if none */
+	struct timespec started; /* when it started, or when the job was queued */
+	size_t committed;	 /* filters before this index are done */
+	size_t ops_committed;
+	json_t *entries; /* one per filter that ran */
+	bool abandoned;
+	bool finished;
+
+	/* The verdict, written by the thread before finished. */
+	enum pc_status status;
+	char reply[PIPELINE_REPLY_MAX];
+};
+
+/* One hook call: what the pc_* functions act on. */
+struct pc_ctx {
+	struct pipeline_job *job;
+	size_t index;
+	const struct chain_filter *filter;
+	json_t *results;
+	bool reply_set;
+	int reply_code;
+	char reply[PIPELINE_REPLY_MAX];
+};
+
+static void job_submit(struct pipeline_job *job);
+static void job_kick(struct pipeline_session *ps);
+
+/* now_ts - the monotonic clock */
+static struct timespec now_ts(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts;
+}
+
+/* elapsed_us - microseconds since t */
+static long long elapsed_us(struct timespec t)
+{
+	struct timespec n = now_ts();
+
+	return (long long)(n.tv_sec - t.tv_sec) * 1000000 + (n.tv_nsec - t.tv_nsec) / 1000;
+}
+
+/* snap_new - copy the environment */
+static struct snap *snap_new(const struct pipeline_env *env)
+{
+	struct snap *s = calloc(1, sizeof(*s));
+	size_t k = 0;
+
+	if (!s)
+		return NULL;
+	s->refs = 1;
+	s->env = *env;
+#define SNAP_STR(field)                                                     \
+	do {                                                                \
+		if (env->field) {                                           \
+			s->strings[k] = strdup(env->field);                 \
+			s->env.field = s->strings[k++];                     \
+		}                                                           \
+	} while (0)
+	SNAP_STR(session_id);
+	SNAP_STR(addr);
+	SNAP_STR(listener);
+	SNAP_STR(helo);
+	SNAP_STR(sender);
+	SNAP_STR(rcpt);
+#undef SNAP_STR
+	if (env->nparams) {
+		s->params = calloc(env->nparams, sizeof(*s->params));
+		for (size_t i = 0; s->params && i < env->nparams; i++) {
+			s->params[i].keyword = strdup(env->params[i].keyword);
+			s->params[i].value = env->params[i].value ? strdup(env->params[i].value) : NULL;
+		}
+		s->env.params = s->params;
+		s->env.nparams = s->params ? env->nparams : 0;
+	}
+	if (env->nrcpts) {
+		s->rcpts = calloc(env->nrcpts, sizeof(*s->rcpts));
+		for (size_t i = 0; s->rcpts && i < env->nrcpts; i++)
+			s->rcpts[i] = strdup(env->rcpts[i]);
+		s->env.rcpts = (const char *const *)s->rcpts;
+		s->env.nrcpts = s->rcpts ? env->nrcpts : 0;
+	}
+	s->env.spool = NULL; /* the job holds its own reference */
+	return s;
+}
+
+/* snap_unref - drop one holder */
+static void snap_unref(struct snap *s)
+{
+	if (!s || --s->refs > 0)
+		return;
+	for (size_t i = 0; i < sizeof(s->strings) / sizeof(s->strings[0]); i++)
+		free(s->strings[i]);
+	for (size_t i = 0; s->params && i < s->env.nparams; i++) {
+		free(s->params[i].keyword);
+		free(s->params[i].value);
+	}
+	free(s->params);
+	for (size_t i = 0; s->rcpts && i < s->env.nrcpts; i++)
+		free(s->rcpts[i]);
+	free(s->rcpts);
+	free(s);
+}
+
+/* ops_free - free a list of header changes */
+static void ops_free(struct op *op)
+{
+	while (op) {
+		struct op *next = op->next;
+		free(op->name);
+		free(op->value);
+		free(op);
+		op = next;
+	}
+}
+
+/* op_apply - apply one change to a header list */
+static int op_apply(struct message_headers *h, const struct op *op)
+{
+	long i;
+
+	switch (op->kind) {
+	case OP_ADD:
+		return message_header_add(h, op->name, op->value, false);
+	case OP_INSERT:
+		return message_header_add(h, op->name, op->value, true);
+	case OP_CHANGE:
+		i = message_header_find(h, op->name, op->n);
+		return i < 0 ? -1 : message_header_change(h, (size_t)i, op->value);
+	}
+	return -1;
+}
+
+/* job_record - append a change to the job's log (thread) */
+static int job_record(struct pipeline_job *job, enum op_kind kind,
+		      const char *name, size_t n, const char *value)
+{
+	struct op *op = calloc(1, sizeof(*op));
+
+	if (!op || !(op->name = strdup(name)) || (value && !(op->value = strdup(value)))) {
+		if (op)
+			free(op->name);
+		free(op);
+		return -1;
+	}
+	op->kind = kind;
+	op->n = n;
+	if (op_apply(&job->headers, op) < 0) {
+		ops_free(op);
+		return -1;
+	}
+	/* The loop reads only the first ops_committed nodes. */
+	if (job->ops_tail)
+		job->ops_tail->next = op;
+	else
+		job->ops = op;
+	job->ops_tail = op;
+	job->nops++;
+	return 0;
+}
+
+/* job_new - a job of a session (loop) */
+static struct pipeline_job *job_new(struct pipeline_session *ps, enum job_kind kind,
+				    enum chain_stage stage, struct snap *snap)
+{
+	struct pipeline_job *job = calloc(1, sizeof(*job));
+
+	if (!job)
+		return NULL;
+	job->p = ps->p;
+	job->ps = ps;
+	job->kind = kind;
+	job->stage = stage;
+	job->snap = snap;
+	if (snap)
+		snap->refs++;
+	job->current = SIZE_MAX;
+	job->entries = json_array();
+	pthread_mutex_init(&job->lock, NULL);
+	return job;
+}
+
+/* job_free - release a job that no thread holds (loop) */
+static void job_free(struct pipeline_job *job)
+{
+	if (job->timer)
+		event_free(job->timer);
+	snap_unref(job->snap);
+	spool_free(job->spool);
+	message_headers_free(&job->headers);
+	ops_free(job->ops);
+	free(job->rendered);
+	json_decref(job->entries);
+	pthread_mutex_destroy(&job->lock);
+	free(job);
+}
+
+/* job_hook - whether filter i takes part in this job */
+static bool job_hook(const struct pipeline_job *job, size_t i)
+{
+	return chain_has_hook(&job->p->chain->filters[i], job->kind == JOB_RESET ? CHAIN_RESET
+							   : job->kind == JOB_CLOSE ? CHAIN_CLOSE
+										    : job->stage);
+}
+
+/* job_next_filter - the first filter from i with a hook, or chain->n */
+static size_t job_next_filter(const struct pipeline_job *job, size_t i)
+{
+	while (i < job->p->chain->n && !job_hook(job, i))
+		i++;
+	return i;
+}
+
+/* status_name - a verdict as logged */
+static const char *status_name(enum pc_status st)
+{
+	switch (st) {
+	case PC_CONTINUE: return "continue";
+	case PC_ACCEPT: return "accept";
+	case PC_REJECT: return "reject";
+	case PC_TEMPFAIL: return "tempfail";
+	case PC_DISCARD: return "discard";
+	}
+	return "invalid";
+}
+
+/* on_error_name - a filter's failure action as logged */
+static const char *on_error_name(enum pc_status st)
+{
+	return st == PC_CONTINUE ? "accept" : st == PC_REJECT ? "reject" : "tempfail";
+}
+
+/* default_reply - the reply of a verdict without one of its own */
+static void default_reply(char *buf, size_t cap, enum chain_stage stage,
+			  enum pc_status st, bool failure)
+{
+	static const char *const what[] = {
+		[CHAIN_CONNECT] = "Connection", [CHAIN_HELO] = "HELO",
+		[CHAIN_MAIL] = "Sender",	[CHAIN_RCPT] = "Recipient",
+		[CHAIN_DATA] = "Message",
+	};
+	const char *w = stage < CHAIN_RESET ? what[stage] : "Command";
+
+	if (failure && st == PC_REJECT)
+		snprintf(buf, cap, "%d 5.7.1 Error: refused by a message filter",
+			 stage == CHAIN_CONNECT ? 554 : 550);
+	else if (failure)
+		snprintf(buf, cap, "%d 4.3.0 Error: message filter unavailable, try again later",
+			 stage == CHAIN_CONNECT ? 421 : 451);
+	else if (st == PC_REJECT)
+		snprintf(buf, cap, "%d 5.7.1 %s rejected", stage == CHAIN_CONNECT ? 554 : 550, w);
+	else
+		snprintf(buf, cap, "%d 4.7.1 %s temporarily rejected, try again later",
+			 stage == CHAIN_CONNECT ? 421 : 451, w);
+}
+
+/* entry_new - the decision record entry of one filter call */
+static json_t *entry_new(const struct pipeline_job *job, size_t i)
+{
+	json_t *e = json_object();
+
+	json_object_set_new(e, "filter", json_string(job->p->chain->filters[i].name));
+	json_object_set_new(e, "stage", json_string(chain_stage_name(job->stage)));
+	if (job->stage == CHAIN_RCPT && job->snap->env.rcpt)
+		json_object_set_new(e, "recipient", json_string(job->snap->env.rcpt));
+	return e;
+}
+
+/*
+ * job_call - one filter call on the thread; returns the verdict, with the
+ * failure action already applied (an invalid verdict is a failure)
+ */
+static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entry)
+{
+	const struct chain_filter *f = &job->p->chain->filters[i];
+	const struct pc_filter *d = f->desc;
+	struct pc_ctx ctx = { job, i, f, NULL, false, 0, "" };
+	struct timespec t0 = now_ts();
+	enum pc_status st = PC_CONTINUE;
+	const char *error = NULL;
+
+	switch (job->kind == JOB_RESET ? CHAIN_RESET : job->kind == JOB_CLOSE ? CHAIN_CLOSE : job->stage) {
+	case CHAIN_CONNECT: st = d->connect(&ctx); break;
+	case CHAIN_HELO: st = d->helo(&ctx); break;
+	case CHAIN_MAIL: st = d->mail(&ctx); break;
+	case CHAIN_RCPT: st = d->rcpt(&ctx); break;
+	case CHAIN_DATA: st = d->data(&ctx); break;
+	case CHAIN_RESET: d->reset(&ctx); break;
+	case CHAIN_CLOSE: d->close(&ctx); break;
+	default: break;
+	}
+	long long us = elapsed_us(t0);
+
+	if (job->kind != JOB_STAGE) {
+		json_decref(ctx.results);
+		*entry = NULL;
+		return PC_CONTINUE;
+	}
+	json_t *e = entry_new(job, i);
+	if ((unsigned)st > PC_DISCARD ||
+	    (st == PC_DISCARD && (job->stage == CHAIN_CONNECT || job->stage == CHAIN_HELO)))
+		error = "invalid verdict";
+	json_object_set_new(e, "verdict", json_string(status_name(st)));
+	json_object_set_new(e, "usec", json_integer(us));
+	if (ctx.results)
+		json_object_set_new(e, "results", ctx.results);
+	if (error) {
+		log_error("filter %s: session %s: %s %d at %s: using on_error (%s)", f->name,
+			  job->snap->env.session_id, error, (int)st,
+			  chain_stage_name(job->stage), on_error_name(f->on_error));
+		json_object_set_new(e, "error", json_string(error));
+		json_object_set_new(e, "action", json_string(on_error_name(f->on_error)));
+		st = f->on_error;
+		default_reply(job->reply, sizeof(job->reply), job->stage, st, true);
+	} else if (st == PC_REJECT || st == PC_TEMPFAIL) {
+		int want = st == PC_REJECT ? 5 : 4;
+		if (ctx.reply_set && ctx.reply_code / 100 == want) {
+			snprintf(job->reply, sizeof(job->reply), "%s", ctx.reply);
+		} else {
+			if (ctx.reply_set) {
+				log_error("filter %s: session %s: %s with a %d reply: refused, default reply used",
+					  f->name, job->snap->env.session_id, status_name(st),
+					  ctx.reply_code);
+				json_object_set_new(e, "error", json_string("reply does not match the verdict"));
+			}
+			default_reply(job->reply, sizeof(job->reply), job->stage, st, false);
+		}
+	}
+	*entry = e;
+	return st;
+}
+
+/* job_work - run the job's filters (pool thread) */
+static void job_work(void *arg)
+{
+	struct pipeline_job *job = arg;
+	struct chain *chain = job->p->chain;
+	enum pc_status verdict = PC_CONTINUE;
+
+	if (job->kind == JOB_STAGE && job->stage == CHAIN_DATA && job->spool) {
+		/* A fresh parse, plus the changes of filters before a late one. */
+		if (message_headers_read(&job->headers, job->spool) == 0) {
+			job->headers_ok = true;
+			for (struct op *op = job->ops; op; op = op->next)
+				op_apply(&job->headers, op);
+		}
+	}
+	for (size_t i = job_next_filter(job, job->first); i < chain->n;
+	     i = job_next_filter(job, i + 1)) {
+		if (job->kind == JOB_STAGE &&
+		    (job->accept_session || (job->stage >= CHAIN_MAIL && job->accept_tx)))
+			break;
+		pthread_mutex_lock(&job->lock);
+		if (job->abandoned) {
+			pthread_mutex_unlock(&job->lock);
+			return;
+		}
+		job->current = i;
+		job->started = now_ts();
+		pthread_mutex_unlock(&job->lock);
+
+		json_t *entry = NULL;
+		enum pc_status st = job_call(job, i, &entry);
+
+		pthread_mutex_lock(&job->lock);
+		if (job->abandoned) {
+			pthread_mutex_unlock(&job->lock);
+			json_decref(entry);
+			return;
+		}
+		if (entry)
+			json_array_append_new(job->entries, entry);
+		job->committed = i + 1;
+		job->ops_committed = job->nops;
+		job->current = SIZE_MAX;
+		job->started = now_ts();
+		pthread_mutex_unlock(&job->lock);
+
+		if (st == PC_ACCEPT) {
+			if (job->stage <= CHAIN_HELO)
+				job->accept_session = true;
+			else
+				job->accept_tx = true;
+			break;
+		}
+		if (st != PC_CONTINUE) {
+			verdict = st;
+			break;
+		}
+	}
+	job->status = verdict;
+	if (verdict == PC_CONTINUE && job->headers_ok && job->headers.changed)
+		job->rendered = message_headers_render(&job->headers, &job->rendered_len);
+	pthread_mutex_lock(&job->lock);
+	job->finished = true;
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* session_free_state - the session's state, once nothing refers to it */
+static void session_free_state(struct pipeline_session *ps)
+{
+	json_decref(ps->session_results);
+	json_decref(ps->tx_results);
+	free(ps);
+}
+
+/*
+ * job_deliver - hand a finished stage to the session (loop); headers is
+ * the new header block at the data stage, or NULL
+ */
+static void job_deliver(struct pipeline_job *job, enum pc_status status,
+			const char *reply, char *headers, size_t headers_len,
+			unsigned long long header_end)
+{
+	struct pipeline_session *ps = job->ps;
+	json_t *results = job->stage <= CHAIN_HELO ? ps->session_results : ps->tx_results;
+	struct pipeline_outcome out = { .status = status };
+
+	json_array_extend(results, job->entries);
+	if (status == PC_REJECT || status == PC_TEMPFAIL)
+		snprintf(out.reply, sizeof(out.reply), "%s", reply);
+	if (status == PC_CONTINUE && headers) {
+		out.headers = headers;
+		out.headers_len = headers_len;
+		out.header_end = header_end;
+	}
+	if (job->done)
+		job->done(job->arg, &out);
+}
+
+/* job_take_back - the job's copies become the session's state (loop) */
+static void job_take_back(struct pipeline_job *job, size_t skip)
+{
+	struct pipeline_session *ps = job->ps;
+
+	for (size_t i = 0; i < job->p->chain->n; i++) {
+		if (i == skip) {
+			/* A late call may still change its slot: forget it. */
+			ps->session_data[i] = NULL;
+			ps->tx_data[i] = NULL;
+			continue;
+		}
+		ps->session_data[i] = job->session_data[i];
+		if (job->kind != JOB_RESET)
+			ps->tx_data[i] = job->tx_data[i];
+	}
+	if (job->kind != JOB_STAGE)
+		return;
+	ps->accept_session |= job->accept_session;
+	ps->accept_tx |= job->accept_tx;
+	ps->limit_session = job->limit_session;
+	ps->limit_tx = job->limit_tx;
+}
+
+/* job_end - a job of the session is over: start the next (loop) */
+static void job_end(struct pipeline_session *ps)
+{
+	ps->running = NULL;
+	job_kick(ps);
+}
+
+/* job_done - the thread finished the job (loop) */
+static void job_done(void *arg)
+{
+	struct pipeline_job *job = arg;
+	struct pipeline_session *ps = job->ps;
+
+	if (job->abandoned) {
+		/* Its call came back after the deadline: nobody waits. */
+		job_free(job);
+		return;
+	}
+	if (job->timer)
+		evtimer_del(job->timer);
+	job_take_back(job, SIZE_MAX);
+	if (job->kind == JOB_STAGE)
+		job_deliver(job, job->status, job->reply, job->rendered,
+			    job->rendered_len, job->headers.header_end);
+	job_free(job);
+	job_end(ps);
+}
+
+/* job_continue - after a late or failed filter, go on from the next (loop) */
+static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
+{
+	struct pipeline_session *ps = old->ps;
+	struct pipeline_job *job = job_new(ps, JOB_STAGE, old->stage, old->snap);
+
+	if (!job) {
+		json_decref(entry);
+		job_deliver(old, PC_TEMPFAIL, "451 4.3.0 Error: out of memory, try again later",
+			    NULL, 0, 0);
+		return;
+	}
+	job->done = old->done;
+	job->arg = old->arg;
+	job->first = late + 1;
+	memcpy(job->session_data, ps->session_data, sizeof(job->session_data));
+	memcpy(job->tx_data, ps->tx_data, sizeof(job->tx_data));
+	job->accept_session = ps->accept_session;
+	job->accept_tx = ps->accept_tx;
+	job->limit_session = ps->limit_session;
+	job->limit_tx = ps->limit_tx;
+	job->spool = old->spool ? spool_ref(old->spool) : NULL;
+	json_array_extend(job->entries, old->entries);
+	json_array_append_new(job->entries, entry);
+	/* The header changes of the filters that finished in time. */
+	struct op *op = old->ops;
+	for (size_t n = 0; n < old->ops_committed && op; n++, op = op->next) {
+		struct op *copy = calloc(1, sizeof(*copy));
+		if (!copy)
+			break;
+		copy->kind = op->kind;
+		copy->n = op->n;
+		copy->name = strdup(op->name);
+		copy->value = op->value ? strdup(op->value) : NULL;
+		if (job->ops_tail)
+			job->ops_tail->next = copy;
+		else
+			job->ops = copy;
+		job->ops_tail = copy;
+	}
+	ps->running = job;
+	job_submit(job);
+}
+
+/*
+ * job_fail - filter `late` of a stage job timed out or could not run:
+ * apply its on_error (loop). The job is no longer the session's.
+ */
+static void job_fail(struct pipeline_job *job, size_t late, const char *why,
+		     long long us)
+{
+	struct pipeline_session *ps = job->ps;
+	const struct chain_filter *f = &job->p->chain->filters[late];
+	json_t *entry = entry_new(job, late);
+	char reply[PIPELINE_REPLY_MAX];
+
+	log_warning("filter %s: session %s: %s at %s: using on_error (%s)", f->name,
+		    job->snap->env.session_id, why, chain_stage_name(job->stage),
+		    on_error_name(f->on_error));
+	json_object_set_new(entry, "verdict", json_string(why));
+	json_object_set_new(entry, "usec", json_integer(us));
+	json_object_set_new(entry, "action", json_string(on_error_name(f->on_error)));
+	if (f->on_error == PC_CONTINUE && job_next_filter(job, late + 1) < job->p->chain->n) {
+		job_continue(job, late, entry);
+		return;
+	}
+	json_array_append_new(job->entries, entry);
+	if (f->on_error == PC_CONTINUE) {
+		/* The last filter failed and accept lets the message pass,
+		 * with what the filters before it changed in the header. */
+		char *headers = NULL;
+		size_t len = 0;
+		unsigned long long end = 0;
+		struct message_headers h;
+
+		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
+		    message_headers_read(&h, job->spool) == 0) {
+			struct op *op = job->ops;
+			for (size_t n = 0; n < job->ops_committed && op; n++, op = op->next)
+				op_apply(&h, op);
+			headers = message_headers_render(&h, &len);
+			end = h.header_end;
+			message_headers_free(&h);
+		}
+		job_deliver(job, PC_CONTINUE, NULL, headers, len, end);
+		free(headers);
+	} else {
+		default_reply(reply, sizeof(reply), job->stage, f->on_error, true);
+		job_deliver(job, f->on_error, reply, NULL, 0, 0);
+	}
+	job_end(ps);
+}
+
+/* job_timer - a deadline check, or a job that could not be queued (loop) */
+static void job_timer(evutil_socket_t fd, short events, void *arg)
+{
+	struct pipeline_job *job = arg;
+	struct chain *chain = job->p->chain;
+
+	if (job->kind != JOB_STAGE) {
+		/* The pool was full: try again. */
+		job_submit(job);
+		return;
+	}
+	if (!job->submitted) {
+		size_t i = job_next_filter(job, job->first);
+		json_array_clear(job->entries);
+		job_fail(job, i < chain->n ? i : chain->n - 1, "unavailable", 0);
+		job_free(job);
+		return;
+	}
+	pthread_mutex_lock(&job->lock);
+	if (job->finished) {
+		pthread_mutex_unlock(&job->lock);
+		return; /* job_done() comes next */
+	}
+	size_t i = job->current != SIZE_MAX ? job->current
+					    : job_next_filter(job, job->committed > job->first
+									   ? job->committed
+									   : job->first);
+	if (i >= chain->n) {
+		pthread_mutex_unlock(&job->lock);
+		struct timeval tv = { 0, 10000 };
+		evtimer_add(job->timer, &tv);
+		return;
+	}
+	long long us = elapsed_us(job->started);
+	long long limit = (long long)chain->filters[i].timeout_ms * 1000;
+	if (us < limit) {
+		pthread_mutex_unlock(&job->lock);
+		long long left = limit - us;
+		struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
+		evtimer_add(job->timer, &tv);
+		return;
+	}
+	job->abandoned = true;
+	pthread_mutex_unlock(&job->lock);
+	/* What the filters before the late one did is committed: keep it. */
+	job_take_back(job, i);
+	job_fail(job, i, "timeout", us);
+	/* The thread frees the job when its call returns (job_done). */
+	job->ps = NULL;
+}
+
+/* job_submit - hand the job to the pool (loop) */
+static void job_submit(struct pipeline_job *job)
+{
+	struct pipeline *p = job->p;
+
+	if (!job->timer)
+		job->timer = evtimer_new(p->base, job_timer, job);
+	job->started = now_ts();
+	if (pool_submit(p->pool, job_work, job_done, job) == 0) {
+		job->submitted = true;
+		if (job->kind == JOB_STAGE) {
+			size_t i = job_next_filter(job, job->first);
+			unsigned ms = i < p->chain->n ? p->chain->filters[i].timeout_ms : 1000;
+			struct timeval tv = { ms / 1000, (suseconds_t)(ms % 1000) * 1000 };
+			evtimer_add(job->timer, &tv);
+		}
+		return;
+	}
+	/* The pool is full: fail the stage, or retry a reset later. */
+	struct timeval tv = { 0, job->kind == JOB_STAGE ? 0 : PIPELINE_RETRY_MS * 1000 };
+	evtimer_add(job->timer, &tv);
+}
+
+/* job_kick - start the session's next job if none runs (loop) */
+static void job_kick(struct pipeline_session *ps)
+{
+	struct pipeline_job *job = ps->queue;
+
+	if (ps->running)
+		return;
+	if (!job) {
+		if (ps->ended)
+			session_free_state(ps);
+		return;
+	}
+	ps->queue = job->next;
+	if (!ps->queue)
+		ps->queue_tail = NULL;
+	job->next = NULL;
+	/* The job starts from the state the jobs before it left. */
+	memcpy(job->session_data, ps->session_data, sizeof(job->session_data));
+	memcpy(job->tx_data, ps->tx_data, sizeof(job->tx_data));
+	if (job->kind == JOB_RESET)
+		memset(ps->tx_data, 0, sizeof(ps->tx_data));
+	job->accept_session = ps->accept_session;
+	job->accept_tx = ps->accept_tx;
+	job->limit_session = ps->limit_session;
+	job->limit_tx = ps->limit_tx;
+	ps->running = job;
+	job_submit(job);
+}
+
+/* job_enqueue - add a job behind the session's others (loop) */
+static void job_enqueue(struct pipeline_session *ps, struct pipeline_job *job)
+{
+	if (ps->queue_tail)
+		ps->queue_tail->next = job;
+	else
+		ps->queue = job;
+	ps->queue_tail = job;
+	job_kick(ps);
+}
+
+/* pipeline_new - the pipeline of one worker */
+struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
+			      const struct conf *conf)
+{
+	struct pipeline *p = calloc(1, sizeof(*p));
+
+	if (!p)
+		return NULL;
+	p->base = base;
+	p->chain = chain;
+	p->conf = conf;
+	if (chain && chain->n) {
+		p->pool = pool_new(base, conf->filter_threads, conf->filter_queue);
+		if (!p->pool) {
+			free(p);
+			return NULL;
+		}
+	}
+	return p;
+}
+
+/* pipeline_session_new - fresh per-session state */
+struct pipeline_session *pipeline_session_new(struct pipeline *p)
+{
+	struct pipeline_session *ps = calloc(1, sizeof(*ps));
+
+	if (!ps)
+		return NULL;
+	ps->p = p;
+	ps->session_results = json_array();
+	ps->tx_results = json_array();
+	return ps;
+}
+
+/* pipeline_wanted - whether a stage has work */
+bool pipeline_wanted(const struct pipeline *p, const struct pipeline_session *ps,
+		     enum chain_stage stage)
+{
+	if (!p->chain || !p->chain->any[stage] || ps->accept_session)
+		return false;
+	if (stage >= CHAIN_MAIL && stage <= CHAIN_DATA && ps->accept_tx)
+		return false;
+	return true;
+}
+
+/* pipeline_run - run a stage */
+void pipeline_run(struct pipeline *p, struct pipeline_session *ps,
+		  enum chain_stage stage, const struct pipeline_env *env,
+		  pipeline_done_fn done, void *arg)
+{
+	struct snap *snap = snap_new(env);
+	struct pipeline_job *job = snap ? job_new(ps, JOB_STAGE, stage, snap) : NULL;
+
+	snap_unref(snap);
+	if (!job) {
+		/* Answered through the retry path, never from here. */
+		log_error("session %s: out of memory for a filter call", env->session_id);
+		abort();
+	}
+	job->done = done;
+	job->arg = arg;
+	if (env->spool)
+		job->spool = spool_ref(env->spool);
+	job_enqueue(ps, job);
+}
+
+/* pipeline_tx_end - the transaction is over */
+void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
+		     const struct pipeline_env *env)
+{
+	ps->accept_tx = false;
+	ps->limit_tx = 0;
+	json_array_clear(ps->tx_results);
+	if (!p->chain || !p->chain->any[CHAIN_RESET]) {
+		memset(ps->tx_data, 0, sizeof(ps->tx_data));
+		return;
+	}
+	struct snap *snap = snap_new(env);
+	struct pipeline_job *job = snap ? job_new(ps, JOB_RESET, CHAIN_RESET, snap) : NULL;
+	snap_unref(snap);
+	if (job)
+		job_enqueue(ps, job);
+}
+
+/* pipeline_session_end - the session is over */
+void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
+			  const struct pipeline_env *env)
+{
+	/* Outcomes of calls still queued or running go nowhere now. */
+	if (ps->running)
+		ps->running->done = NULL;
+	for (struct pipeline_job *j = ps->queue; j; j = j->next)
+		j->done = NULL;
+	if (p->chain && p->chain->any[CHAIN_RESET]) {
+		struct snap *snap = snap_new(env);
+		struct pipeline_job *job = snap ? job_new(ps, JOB_RESET, CHAIN_RESET, snap) : NULL;
+		if (job)
+			job_enqueue(ps, job);
+		snap_unref(snap);
+	}
+	if (p->chain && p->chain->any[CHAIN_CLOSE]) {
+		struct snap *snap = snap_new(env);
+		struct pipeline_job *job = snap ? job_new(ps, JOB_CLOSE, CHAIN_CLOSE, snap) : NULL;
+		if (job)
+			job_enqueue(ps, job);
+		snap_unref(snap);
+	}
+	ps->ended = true;
+	job_kick(ps);
+}
+
+/* pipeline_size_limit - the lowest limit a filter set */
+unsigned long long pipeline_size_limit(const struct pipeline_session *ps)
+{
+	unsigned long long a = ps->limit_session, b = ps->limit_tx;
+
+	if (!a)
+		return b;
+	if (!b)
+		return a;
+	return a < b ? a : b;
+}
+
+/* pipeline_results - the filter entries for a decision record */
+json_t *pipeline_results(const struct pipeline_session *ps)
+{
+	json_t *all = json_array();
+
+	json_array_extend(all, ps->session_results);
+	json_array_extend(all, ps->tx_results);
+	return all;
+}
+
+/*
+ * The plugin API. These run on a pool thread, inside a hook, and touch
+ * only the job's copies.
+ */
+
+static const struct pipeline_env *ctx_env(pc_ctx *ctx)
+{
+	return &ctx->job->snap->env;
+}
+
+static bool ctx_data_stage(pc_ctx *ctx)
+{
+	return ctx->job->kind == JOB_STAGE && ctx->job->stage == CHAIN_DATA &&
+	       ctx->job->headers_ok;
+}
+
+void *pc_instance(pc_ctx *ctx)
+{
+	return ctx->filter->instance;
+}
+
+void *pc_session_data(pc_ctx *ctx)
+{
+	return ctx->job->session_data[ctx->index];
+}
+
+void pc_set_session_data(pc_ctx *ctx, void *data)
+{
+	ctx->job->session_data[ctx->index] = data;
+}
+
+void *pc_tx_data(pc_ctx *ctx)
+{
+	return ctx->job->tx_data[ctx->index];
+}
+
+void pc_set_tx_data(pc_ctx *ctx, void *data)
+{
+	ctx->job->tx_data[ctx->index] = data;
+}
+
+const char *pc_client_addr(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->addr;
+}
+
+unsigned pc_client_port(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->port;
+}
+
+const char *pc_client_name(pc_ctx *ctx)
+{
+	return NULL; /* no verified reverse lookup (yet) */
+}
+
+const char *pc_helo(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->helo;
+}
+
+bool pc_tls(pc_ctx *ctx)
+{
+	return false;
+}
+
+const char *pc_auth_user(pc_ctx *ctx)
+{
+	return NULL;
+}
+
+const char *pc_listener(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->listener;
+}
+
+const char *pc_session_id(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->session_id;
+}
+
+const char *pc_sender(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->sender;
+}
+
+const char *pc_mail_param(pc_ctx *ctx, const char *keyword)
+{
+	const struct pipeline_env *env = ctx_env(ctx);
+
+	for (size_t i = 0; keyword && i < env->nparams; i++)
+		if (strcasecmp(env->params[i].keyword, keyword) == 0)
+			return env->params[i].value ? env->params[i].value : "";
+	return NULL;
+}
+
+size_t pc_rcpt_count(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->nrcpts;
+}
+
+const char *pc_rcpt(pc_ctx *ctx, size_t i)
+{
+	const struct pipeline_env *env = ctx_env(ctx);
+
+	return i < env->nrcpts ? env->rcpts[i] : NULL;
+}
+
+const char *pc_rcpt_current(pc_ctx *ctx)
+{
+	return ctx->job->stage == CHAIN_RCPT ? ctx_env(ctx)->rcpt : NULL;
+}
+
+unsigned long long pc_message_size(pc_ctx *ctx)
+{
+	return ctx->job->spool ? spool_size(ctx->job->spool) : 0;
+}
+
+size_t pc_header_count(pc_ctx *ctx)
+{
+	return ctx_data_stage(ctx) ? ctx->job->headers.n : 0;
+}
+
+const char *pc_header_name(pc_ctx *ctx, size_t i)
+{
+	if (!ctx_data_stage(ctx) || i >= ctx->job->headers.n)
+		return NULL;
+	return ctx->job->headers.fields[i].name;
+}
+
+const char *pc_header_value(pc_ctx *ctx, size_t i)
+{
+	if (!ctx_data_stage(ctx) || i >= ctx->job->headers.n)
+		return NULL;
+	return ctx->job->headers.fields[i].value;
+}
+
+const char *pc_header_get(pc_ctx *ctx, const char *name, size_t n)
+{
+	long i;
+
+	if (!ctx_data_stage(ctx) || !name)
+		return NULL;
+	i = message_header_find(&ctx->job->headers, name, n);
+	return i < 0 ? NULL : ctx->job->headers.fields[i].value;
+}
+
+/* ctx_header_op - a header change from a hook */
+static int ctx_header_op(pc_ctx *ctx, enum op_kind kind, const char *name,
+			 size_t n, const char *value)
+{
+	if (!ctx_data_stage(ctx) || !name || (kind != OP_CHANGE && !value))
+		return -1;
+	if (job_record(ctx->job, kind, name, n, value) < 0) {
+		log_warning("filter %s: session %s: header change of %s refused",
+			    ctx->filter->name, ctx_env(ctx)->session_id, name);
+		return -1;
+	}
+	return 0;
+}
+
+int pc_header_add(pc_ctx *ctx, const char *name, const char *value)
+{
+	return ctx_header_op(ctx, OP_ADD, name, 0, value);
+}
+
+int pc_header_insert(pc_ctx *ctx, const char *name, const char *value)
+{
+	return ctx_header_op(ctx, OP_INSERT, name, 0, value);
+}
+
+int pc_header_change(pc_ctx *ctx, const char *name, size_t n, const char *value)
+{
+	return ctx_header_op(ctx, OP_CHANGE, name, n, value);
+}
+
+ssize_t pc_body_read(pc_ctx *ctx, unsigned long long offset, void *buf, size_t len)
+{
+	struct pipeline_job *job = ctx->job;
+
+	if (!ctx_data_stage(ctx) || !buf) {
+		errno = EINVAL;
+		return -1;
+	}
+	if (offset > ULLONG_MAX - job->headers.body_start)
+		return 0;
+	return spool_read(job->spool, job->headers.body_start + offset, buf, len);
+}
+
+void pc_set_size_limit(pc_ctx *ctx, unsigned long long bytes)
+{
+	struct pipeline_job *job = ctx->job;
+	unsigned long long *limit;
+
+	if (job->kind != JOB_STAGE || bytes == 0)
+		return;
+	limit = job->stage <= CHAIN_HELO ? &job->limit_session : &job->limit_tx;
+	if (*limit == 0 || bytes < *limit)
+		*limit = bytes;
+}
+
+/* enh_valid - an RFC 3463 code "C.S.D" of class cls */
+static bool enh_valid(const char *enh, int cls)
+{
+	const char *p = enh;
+	int parts = 0;
+
+	if (!enh || p[0] - '0' != cls || p[1] != '.')
+		return false;
+	p += 2;
+	for (parts = 0; parts < 2; parts++) {
+		size_t n = 0;
+		if (*p == '0' && p[1] >= '0' && p[1] <= '9')
+			return false; /* no leading zeros */
+		while (p[n] >= '0' && p[n] <= '9')
+			n++;
+		if (n == 0 || n > 3)
+			return false;
+		p += n;
+		if (parts == 0 && *p++ != '.')
+			return false;
+	}
+	return *p == 0;
+}
+
+int pc_set_reply(pc_ctx *ctx, int code, const char *enh, const char *fmt, ...)
+{
+	char text[PIPELINE_REPLY_MAX - 16];
+	va_list ap;
+	int cls = code / 100;
+
+	if (ctx->job->kind != JOB_STAGE || code < 400 || code > 599 ||
+	    (enh && !enh_valid(enh, cls)) || !fmt) {
+		log_error("filter %s: session %s: invalid reply %d %s refused",
+			  ctx->filter->name, ctx_env(ctx)->session_id, code,
+			  enh ? enh : "");
+		return -1;
+	}
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	/* One line of printable text: a CR or LF would forge more replies. */
+	for (char *c = text; *c; c++)
+		if ((unsigned char)*c < ' ' || (unsigned char)*c == 127)
+			*c = ' ';
+	if (!enh)
+		enh = cls == 4 ? "4.7.1" : "5.7.1";
+	snprintf(ctx->reply, sizeof(ctx->reply), "%d %s %s", code, enh, text);
+	ctx->reply_code = code;
+	ctx->reply_set = true;
+	return 0;
+}
+
+/* ctx_results - this call's results object */
+static json_t *ctx_results(pc_ctx *ctx)
+{
+	if (!ctx->results)
+		ctx->results = json_object();
+	return ctx->results;
+}
+
+void pc_result(pc_ctx *ctx, const char *key, const char *value)
+{
+	if (key && value)
+		json_object_set_new(ctx_results(ctx), key, json_string(value));
+}
+
+void pc_result_int(pc_ctx *ctx, const char *key, long long value)
+{
+	if (key)
+		json_object_set_new(ctx_results(ctx), key, json_integer(value));
+}
+
+void pc_log(pc_ctx *ctx, enum pc_log_level level, const char *fmt, ...)
+{
+	static const enum log_level levels[] = { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO,
+						 LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
+	enum log_level l = (unsigned)level <= PC_LOG_ERROR ? levels[level] : LOG_LEVEL_ERROR;
+	char text[1024];
+	va_list ap;
+
+	if (!log_enabled(l))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	log_msg(l, "filter %s: session %s: %s", ctx->filter->name,
+		ctx_env(ctx)->session_id, text);
+}

@@ -1,0 +1,116 @@
+/*
+ * pipeline.h - run the filter chain at each stage of a session
+ *
+ * The session asks pipeline_run() for a stage with a snapshot of what the
+ * filters may see (struct pipeline_env, copied: a filter thread never
+ * touches the session). The filters of the stage run in chain order on
+ * the worker's thread pool; the session's callback gets one outcome on
+ * the event loop: CONTINUE (or ACCEPT), or the first REJECT, TEMPFAIL or
+ * DISCARD with its reply, plus the rewritten header block at the data
+ * stage.
+ *
+ * Each filter call has its deadline. A call that passes it, a job that
+ * cannot be queued, an invalid verdict: each gets the filter's on_error
+ * action, and when that action is accept the stage goes on with the next
+ * filter (on another thread: the late call is abandoned, its thread is
+ * lost to the pool until the call returns, and what it does then is
+ * ignored).
+ *
+ * The calls of one session run one at a time, in the order asked: the
+ * reset hooks of a transaction before the calls of the next one, the
+ * close hooks last. The per-session state (struct pipeline_session) is
+ * owned by the pipeline: after pipeline_session_end() it lives on until
+ * the close hooks ran, then goes away by itself.
+ */
+#ifndef PORTCULLIS_PIPELINE_H
+#define PORTCULLIS_PIPELINE_H
+
+#include <stdbool.h>
+
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "chain.h"
+#include "smtp.h"
+#include "spool.h"
+
+struct pipeline;
+struct pipeline_session;
+
+/* The session as the filters see it at one call (copied by the pipeline). */
+struct pipeline_env {
+	const char *session_id;
+	const char *addr;
+	unsigned port;
+	const char *listener;
+	const char *helo;
+	bool esmtp;
+	const char *sender; /* NULL before MAIL */
+	const struct smtp_param *params;
+	size_t nparams;
+	const char *const *rcpts; /* accepted recipients */
+	size_t nrcpts;
+	const char *rcpt;     /* the recipient being decided (rcpt stage) */
+	struct spool *spool;  /* data stage: the finished message */
+	bool smtputf8;
+};
+
+/* The decision of one stage. */
+struct pipeline_outcome {
+	enum pc_status status;	/* CONTINUE (also after an ACCEPT), REJECT, TEMPFAIL, DISCARD */
+	char reply[600];	/* "550 5.7.1 text", without CRLF, for REJECT and TEMPFAIL */
+	char *headers;		/* data: the new header block, or NULL if unchanged */
+	size_t headers_len;
+	unsigned long long header_end; /* where the original header block ends */
+};
+
+typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);
+
+/* pipeline_new - the pipeline of one worker; NULL on failure */
+struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
+			      const struct conf *conf);
+
+/* pipeline_session_new - the filter state of a new session */
+struct pipeline_session *pipeline_session_new(struct pipeline *p);
+
+/*
+ * pipeline_wanted - whether a call at this stage would run any filter
+ * (false also when a filter already said ACCEPT)
+ */
+bool pipeline_wanted(const struct pipeline *p, const struct pipeline_session *ps,
+		     enum chain_stage stage);
+
+/*
+ * pipeline_run - run the stage; done(arg, outcome) is called once, later,
+ * on the event loop (never from within pipeline_run). The outcome and its
+ * header block belong to the pipeline: copy what must outlive done().
+ */
+void pipeline_run(struct pipeline *p, struct pipeline_session *ps,
+		  enum chain_stage stage, const struct pipeline_env *env,
+		  pipeline_done_fn done, void *arg);
+
+/*
+ * pipeline_tx_end - the transaction ended: its reset hooks run before any
+ * later call of this session, and its results and ACCEPT are forgotten
+ */
+void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
+		     const struct pipeline_env *env);
+
+/*
+ * pipeline_session_end - the session ended: a call in flight still runs
+ * but its outcome is dropped; then the reset and close hooks run and the
+ * state is freed. ps must not be used afterwards.
+ */
+void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
+			  const struct pipeline_env *env);
+
+/* pipeline_size_limit - the lowest limit a filter set, 0 when none */
+unsigned long long pipeline_size_limit(const struct pipeline_session *ps);
+
+/*
+ * pipeline_results - a new array of the filter entries of the session
+ * (connect, helo) and of the transaction, for a decision record
+ */
+json_t *pipeline_results(const struct pipeline_session *ps);
+
+#endif
