@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "conf.h"
 #include "log.h"
 #include "master.h"
@@ -72,6 +73,13 @@ int main(int argc, char **argv)
 	if (!conf)
 		return 1;
 	if (check) {
+		/* Load the filters too: their options are checked by init(). */
+		struct chain *chain = conf->nchain ? chain_load(conf, stderr) : NULL;
+		if (conf->nchain && !chain) {
+			conf_free(conf);
+			return 1;
+		}
+		chain_free(chain);
 		printf("%s: configuration ok\n", path);
 		conf_free(conf);
 		return 0;

@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "log.h"
 #include "master.h"
 #include "worker.h"
@@ -201,6 +202,17 @@ static void master_write_pid(const struct conf *conf)
 	fclose(f);
 }
 
+/* master_check_chain - load and unload the filter chain once */
+static int master_check_chain(const struct conf *conf)
+{
+	struct chain *chain;
+
+	if (worker_load_chain(conf, &chain) < 0)
+		return -1;
+	chain_free(chain);
+	return 0;
+}
+
 /* master_run - run the service */
 int master_run(struct conf *conf)
 {
@@ -226,6 +238,9 @@ int master_run(struct conf *conf)
 		return 1;
 	master_write_pid(conf);
 	if (master_drop(pw) < 0)
+		return 1;
+	/* Check the chain as the workers will load it: as the user. */
+	if (master_check_chain(conf) < 0)
 		return 1;
 
 	sigemptyset(&mask);
@@ -268,7 +283,10 @@ int master_run(struct conf *conf)
 			struct conf *fresh = conf_load(conf->path, errs);
 
 			fclose(errs);
-			if (!fresh) {
+			if (fresh && master_check_chain(fresh) < 0) {
+				conf_free(fresh);
+				log_error("reload failed, keeping the running configuration");
+			} else if (!fresh) {
 				log_error("reload failed, keeping the running configuration:\n%s", err);
 			} else {
 				log_info("reloading %s", conf->path);

@@ -826,6 +826,12 @@ struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
 	return p;
 }
 
+/* pipeline_active - whether there is a chain */
+bool pipeline_active(const struct pipeline *p)
+{
+	return p && p->chain && p->chain->n > 0;
+}
+
 /* pipeline_session_new - fresh per-session state */
 struct pipeline_session *pipeline_session_new(struct pipeline *p)
 {

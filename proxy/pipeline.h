@@ -70,6 +70,9 @@ typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);
 struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
 			      const struct conf *conf);
 
+/* pipeline_active - whether the chain has any filter */
+bool pipeline_active(const struct pipeline *p);
+
 /* pipeline_session_new - the filter state of a new session */
 struct pipeline_session *pipeline_session_new(struct pipeline *p);
 

@@ -694,7 +694,8 @@ void relay_command(struct relay *relay, const char *line)
 }
 
 /* relay_data - DATA, then the message */
-void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
+void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
+		unsigned long long skip)
 {
 	if (relay->state != RELAY_IDLE && relay->state != RELAY_NOOP) {
 		struct smtp_reply r = { 0 };
@@ -707,7 +708,7 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool)
 	relay->prefix_len = prefix ? strlen(prefix) : 0;
 	relay->prefix_off = 0;
 	relay->spool = spool;
-	relay->spool_off = 0;
+	relay->spool_off = skip;
 	smtp_data_encoder_init(&relay->enc);
 	if (relay->state == RELAY_NOOP) {
 		relay->queued_data = true;

@@ -61,9 +61,10 @@ void relay_command(struct relay *relay, const char *line);
 
 /*
  * relay_data - DATA, then prefix (header lines, CRLF-terminated, may be
- * NULL) and the spooled content, then the end of data
+ * NULL) and the spooled content from offset skip on, then the end of data
  */
-void relay_data(struct relay *relay, const char *prefix, struct spool *spool);
+void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
+		unsigned long long skip);
 
 /* relay_is_open - whether a backend connection is established */
 bool relay_is_open(const struct relay *relay);

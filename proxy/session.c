@@ -37,6 +37,7 @@
 
 #include "decision.h"
 #include "log.h"
+#include "pipeline.h"
 #include "relay.h"
 #include "session.h"
 #include "spool.h"
@@ -71,11 +72,15 @@ struct session_tx {
 	struct spool *spool;
 	struct smtp_data_decoder decoder;
 	bool too_big;
-	char *prefix; /* header lines added in front of the message */
+	bool discard;	/* a filter said DISCARD: answer 250, deliver nothing */
+	char *prefix;	/* header lines sent in front of the message */
+	unsigned long long prefix_skip; /* spool bytes the prefix replaces */
+	struct smtp_param params[SMTP_MAX_PARAMS]; /* MAIL's, for filters */
+	size_t nparams;
 };
 
 /* What the session waits for from the relay. */
-enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA };
+enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
 
 struct session {
 	struct worker *w;
@@ -85,6 +90,7 @@ struct session {
 	char id[24];
 	char addr[INET6_ADDRSTRLEN];
 	unsigned port;
+	const char *listener; /* the listen setting the client came in on */
 	char *helo;
 	bool esmtp;
 	struct session_offer offer;
@@ -98,9 +104,14 @@ struct session {
 	struct relay *relay;
 	char *rcpt_pending; /* the address of the RCPT waiting for the backend */
 	char *decoded;	    /* decoder output buffer */
+	struct pipeline_session *ps; /* the filters' state */
+	char *line_pending;  /* MAIL or RCPT line waiting for the filters */
+	char *helo_pending;  /* HELO argument waiting for the filters */
+	bool ehlo_pending;
 };
 
 static void session_process(struct session *s);
+static void session_tx_done(struct session *s);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
 
@@ -160,6 +171,85 @@ static json_t *session_queue_id(const struct smtp_reply *r)
 	return NULL;
 }
 
+/* session_filters - whether this session runs filters at stage */
+static bool session_filters(const struct session *s, enum chain_stage stage)
+{
+	return s->ps && pipeline_wanted(s->w->pipeline, s->ps, stage);
+}
+
+/*
+ * session_env - what the filters see now; *rcpts gets a malloc'd array
+ * of the accepted recipients, to free after the call was made
+ */
+static void session_env(struct session *s, struct pipeline_env *env,
+			const char ***rcpts)
+{
+	struct session_tx *tx = s->tx;
+	size_t n = 0;
+
+	memset(env, 0, sizeof(*env));
+	env->session_id = s->id;
+	env->addr = s->addr;
+	env->port = s->port;
+	env->listener = s->listener;
+	env->helo = s->helo;
+	env->esmtp = s->esmtp;
+	*rcpts = NULL;
+	if (!tx)
+		return;
+	env->sender = tx->sender;
+	env->params = tx->params;
+	env->nparams = tx->nparams;
+	env->smtputf8 = tx->smtputf8;
+	*rcpts = calloc(json_array_size(tx->recipients) + 1, sizeof(**rcpts));
+	for (size_t i = 0; *rcpts && i < json_array_size(tx->recipients); i++) {
+		json_t *r = json_array_get(tx->recipients, i);
+		const char *reply = json_string_value(json_object_get(r, "reply"));
+		if (reply && reply[0] == '2')
+			(*rcpts)[n++] = json_string_value(json_object_get(r, "address"));
+	}
+	env->rcpts = *rcpts;
+	env->nrcpts = n;
+}
+
+/*
+ * session_filter - run the filters of a stage; done() gets the outcome
+ * and must clear s->wait. helo overrides the session's HELO name (the
+ * one being decided), rcpt is the recipient being decided.
+ */
+static void session_filter(struct session *s, enum chain_stage stage,
+			   pipeline_done_fn done, const char *helo,
+			   const char *rcpt)
+{
+	struct pipeline_env env;
+	const char **rcpts;
+
+	session_env(s, &env, &rcpts);
+	if (helo)
+		env.helo = helo;
+	env.rcpt = rcpt;
+	if (stage == CHAIN_DATA)
+		env.spool = s->tx->spool;
+	s->wait = WAIT_FILTER;
+	pipeline_run(s->w->pipeline, s->ps, stage, &env, done, s);
+	free(rcpts);
+}
+
+/* session_filters_json - the filter entries for a record, or NULL if none */
+static json_t *session_filters_json(const struct session *s)
+{
+	json_t *a;
+
+	if (!s->ps)
+		return NULL;
+	a = pipeline_results(s->ps);
+	if (json_array_size(a) == 0) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
 /* session_tx_free - end a transaction */
 static void session_tx_free(struct session *s)
 {
@@ -167,6 +257,17 @@ static void session_tx_free(struct session *s)
 
 	if (!tx)
 		return;
+	if (s->ps) {
+		struct pipeline_env env;
+		const char **rcpts;
+		session_env(s, &env, &rcpts);
+		pipeline_tx_end(s->w->pipeline, s->ps, &env);
+		free(rcpts);
+	}
+	for (size_t i = 0; i < tx->nparams; i++) {
+		free(tx->params[i].keyword);
+		free(tx->params[i].value);
+	}
 	free(tx->sender);
 	json_decref(tx->recipients);
 	spool_free(tx->spool);
@@ -212,6 +313,9 @@ static void session_log_tx(struct session *s, const char *action,
 		}
 		json_object_set_new(rec, "backend", b);
 	}
+	json_t *filters = session_filters_json(s);
+	if (filters)
+		json_object_set_new(rec, "filters", filters);
 	decision_write(rec);
 	s->ntransactions++;
 }
@@ -220,7 +324,7 @@ static void session_log_tx(struct session *s, const char *action,
 static void session_log_connection(struct worker *w, const char *id,
 				   const char *addr, unsigned port,
 				   const char *helo, const char *action,
-				   const char *reason)
+				   const char *reason, json_t *filters)
 {
 	json_t *rec = json_object();
 
@@ -230,6 +334,8 @@ static void session_log_connection(struct worker *w, const char *id,
 	json_object_set_new(rec, "action", json_string(action));
 	if (reason)
 		json_object_set_new(rec, "reason", json_string(reason));
+	if (filters)
+		json_object_set_new(rec, "filters", filters);
 	decision_write(rec);
 }
 
@@ -241,10 +347,18 @@ static void session_free(struct session *s, const char *action,
 		session_log_tx(s, "aborted", NULL, NULL, reason);
 	else if (s->ntransactions == 0)
 		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       action, reason);
+				       action, reason, session_filters_json(s));
 	log_debug("session %s from [%s]:%u ended: %s", s->id, s->addr, s->port,
 		  reason);
 	session_tx_free(s);
+	if (s->ps) {
+		struct pipeline_env env;
+		const char **rcpts;
+		session_env(s, &env, &rcpts);
+		pipeline_session_end(s->w->pipeline, s->ps, &env);
+		free(rcpts);
+		s->ps = NULL;
+	}
 	/* Closing the relay here aborts a half-sent message at the backend. */
 	relay_free(s->relay);
 	if (s->bev)
@@ -254,6 +368,8 @@ static void session_free(struct session *s, const char *action,
 	free(s->helo);
 	free(s->rcpt_pending);
 	free(s->decoded);
+	free(s->line_pending);
+	free(s->helo_pending);
 	struct worker *w = s->w;
 	free(s);
 	worker_session_closed(w);
@@ -291,11 +407,15 @@ static void session_closing_timer(struct session *s)
 	evtimer_add(s->timer, &tv);
 }
 
-/* session_close - send a last reply, then close once it is written */
-static void session_close(struct session *s, int code, const char *enh,
-			  const char *text, const char *reason)
+/*
+ * session_close_wire - send a last reply (a whole line without CRLF),
+ * then close once it is written; action is that of the connection
+ * record when the session had no transaction
+ */
+static void session_close_wire(struct session *s, const char *wire,
+			       const char *action, const char *reason)
 {
-	session_send(s, code, enh, "%s %s", s->w->conf->hostname, text);
+	evbuffer_add_printf(bufferevent_get_output(s->bev), "%s\r\n", wire);
 	s->state = SESSION_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
 	free(s->decoded);
@@ -306,10 +426,20 @@ static void session_close(struct session *s, int code, const char *enh,
 	session_tx_free(s);
 	if (s->ntransactions == 0) {
 		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       "dropped", reason);
+				       action, reason, session_filters_json(s));
 		s->ntransactions = 1; /* logged */
 	}
 	session_closing_timer(s);
+}
+
+/* session_close - send a last reply, then close once it is written */
+static void session_close(struct session *s, int code, const char *enh,
+			  const char *text, const char *reason)
+{
+	char wire[600];
+
+	snprintf(wire, sizeof(wire), "%d %s %s %s", code, enh, s->w->conf->hostname, text);
+	session_close_wire(s, wire, "dropped", reason);
 }
 
 /*
@@ -360,14 +490,70 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 	session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
 }
 
-/* session_size_limit - the largest message this session accepts */
-static unsigned long long session_size_limit(const struct session *s)
+/* session_host_limit - the largest message the host and backend take */
+static unsigned long long session_host_limit(const struct session *s)
 {
 	unsigned long long limit = s->w->conf->message_size_limit;
+	const struct smtp_caps *caps = &s->w->backend_caps;
 
-	if (s->offer.size && s->offer.size_limit && s->offer.size_limit < limit)
-		limit = s->offer.size_limit;
+	if (s->w->backend_caps_known && caps->size && caps->size_limit &&
+	    caps->size_limit < limit)
+		limit = caps->size_limit;
 	return limit;
+}
+
+/*
+ * session_size_limit - the largest message this session accepts: the
+ * host's, or lower when a filter said so
+ */
+static unsigned long long session_size_limit(const struct session *s)
+{
+	unsigned long long limit = session_host_limit(s);
+
+	if (s->ps) {
+		unsigned long long f = pipeline_size_limit(s->ps);
+		if (f && f < limit)
+			limit = f;
+	}
+	return limit;
+}
+
+/*
+ * session_resume - after an answer the session waited for: go on with
+ * the commands the client pipelined behind it
+ */
+static void session_resume(struct session *s)
+{
+	if (s->state == SESSION_CLOSING)
+		return;
+	if (s->errors >= s->w->conf->max_errors) {
+		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
+		return;
+	}
+	session_process(s);
+}
+
+/*
+ * session_filter_back - the filters answered: false when the session no
+ * longer waits for them (it is closing)
+ */
+static bool session_filter_back(struct session *s)
+{
+	if (s->wait != WAIT_FILTER || s->state == SESSION_CLOSING) {
+		free(s->line_pending);
+		s->line_pending = NULL;
+		free(s->helo_pending);
+		s->helo_pending = NULL;
+		return false;
+	}
+	s->wait = WAIT_NONE;
+	return true;
+}
+
+/* session_send_wire - queue a whole reply line given without CRLF */
+static void session_send_wire(struct session *s, const char *wire)
+{
+	evbuffer_add_printf(bufferevent_get_output(s->bev), "%s\r\n", wire);
 }
 
 /* session_reset - forget the transaction (RSET, HELO, EHLO) */
@@ -378,10 +564,9 @@ static void session_reset(struct session *s, const char *why)
 	session_tx_free(s);
 }
 
-/* cmd_helo - HELO and EHLO (RFC 5321 4.1.1.1) */
-static void cmd_helo(struct session *s, const struct smtp_command *cmd)
+/* session_helo_finish - the HELO or EHLO reply; takes helo */
+static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 {
-	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
 	const struct smtp_caps *caps = &s->w->backend_caps;
 	bool known = s->w->backend_caps_known;
 	struct evbuffer *out = bufferevent_get_output(s->bev);
@@ -389,14 +574,9 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	char size_line[40];
 	size_t n = 0;
 
-	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
-		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
-						   : "Syntax: HELO hostname");
-		return;
-	}
 	session_reset(s, ehlo ? "EHLO" : "HELO");
 	free(s->helo);
-	s->helo = strndup(cmd->arg, cmd->arg_len);
+	s->helo = helo;
 	s->esmtp = ehlo;
 	if (!ehlo) {
 		memset(&s->offer, 0, sizeof(s->offer));
@@ -412,6 +592,12 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 					       : s->w->conf->message_size_limit;
 	if (s->offer.size_limit > s->w->conf->message_size_limit)
 		s->offer.size_limit = s->w->conf->message_size_limit;
+	if (s->ps) {
+		/* A filter's limit (the size filter's) is what we announce. */
+		unsigned long long f = pipeline_size_limit(s->ps);
+		if (f && f < s->offer.size_limit)
+			s->offer.size_limit = f;
+	}
 	s->offer.eightbitmime = known && caps->eightbitmime;
 	s->offer.smtputf8 = known && caps->smtputf8;
 	s->offer.dsn = known && caps->dsn;
@@ -431,6 +617,52 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	evbuffer_add_printf(out, "250-%s\r\n", s->w->conf->hostname);
 	for (size_t i = 0; i < n; i++)
 		evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < n ? '-' : ' ', lines[i]);
+}
+
+/* session_helo_done - the filters decided on HELO/EHLO */
+static void session_helo_done(void *arg, struct pipeline_outcome *out)
+{
+	struct session *s = arg;
+	char *helo = s->helo_pending;
+
+	if (!session_filter_back(s))
+		return;
+	s->helo_pending = NULL;
+	if (out->status == PC_CONTINUE) {
+		session_helo_finish(s, helo, s->ehlo_pending);
+	} else {
+		/* Refused: the session stays as it was before this HELO. */
+		free(helo);
+		session_send_wire(s, out->reply);
+		s->errors++;
+	}
+	session_resume(s);
+}
+
+/* cmd_helo - HELO and EHLO (RFC 5321 4.1.1.1) */
+static void cmd_helo(struct session *s, const struct smtp_command *cmd)
+{
+	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
+	char *helo;
+
+	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
+		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
+						   : "Syntax: HELO hostname");
+		return;
+	}
+	helo = strndup(cmd->arg, cmd->arg_len);
+	if (!helo) {
+		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		return;
+	}
+	if (session_filters(s, CHAIN_HELO)) {
+		free(s->helo_pending);
+		s->helo_pending = helo;
+		s->ehlo_pending = ehlo;
+		session_filter(s, CHAIN_HELO, session_helo_done, helo, NULL);
+		return;
+	}
+	session_helo_finish(s, helo, ehlo);
 }
 
 /* session_param_need - a parameter needs an extension we did not offer */
@@ -467,7 +699,9 @@ static bool session_mail_params(struct session *s, const struct smtp_path *p,
 				session_error(s, 501, "5.5.4", "Bad SIZE parameter");
 				return false;
 			}
-			if (size > session_size_limit(s)) {
+			/* A filter's lower limit is the filter's to enforce
+			 * here, so its refusal is logged with its reasons. */
+			if (size > session_host_limit(s)) {
 				session_error(s, 552, "5.3.4",
 					      "Message size exceeds fixed maximum message size");
 				return false;
@@ -581,6 +815,47 @@ static char *session_path_line(const char *verb, const struct smtp_path *p)
 	return line;
 }
 
+/* session_mail_relay - hand MAIL to the backend */
+static void session_mail_relay(struct session *s, const char *line)
+{
+	struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
+
+	s->wait = WAIT_MAIL;
+	relay_mail(s->relay, &client, line);
+}
+
+/* session_mail_done - the filters decided on MAIL */
+static void session_mail_done(void *arg, struct pipeline_outcome *out)
+{
+	struct session *s = arg;
+	char *line = s->line_pending;
+
+	if (!session_filter_back(s))
+		return;
+	s->line_pending = NULL;
+	switch (out->status) {
+	case PC_DISCARD:
+		/* 250 to everything, nothing to the backend. */
+		s->tx->discard = true;
+		session_send(s, 250, "2.1.0", "Ok");
+		break;
+	case PC_REJECT:
+	case PC_TEMPFAIL:
+		session_send_wire(s, out->reply);
+		s->errors++;
+		session_log_tx(s, out->status == PC_REJECT ? "rejected" : "tempfailed",
+			       out->reply, NULL, "MAIL refused by a filter");
+		session_tx_done(s);
+		break;
+	default:
+		session_mail_relay(s, line);
+		free(line);
+		return; /* the relay's answer resumes the session */
+	}
+	free(line);
+	session_resume(s);
+}
+
 /* cmd_mail - MAIL FROM (RFC 5321 4.1.1.2) */
 static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 {
@@ -627,12 +902,66 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	s->tx->number = s->ntransactions + 1;
 	s->tx->smtputf8 = smtputf8;
 	s->tx->recipients = json_array();
+	for (size_t i = 0; i < path.nparams; i++) {
+		/* Kept for the filters (pc_mail_param()). */
+		struct smtp_param *tp = &s->tx->params[s->tx->nparams++];
+		tp->keyword = strdup(path.params[i].keyword);
+		tp->value = path.params[i].value ? strdup(path.params[i].value) : NULL;
+	}
 	smtp_path_free(&path);
 
-	struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
-	s->wait = WAIT_MAIL;
-	relay_mail(s->relay, &client, line);
+	if (session_filters(s, CHAIN_MAIL)) {
+		free(s->line_pending);
+		s->line_pending = line;
+		session_filter(s, CHAIN_MAIL, session_mail_done, NULL, NULL);
+		return;
+	}
+	session_mail_relay(s, line);
 	free(line);
+}
+
+/* session_rcpt_record - the pending recipient and the reply it got */
+static void session_rcpt_record(struct session *s, const char *wire)
+{
+	json_t *r = json_object();
+
+	json_object_set_new(r, "address", json_string(s->rcpt_pending));
+	json_object_set_new(r, "reply", session_reply_json(wire));
+	json_array_append_new(s->tx->recipients, r);
+	if (wire[0] == '2')
+		s->tx->naccepted++;
+}
+
+/* session_rcpt_done - the filters decided on one RCPT */
+static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
+{
+	struct session *s = arg;
+	char *line = s->line_pending;
+
+	if (!session_filter_back(s))
+		return;
+	s->line_pending = NULL;
+	switch (out->status) {
+	case PC_DISCARD:
+		s->tx->discard = true;
+		session_send(s, 250, "2.1.5", "Ok");
+		session_rcpt_record(s, "250 2.1.5 Ok");
+		break;
+	case PC_REJECT:
+	case PC_TEMPFAIL:
+		/* This recipient only: the transaction goes on. */
+		session_send_wire(s, out->reply);
+		session_rcpt_record(s, out->reply);
+		s->errors++;
+		break;
+	default:
+		s->wait = WAIT_RCPT;
+		relay_command(s->relay, line);
+		free(line);
+		return;
+	}
+	free(line);
+	session_resume(s);
 }
 
 /* cmd_rcpt - RCPT TO (RFC 5321 4.1.1.3) */
@@ -673,6 +1002,19 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
 		return;
 	}
+	if (s->tx->discard) {
+		/* The transaction goes nowhere: no need to ask anyone. */
+		free(line);
+		session_send(s, 250, "2.1.5", "Ok");
+		session_rcpt_record(s, "250 2.1.5 Ok");
+		return;
+	}
+	if (session_filters(s, CHAIN_RCPT)) {
+		free(s->line_pending);
+		s->line_pending = line;
+		session_filter(s, CHAIN_RCPT, session_rcpt_done, NULL, s->rcpt_pending);
+		return;
+	}
 	s->wait = WAIT_RCPT;
 	relay_command(s->relay, line);
 	free(line);
@@ -697,7 +1039,7 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 554, "5.5.1", "Error: no valid recipients");
 		return;
 	}
-	if (!relay_is_open(s->relay)) {
+	if (!s->tx->discard && !relay_is_open(s->relay)) {
 		/* The backend went away after RCPT: nothing could be delivered. */
 		session_send(s, 451, "4.4.2", "Lost connection to the backend mail server, try again later");
 		session_log_tx(s, "tempfailed", "451 4.4.2 Lost connection to the backend mail server",
@@ -740,7 +1082,7 @@ static void cmd_quit(struct session *s, const struct smtp_command *cmd)
 	bufferevent_disable(s->bev, EV_READ);
 	if (s->ntransactions == 0) {
 		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       "closed", "QUIT");
+				       "closed", "QUIT", session_filters_json(s));
 		s->ntransactions = 1;
 	}
 	session_closing_timer(s);
@@ -836,6 +1178,82 @@ static char *session_received(struct session *s)
 	return n < 0 ? NULL : text;
 }
 
+/* session_discarded - a filter said DISCARD: 250, and nothing delivered */
+static void session_discarded(struct session *s)
+{
+	const char *r = "250 2.0.0 Ok";
+
+	session_send_wire(s, r);
+	session_log_tx(s, "discarded", r, NULL, "discarded by a filter");
+	session_tx_done(s);
+}
+
+/*
+ * session_data_relay - send the message to the backend: our Received:
+ * header if needed, then the header block the filters rewrote (which
+ * replaces the spool's first header_end bytes) or the spool as it is
+ */
+static bool session_data_relay(struct session *s, const char *headers,
+			       size_t headers_len, unsigned long long header_end)
+{
+	struct session_tx *tx = s->tx;
+	char *received = relay_identity_sent(s->relay) ? NULL : session_received(s);
+	size_t rlen = received ? strlen(received) : 0;
+
+	free(tx->prefix);
+	tx->prefix = NULL;
+	tx->prefix_skip = 0;
+	if (headers) {
+		tx->prefix = malloc(rlen + headers_len + 1);
+		if (!tx->prefix) {
+			free(received);
+			session_send(s, 451, "4.3.0", "Error: out of memory, try again later");
+			session_log_tx(s, "tempfailed", "451 4.3.0 Error: out of memory",
+				       NULL, "out of memory");
+			session_tx_done(s);
+			return false;
+		}
+		if (received)
+			memcpy(tx->prefix, received, rlen);
+		memcpy(tx->prefix + rlen, headers, headers_len);
+		tx->prefix[rlen + headers_len] = 0;
+		tx->prefix_skip = header_end;
+		free(received);
+	} else {
+		tx->prefix = received;
+	}
+	s->wait = WAIT_DATA;
+	relay_data(s->relay, tx->prefix, tx->spool, tx->prefix_skip);
+	return true;
+}
+
+/* session_data_done - the filters decided on the message */
+static void session_data_done(void *arg, struct pipeline_outcome *out)
+{
+	struct session *s = arg;
+
+	if (!session_filter_back(s))
+		return;
+	switch (out->status) {
+	case PC_DISCARD:
+		session_discarded(s);
+		break;
+	case PC_REJECT:
+	case PC_TEMPFAIL:
+		session_send_wire(s, out->reply);
+		s->errors++;
+		session_log_tx(s, out->status == PC_REJECT ? "rejected" : "tempfailed",
+			       out->reply, NULL, "message refused by a filter");
+		session_tx_done(s);
+		break;
+	default:
+		if (session_data_relay(s, out->headers, out->headers_len, out->header_end))
+			return;
+		break;
+	}
+	session_resume(s);
+}
+
 /* session_data_end - the client sent <CRLF>.<CRLF> */
 static void session_data_end(struct session *s)
 {
@@ -870,10 +1288,15 @@ static void session_data_end(struct session *s)
 		session_tx_free(s);
 		return;
 	}
-	if (!relay_identity_sent(s->relay))
-		tx->prefix = session_received(s);
-	s->wait = WAIT_DATA;
-	relay_data(s->relay, tx->prefix, tx->spool);
+	if (tx->discard) {
+		session_discarded(s);
+		return;
+	}
+	if (session_filters(s, CHAIN_DATA)) {
+		session_filter(s, CHAIN_DATA, session_data_done, NULL, NULL);
+		return;
+	}
+	session_data_relay(s, NULL, 0, 0);
 }
 
 /*
@@ -1049,21 +1472,16 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			session_tx_done(s);
 		}
 		break;
-	case WAIT_RCPT: {
-		json_t *r = json_object();
-		json_object_set_new(r, "address", json_string(s->rcpt_pending));
-		json_object_set_new(r, "reply", session_reply_json(wire));
-		json_array_append_new(s->tx->recipients, r);
-		if (cls == 2)
-			s->tx->naccepted++;
+	case WAIT_RCPT:
+		session_rcpt_record(s, wire);
 		break;
-	}
 	case WAIT_DATA:
 		session_log_tx(s, cls == 2 ? "accepted" : cls == 4 ? "tempfailed" : "rejected",
 			       wire, backend ? reply : NULL, backend ? NULL : "backend failed");
 		session_tx_done(s);
 		break;
 	case WAIT_NONE:
+	case WAIT_FILTER:
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}
@@ -1134,8 +1552,25 @@ static void session_new_id(struct worker *w, char *id, size_t cap)
 }
 
 /* session_start - greet a new client */
+/* session_connect_done - the filters decided on the connection */
+static void session_connect_done(void *arg, struct pipeline_outcome *out)
+{
+	struct session *s = arg;
+
+	if (!session_filter_back(s))
+		return;
+	if (out->status == PC_REJECT || out->status == PC_TEMPFAIL) {
+		/* The reply takes the greeting's place (RFC 5321 3.1). */
+		session_close_wire(s, out->reply, "refused", "refused by a filter");
+		return;
+	}
+	session_send(s, 220, NULL, "%s ESMTP", s->w->conf->hostname);
+	session_resume(s);
+}
+
 struct session *session_start(struct worker *w, evutil_socket_t fd,
-			      const struct sockaddr *sa, socklen_t salen)
+			      const struct sockaddr *sa, socklen_t salen,
+			      const char *listener)
 {
 	struct session *s = calloc(1, sizeof(*s));
 
@@ -1144,12 +1579,15 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 		return NULL;
 	}
 	s->w = w;
+	s->listener = listener;
 	session_new_id(w, s->id, sizeof(s->id));
 	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
 	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	s->timer = evtimer_new(w->base, session_timeout, s);
 	s->relay = relay_new(w, session_relay_done, s);
-	if (!s->bev || !s->timer || !s->relay) {
+	if (pipeline_active(w->pipeline))
+		s->ps = pipeline_session_new(w->pipeline);
+	if (!s->bev || !s->timer || !s->relay || (pipeline_active(w->pipeline) && !s->ps)) {
 		if (s->bev)
 			bufferevent_free(s->bev);
 		else
@@ -1157,6 +1595,7 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 		if (s->timer)
 			event_free(s->timer);
 		relay_free(s->relay);
+		free(s->ps);
 		free(s);
 		return NULL;
 	}
@@ -1166,6 +1605,11 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_MAX_INPUT);
 	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
+	if (session_filters(s, CHAIN_CONNECT)) {
+		/* The greeting waits for the filters' word on the client. */
+		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
+		return s;
+	}
 	session_send(s, 220, NULL, "%s ESMTP", w->conf->hostname);
 	session_arm(s);
 	return s;
@@ -1187,7 +1631,7 @@ void session_refuse(struct worker *w, evutil_socket_t fd,
 	if (n > 0 && send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
 		log_debug("refused client [%s]:%u went away", addr, port);
 	evutil_closesocket(fd);
-	session_log_connection(w, id, addr, port, NULL, "refused", reason);
+	session_log_connection(w, id, addr, port, NULL, "refused", reason, NULL);
 }
 
 /* session_drain_all - close idle sessions, mark the others */

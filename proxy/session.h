@@ -21,7 +21,8 @@ struct session;
 
 /* session_start - greet a new client and serve it; takes fd */
 struct session *session_start(struct worker *w, evutil_socket_t fd,
-			      const struct sockaddr *sa, socklen_t salen);
+			      const struct sockaddr *sa, socklen_t salen,
+			      const char *listener);
 
 /* session_refuse - answer 421 to a client we cannot serve, and log it */
 void session_refuse(struct worker *w, evutil_socket_t fd,

@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
@@ -30,8 +31,10 @@
 
 #include <event2/event.h>
 
+#include "chain.h"
 #include "decision.h"
 #include "log.h"
+#include "pipeline.h"
 #include "relay.h"
 #include "session.h"
 #include "worker.h"
@@ -41,8 +44,19 @@
 
 static struct event *worker_listeners[CONF_MAX_ADDRS];
 static size_t worker_nlisteners;
+static evutil_socket_t worker_listen_fds[CONF_MAX_ADDRS];
+static const char *worker_listen_text[CONF_MAX_ADDRS];
 static struct event *worker_drain_timer;
 static struct event *worker_probe_timer;
+
+/* worker_listener - the listen setting of a listening socket */
+static const char *worker_listener(evutil_socket_t lfd)
+{
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		if (worker_listen_fds[i] == lfd)
+			return worker_listen_text[i];
+	return "";
+}
 
 /* worker_accept_cb - new connections on a listening socket */
 static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
@@ -67,7 +81,7 @@ static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
 				       "Too many connections");
 			continue;
 		}
-		session_start(w, fd, (struct sockaddr *)&ss, len);
+		session_start(w, fd, (struct sockaddr *)&ss, len, worker_listener(lfd));
 	}
 }
 
@@ -224,6 +238,27 @@ static int worker_resolve(struct worker *w)
 	return w->nbackends ? 0 : -1;
 }
 
+/* worker_load_chain - load the filter chain, logging its errors */
+int worker_load_chain(const struct conf *conf, struct chain **chain)
+{
+	char *err = NULL;
+	size_t errlen = 0;
+	FILE *errs;
+
+	*chain = NULL;
+	if (conf->nchain == 0)
+		return 0;
+	errs = open_memstream(&err, &errlen);
+	if (!errs)
+		return -1;
+	*chain = chain_load(conf, errs);
+	fclose(errs);
+	if (!*chain)
+		log_error("cannot load the filter chain:\n%s", err);
+	free(err);
+	return *chain ? 0 : -1;
+}
+
 /* worker_run - serve until drained */
 int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 {
@@ -248,6 +283,14 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		log_error("no backend address could be resolved");
 		return 1;
 	}
+	struct chain *chain = NULL;
+	if (worker_load_chain(conf, &chain) < 0)
+		return 1;
+	w.pipeline = pipeline_new(w.base, chain, conf);
+	if (!w.pipeline) {
+		log_error("cannot start the filter threads");
+		return 1;
+	}
 	if (decision_open(conf->decisions) < 0) {
 		log_error("cannot open decision log %s: %s", conf->decisions,
 			  strerror(errno));
@@ -263,6 +306,9 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	for (size_t i = 0; i < nfds; i++) {
 		worker_listeners[i] = event_new(w.base, listen_fds[i], EV_READ | EV_PERSIST,
 						worker_accept_cb, &w);
+		/* The master opened them in the order of the listen setting. */
+		worker_listen_fds[i] = listen_fds[i];
+		worker_listen_text[i] = i < conf->nlisten ? conf->listen[i].text : "";
 	}
 	worker_nlisteners = nfds;
 	worker_probe_timer = evtimer_new(w.base, worker_probe_cb, &w);

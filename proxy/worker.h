@@ -19,6 +19,8 @@
 #include "smtp.h"
 
 struct session;
+struct pipeline;
+struct chain;
 
 struct worker_backend {
 	struct sockaddr_storage addr;
@@ -36,6 +38,8 @@ struct worker {
 	struct smtp_caps backend_caps;
 	bool backend_caps_known;
 
+	struct pipeline *pipeline; /* the filter chain of this worker */
+
 	struct session *sessions; /* list, linked through the sessions */
 	unsigned nsessions;
 	bool listening;	/* accepting connections */
@@ -44,6 +48,12 @@ struct worker {
 	unsigned session_prefix; /* random, tells workers' session ids apart */
 	unsigned long long session_counter;
 };
+
+/*
+ * worker_load_chain - load the configuration's filter chain (or NULL
+ * when it has none); errors are logged, and the result is -1
+ */
+int worker_load_chain(const struct conf *conf, struct chain **chain);
 
 /* worker_run - serve the listening sockets until drained; the exit status */
 int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds);
