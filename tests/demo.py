@@ -44,7 +44,17 @@ def main():
     try:
         banner("Starting a private Postfix on 127.0.0.1:%d" % postfix.port)
         postfix.start()
-        proxy = harness.Portcullis(backend_port=postfix.port, log_level="info")
+        # The built-in filters next to the daemon that was just built.
+        build = os.path.dirname(os.path.dirname(os.path.abspath(harness.PORTCULLIS_BIN)))
+        proxy = harness.Portcullis(
+            backend_port=postfix.port, log_level="info",
+            filters="size, relay",
+            filter_dir=os.path.join(build, "filters", ".libs"),
+            # The demo's clients come from 127.0.0.1: not trusted here, so
+            # they may send to example.test only.
+            extra="\n[filter size]\nmodule = size\nlimit = 64k\n"
+                  "\n[filter relay]\nmodule = relay\nlocal_domains = example.test\n"
+                  "trusted_networks = 192.0.2.0/24\n")
         banner("Starting Portcullis on 127.0.0.1:%d in front of it" % proxy.port)
         proxy.start()
         print(open(proxy.conf_path).read())
@@ -72,6 +82,18 @@ def main():
             reply = client.reply()
             print("    <-  %s" % (reply.lines[-1]))
             client.cmd("QUIT")
+
+        banner("4. A stranger tries to relay through us: the relay filter says 554 5.7.1")
+        swaks(proxy, "--from", "spammer@example.net", "--to", "victim@elsewhere.example",
+              "--h-Subject", "Relay me")
+
+        banner("5. A message over the size filter's 64k limit: 552 5.3.4 at MAIL")
+        with harness.SMTPClient(proxy.port) as client:
+            client.connect()
+            for line in ("EHLO client.example.net",
+                         "MAIL FROM:<sender@example.net> SIZE=10000000", "QUIT"):
+                reply = client.cmd(line)
+                print("     -> %s\n    <-  %s" % (line, "\n    <-  ".join(reply.lines)))
 
         harness.wait_for(lambda: len(postfix.messages("alice")) >= 1 and
                          len(postfix.messages("bob")) >= 1 and
