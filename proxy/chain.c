@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <dlfcn.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -44,6 +45,24 @@ const char *chain_stage_name(enum chain_stage stage)
 const char *pc_config_get(pc_config *config, const char *key)
 {
 	return conf_filter_get(config->section, key);
+}
+
+/* pc_parse_size - a size as in the configuration */
+const char *pc_parse_size(const char *text, size_t len, unsigned long long *bytes)
+{
+	char buf[64];
+
+	while (len > 0 && isspace((unsigned char)*text)) {
+		text++;
+		len--;
+	}
+	while (len > 0 && isspace((unsigned char)text[len - 1]))
+		len--;
+	if (len == 0 || len >= sizeof(buf))
+		return len ? "size too large" : "expected a size such as 512k, 10m or 1g";
+	memcpy(buf, text, len);
+	buf[len] = 0;
+	return conf_parse_number(buf, true, bytes);
 }
 
 /* pc_config_name - the instance name */

@@ -128,7 +128,7 @@ conf_error(struct conf_loader *ld, int line, const char *section,
 }
 
 /* conf_parse_number - digits with an optional k/m/g suffix */
-static const char *conf_parse_number(const char *value, bool suffixes,
+const char *conf_parse_number(const char *value, bool suffixes,
 				     unsigned long long *out)
 {
 	unsigned long long n = 0, mult = 1;

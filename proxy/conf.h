@@ -112,6 +112,13 @@ const char *conf_filter_get(const struct conf_filter *f, const char *key);
 /* conf_filter_line - the line of key in a filter section (the section's own line if absent) */
 int conf_filter_line(const struct conf_filter *f, const char *key);
 
+/*
+ * conf_parse_number - digits, with an optional k/m/g suffix when suffixes
+ * is true; NULL, or what is wrong
+ */
+const char *conf_parse_number(const char *value, bool suffixes,
+			      unsigned long long *out);
+
 /* conf_free - release a configuration */
 void conf_free(struct conf *conf);
 

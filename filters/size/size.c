@@ -43,38 +43,20 @@ struct size_instance {
 	size_t nlisteners;
 };
 
-/* size_parse - digits with an optional k/m/g suffix (powers of 1024) */
+/* size_parse - a limit: a size as the host reads them, and not zero */
 static const char *size_parse(const char *text, size_t len,
 			      unsigned long long *out)
 {
-	unsigned long long n = 0, mult = 1;
-	size_t i = 0;
+	unsigned long long n;
+	const char *err = pc_parse_size(text, len, &n);
 
-	if (len == 0 || !isdigit((unsigned char)text[0]))
-		return "expected a size such as 512k, 10m or 1g";
-	for (; i < len && isdigit((unsigned char)text[i]); i++) {
-		if (n > (ULLONG_MAX - 9) / 10)
-			return "size too large";
-		n = n * 10 + (unsigned)(text[i] - '0');
-	}
-	if (i < len) {
-		switch (tolower((unsigned char)text[i])) {
-		case 'k': mult = 1024ULL; break;
-		case 'm': mult = 1024ULL * 1024; break;
-		case 'g': mult = 1024ULL * 1024 * 1024; break;
-		default: return "expected a size such as 512k, 10m or 1g";
-		}
-		i++;
-	}
-	if (i < len)
-		return "expected a size such as 512k, 10m or 1g";
-	if (n > ULLONG_MAX / mult)
-		return "size too large";
+	if (err)
+		return err;
 	if (n == 0)
 		/* A zero limit would refuse every message, even an empty one;
 		 * that is a typo, not a policy. */
 		return "the limit must be at least 1 byte";
-	*out = n * mult;
+	*out = n;
 	return NULL;
 }
 

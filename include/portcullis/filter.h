@@ -137,6 +137,14 @@ struct pc_filter {
 /* pc_config_get - the value of key in the filter's section, or NULL */
 const char *pc_config_get(pc_config *config, const char *key);
 
+/*
+ * pc_parse_size - a size written as in the configuration: digits with an
+ * optional k, m or g suffix (powers of 1024), white space around ignored.
+ * Returns NULL, or what is wrong with it (for pc_config_error()). Usable
+ * anywhere, not only in init.
+ */
+const char *pc_parse_size(const char *text, size_t len, unsigned long long *bytes);
+
 /* pc_config_name - the instance name ("[filter NAME]") */
 const char *pc_config_name(pc_config *config);
 
@@ -268,7 +276,9 @@ int pc_set_reply(pc_ctx *ctx, int code, const char *enh, const char *fmt, ...)
 
 /*
  * pc_result - add "key": "value" to this filter's entry in the decision
- * record of the transaction (or of the connection)
+ * record: the transaction's (also when it ends at MAIL, refused), or at
+ * connect and helo, every record of the session (the connection's when
+ * it has no transaction)
  */
 void pc_result(pc_ctx *ctx, const char *key, const char *value);
 
