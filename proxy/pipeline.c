@@ -329,6 +329,21 @@ static size_t job_next_filter(const struct pipeline_job *job, size_t i)
 	return i;
 }
 
+/*
+ * job_min_timeout - the shortest deadline (ms) of the filters from i on:
+ * a deadline check is due no later than that after any check, since a
+ * filter that starts later has its deadline later still
+ */
+static long long job_min_timeout(const struct pipeline_job *job, size_t i)
+{
+	long long ms = -1;
+
+	for (i = job_next_filter(job, i); i < job->p->chain->n; i = job_next_filter(job, i + 1))
+		if (ms < 0 || job->p->chain->filters[i].timeout_ms < ms)
+			ms = job->p->chain->filters[i].timeout_ms;
+	return ms;
+}
+
 /* status_name - a verdict as logged */
 static const char *status_name(enum pc_status st)
 {
@@ -729,6 +744,9 @@ static void job_timer(evutil_socket_t fd, short events, void *arg)
 	if (us < limit) {
 		pthread_mutex_unlock(&job->lock);
 		long long left = limit - us;
+		long long later = job_min_timeout(job, i + 1);
+		if (later >= 0 && later * 1000 < left)
+			left = later * 1000;
 		struct timeval tv = { (time_t)(left / 1000000), (suseconds_t)(left % 1000000) };
 		evtimer_add(job->timer, &tv);
 		return;
@@ -753,9 +771,10 @@ static void job_submit(struct pipeline_job *job)
 	if (pool_submit(p->pool, job_work, job_done, job) == 0) {
 		job->submitted = true;
 		if (job->kind == JOB_STAGE) {
-			size_t i = job_next_filter(job, job->first);
-			unsigned ms = i < p->chain->n ? p->chain->filters[i].timeout_ms : 1000;
-			struct timeval tv = { ms / 1000, (suseconds_t)(ms % 1000) * 1000 };
+			long long ms = job_min_timeout(job, job->first);
+			if (ms < 0)
+				ms = 1000;
+			struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
 			evtimer_add(job->timer, &tv);
 		}
 		return;
@@ -904,13 +923,7 @@ void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
 		ps->running->done = NULL;
 	for (struct pipeline_job *j = ps->queue; j; j = j->next)
 		j->done = NULL;
-	if (p->chain && p->chain->any[CHAIN_RESET]) {
-		struct snap *snap = snap_new(env);
-		struct pipeline_job *job = snap ? job_new(ps, JOB_RESET, CHAIN_RESET, snap) : NULL;
-		if (job)
-			job_enqueue(ps, job);
-		snap_unref(snap);
-	}
+	/* The session ended its transaction first (pipeline_tx_end). */
 	if (p->chain && p->chain->any[CHAIN_CLOSE]) {
 		struct snap *snap = snap_new(env);
 		struct pipeline_job *job = snap ? job_new(ps, JOB_CLOSE, CHAIN_CLOSE, snap) : NULL;

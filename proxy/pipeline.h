@@ -101,7 +101,8 @@ void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
 
 /*
  * pipeline_session_end - the session ended: a call in flight still runs
- * but its outcome is dropped; then the reset and close hooks run and the
+ * but its outcome is dropped; then the close hooks run (after the reset hooks of
+ * pipeline_tx_end(), which the session calls first) and the
  * state is freed. ps must not be used afterwards.
  */
 void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
