@@ -232,6 +232,31 @@ static void ops_free(struct op *op)
 	}
 }
 
+/*
+ * ops_prefix - a copy of the first count changes of a list that a late
+ * thread may still append to: the next pointer of the last node wanted
+ * is never read (loop)
+ */
+static struct op *ops_prefix(const struct op *op, size_t count)
+{
+	struct op *head = NULL, **tail = &head;
+
+	for (size_t n = 0; n < count && op; n++) {
+		struct op *copy = calloc(1, sizeof(*copy));
+		if (!copy)
+			break;
+		copy->kind = op->kind;
+		copy->n = op->n;
+		copy->name = strdup(op->name);
+		copy->value = op->value ? strdup(op->value) : NULL;
+		*tail = copy;
+		tail = &copy->next;
+		if (n + 1 < count)
+			op = op->next;
+	}
+	return head;
+}
+
 /* op_apply - apply one change to a header list */
 static int op_apply(struct message_headers *h, const struct op *op)
 {
@@ -638,21 +663,9 @@ static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 	json_array_extend(job->entries, old->entries);
 	json_array_append_new(job->entries, entry);
 	/* The header changes of the filters that finished in time. */
-	struct op *op = old->ops;
-	for (size_t n = 0; n < old->ops_committed && op; n++, op = op->next) {
-		struct op *copy = calloc(1, sizeof(*copy));
-		if (!copy)
-			break;
-		copy->kind = op->kind;
-		copy->n = op->n;
-		copy->name = strdup(op->name);
-		copy->value = op->value ? strdup(op->value) : NULL;
-		if (job->ops_tail)
-			job->ops_tail->next = copy;
-		else
-			job->ops = copy;
-		job->ops_tail = copy;
-	}
+	job->ops = ops_prefix(old->ops, old->ops_committed);
+	for (job->ops_tail = job->ops; job->ops_tail && job->ops_tail->next;)
+		job->ops_tail = job->ops_tail->next;
 	ps->running = job;
 	job_submit(job);
 }
@@ -690,9 +703,10 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 
 		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
 		    message_headers_read(&h, job->spool) == 0) {
-			struct op *op = job->ops;
-			for (size_t n = 0; n < job->ops_committed && op; n++, op = op->next)
+			struct op *ops = ops_prefix(job->ops, job->ops_committed);
+			for (struct op *op = ops; op; op = op->next)
 				op_apply(&h, op);
+			ops_free(ops);
 			headers = message_headers_render(&h, &len);
 			end = h.header_end;
 			message_headers_free(&h);
