@@ -285,6 +285,27 @@ void pc_result(pc_ctx *ctx, const char *key, const char *value);
 /* pc_result_int - likewise, a number */
 void pc_result_int(pc_ctx *ctx, const char *key, long long value);
 
+/* DNS (in hooks, and in init). */
+
+/* What pc_dns_query() returns when it has no reply to give. */
+#define PC_DNS_TIMEOUT (-1) /* no server answered within timeout and retries */
+#define PC_DNS_ERROR (-2)   /* a local failure: bad name, out of memory */
+
+/*
+ * pc_dns_query - a DNS query (class IN, type a value of <arpa/nameser.h>
+ * such as ns_t_txt) through Portcullis' resolver: the servers, timeout,
+ * retries and cache of the [dns] section, one cache shared by every
+ * filter of the process, honouring the TTLs of answers and of negative
+ * answers (RFC 2308). Blocks the calling thread (hooks may block).
+ *
+ * Returns the length of the reply, a whole DNS message as res_query(3)
+ * gives it, of which at most len bytes were copied into answer: parse it
+ * with ns_initparse(3); its rcode tells NXDOMAIN and SERVFAIL, and a
+ * NOERROR reply without records of the type is NODATA. Or PC_DNS_TIMEOUT,
+ * or PC_DNS_ERROR.
+ */
+int pc_dns_query(const char *name, int type, unsigned char *answer, size_t len);
+
 /* Diagnostics. */
 
 enum pc_log_level { PC_LOG_DEBUG, PC_LOG_INFO, PC_LOG_WARNING, PC_LOG_ERROR };
