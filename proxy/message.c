@@ -32,7 +32,11 @@ static int message_grow(struct message_headers *h)
 	return 0;
 }
 
-/* message_unfold - the value without CRLFs and without leading white space */
+/*
+ * message_unfold - the value without CRLFs and without leading white space;
+ * NULs go too: the value is a C string, and cut at a NUL it would hide
+ * the rest of the field from filters while the backend gets all of it
+ */
 static char *message_unfold(const char *v, size_t len)
 {
 	char *out = malloc(len + 1);
@@ -40,12 +44,11 @@ static char *message_unfold(const char *v, size_t len)
 
 	if (!out)
 		return NULL;
-	while (len > 0 && (*v == ' ' || *v == '\t')) {
-		v++;
-		len--;
-	}
 	for (size_t i = 0; i < len; i++) {
-		if (v[i] == '\r' || v[i] == '\n')
+		if (v[i] == '\r' || v[i] == '\n' || v[i] == '\0')
+			continue;
+		/* Leading white space runs over folds: "Subject:" CRLF TAB "text". */
+		if (n == 0 && (v[i] == ' ' || v[i] == '\t'))
 			continue;
 		out[n++] = v[i];
 	}
@@ -80,8 +83,13 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 		const char *nl = memchr(line, '\n', len - pos);
 		size_t line_len = nl ? (size_t)(nl - line) + 1 : len - pos;
 
-		if (line[0] == '\r' || line[0] == '\n') {
-			/* The empty line: header over. */
+		if ((line_len == 1 && line[0] == '\n') ||
+		    (line_len == 2 && line[0] == '\r' && line[1] == '\n')) {
+			/*
+			 * The empty line: header over. Only CRLF or LF is
+			 * one; a line that merely starts with CR is body,
+			 * or filters reading from body_start would skip it.
+			 */
 			h->header_end = pos;
 			h->body_start = pos + line_len;
 			return 0;
@@ -91,14 +99,21 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 			break;
 		/* The field runs on over continuation lines. */
 		size_t end = pos + line_len;
+		bool whole = true;
 		while (end < len && (buf[end] == ' ' || buf[end] == '\t')) {
 			const char *n2 = memchr(buf + end, '\n', len - end);
 			if (!n2) {
-				end = len;
+				whole = false;
 				break;
 			}
 			end = (size_t)(n2 - buf) + 1;
 		}
+		/*
+		 * A field cut before its last line end is body, like a cut
+		 * first line: kept, what follows it would be glued onto it.
+		 */
+		if (!whole)
+			break;
 		if (message_grow(h) < 0)
 			return -1;
 		struct message_field *f = &h->fields[h->n];
@@ -125,8 +140,12 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 /* message_headers_read - parse the header block of a spooled message */
 int message_headers_read(struct message_headers *h, struct spool *spool)
 {
+	/*
+	 * Two bytes past the limit: the CRLF that ends a block of exactly
+	 * the limit, or the start of a continuation of its last field.
+	 */
 	unsigned long long size = spool_size(spool);
-	size_t want = size < MESSAGE_HEADER_MAX ? (size_t)size : MESSAGE_HEADER_MAX;
+	size_t want = size < MESSAGE_HEADER_MAX + 2 ? (size_t)size : MESSAGE_HEADER_MAX + 2;
 	char *buf = malloc(want + 1);
 	size_t got = 0;
 	int rc;
@@ -141,6 +160,16 @@ int message_headers_read(struct message_headers *h, struct spool *spool)
 	}
 	rc = message_headers_parse(h, buf, got);
 	free(buf);
+	if (rc == 0 && h->header_end > MESSAGE_HEADER_MAX) {
+		/* The one field that ends past the limit is body. */
+		struct message_field *f = &h->fields[--h->n];
+
+		h->header_end -= f->raw_len;
+		h->body_start = h->header_end;
+		free(f->name);
+		free(f->value);
+		free(f->raw);
+	}
 	return rc;
 }
 

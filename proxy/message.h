@@ -22,7 +22,7 @@
 
 struct message_field {
 	char *name;	/* as written */
-	char *value;	/* unfolded, leading white space removed */
+	char *value;	/* unfolded (no CR, LF or NUL), outer white space removed */
 	char *raw;	/* the whole field with its CRLFs; NULL once changed */
 	size_t raw_len;
 };
