@@ -63,6 +63,7 @@ static const char *const level_names[] = { "debug", "info", "warning",
 static const struct conf_param conf_params[] = {
 	{ "portcullis", "listen", CONF_ADDRS, F(listen), F(nlisten), NULL, true, 0, 0, NULL },
 	{ "portcullis", "hostname", CONF_STRING, F(hostname), 0, NULL, false, 0, 0, NULL },
+	{ "portcullis", "authserv_id", CONF_STRING, F(authserv_id), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "workers", CONF_UINT, F(workers), 0, "0", false, 0, 256, NULL },
 	{ "portcullis", "user", CONF_STRING, F(user), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "spool_dir", CONF_STRING, F(spool_dir), 0, LOCALSTATEDIR "/spool/portcullis", false, 0, 0, NULL },
@@ -481,6 +482,13 @@ struct conf *conf_load(const char *path, FILE *errors)
 	if (!conf->helo_name || !*conf->helo_name) {
 		free(conf->helo_name);
 		conf->helo_name = strdup(conf->hostname);
+	}
+	if (!*conf->authserv_id) {
+		free(conf->authserv_id);
+		conf->authserv_id = strdup(conf->hostname);
+	} else if (strpbrk(conf->authserv_id, " \t;()\"\\")) {
+		conf_error(&ld, 0, "portcullis", "authserv_id", "%s",
+			   "a single token is needed (RFC 8601 2.5)");
 	}
 	if (!*conf->spool_dir || conf->spool_dir[0] != '/')
 		conf_error(&ld, 0, "portcullis", "spool_dir", "%s",

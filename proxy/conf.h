@@ -70,6 +70,7 @@ struct conf {
 	unsigned drain_timeout;
 	unsigned max_sessions;
 	char *pid_file;
+	char *authserv_id; /* Authentication-Results: (RFC 8601); default hostname */
 	char *filters;	  /* the chain, as written */
 	char *filter_dir; /* where "module = NAME" is found as NAME.so */
 	unsigned filter_threads;

@@ -488,6 +488,57 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	return st;
 }
 
+/* authres_id - the authserv-id of an Authentication-Results: value */
+static size_t authres_id(const char *value, const char **id)
+{
+	const char *p = value;
+
+	/* RFC 8601 2.2: authserv-id [CFWS version] ";" ...; comments skipped. */
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != '(')
+			break;
+		for (int depth = 0; *p; p++) {
+			if (*p == '(')
+				depth++;
+			else if (*p == ')' && --depth == 0) {
+				p++;
+				break;
+			}
+		}
+	}
+	*id = p;
+	return strcspn(p, " \t;(");
+}
+
+/*
+ * job_strip_forged - remove the Authentication-Results: fields that claim
+ * this host's authserv-id (RFC 8601 5): only this chain may write them.
+ * Recorded as changes, so they survive a late filter. (thread)
+ */
+static void job_strip_forged(struct pipeline_job *job)
+{
+	const char *mine = job->p->conf->authserv_id;
+	size_t n = 0;
+	long i;
+
+	while ((i = message_header_find(&job->headers, "Authentication-Results", n)) >= 0) {
+		const char *id;
+		size_t len = authres_id(job->headers.fields[i].value, &id);
+		if (len == strlen(mine) && strncasecmp(id, mine, len) == 0) {
+			log_info("session %s: removed an Authentication-Results field that claims %s",
+				 job->snap->env.session_id, mine);
+			job_record(job, OP_CHANGE, "Authentication-Results", n, NULL);
+		} else {
+			n++;
+		}
+	}
+	pthread_mutex_lock(&job->lock);
+	job->ops_committed = job->nops;
+	pthread_mutex_unlock(&job->lock);
+}
+
 /* job_work - run the job's filters (pool thread) */
 static void job_work(void *arg)
 {
@@ -499,8 +550,11 @@ static void job_work(void *arg)
 		/* A fresh parse, plus the changes of filters before a late one. */
 		if (message_headers_read(&job->headers, job->spool) == 0) {
 			job->headers_ok = true;
-			for (struct op *op = job->ops; op; op = op->next)
-				op_apply(&job->headers, op);
+			if (job->ops)
+				for (struct op *op = job->ops; op; op = op->next)
+					op_apply(&job->headers, op);
+			else
+				job_strip_forged(job);
 		}
 	}
 	for (size_t i = job_next_filter(job, job->first); i < chain->n;
@@ -1050,6 +1104,11 @@ const char *pc_listener(pc_ctx *ctx)
 const char *pc_session_id(pc_ctx *ctx)
 {
 	return ctx_env(ctx)->session_id;
+}
+
+const char *pc_authserv_id(pc_ctx *ctx)
+{
+	return ctx->job->p->conf->authserv_id;
 }
 
 const char *pc_sender(pc_ctx *ctx)

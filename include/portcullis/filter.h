@@ -197,6 +197,15 @@ const char *pc_listener(pc_ctx *ctx);
 /* pc_session_id - the session id, as in the decision log */
 const char *pc_session_id(pc_ctx *ctx);
 
+/*
+ * pc_authserv_id - the authserv-id of this host's Authentication-Results:
+ * header fields (RFC 8601 2.5; [portcullis] authserv_id, by default the
+ * host name). Fields that claim it and came with the message are removed
+ * before the data hooks run, so what a filter reads under this id was
+ * written by a filter of this chain.
+ */
+const char *pc_authserv_id(pc_ctx *ctx);
+
 /* The envelope. */
 
 /* pc_sender - the MAIL FROM address ("" for <>), or NULL before MAIL */
