@@ -114,8 +114,10 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 		 */
 		if (!whole)
 			break;
-		if (message_grow(h) < 0)
+		if (message_grow(h) < 0) {
+			message_headers_free(h);
 			return -1;
+		}
 		struct message_field *f = &h->fields[h->n];
 		f->name = strndup(line, name_len);
 		f->value = message_unfold(line + name_len + 1, end - pos - name_len - 1);
@@ -124,6 +126,7 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 			free(f->name);
 			free(f->value);
 			free(f->raw);
+			message_headers_free(h);
 			return -1;
 		}
 		memcpy(f->raw, line, end - pos);

@@ -36,7 +36,8 @@ struct message_headers {
 	bool changed;
 };
 
-/* message_headers_read - parse the header block of the spooled message */
+/* message_headers_read - parse the header block of the spooled message;
+ * on failure (-1: out of memory, read error) h is left empty */
 int message_headers_read(struct message_headers *h, struct spool *spool);
 
 /* message_headers_parse - the same, from a buffer (tests, fuzzing) */

@@ -130,6 +130,8 @@ int spool_write(struct spool *spool, const void *data, size_t len)
 {
 	if (spool->error)
 		return -1;
+	if (len == 0)
+		return 0;
 	if (spool->fd < 0 && spool->mem_len + len > spool->memory_limit &&
 	    spool_to_disk(spool) < 0)
 		return -1;
