@@ -43,6 +43,7 @@ struct pipeline {
 	struct chain *chain;
 	const struct conf *conf;
 	struct pool *pool;
+	unsigned nsessions; /* states alive, ended or not */
 };
 
 enum job_kind { JOB_STAGE, JOB_RESET, JOB_CLOSE };
@@ -611,6 +612,7 @@ static void job_work(void *arg)
 /* session_free_state - the session's state, once nothing refers to it */
 static void session_free_state(struct pipeline_session *ps)
 {
+	ps->p->nsessions--;
 	json_decref(ps->session_results);
 	json_decref(ps->tx_results);
 	free(ps);
@@ -927,9 +929,16 @@ struct pipeline_session *pipeline_session_new(struct pipeline *p)
 	if (!ps)
 		return NULL;
 	ps->p = p;
+	p->nsessions++;
 	ps->session_results = json_array();
 	ps->tx_results = json_array();
 	return ps;
+}
+
+/* pipeline_sessions - session states alive */
+unsigned pipeline_sessions(const struct pipeline *p)
+{
+	return p->nsessions;
 }
 
 /* pipeline_wanted - whether a stage has work */

@@ -76,6 +76,9 @@ bool pipeline_active(const struct pipeline *p);
 /* pipeline_session_new - the filter state of a new session */
 struct pipeline_session *pipeline_session_new(struct pipeline *p);
 
+/* pipeline_sessions - session states alive (ended ones until their close hooks ran) */
+unsigned pipeline_sessions(const struct pipeline *p);
+
 /*
  * pipeline_wanted - whether a call at this stage would run any filter
  * (false also when a filter already said ACCEPT)
