@@ -52,7 +52,9 @@
  * section); a call that passes it, and a filter that cannot run because
  * the pool is full, get the filter's "on_error" action (tempfail by
  * default, or accept, or reject). A hook that passed its deadline must
- * still return some day: its thread is not reused until it does.
+ * still return some day: its thread is not reused until it does. The
+ * session goes on without it meanwhile (so its later hooks may run while
+ * the late one still does), and what the late call does is ignored.
  *
  * Memory
  *
