@@ -1176,6 +1176,26 @@ const char *pc_header_value(pc_ctx *ctx, size_t i)
 	return ctx->job->headers.fields[i].value;
 }
 
+const char *pc_header_raw(pc_ctx *ctx, size_t i, size_t *len)
+{
+	const struct message_field *f;
+	size_t n;
+
+	if (!ctx_data_stage(ctx) || i >= ctx->job->headers.n || !len)
+		return NULL;
+	f = &ctx->job->headers.fields[i];
+	if (!f->raw)
+		return NULL;
+	n = f->raw_len;
+	/* the line end closes the field; it is not part of it */
+	if (n > 0 && f->raw[n - 1] == '\n')
+		n--;
+	if (n > 0 && f->raw[n - 1] == '\r')
+		n--;
+	*len = n;
+	return f->raw;
+}
+
 const char *pc_header_get(pc_ctx *ctx, const char *name, size_t n)
 {
 	long i;

@@ -243,6 +243,18 @@ const char *pc_header_name(pc_ctx *ctx, size_t i);
 const char *pc_header_value(pc_ctx *ctx, size_t i);
 
 /*
+ * pc_header_raw - the i-th header field exactly as it was received: the
+ * name, the colon and the value with its folding (the line ends and the
+ * white space after them), without the line end that closes the field;
+ * *len gets the length. Not NUL-terminated, and it may hold any byte:
+ * use len. NULL for a field that a filter added or changed, which has no
+ * received form (it goes to the backend as "name: value", from
+ * pc_header_name() and pc_header_value()). For checks that need the
+ * bytes themselves, such as DKIM's "simple" header canonicalization.
+ */
+const char *pc_header_raw(pc_ctx *ctx, size_t i, size_t *len);
+
+/*
  * pc_header_get - the value of the n-th (from 0) field called name
  * (case-insensitive), or NULL
  */
