@@ -1,0 +1,330 @@
+/*
+ * spf_dns.c - the DNS layer of the spf filter: libspf2 over pc_dns_query()
+ *
+ * See spf_dns.h for the interface. Written against libspf2 1.2's layer
+ * contract (spf_dns.h, spf_dns_rr.h): lookup() returns a fresh
+ * SPF_dns_rr_t that the caller frees, with herrno set to one of the
+ * netdb codes libspf2's record fetching and mechanism code switch on,
+ * and NULL only when memory ran out.
+ */
+#include <netdb.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <arpa/nameser.h>
+#include <netinet/in.h>
+#include <resolv.h>
+
+#include "spf_dns.h"
+
+/* The first reply buffer; a longer reply is asked again with its size. */
+#define SPF_DNS_BUF 4096
+
+/* The largest DNS message (RFC 1035 4.2.2: a TCP length is 16 bits). */
+#define SPF_DNS_MSG_MAX 65535
+
+/* CNAME links followed inside one reply before giving up on it. */
+#define SPF_DNS_CHAIN_MAX 8
+
+/* RFC 1035 2.3.4, and RFC 7208 4.3's "malformed" domain. */
+#define SPF_DNS_LABEL_MAX 63
+#define SPF_DNS_NAME_MAX 253
+
+/* The hook of a layer: only what it asks with. */
+struct spf_dns_layer {
+	spf_dns_query_fn query;
+};
+
+/* spf_dns_name_valid - whether domain can be asked at all */
+int spf_dns_name_valid(const char *domain)
+{
+	size_t len, label = 0;
+
+	if (domain == NULL)
+		return 0;
+	len = strlen(domain);
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	if (len == 0 || len > SPF_DNS_NAME_MAX)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		if (domain[i] == '.') {
+			if (label == 0)
+				return 0;
+			label = 0;
+		} else if (++label > SPF_DNS_LABEL_MAX) {
+			return 0;
+		}
+	}
+	return label > 0;
+}
+
+/* name_equal - two domain names alike, ignoring case and a final dot */
+static int name_equal(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+
+	if (la > 0 && a[la - 1] == '.')
+		la--;
+	if (lb > 0 && b[lb - 1] == '.')
+		lb--;
+	return la == lb && strncasecmp(a, b, la) == 0;
+}
+
+/* rr_status - an empty answer with a netdb status */
+static SPF_dns_rr_t *rr_status(SPF_dns_server_t *layer, const char *domain,
+			       ns_type type, int ttl, SPF_dns_stat_t herrno)
+{
+	return SPF_dns_rr_new_init(layer, domain, type, ttl, herrno);
+}
+
+/*
+ * chain_end - where the CNAME chain from qname ends inside the answer
+ * section (qname itself without CNAMEs), in end[NS_MAXDNAME]; -1 when
+ * the section cannot be parsed or the chain loops or runs too long
+ */
+static int chain_end(ns_msg *handle, const char *qname, char *end)
+{
+	int count = ns_msg_count(*handle, ns_s_an);
+	char target[NS_MAXDNAME];
+	ns_rr rr;
+
+	if (strlen(qname) >= NS_MAXDNAME)
+		return -1;
+	strcpy(end, qname);
+	for (int hop = 0; hop <= SPF_DNS_CHAIN_MAX; hop++) {
+		int moved = 0;
+
+		for (int i = 0; i < count; i++) {
+			if (ns_parserr(handle, ns_s_an, i, &rr) < 0)
+				return -1;
+			if (ns_rr_type(rr) != ns_t_cname ||
+			    ns_rr_class(rr) != ns_c_in ||
+			    !name_equal(ns_rr_name(rr), end))
+				continue;
+			if (ns_name_uncompress(ns_msg_base(*handle),
+					       ns_msg_end(*handle), ns_rr_rdata(rr),
+					       target, sizeof(target)) < 0)
+				return -1;
+			strcpy(end, target);
+			moved = 1;
+			break;
+		}
+		if (!moved)
+			return 0;
+	}
+	return -1; /* a loop, or a chain no resolver would hand back */
+}
+
+/*
+ * txt_join - the character-strings of a TXT rdata joined into out (of at
+ * least rdlen bytes); -1 when a string runs past the rdata. A NUL byte
+ * becomes DEL: no SPF record holds either (RFC 7208 3), and a C string
+ * cut at the NUL would be another, shorter record.
+ */
+static int txt_join(const unsigned char *rdata, size_t rdlen, char *out)
+{
+	size_t i = 0, o = 0;
+
+	while (i < rdlen) {
+		size_t n = rdata[i++];
+
+		if (n > rdlen - i)
+			return -1;
+		for (size_t k = 0; k < n; k++)
+			out[o++] = rdata[i + k] ? (char)rdata[i + k] : '\x7f';
+		i += n;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/*
+ * rr_add - record i of spfrr from one answer RR of the type asked; 0, -1
+ * for a malformed record, -2 when out of memory
+ */
+static int rr_add(SPF_dns_rr_t *spfrr, int i, ns_msg *handle, ns_rr *rr)
+{
+	const unsigned char *rdata = ns_rr_rdata(*rr);
+	size_t rdlen = ns_rr_rdlen(*rr);
+	char name[NS_MAXDNAME];
+	size_t need;
+
+	switch (ns_rr_type(*rr)) {
+	case ns_t_a:
+		if (rdlen != 4)
+			return -1;
+		if (SPF_dns_rr_buf_realloc(spfrr, i, sizeof(struct in_addr)) != SPF_E_SUCCESS)
+			return -2;
+		memcpy(&spfrr->rr[i]->a, rdata, 4);
+		return 0;
+	case ns_t_aaaa:
+		if (rdlen != 16)
+			return -1;
+		if (SPF_dns_rr_buf_realloc(spfrr, i, sizeof(struct in6_addr)) != SPF_E_SUCCESS)
+			return -2;
+		memcpy(&spfrr->rr[i]->aaaa, rdata, 16);
+		return 0;
+	case ns_t_mx:
+	case ns_t_ptr:
+		if (ns_rr_type(*rr) == ns_t_mx) {
+			/* the preference, then the exchange */
+			if (rdlen < NS_INT16SZ)
+				return -1;
+			rdata += NS_INT16SZ;
+		}
+		if (ns_name_uncompress(ns_msg_base(*handle), ns_msg_end(*handle),
+				       rdata, name, sizeof(name)) < 0)
+			return -1;
+		need = strlen(name) + 1;
+		if (SPF_dns_rr_buf_realloc(spfrr, i, need) != SPF_E_SUCCESS)
+			return -2;
+		/* mx and ptr are the same bytes of the union */
+		memcpy(spfrr->rr[i]->ptr, name, need);
+		return 0;
+	case ns_t_txt:
+	case ns_t_spf:
+		/* the joined text is shorter than rdata: it loses the length
+		 * bytes, of which there is at least one per string */
+		if (SPF_dns_rr_buf_realloc(spfrr, i, rdlen + 1) != SPF_E_SUCCESS)
+			return -2;
+		return txt_join(rdata, rdlen, spfrr->rr[i]->txt);
+	default:
+		return -1; /* a type libspf2 never asks */
+	}
+}
+
+/* spf_dns_parse - the SPF_dns_rr_t of a whole reply */
+SPF_dns_rr_t *spf_dns_parse(SPF_dns_server_t *layer, const char *domain,
+			    ns_type type, const unsigned char *msg, size_t len)
+{
+	char owner[NS_MAXDNAME];
+	SPF_dns_rr_t *spfrr;
+	unsigned long ttl = 0;
+	ns_msg handle;
+	int count, n = 0;
+	ns_rr rr;
+
+	if (len > SPF_DNS_MSG_MAX || ns_initparse(msg, (int)len, &handle) < 0)
+		return rr_status(layer, domain, type, 0, TRY_AGAIN);
+	switch (ns_msg_getflag(handle, ns_f_rcode)) {
+	case ns_r_noerror:
+		break;
+	case ns_r_nxdomain:
+		/* RFC 2308: negative answers are cached by the resolver; the
+		 * TTL here only matters to a caching layer above us */
+		return rr_status(layer, domain, type, 0, HOST_NOT_FOUND);
+	default:
+		/* RFC 7208 2.6.7 and 5: SERVFAIL and any other rcode are
+		 * temperror, not "no such record" */
+		return rr_status(layer, domain, type, 0, TRY_AGAIN);
+	}
+	if (chain_end(&handle, domain, owner) < 0)
+		return rr_status(layer, domain, type, 0, TRY_AGAIN);
+
+	spfrr = rr_status(layer, domain, type, 0, NETDB_SUCCESS);
+	if (spfrr == NULL)
+		return NULL;
+	count = ns_msg_count(handle, ns_s_an);
+	for (int i = 0; i < count; i++) {
+		int rc;
+
+		if (ns_parserr(&handle, ns_s_an, i, &rr) < 0)
+			goto malformed;
+		if (ns_rr_type(rr) != type || ns_rr_class(rr) != ns_c_in ||
+		    !name_equal(ns_rr_name(rr), owner))
+			continue;
+		rc = rr_add(spfrr, n, &handle, &rr);
+		if (rc == -2) {
+			SPF_dns_rr_free(spfrr);
+			return NULL;
+		}
+		if (rc < 0)
+			goto malformed;
+		if (n == 0 || ns_rr_ttl(rr) < ttl)
+			ttl = ns_rr_ttl(rr);
+		spfrr->num_rr = ++n;
+	}
+	spfrr->ttl = (time_t)ttl;
+	if (n == 0)
+		spfrr->herrno = NO_DATA; /* RFC 2308 2.2: NODATA */
+	return spfrr;
+
+malformed:
+	/* half a record set could change a result: none of it counts */
+	SPF_dns_rr_free(spfrr);
+	return rr_status(layer, domain, type, 0, TRY_AGAIN);
+}
+
+/* spf_dns_lookup - the layer's lookup: ask, then parse */
+static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
+				    ns_type type, int should_cache)
+{
+	const struct spf_dns_layer *l = layer->hook;
+	unsigned char stackbuf[SPF_DNS_BUF];
+	unsigned char *buf = stackbuf, *big = NULL;
+	SPF_dns_rr_t *spfrr;
+	int len;
+
+	(void)should_cache; /* pc_dns_query() caches every answer */
+	if (type == ns_t_spf)
+		return rr_status(layer, domain, type, 0, NO_DATA);
+	if (!spf_dns_name_valid(domain))
+		/* RFC 7208 4.3: a malformed name is "none", as NXDOMAIN */
+		return rr_status(layer, domain, type, 0, HOST_NOT_FOUND);
+
+	len = l->query(domain, (int)type, buf, sizeof(stackbuf));
+	if (len > (int)sizeof(stackbuf)) {
+		/* the same question again, now answered from the cache */
+		size_t size = (size_t)len;
+
+		big = malloc(size);
+		if (big == NULL)
+			return NULL;
+		buf = big;
+		len = l->query(domain, (int)type, buf, size);
+		if (len > (int)size)
+			len = SPF_DNS_QUERY_ERROR; /* it grew again: give up */
+	}
+	if (len <= 0) {
+		/* SPF_DNS_QUERY_TIMEOUT, _ERROR: temperror either way */
+		free(big);
+		return rr_status(layer, domain, type, 0, TRY_AGAIN);
+	}
+	spfrr = spf_dns_parse(layer, domain, type, buf, (size_t)len);
+	free(big);
+	return spfrr;
+}
+
+/* spf_dns_destroy - free a layer */
+static void spf_dns_destroy(SPF_dns_server_t *layer)
+{
+	if (layer == NULL)
+		return;
+	free(layer->hook);
+	free(layer);
+}
+
+/* spf_dns_new - a layer asking query */
+SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query)
+{
+	SPF_dns_server_t *layer = calloc(1, sizeof(*layer));
+	struct spf_dns_layer *l = calloc(1, sizeof(*l));
+
+	if (layer == NULL || l == NULL) {
+		free(layer);
+		free(l);
+		return NULL;
+	}
+	l->query = query;
+	layer->destroy = spf_dns_destroy;
+	layer->lookup = spf_dns_lookup;
+	layer->get_spf = NULL;	 /* libspf2 fetches and picks the record */
+	layer->get_exp = NULL;	 /* and the explanation */
+	layer->add_cache = NULL;
+	layer->layer_below = NULL;
+	layer->name = "portcullis";
+	layer->hook = l;
+	return layer;
+}

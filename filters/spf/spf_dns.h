@@ -1,0 +1,81 @@
+/*
+ * spf_dns.h - the DNS layer of the spf filter: libspf2 over pc_dns_query()
+ *
+ * libspf2 asks its DNS questions through an SPF_dns_server_t, a table of
+ * functions ("a layer"). Its own resolv layer calls res_query() with the
+ * system's resolver; this one calls a query function with the signature
+ * of pc_dns_query() instead, so SPF lookups go through Portcullis' [dns]
+ * servers, timeout, retries and cache like every other filter's, and the
+ * tests can point them at a DNS server on a loopback port.
+ *
+ * spf_dns_new() builds a layer around a query function. libspf2 calls
+ * its lookup for one name and type and gets an SPF_dns_rr_t whose herrno
+ * says what DNS said (RFC 7208 sections 4.3, 4.4 and 5):
+ *
+ *	NETDB_SUCCESS	records of the type (num_rr of them, maybe 0)
+ *	HOST_NOT_FOUND	NXDOMAIN, or a name that cannot exist (an empty
+ *			label, a label over 63 or a name over 253 octets)
+ *	NO_DATA		the name exists, without records of the type
+ *	TRY_AGAIN	SERVFAIL, any other error rcode, no answer within
+ *			the resolver's timeout and retries, a reply that
+ *			cannot be parsed, or a local failure: libspf2's
+ *			"temperror"
+ *
+ * Queries for the SPF RR type (99) are answered NO_DATA without asking
+ * anyone: RFC 7208 3.1 discontinued the type and 4.4 has check_host()
+ * look at TXT only, and a receiver that still reads type 99 records can
+ * reach another result than the one the domain publishes in TXT.
+ *
+ * spf_dns_parse() is the pure half: a whole DNS reply in, an
+ * SPF_dns_rr_t out, no I/O, so the unit tests feed it hand-made replies.
+ * TXT (and type 99) records made of several character-strings are
+ * joined without separator (RFC 7208 3.3); records are taken from the
+ * answer section when their owner is the name asked or the end of a
+ * CNAME chain starting at it; the TTL is the smallest of theirs.
+ *
+ * Everything here is reentrant: a layer holds only its query function,
+ * so threads may share one.
+ */
+#ifndef SPF_DNS_H
+#define SPF_DNS_H
+
+#include <stddef.h>
+
+#include <netinet/in.h>
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
+
+/* As relay_addr.h: keep these names inside the shared object. */
+#pragma GCC visibility push(hidden)
+
+/* A query function: pc_dns_query() or a test's. */
+typedef int (*spf_dns_query_fn)(const char *name, int type,
+				unsigned char *answer, size_t len);
+
+/* What the query function returns when it has no reply (filter.h). */
+#define SPF_DNS_QUERY_TIMEOUT (-1)
+#define SPF_DNS_QUERY_ERROR (-2)
+
+/*
+ * spf_dns_new - a libspf2 DNS layer asking query; NULL when out of
+ * memory. Free it with SPF_dns_free() (or SPF_server_free() of a server
+ * made by SPF_server_new_dns(), which does not free it: see spf.c).
+ */
+SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query);
+
+/*
+ * spf_dns_parse - the SPF_dns_rr_t of the reply msg[0..len) to the
+ * question (domain, type), made by layer; NULL only when out of memory
+ */
+SPF_dns_rr_t *spf_dns_parse(SPF_dns_server_t *layer, const char *domain,
+			    ns_type type, const unsigned char *msg, size_t len);
+
+/*
+ * spf_dns_name_valid - whether domain can be asked at all: labels of 1
+ * to 63 octets, at most 253 octets without the trailing dot
+ */
+int spf_dns_name_valid(const char *domain);
+
+#pragma GCC visibility pop
+
+#endif
