@@ -471,10 +471,19 @@ static void spf_query(SPF_request_t *req, bool helo, SPF_response_t **respp)
 	req->cur_dom = helo ? req->helo_dom : req->env_from_dp;
 	err = SPF_server_get_record(req->spf_server, req, resp, &record);
 	if (err != SPF_E_SUCCESS) {
+		SPF_result_t result = resp->result;
+
 		if (record != NULL)
 			SPF_record_free(record);
-		/* the result get_record chose (none, temperror, ...) */
-		SPF_i_done(resp, resp->result, resp->reason, resp->err);
+		/*
+		 * libspf2 1.2.10 sets a result for "no record" and "several
+		 * records" only; a DNS failure (our layer's TRY_AGAIN) and a
+		 * record that does not compile come back without one.
+		 */
+		if (result == SPF_RESULT_INVALID)
+			result = err == SPF_E_DNS_ERROR ? SPF_RESULT_TEMPERROR
+							: SPF_RESULT_PERMERROR;
+		SPF_i_done(resp, result, resp->reason, err);
 		return;
 	}
 	resp->spf_record_exp = record;
@@ -528,6 +537,7 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	req = SPF_request_new(server);
 	if (req == NULL)
 		goto out;
+	spf_dns_set_request(layer, req);
 	if (ip->family == 4) {
 		struct in_addr a;
 

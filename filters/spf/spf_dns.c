@@ -31,10 +31,32 @@
 #define SPF_DNS_LABEL_MAX 63
 #define SPF_DNS_NAME_MAX 253
 
-/* The hook of a layer: only what it asks with. */
+/* The hook of a layer. */
 struct spf_dns_layer {
 	spf_dns_query_fn query;
+	SPF_request_t *request; /* the check under way, for explanations */
 };
+
+/*
+ * spf_dns_truncate - RFC 7208 7.3: a name longer than 253 octets (after
+ * macro expansion) loses labels on its left until it fits
+ */
+static const char *spf_dns_truncate(const char *domain)
+{
+	size_t len = strlen(domain);
+
+	if (len > 0 && domain[len - 1] == '.')
+		len--;
+	while (len > SPF_DNS_NAME_MAX) {
+		const char *dot = strchr(domain, '.');
+
+		if (dot == NULL)
+			break;
+		len -= (size_t)(dot + 1 - domain);
+		domain = dot + 1;
+	}
+	return domain;
+}
 
 /* spf_dns_name_valid - whether domain can be asked at all */
 int spf_dns_name_valid(const char *domain)
@@ -82,7 +104,7 @@ static SPF_dns_rr_t *rr_status(SPF_dns_server_t *layer, const char *domain,
 /*
  * chain_end - where the CNAME chain from qname ends inside the answer
  * section (qname itself without CNAMEs), in end[NS_MAXDNAME]; -1 when
- * the section cannot be parsed or the chain loops or runs too long
+ * the section cannot be parsed, -2 when the chain loops or runs too long
  */
 static int chain_end(ns_msg *handle, const char *qname, char *end)
 {
@@ -114,7 +136,7 @@ static int chain_end(ns_msg *handle, const char *qname, char *end)
 		if (!moved)
 			return 0;
 	}
-	return -1; /* a loop, or a chain no resolver would hand back */
+	return -2; /* a loop, or a chain no resolver would hand back */
 }
 
 /*
@@ -220,8 +242,18 @@ SPF_dns_rr_t *spf_dns_parse(SPF_dns_server_t *layer, const char *domain,
 		 * temperror, not "no such record" */
 		return rr_status(layer, domain, type, 0, TRY_AGAIN);
 	}
-	if (chain_end(&handle, domain, owner) < 0)
+	switch (chain_end(&handle, domain, owner)) {
+	case -1:
 		return rr_status(layer, domain, type, 0, TRY_AGAIN);
+	case -2:
+		/*
+		 * A CNAME loop is the zone's lasting mistake, not a passing
+		 * failure: the name leads nowhere (so RFC 7208 5.5 skips it
+		 * instead of giving temperror to mail that would be retried
+		 * for days).
+		 */
+		return rr_status(layer, domain, type, 0, HOST_NOT_FOUND);
+	}
 
 	spfrr = rr_status(layer, domain, type, 0, NETDB_SUCCESS);
 	if (spfrr == NULL)
@@ -270,6 +302,7 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	(void)should_cache; /* pc_dns_query() caches every answer */
 	if (type == ns_t_spf)
 		return rr_status(layer, domain, type, 0, NO_DATA);
+	domain = spf_dns_truncate(domain);
 	if (!spf_dns_name_valid(domain))
 		/* RFC 7208 4.3: a malformed name is "none", as NXDOMAIN */
 		return rr_status(layer, domain, type, 0, HOST_NOT_FOUND);
@@ -297,6 +330,105 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	return spfrr;
 }
 
+/*
+ * exp_escape - an explanation TXT record as libspf2's macro compiler can
+ * take it: it ends a macro-string at the first space, so each space
+ * becomes the space macro "%_" (the same text once expanded). NULL when
+ * the record is no explanation-string (RFC 7208 6.2, 7.1: printable
+ * ASCII and spaces; "%" followed by "%", "_", "-" or "{"), which is then
+ * ignored as a syntax error must be.
+ */
+static char *exp_escape(const char *txt)
+{
+	char *out = malloc(2 * strlen(txt) + 1), *o = out;
+
+	if (out == NULL)
+		return NULL;
+	for (const char *p = txt; *p; p++) {
+		unsigned char c = (unsigned char)*p;
+
+		if (c == ' ') {
+			*o++ = '%';
+			*o++ = '_';
+		} else if (c < 0x20 || c > 0x7e) {
+			goto invalid;
+		} else if (c == '%') {
+			if (p[1] != '%' && p[1] != '_' && p[1] != '-' &&
+			    p[1] != '{')
+				goto invalid;
+			*o++ = *p++;
+			*o++ = *p;
+		} else {
+			*o++ = (char)c;
+		}
+	}
+	*o = '\0';
+	return out;
+invalid:
+	free(out);
+	return NULL;
+}
+
+/*
+ * spf_dns_get_exp - the explanation of an exp= modifier (RFC 7208 6.2):
+ * the TXT record at domain, expanded as a macro-string into *bufp. Any
+ * error (DNS, no record, more than one, bad syntax) returns non-success,
+ * and libspf2 then has no explanation: the filter uses its own.
+ * libspf2's own fetch takes the first of several records and cannot
+ * parse spaces; this one is given the layer's request to expand with.
+ */
+static SPF_errcode_t spf_dns_get_exp(SPF_server_t *server, const char *domain,
+				     char **bufp, size_t *buflenp)
+{
+	SPF_dns_server_t *layer = server->resolver;
+	const struct spf_dns_layer *l = layer->hook;
+	SPF_response_t *scratch = NULL;
+	SPF_macro_t *macro = NULL;
+	char name[NS_MAXDNAME];
+	SPF_dns_rr_t *rr;
+	SPF_errcode_t err;
+	char *text = NULL;
+
+	if (l->request == NULL)
+		return SPF_E_NOT_CONFIG;
+	/* domain is *bufp, which the expansion overwrites */
+	if (strlen(domain) >= sizeof(name))
+		return SPF_E_BIG_STRING;
+	strcpy(name, domain);
+	rr = SPF_dns_lookup(layer, name, ns_t_txt, 1);
+	if (rr == NULL)
+		return SPF_E_NO_MEMORY;
+	err = SPF_E_NOT_SPF;
+	if (rr->herrno == NETDB_SUCCESS && rr->num_rr == 1 &&
+	    (text = exp_escape(rr->rr[0]->txt)) != NULL &&
+	    (scratch = SPF_response_new(l->request)) != NULL) {
+		err = SPF_record_compile_macro(server, scratch, &macro, text);
+		if (err == SPF_E_SUCCESS && SPF_response_errors(scratch) > 0)
+			err = SPF_E_SYNTAX;
+		if (err == SPF_E_SUCCESS)
+			/* the compiled data follows the header (spf_record.h) */
+			err = SPF_record_expand_data(
+				server, l->request, scratch,
+				(SPF_data_t *)((char *)macro + sizeof(*macro)),
+				macro->macro_len, bufp, buflenp);
+	}
+	if (macro != NULL)
+		SPF_macro_free(macro);
+	if (scratch != NULL)
+		SPF_response_free(scratch);
+	free(text);
+	SPF_dns_rr_free(rr);
+	return err;
+}
+
+/* spf_dns_set_request - the check the layer serves now */
+void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request)
+{
+	struct spf_dns_layer *l = layer->hook;
+
+	l->request = request;
+}
+
 /* spf_dns_destroy - free a layer */
 static void spf_dns_destroy(SPF_dns_server_t *layer)
 {
@@ -321,7 +453,7 @@ SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query)
 	layer->destroy = spf_dns_destroy;
 	layer->lookup = spf_dns_lookup;
 	layer->get_spf = NULL;	 /* libspf2 fetches and picks the record */
-	layer->get_exp = NULL;	 /* and the explanation */
+	layer->get_exp = spf_dns_get_exp;
 	layer->add_cache = NULL;
 	layer->layer_below = NULL;
 	layer->name = "portcullis";

@@ -12,9 +12,9 @@
  * its lookup for one name and type and gets an SPF_dns_rr_t whose herrno
  * says what DNS said (RFC 7208 sections 4.3, 4.4 and 5):
  *
- *	NETDB_SUCCESS	records of the type (num_rr of them, maybe 0)
- *	HOST_NOT_FOUND	NXDOMAIN, or a name that cannot exist (an empty
- *			label, a label over 63 or a name over 253 octets)
+ *	NETDB_SUCCESS	records of the type (num_rr of them)
+ *	HOST_NOT_FOUND	NXDOMAIN, a CNAME loop, or a name that cannot
+ *			exist (an empty label, a label over 63 octets)
  *	NO_DATA		the name exists, without records of the type
  *	TRY_AGAIN	SERVFAIL, any other error rcode, no answer within
  *			the resolver's timeout and retries, a reply that
@@ -33,8 +33,17 @@
  * answer section when their owner is the name asked or the end of a
  * CNAME chain starting at it; the TTL is the smallest of theirs.
  *
- * Everything here is reentrant: a layer holds only its query function,
- * so threads may share one.
+ * The layer also fetches the explanation of an exp= modifier (RFC 7208
+ * 6.2) in libspf2's place: exactly one TXT record, printable ASCII,
+ * expanded as a macro-string for the request given to
+ * spf_dns_set_request(). libspf2 1.2 would take the first of several
+ * records and stops reading a macro-string at its first space.
+ *
+ * An expanded name longer than 253 octets loses labels on its left
+ * (RFC 7208 7.3) before it is asked.
+ *
+ * spf_dns_parse() is reentrant. A layer serves one check at a time (the
+ * request it expands explanations for): spf.c builds one per check.
  */
 #ifndef SPF_DNS_H
 #define SPF_DNS_H
@@ -62,6 +71,12 @@ typedef int (*spf_dns_query_fn)(const char *name, int type,
  * made by SPF_server_new_dns(), which does not free it: see spf.c).
  */
 SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query);
+
+/*
+ * spf_dns_set_request - the request whose explanations the layer
+ * expands (NULL: none, explanations are not fetched)
+ */
+void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request);
 
 /*
  * spf_dns_parse - the SPF_dns_rr_t of the reply msg[0..len) to the

@@ -10,6 +10,7 @@
  * buffer, and the questions it must not ask at all.
  */
 #include <netdb.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -242,7 +243,7 @@ static void test_cname_chain_is_followed_to_its_end(void)
 	SPF_dns_rr_free(rr);
 }
 
-static void test_cname_loop_is_try_again(void)
+static void test_cname_loop_leads_nowhere(void)
 {
 	unsigned char rd[256];
 	SPF_dns_rr_t *rr;
@@ -252,7 +253,7 @@ static void test_cname_loop_is_try_again(void)
 	msg_rr(&m, "b.example.com", ns_t_cname, 60, rd,
 	       name_rdata(rd, "a.example.com"));
 	rr = parse("a.example.com", ns_t_txt);
-	CHECK_INT_EQ(rr->herrno, TRY_AGAIN);
+	CHECK_INT_EQ(rr->herrno, HOST_NOT_FOUND);
 	SPF_dns_rr_free(rr);
 }
 
@@ -356,15 +357,16 @@ static void test_nul_in_txt_cannot_shorten_a_record(void)
 static int fake_result;	  /* what fake_query returns when not a length */
 static unsigned fake_calls;
 static size_t fake_last_len;
+static char fake_last_name[1024];
 
 /* fake_query - hands back m, or fake_result when it is set */
 static int fake_query(const char *name, int type, unsigned char *answer,
 		      size_t len)
 {
-	(void)name;
 	(void)type;
 	fake_calls++;
 	fake_last_len = len;
+	snprintf(fake_last_name, sizeof(fake_last_name), "%s", name);
 	if (fake_result)
 		return fake_result;
 	memcpy(answer, m.b, m.len < len ? m.len : len);
@@ -399,15 +401,12 @@ static void test_lookup_of_spf_type_asks_nobody(void)
 
 static void test_lookup_of_impossible_names_asks_nobody(void)
 {
-	char longlabel[80], longname[300];
+	char longlabel[80];
 	const char *names[] = { "", ".", "a..example.com", ".example.com",
-				longlabel, longname };
+				longlabel };
 
 	memset(longlabel, 'a', 64);
 	strcpy(longlabel + 64, ".example.com");
-	for (size_t i = 0; i < 62; i++)
-		memcpy(longname + 4 * i, "abc.", 4);
-	strcpy(longname + 248, "example");
 	fake_calls = 0;
 	for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
 		SPF_dns_rr_t *rr = SPF_dns_lookup(layer, names[i], ns_t_txt, 1);
@@ -416,6 +415,23 @@ static void test_lookup_of_impossible_names_asks_nobody(void)
 		SPF_dns_rr_free(rr);
 	}
 	CHECK_UINT_EQ(fake_calls, 0);
+}
+
+static void test_long_names_lose_labels_on_the_left(void)
+{
+	char longname[300];
+	SPF_dns_rr_t *rr;
+
+	/* RFC 7208 7.3: 62 * "abc." + "example" is 255 octets */
+	for (size_t i = 0; i < 62; i++)
+		memcpy(longname + 4 * i, "abc.", 4);
+	strcpy(longname + 248, "example");
+	msg_start(&m, ns_r_nxdomain, "x", ns_t_txt);
+	rr = SPF_dns_lookup(layer, longname, ns_t_txt, 1);
+	CHECK_INT_EQ(rr->herrno, HOST_NOT_FOUND);
+	CHECK_STR_EQ(fake_last_name, longname + 4);
+	CHECK_UINT_EQ(strlen(fake_last_name), 251);
+	SPF_dns_rr_free(rr);
 }
 
 static void test_lookup_of_a_long_reply_asks_again_with_room(void)
@@ -437,6 +453,74 @@ static void test_lookup_of_a_long_reply_asks_again_with_room(void)
 	CHECK_INT_EQ(rr->herrno, NETDB_SUCCESS);
 	CHECK_INT_EQ(rr->num_rr, 40);
 	SPF_dns_rr_free(rr);
+}
+
+/* explain - what the layer's get_exp makes of the reply in m; NULL on error */
+static char *explain(void)
+{
+	SPF_server_t *server = SPF_server_new_dns(layer, 0);
+	SPF_request_t *req = SPF_request_new(server);
+	struct in_addr a;
+	char *buf = malloc(1);
+	size_t len = 1;
+	SPF_errcode_t err;
+
+	inet_pton(AF_INET, "192.0.2.7", &a);
+	SPF_request_set_ipv4(req, a);
+	SPF_request_set_env_from(req, "user@example.com");
+	req->cur_dom = req->env_from_dp;
+	spf_dns_set_request(layer, req);
+	strcpy(buf, "");
+	err = layer->get_exp(server, "exp.example.com", &buf, &len);
+	spf_dns_set_request(layer, NULL);
+	SPF_request_free(req);
+	SPF_server_free(server);
+	if (err != SPF_E_SUCCESS) {
+		free(buf);
+		return NULL;
+	}
+	return buf;
+}
+
+static void test_explanations_keep_spaces_and_expand_macros(void)
+{
+	static const char *const one[] = { "%{i} may not send for %{d}", "." , NULL };
+	unsigned char rd[512];
+	char *text;
+
+	msg_start(&m, ns_r_noerror, "exp.example.com", ns_t_txt);
+	msg_rr(&m, NULL, ns_t_txt, 60, rd, txt_rdata(rd, one));
+	text = explain();
+	CHECK_STR_EQ(text, "192.0.2.7 may not send for example.com.");
+	free(text);
+}
+
+static void test_bad_explanations_are_ignored(void)
+{
+	static const char *const a[] = { "one", NULL };
+	static const char *const b[] = { "two", NULL };
+	static const char *const nonascii[] = { "caf\xc3\xa9", NULL };
+	static const char *const badmacro[] = { "100% sure", NULL };
+	unsigned char rd[512];
+	char *text;
+
+	/* RFC 7208 6.2: more than one record, or none, is no explanation */
+	msg_start(&m, ns_r_noerror, "exp.example.com", ns_t_txt);
+	msg_rr(&m, NULL, ns_t_txt, 60, rd, txt_rdata(rd, a));
+	msg_rr(&m, NULL, ns_t_txt, 60, rd, txt_rdata(rd, b));
+	CHECK_NULL(text = explain());
+	free(text);
+	msg_start(&m, ns_r_noerror, "exp.example.com", ns_t_txt);
+	CHECK_NULL(text = explain());
+	free(text);
+	msg_start(&m, ns_r_noerror, "exp.example.com", ns_t_txt);
+	msg_rr(&m, NULL, ns_t_txt, 60, rd, txt_rdata(rd, nonascii));
+	CHECK_NULL(text = explain());
+	free(text);
+	msg_start(&m, ns_r_noerror, "exp.example.com", ns_t_txt);
+	msg_rr(&m, NULL, ns_t_txt, 60, rd, txt_rdata(rd, badmacro));
+	CHECK_NULL(text = explain());
+	free(text);
 }
 
 static void test_name_validity(void)
@@ -461,14 +545,17 @@ int main(void)
 	RUN(test_noerror_without_records_is_no_data);
 	RUN(test_servfail_and_other_rcodes_are_try_again);
 	RUN(test_cname_chain_is_followed_to_its_end);
-	RUN(test_cname_loop_is_try_again);
+	RUN(test_cname_loop_leads_nowhere);
 	RUN(test_mx_ptr_and_aaaa);
 	RUN(test_malformed_replies_are_try_again);
 	RUN(test_nul_in_txt_cannot_shorten_a_record);
 	RUN(test_lookup_timeout_and_error_are_try_again);
 	RUN(test_lookup_of_spf_type_asks_nobody);
 	RUN(test_lookup_of_impossible_names_asks_nobody);
+	RUN(test_long_names_lose_labels_on_the_left);
 	RUN(test_lookup_of_a_long_reply_asks_again_with_room);
+	RUN(test_explanations_keep_spaces_and_expand_macros);
+	RUN(test_bad_explanations_are_ignored);
 	RUN(test_name_validity);
 	SPF_dns_free(layer);
 	return unit_summary();
