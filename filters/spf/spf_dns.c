@@ -17,6 +17,7 @@
 #include <resolv.h>
 
 #include "spf_dns.h"
+#include "spf_syntax.h"
 
 /* The first reply buffer; a longer reply is asked again with its size. */
 #define SPF_DNS_BUF 4096
@@ -421,6 +422,97 @@ static SPF_errcode_t spf_dns_get_exp(SPF_server_t *server, const char *domain,
 	return err;
 }
 
+/* spf_fail_record - end a record fetch with a result and an error */
+static SPF_errcode_t spf_fail_record(SPF_response_t *response, SPF_result_t result,
+				     SPF_errcode_t code, const char *fmt,
+				     const char *domain, const char *detail)
+{
+	response->result = result;
+	response->reason = SPF_REASON_FAILURE;
+	return SPF_response_add_error(response, code, fmt, domain, detail);
+}
+
+/*
+ * spf_dns_get_spf - the record of request->cur_dom, compiled (RFC 7208
+ * 4.4, 4.5, 4.6), in libspf2's place: TXT only; no record, or a name
+ * that does not exist, is "none"; a DNS failure is "temperror"; several
+ * records, or one that breaks the grammar (spf_syntax.c), "permerror".
+ * libspf2 calls this for the first record and for every include and
+ * redirect; its error code tells temperror (SPF_E_DNS_ERROR) from the
+ * rest there.
+ */
+static SPF_errcode_t spf_dns_get_spf(SPF_server_t *server, SPF_request_t *request,
+				     SPF_response_t *response,
+				     SPF_record_t **recordp)
+{
+	const char *domain = request->cur_dom;
+	char err[256], *text = NULL;
+	SPF_dns_rr_t *rr;
+	SPF_errcode_t code;
+	int found = -1, count = 0;
+	size_t size;
+
+	*recordp = NULL;
+	if (domain == NULL)
+		return spf_fail_record(response, SPF_RESULT_PERMERROR, SPF_E_NOT_CONFIG,
+				       "No domain to check%s%s", "", "");
+	rr = SPF_dns_lookup(server->resolver, domain, ns_t_txt, 1);
+	if (rr == NULL)
+		return spf_fail_record(response, SPF_RESULT_TEMPERROR, SPF_E_NO_MEMORY,
+				       "Out of memory looking up '%s'%s", domain, "");
+	if (rr->herrno == TRY_AGAIN) {
+		SPF_dns_rr_free(rr);
+		return spf_fail_record(response, SPF_RESULT_TEMPERROR, SPF_E_DNS_ERROR,
+				       "Temporary DNS failure for '%s'%s", domain, "");
+	}
+	for (int i = 0; rr->herrno == NETDB_SUCCESS && i < rr->num_rr; i++)
+		if (spf_record_select(rr->rr[i]->txt)) {
+			found = i;
+			count++;
+		}
+	if (count == 0) {
+		SPF_dns_rr_free(rr);
+		return spf_fail_record(response, SPF_RESULT_NONE, SPF_E_NOT_SPF,
+				       "No SPF record for '%s'%s", domain, "");
+	}
+	if (count > 1) {
+		SPF_dns_rr_free(rr);
+		return spf_fail_record(response, SPF_RESULT_PERMERROR,
+				       SPF_E_MULTIPLE_RECORDS,
+				       "Several SPF records for '%s'%s", domain, "");
+	}
+	size = 4 * strlen(rr->rr[found]->txt) + 64;
+	text = malloc(size);
+	if (text == NULL) {
+		SPF_dns_rr_free(rr);
+		return spf_fail_record(response, SPF_RESULT_TEMPERROR, SPF_E_NO_MEMORY,
+				       "Out of memory for the record of '%s'%s",
+				       domain, "");
+	}
+	if (spf_record_check(rr->rr[found]->txt,
+			     request->client_ver == AF_INET6 ? 6
+			     : request->client_ver == AF_INET ? 4 : 0,
+			     text, size, err, sizeof(err)) < 0) {
+		SPF_dns_rr_free(rr);
+		free(text);
+		return spf_fail_record(response, SPF_RESULT_PERMERROR, SPF_E_SYNTAX,
+				       "Syntax error in the SPF record of '%s': %s",
+				       domain, err);
+	}
+	SPF_dns_rr_free(rr);
+	code = SPF_record_compile(server, response, recordp, text);
+	free(text);
+	if (code != SPF_E_SUCCESS) {
+		/* valid by RFC 7208, refused by libspf2 (see the README) */
+		if (*recordp != NULL)
+			SPF_record_free(*recordp);
+		*recordp = NULL;
+		response->result = SPF_RESULT_PERMERROR;
+		response->reason = SPF_REASON_FAILURE;
+	}
+	return code;
+}
+
 /* spf_dns_set_request - the check the layer serves now */
 void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request)
 {
@@ -452,7 +544,7 @@ SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query)
 	l->query = query;
 	layer->destroy = spf_dns_destroy;
 	layer->lookup = spf_dns_lookup;
-	layer->get_spf = NULL;	 /* libspf2 fetches and picks the record */
+	layer->get_spf = spf_dns_get_spf;
 	layer->get_exp = spf_dns_get_exp;
 	layer->add_cache = NULL;
 	layer->layer_below = NULL;
