@@ -1,0 +1,428 @@
+"""
+test_spf_filter.py - the built-in spf filter end to end: the real daemon
+loads filters/.libs/spf.so, asks a real DNS server on loopback
+(tests/dns/dnsserver.py) through its [dns] section, and relays to a
+capture backend that keeps the exact bytes (and, once, to a real
+Postfix that delivers the message).
+
+The test clients connect from 127.0.0.1 (and ::1), which trusted_networks
+spares by default: so trusted_networks is empty here, except in the test
+that shows a trusted client skipped. The zone publishes records that
+name 127.0.0.1 (pass), refuse everyone (fail, with an exp= explanation),
+soft-fail, break the grammar (permerror), and one name never answers
+(temperror).
+
+PORTCULLIS_FILTER_DIR overrides where spf.so is looked for (default
+<project>/filters/.libs).
+"""
+
+import json
+import os
+import re
+import sys
+import unittest
+
+from harness import (PROJECT, Portcullis, Postfix, ProxyTestCase, has_ipv6,
+                     make_message, make_tempdir)
+import harness  # noqa: E402
+
+sys.path.insert(0, os.path.join(PROJECT, "tests", "dns"))
+try:
+    from dnsserver import DNSServer
+except ImportError:  # pragma: no cover - skipped below
+    DNSServer = None
+
+FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
+    PROJECT, "filters", ".libs")
+
+AUTHSERV = "proxy.portcullis.test"
+RCPT = "bob@example.test"
+
+ZONE = {
+    "pass.test": [{"TXT": "v=spf1 ip4:127.0.0.1 ip6:::1 -all"}],
+    "fail.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all exp=why.fail.test"}],
+    "why.fail.test": [{"TXT": ["%{i} is not one of %{d}'s ",
+                               "mail servers"]}],
+    "noexp.test": [{"TXT": "v=spf1 -all"}],
+    "soft.test": [{"TXT": "v=spf1 ~all"}],
+    "neutral.test": [{"TXT": "v=spf1 ?all"}],
+    "perm.test": [{"TXT": "v=spf1 ip4:127.0.0.1 moo -all"}],
+    "slow.test": ["TIMEOUT"],
+    "helo-pass.test": [{"TXT": "v=spf1 a -all"}, {"A": "127.0.0.1"}],
+    "helo-fail.test": [{"TXT": "v=spf1 -all"}],
+    # "nospf.test": no records at all (NXDOMAIN): none
+}
+
+DNS = None
+
+
+def setUpModule():
+    global DNS
+    if not harness.filters_supported():
+        raise unittest.SkipTest("this daemon does not run filters yet")
+    if DNSServer is None:
+        raise unittest.SkipTest("tests/dns/dnsserver.py (python3-dnslib) "
+                                "is not there")
+    so = os.path.join(FILTER_DIR, "spf.so")
+    if not os.path.exists(so):
+        raise unittest.SkipTest("spf filter not built: %s" % so)
+    DNS = DNSServer(ZONE).start()
+    problem = daemon_problem()
+    if problem:
+        tearDownModule()
+        raise unittest.SkipTest(problem)
+
+
+def tearDownModule():
+    global DNS
+    if DNS is not None:
+        DNS.stop()
+        DNS = None
+
+
+def spf_section(trusted="", timeout=20, **options):
+    """[dns] (the test server) and [filter spf]; trusted None: the
+    default trusted_networks."""
+    lines = ["", "[dns]",
+             "servers = 127.0.0.1:%d" % (DNS.port if DNS else 53),
+             "timeout = 1", "retries = 0", "",
+             "[filter spf]", "module = spf", "timeout = %d" % timeout,
+             "on_error = tempfail"]
+    if trusted is not None:
+        lines.append("trusted_networks = %s" % trusted)
+    for k, v in options.items():
+        lines.append("%s = %s" % (k, v))
+    return "\n".join(lines) + "\n"
+
+
+def config_for(p, section):
+    """A complete configuration text for Portcullis p with the spf filter."""
+    if p.dir is None:
+        p.dir = make_tempdir("portcullis-proxy-")
+    p.kwargs.setdefault("filters", "spf")
+    p.kwargs.setdefault("filter_dir", FILTER_DIR)
+    p.kwargs.setdefault("authserv_id", AUTHSERV)
+    p.extra = section
+    return p.config_text()
+
+
+def daemon_problem():
+    """Why the daemon cannot load the spf filter with a [dns] section (None
+    when it can): pc_dns_query or [dns] not in the build yet."""
+    p = Portcullis(backend_port=9)
+    try:
+        r = p.check_config(config_for(p, spf_section()))
+    finally:
+        p.stop()
+    if r.returncode != 0:
+        return ("the daemon cannot load the spf filter with [dns]: "
+                + (r.stderr + r.stdout).decode(errors="replace")[-400:])
+    return None
+
+
+def spf_results(record):
+    """The spf filter's results in a decision record, merged."""
+    merged = {}
+
+    def walk(x):
+        if isinstance(x, dict):
+            if x.get("filter") == "spf" or x.get("name") == "spf":
+                merged.update(x.get("results") or {})
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(record)
+    return merged
+
+
+def header_lines(raw):
+    """The header fields of a message (bytes), unfolded, in order:
+    [(lower-case name, value)]."""
+    head = raw.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode()
+    fields = []
+    for line in head.split("\n"):
+        if line[:1] in (" ", "\t") and fields:
+            fields[-1] = (fields[-1][0], fields[-1][1] + " " + line.strip())
+        elif ":" in line:
+            name, value = line.split(":", 1)
+            fields.append((name.strip().lower(), value.strip()))
+    return fields
+
+
+class SPFFilterTest(ProxyTestCase):
+    """The daemon with the spf filter in front of a capture backend."""
+
+    def proxy(self, section=None, **kw):
+        backend = self.start_capture()
+        kw.setdefault("filters", "spf")
+        kw.setdefault("filter_dir", FILTER_DIR)
+        kw.setdefault("authserv_id", AUTHSERV)
+        kw.setdefault("max_errors", "100")
+        p = self.start_proxy(backend_port=backend.port,
+                             extra=section or spf_section(), **kw)
+        p.backend = backend
+        return p
+
+    def mail(self, p, sender, helo="client.example.test", host="127.0.0.1"):
+        """EHLO and MAIL FROM:<sender>; (client, MAIL reply)."""
+        c = self.client(p.port, host=host)
+        c.ehlo(helo)
+        return c, c.cmd("MAIL FROM:<%s>" % sender)
+
+    def deliver(self, p, sender, helo="client.example.test",
+                host="127.0.0.1"):
+        """A whole transaction that must be accepted; the bytes the
+        backend got."""
+        c, r = self.mail(p, sender, helo, host)
+        self.assertReply(r, 250, msg="MAIL FROM:<%s>" % sender)
+        self.assertReply(c.cmd("RCPT TO:<%s>" % RCPT), 250)
+        self.assertReply(c.cmd("DATA"), 354)
+        c.send(harness.dot_stuff(make_message(subject="spf " + sender)))
+        self.assertReply(c.reply(), 250, msg="end of data")
+        c.cmd("QUIT")
+        got = p.backend.wait_messages(1, 10)
+        self.assertTrue(got, "the backend got nothing")
+        return got[-1]
+
+    def record(self, p, **match):
+        recs = p.wait_transaction(count=1, timeout=10, **match)
+        self.assertTrue(recs, "no transaction record: %r" % p.decisions())
+        return recs[-1]
+
+    # -- results and what they do ------------------------------------
+
+    def test_pass_is_delivered_with_received_spf_and_auth_results_on_top(self):
+        p = self.proxy()
+        raw = self.deliver(p, "alice@pass.test")
+        fields = header_lines(raw)
+        self.assertEqual([n for n, _ in fields[:2]],
+                         ["received-spf", "authentication-results"], fields)
+        rspf = fields[0][1]
+        self.assertRegex(rspf, r"^pass \(")
+        for kv in ("client-ip=127.0.0.1", 'envelope-from="alice@pass.test"',
+                   "helo=client.example.test", "receiver=" + AUTHSERV,
+                   "identity=mailfrom"):
+            self.assertIn(kv, rspf)
+        self.assertEqual(fields[1][1], "%s; spf=pass smtp.mailfrom=pass.test"
+                         % AUTHSERV)
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual(res.get("spf"), "pass", res)
+        self.assertEqual(res.get("identity"), "mailfrom")
+        self.assertEqual(res.get("domain"), "pass.test")
+        self.assertIn("mechanism", res)
+
+    def test_fail_is_refused_at_mail_with_the_domains_explanation(self):
+        p = self.proxy()
+        c, r = self.mail(p, "mallory@fail.test")
+        self.assertReply(r, 550, "5.7.23")
+        self.assertIn("127.0.0.1 is not one of fail.test's mail servers",
+                      r.text)
+        c.cmd("QUIT")
+        self.assertFalse(p.backend.messages())
+        res = spf_results(self.record(p))
+        self.assertEqual(res.get("spf"), "fail", res)
+        self.assertEqual(res.get("explanation"),
+                         "127.0.0.1 is not one of fail.test's mail servers")
+        self.assertEqual(res.get("explanation_source"), "domain")
+
+    def test_fail_without_explanation_says_why_in_our_words(self):
+        p = self.proxy()
+        c, r = self.mail(p, "mallory@noexp.test")
+        self.assertReply(r, 550, "5.7.23")
+        self.assertIn("noexp.test", r.text)
+        self.assertIn("127.0.0.1", r.text)
+        c.cmd("QUIT")
+        res = spf_results(self.record(p))
+        self.assertEqual(res.get("explanation_source"), "local", res)
+
+    def test_fail_may_be_set_to_tempfail_or_accept(self):
+        p = self.proxy(spf_section(fail="tempfail"))
+        c, r = self.mail(p, "mallory@fail.test")
+        self.assertReply(r, 451, "4.7.23")
+        c.cmd("QUIT")
+        p = self.proxy(spf_section(fail="accept"))
+        raw = self.deliver(p, "mallory@fail.test")
+        self.assertRegex(header_lines(raw)[0][1], r"^fail \(")
+
+    def test_temperror_is_451_4_7_24(self):
+        p = self.proxy()
+        c, r = self.mail(p, "alice@slow.test")
+        self.assertReply(r, 451, "4.7.24")
+        c.cmd("QUIT")
+        res = spf_results(self.record(p))
+        self.assertEqual(res.get("spf"), "temperror", res)
+        self.assertIn("error", res)
+
+    def test_softfail_is_accepted_and_recorded(self):
+        p = self.proxy()
+        raw = self.deliver(p, "alice@soft.test")
+        fields = dict(header_lines(raw))
+        self.assertRegex(fields["received-spf"], r"^softfail ")
+        self.assertIn("spf=softfail", fields["authentication-results"])
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual(res.get("spf"), "softfail", res)
+
+    def test_neutral_and_none_are_accepted(self):
+        p = self.proxy()
+        for sender, result in (("alice@neutral.test", "neutral"),
+                               ("alice@nospf.test", "none")):
+            raw = self.deliver(p, sender)
+            self.assertRegex(dict(header_lines(raw))["received-spf"],
+                             r"^%s " % result)
+
+    def test_permerror_is_accepted_by_default(self):
+        p = self.proxy()
+        raw = self.deliver(p, "alice@perm.test")
+        self.assertRegex(dict(header_lines(raw))["received-spf"],
+                         r"^permerror ")
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual(res.get("spf"), "permerror", res)
+        self.assertIn("moo", res.get("error", ""))
+
+    def test_permerror_is_refused_when_configured(self):
+        p = self.proxy(spf_section(permerror="reject"))
+        c, r = self.mail(p, "alice@perm.test")
+        self.assertReply(r, 550, "5.7.24")
+        c.cmd("QUIT")
+
+    def test_softfail_refused_when_configured(self):
+        p = self.proxy(spf_section(softfail="reject"))
+        c, r = self.mail(p, "alice@soft.test")
+        self.assertReply(r, 550, "5.7.23")
+        c.cmd("QUIT")
+
+    # -- identities ----------------------------------------------------
+
+    def test_null_sender_checks_the_helo(self):
+        p = self.proxy()
+        raw = self.deliver(p, "", helo="helo-pass.test")
+        fields = header_lines(raw)
+        self.assertRegex(fields[0][1], r"^pass ")
+        self.assertIn("identity=helo", fields[0][1])
+        self.assertNotIn("envelope-from", fields[0][1])
+        self.assertEqual(fields[1][1], "%s; spf=pass smtp.helo=helo-pass.test"
+                         % AUTHSERV)
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual((res.get("identity"), res.get("domain")),
+                         ("helo", "helo-pass.test"), res)
+
+    def test_null_sender_from_a_helo_that_fails_is_refused(self):
+        p = self.proxy()
+        c, r = self.mail(p, "", helo="helo-fail.test")
+        self.assertReply(r, 550, "5.7.23")
+        c.cmd("QUIT")
+
+    @unittest.skipUnless(has_ipv6(), "no IPv6 loopback")
+    def test_ipv6_client_is_checked(self):
+        from harness import free_port
+        port6 = free_port()
+        backend = self.start_capture()
+        p = self.start_proxy(backend_port=backend.port, port6=port6,
+                             filters="spf", filter_dir=FILTER_DIR,
+                             authserv_id=AUTHSERV, extra=spf_section())
+        p.backend = backend
+        c = self.client(port6, host="::1")
+        c.ehlo("client.example.test")
+        self.assertReply(c.cmd("MAIL FROM:<alice@pass.test>"), 250)
+        c.cmd("RSET")
+        self.assertReply(c.cmd("MAIL FROM:<mallory@fail.test>"), 550,
+                         "5.7.23")
+        c.cmd("QUIT")
+
+    # -- trusted clients -----------------------------------------------
+
+    def test_trusted_client_is_not_checked(self):
+        p = self.proxy(spf_section(trusted=None))   # 127.0.0.0/8, ::1/128
+        asked = DNS.count("fail.test", "TXT")
+        raw = self.deliver(p, "mallory@fail.test")
+        names = [n for n, _ in header_lines(raw)]
+        self.assertNotIn("received-spf", names)
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual((res.get("spf"), res.get("reason")),
+                         ("skipped", "trusted"), res)
+        self.assertEqual(DNS.count("fail.test", "TXT"), asked,
+                         "a trusted client's domain was looked up")
+
+    # -- a real backend ------------------------------------------------
+
+    def test_postfix_delivers_the_stamped_message(self):
+        postfix = Postfix()
+        self.addCleanup(postfix.stop)
+        postfix.start()
+        p = self.start_proxy(backend_port=postfix.port, filters="spf",
+                             filter_dir=FILTER_DIR, authserv_id=AUTHSERV,
+                             extra=spf_section())
+        c = self.client(p.port)
+        r = c.mail_transaction("alice@pass.test", [RCPT],
+                               make_message(subject="spf to postfix"),
+                               helo="client.example.test")
+        self.assertReply(r["end"], 250)
+        c.cmd("QUIT")
+        msg = postfix.find_message("bob", b"Subject: spf to postfix\n", 20)
+        self.assertTrue(msg, "bob got nothing")
+        names = [n for n, _ in header_lines(msg)]
+        # Postfix adds its own trace fields above ours
+        self.assertIn("received-spf", names)
+        self.assertLess(names.index("received-spf"),
+                        names.index("authentication-results"))
+        self.assertLess(names.index("authentication-results"),
+                        names.index("from"))
+
+
+class SPFConfigTest(ProxyTestCase):
+    """portcullis -t refuses bad spf options, naming file, line and key."""
+
+    def setUp(self):
+        if DNS is None:
+            self.skipTest("no DNS server")
+        self.p = Portcullis(backend_port=1)
+        self.addCleanup(self.p.stop)
+
+    def check(self, **options):
+        text = config_for(self.p, spf_section(**options))
+        return self.p.check_config(text), text
+
+    def assertNamed(self, key, **options):
+        r, text = self.check(**options)
+        err = (r.stderr + r.stdout).decode(errors="replace")
+        self.assertNotEqual(r.returncode, 0, "accepted:\n" + text)
+        lines = text.split("\n")
+        idx = [i for i, l in enumerate(lines)
+               if l.split("=")[0].strip() == key]
+        self.assertTrue(idx, "test bug: no line for %s" % key)
+        path = os.path.join(self.p.dir, "check.conf")
+        self.assertRegex(err, r"%s:%d: (\[filter spf\] )?%s: \S" % (
+            re.escape(path), idx[-1] + 1, re.escape(key)))
+        return err
+
+    def test_good_config_passes(self):
+        r, text = self.check(fail="tempfail", softfail="reject",
+                             neutral="accept", none="accept",
+                             permerror="reject", temperror="accept",
+                             receiver="mx.example.org",
+                             trusted="10.0.0.0/8, 2001:db8::/32")
+        self.assertEqual(r.returncode, 0,
+                         (r.stderr + r.stdout).decode(errors="replace"))
+
+    def test_bad_action_is_reported(self):
+        err = self.assertNamed("fail", fail="bounce")
+        self.assertIn("bounce", err)
+
+    def test_temperror_cannot_be_rejected(self):
+        self.assertNamed("temperror", temperror="reject")
+
+    def test_bad_trusted_network_is_reported(self):
+        err = self.assertNamed("trusted_networks", trusted="10.0.0.0/33")
+        self.assertIn("10.0.0.0/33", err)
+
+    def test_bad_receiver_is_reported(self):
+        self.assertNamed("receiver", receiver="not a host")
+
+    def test_misspelt_option_is_refused(self):
+        self.assertNamed("softfial", softfial="reject")
+
+
+if __name__ == "__main__":
+    unittest.main()
