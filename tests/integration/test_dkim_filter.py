@@ -30,6 +30,7 @@ import json
 import os
 import re
 import subprocess
+import threading
 import sys
 import unittest
 
@@ -673,6 +674,50 @@ class DaemonTest(DKIMTestCase):
         self.assertEqual(o.action, "rejected")
         self.assertRegex(o.reply, r"^550 5\.7\.20 ")
         self.assertEqual(p.backend.messages(), [])
+
+    def test_concurrent_sessions_get_their_own_results(self):
+        # the filter's hooks run on a thread pool; one DKIM_LIB serves all
+        p = self.proxy(filter_threads="8")
+        expected, msgs = {}, []
+        for i in range(24):
+            key, sel = (("ed", b"ed") if i % 3 == 0 else ("rsa", b"rsa"))
+            msg = sign(message(subject="DKIM concurrent %d" % i), sel,
+                       key=key)
+            if i % 2:
+                msg = change_body_byte(msg)
+            mid = re.search(rb"Message-ID: (<[^>]+>)", msg).group(1)
+            expected[mid] = "fail" if i % 2 else "pass"
+            msgs.append(msg)
+        errors = []
+
+        def session(batch):
+            c = harness.SMTPClient(p.port)
+            try:
+                c.connect()
+                c.ehlo("mx.example.com")
+                for m in batch:
+                    r = c.mail_transaction("alice@example.com",
+                                           ["bob@example.org"], m)
+                    if r["end"].code != 250:
+                        errors.append(r["end"])
+                c.cmd("QUIT")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+            finally:
+                c.close()
+        threads = [threading.Thread(target=session, args=(msgs[i::8],))
+                   for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertEqual(errors, [])
+        got = p.backend.wait_messages(len(msgs), 30)
+        self.assertEqual(len(got), len(msgs))
+        for raw in got:
+            mid = re.search(rb"Message-ID: (<[^>]+>)", raw).group(1)
+            (result, _), = resinfos(raw)
+            self.assertEqual(result, expected[mid], raw[:600])
 
     def test_dns_timeout_through_the_daemon(self):
         p = self.proxy(dkim_section(on_temperror="tempfail"))
