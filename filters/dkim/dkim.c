@@ -911,7 +911,8 @@ static void pcdkim_verdict_of(DKIM *dkim, DKIM_SIGINFO *sig, struct pcdkim_verdi
 		b[blen < sizeof(b) ? blen : sizeof(b) - 1] = '\0';
 		pcdkim_printable(v->b, sizeof(v->b), b);
 	}
-	v->alg = pcdkim_alg_name(sig);
+	/* a signature that did not parse has no algorithm to speak of */
+	v->alg = v->result == RES_NEUTRAL ? NULL : pcdkim_alg_name(sig);
 }
 
 /*
@@ -978,6 +979,7 @@ static void pcdkim_add_results(pc_ctx *ctx, const struct pcdkim_verdict *v, size
 	size_t nfields = 0;
 	char *cur = NULL;
 	size_t curlen = 0;
+	bool oom = true;
 
 	if (!authserv || !*authserv)
 		authserv = "localhost";
@@ -1016,12 +1018,13 @@ static void pcdkim_add_results(pc_ctx *ctx, const struct pcdkim_verdict *v, size
 	}
 	fields[nfields++] = cur;
 	cur = NULL;
+	oom = false;
 	/* inserted at the top one by one: the last first keeps the order */
 	for (size_t i = nfields; i-- > 0;)
 		if (pc_header_insert(ctx, PCDKIM_AR_NAME, fields[i]) < 0)
 			pc_log(ctx, PC_LOG_WARNING, "could not add %s", PCDKIM_AR_NAME);
 out:
-	if (!fields || cur)
+	if (oom)
 		pc_log(ctx, PC_LOG_ERROR, "out of memory for %s", PCDKIM_AR_NAME);
 	for (size_t i = 0; i < nfields; i++)
 		free(fields[i]);

@@ -81,8 +81,9 @@ class Key:
     def __init__(self, kind, path):
         self.kind = kind
         self.path = path
-        if kind == "rsa":
-            pem = openssl("genrsa", "-traditional", "2048")
+        if kind.startswith("rsa"):
+            bits = kind[3:] or "2048"
+            pem = openssl("genrsa", "-traditional", bits)
             der = openssl("pkey", "-pubout", "-outform", "DER", data=pem)
             self.dkimpy_key = pem
             self.alg = b"rsa-sha256"
@@ -114,6 +115,8 @@ def make_zone():
         key_name("rsa2", "example.net"): [{"TXT": KEYS["rsa2"].txt}],
         key_name("sign", "signer.test"): [{"TXT": KEYS["sign"].txt}],
         key_name("signed", "signer.test"): [{"TXT": KEYS["signed"].txt}],
+        key_name("small", "example.com"): [{"TXT": KEYS["small"].txt}],
+        key_name("revoked", "example.com"): [{"TXT": "v=DKIM1; k=rsa; p="}],
         key_name("slow", "example.com"): ["TIMEOUT"],
         key_name("broken", "example.com"): ["SERVFAIL"],
         # "gone": no record at all (NXDOMAIN)
@@ -150,6 +153,7 @@ def setUpModule():
         "rsa2": Key("rsa", os.path.join(TMP, "rsa2.pem")),
         "sign": Key("rsa", os.path.join(TMP, "sign.pem")),
         "signed": Key("ed25519", os.path.join(TMP, "signed.pem")),
+        "small": Key("rsa768", os.path.join(TMP, "small.pem")),
     }
     ZONE = make_zone()
     DNS = DNSServer(ZONE).start()
@@ -547,6 +551,30 @@ class VerifyTest(DKIMTestCase):
         s, r = self.run_cases([simple, relaxed])
         self.assertEqual(resinfos(s.headers)[0][0], "fail")
         self.assertEqual(resinfos(r.headers)[0][0], "pass")
+
+    def test_unparsable_signature_is_neutral(self):
+        msg = b"DKIM-Signature: v=1; a=rsa-sha256; d=example.com\r\n" + \
+            sign(message())
+        o = self.run_cases([msg])[0]
+        (r1, p1), (r2, _) = resinfos(o.headers)
+        self.assertEqual((r1, p1.get("header.d")), ("neutral", "example.com"))
+        self.assertIn("selector", p1.get("reason", ""))
+        self.assertEqual(r2, "pass")        # the good one still counts
+        self.assertEqual(o.results.get("dkim"), "pass")
+
+    def test_rsa_sha1_and_small_keys_are_policy(self):
+        m = message()
+        sha1 = dkim.sign(m, b"rsa", b"example.com", KEYS["rsa"].dkimpy_key,
+                         signature_algorithm=b"rsa-sha1") + m
+        small = sign(message(), b"small", key="small")
+        for o in self.run_cases([sha1, small]):
+            (result, props), = resinfos(o.headers)
+            self.assertEqual(result, "policy", o)
+            self.assertTrue(props.get("reason"), o)
+
+    def test_revoked_key_is_permerror(self):
+        o = self.run_cases([sign(message(), b"revoked")])[0]
+        self.assertResults(o, [("permerror", "example.com", "revoked")])
 
     def test_unsigned_mail_is_dkim_none(self):
         o = self.run_cases([message()])[0]
