@@ -21,6 +21,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <ini.h>
 
 #include "conf.h"
@@ -34,6 +37,8 @@ enum conf_type {
 	CONF_SIZE,	/* bytes with optional k/m/g suffix */
 	CONF_ENUM,	/* one of names[] */
 	CONF_ADDRS,	/* comma-separated host:port list */
+	CONF_MILLIS,	/* seconds with up to three decimals, kept in ms */
+	CONF_IPADDRS,	/* comma-separated IP:port list, may be empty */
 };
 
 struct conf_param {
@@ -92,6 +97,12 @@ static const struct conf_param conf_params[] = {
 	{ "backend", "timeout_data_block", CONF_SECONDS, F(backend_timeout_data_block), 0, "180", false, 1, 3600, NULL },
 	{ "backend", "timeout_data_end", CONF_SECONDS, F(backend_timeout_data_end), 0, "600", false, 1, 3600, NULL },
 	{ "backend", "keepalive", CONF_SECONDS, F(backend_keepalive), 0, "60", false, 1, 3600, NULL },
+	{ "dns", "servers", CONF_IPADDRS, F(dns_servers), F(ndns_servers), "", false, 0, 0, NULL },
+	{ "dns", "timeout", CONF_MILLIS, F(dns_timeout_ms), 0, "5", false, 1, 300000, NULL },
+	{ "dns", "retries", CONF_UINT, F(dns_retries), 0, "2", false, 0, 10, NULL },
+	{ "dns", "cache_size", CONF_UINT, F(dns_cache_size), 0, "10000", false, 0, 10000000, NULL },
+	{ "dns", "max_ttl", CONF_SECONDS, F(dns_max_ttl), 0, "86400", false, 0, 2147483647, NULL },
+	{ "dns", "negative_ttl", CONF_SECONDS, F(dns_negative_ttl), 0, "3600", false, 0, 2147483647, NULL },
 	{ "log", "decisions", CONF_STRING, F(decisions), 0, "syslog", false, 0, 0, NULL },
 	{ "log", "diagnostics", CONF_ENUM, F(diagnostics_syslog), 0, "syslog", false, 0, 0, diag_names },
 	{ "log", "level", CONF_ENUM, F(log_level), 0, "info", false, 0, 0, level_names },
@@ -158,6 +169,44 @@ const char *conf_parse_number(const char *value, bool suffixes,
 		return "number too large";
 	*out = n * mult;
 	return NULL;
+}
+
+/* conf_parse_millis - seconds, "5" or "0.25", as milliseconds */
+static const char *conf_parse_millis(const char *value, unsigned long long *out)
+{
+	unsigned long long ms = 0, scale = 1000;
+	const char *p = value;
+
+	if (!isdigit((unsigned char)*p))
+		return "expected seconds such as 5 or 0.5";
+	for (; isdigit((unsigned char)*p); p++) {
+		if (ms > 1000000000ULL)
+			return "number too large";
+		ms = ms * 10 + (unsigned)(*p - '0');
+	}
+	ms *= 1000;
+	if (*p == '.') {
+		if (!isdigit((unsigned char)*++p))
+			return "expected seconds such as 5 or 0.5";
+		for (; isdigit((unsigned char)*p); p++) {
+			if ((scale /= 10) == 0)
+				return "at most three decimals (milliseconds)";
+			ms += scale * (unsigned)(*p - '0');
+		}
+	}
+	if (*p)
+		return "expected seconds such as 5 or 0.5";
+	*out = ms;
+	return NULL;
+}
+
+/* conf_numeric_host - whether host is an IPv4 or IPv6 literal */
+static bool conf_numeric_host(const char *host)
+{
+	unsigned char buf[sizeof(struct in6_addr)];
+
+	return inet_pton(AF_INET, host, buf) == 1 ||
+	       inet_pton(AF_INET6, host, buf) == 1;
 }
 
 /* conf_parse_addr - one "host:port" or "[v6]:port" */
@@ -233,6 +282,13 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 		else
 			*(unsigned *)field = (unsigned)n;
 		return NULL;
+	case CONF_MILLIS:
+		if ((err = conf_parse_millis(value, &n)))
+			return err;
+		if (n < p->min || n > p->max)
+			return "value out of range";
+		*(unsigned *)field = (unsigned)n;
+		return NULL;
 	case CONF_ENUM:
 		for (int i = 0; p->names[i]; i++) {
 			if (strcasecmp(value, p->names[i]) == 0) {
@@ -241,7 +297,8 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 			}
 		}
 		return "not one of the allowed values";
-	case CONF_ADDRS: {
+	case CONF_ADDRS:
+	case CONF_IPADDRS: {
 		struct conf_addr *addrs = (struct conf_addr *)field;
 		size_t *count = (size_t *)((char *)conf + p->count_offset);
 		const char *s = value;
@@ -261,10 +318,13 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 			memset(&addrs[*count], 0, sizeof(addrs[0]));
 			if ((err = conf_parse_addr(b, (size_t)(e - b), &addrs[*count])))
 				return err;
+			/* A name server cannot be found by name: its IP is needed. */
+			if (p->type == CONF_IPADDRS && !conf_numeric_host(addrs[*count].host))
+				return "expected an IP address, not a name";
 			(*count)++;
 			s = comma ? comma + 1 : end;
 		}
-		if (*count == 0)
+		if (*count == 0 && p->type == CONF_ADDRS)
 			return "no address given";
 		return NULL;
 	}

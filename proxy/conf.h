@@ -93,6 +93,15 @@ struct conf {
 	unsigned backend_timeout_data_end;
 	unsigned backend_keepalive;
 
+	/* [dns]: the resolver of pc_dns_query() (dns.c) */
+	struct conf_addr dns_servers[CONF_MAX_ADDRS]; /* IP:port literals */
+	size_t ndns_servers; /* 0: the system's (/etc/resolv.conf) */
+	unsigned dns_timeout_ms; /* per server and try */
+	unsigned dns_retries;	 /* tries after the first */
+	unsigned dns_cache_size; /* entries; 0: no cache */
+	unsigned dns_max_ttl;
+	unsigned dns_negative_ttl;
+
 	/* [log] */
 	char *decisions;
 	int diagnostics_syslog; /* 0 stderr, 1 syslog (an enum like the others) */

@@ -17,6 +17,7 @@
 
 #include "chain.h"
 #include "conf.h"
+#include "dns.h"
 #include "log.h"
 #include "master.h"
 
@@ -74,6 +75,10 @@ int main(int argc, char **argv)
 		return 1;
 	if (check) {
 		/* Load the filters too: their options are checked by init(). */
+		if (dns_init(conf) < 0) {
+			conf_free(conf);
+			return 1;
+		}
 		struct chain *chain = conf->nchain ? chain_load(conf, stderr) : NULL;
 		if (conf->nchain && !chain) {
 			conf_free(conf);

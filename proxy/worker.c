@@ -33,6 +33,7 @@
 
 #include "chain.h"
 #include "decision.h"
+#include "dns.h"
 #include "log.h"
 #include "pipeline.h"
 #include "relay.h"
@@ -246,6 +247,9 @@ int worker_load_chain(const struct conf *conf, struct chain **chain)
 	FILE *errs;
 
 	*chain = NULL;
+	/* The resolver first: a filter's init may already ask DNS questions. */
+	if (dns_init(conf) < 0)
+		return -1;
 	if (conf->nchain == 0)
 		return 0;
 	errs = open_memstream(&err, &errlen);

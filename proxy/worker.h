@@ -50,8 +50,9 @@ struct worker {
 };
 
 /*
- * worker_load_chain - load the configuration's filter chain (or NULL
- * when it has none); errors are logged, and the result is -1
+ * worker_load_chain - configure the resolver (dns_init()), then load the
+ * configuration's filter chain (or NULL when it has none); errors are
+ * logged, and the result is -1
  */
 int worker_load_chain(const struct conf *conf, struct chain **chain);
 

@@ -1,0 +1,37 @@
+/*
+ * dns.h - the resolver behind pc_dns_query() (the public half is in
+ * portcullis/filter.h)
+ *
+ * dns_init() takes the [dns] section: the servers, the timeout and
+ * retries, and the cache. Call it in every process before its filters
+ * are loaded (their init may already ask DNS questions); calling it again
+ * (a reload) replaces the settings and empties the cache. Queries made
+ * before any dns_init() use the defaults of the [dns] section, the
+ * system's name servers included.
+ *
+ * pc_dns_query() may then be called from any thread; it blocks that
+ * thread only. dns_thread_done() and dns_shutdown() exist for programs
+ * that want to free everything before they exit (tests, tools).
+ */
+#ifndef PORTCULLIS_DNS_H
+#define PORTCULLIS_DNS_H
+
+#include "conf.h"
+#include "dnscache.h"
+
+/* dns_init - apply the [dns] section (again); 0, or -1 after logging why */
+int dns_init(const struct conf *conf);
+
+/*
+ * dns_stats - the cache's counters (all zero when the cache is off);
+ * returns whether there is a cache
+ */
+bool dns_stats(struct dnscache_stats *stats);
+
+/* dns_thread_done - free the calling thread's channel now (else at thread exit) */
+void dns_thread_done(void);
+
+/* dns_shutdown - free the cache and the calling thread's channel */
+void dns_shutdown(void);
+
+#endif
