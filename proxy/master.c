@@ -213,6 +213,27 @@ static int master_check_chain(const struct conf *conf)
 	return 0;
 }
 
+/*
+ * master_check_chain_as - the same, in a child that first becomes the
+ * user the workers run as (files the filters read must be theirs to read)
+ */
+static int master_check_chain_as(const struct conf *conf, struct passwd *pw)
+{
+	int status;
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return -1;
+	}
+	if (pid == 0)
+		_exit(master_drop(pw) < 0 || master_check_chain(conf) < 0 ? 1 : 0);
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return -1;
+	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
+}
+
 /* master_run - run the service */
 int master_run(struct conf *conf)
 {
@@ -229,19 +250,19 @@ int master_run(struct conf *conf)
 				    (int)getuid(), conf->user);
 		} else if (!(pw = getpwnam(conf->user))) {
 			log_error("user %s: no such user", conf->user);
-			return 1;
+			goto fail;
 		}
 	} else if (getuid() == 0) {
 		log_warning("running as root: set [portcullis] user");
 	}
 	if (master_listen(conf) < 0 || master_prepare(conf, pw) < 0)
-		return 1;
+		goto fail;
+	/* Check the chain as the workers will load it: as the user. */
+	if (master_check_chain_as(conf, pw) < 0)
+		goto fail;
 	master_write_pid(conf);
 	if (master_drop(pw) < 0)
-		return 1;
-	/* Check the chain as the workers will load it: as the user. */
-	if (master_check_chain(conf) < 0)
-		return 1;
+		goto fail;
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
@@ -344,4 +365,8 @@ int master_run(struct conf *conf)
 	conf_free(conf);
 	log_info("stopped");
 	return 0;
+fail:
+	free(pid_file);
+	conf_free(conf);
+	return 1;
 }
