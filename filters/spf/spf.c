@@ -491,10 +491,13 @@ static void spf_query(SPF_request_t *req, bool helo, SPF_response_t **respp)
 	SPF_record_free(record);
 }
 
-/* spf_first_error - the first error message of a response, or NULL */
-static const char *spf_first_error(SPF_response_t *resp)
+/*
+ * spf_last_error - the last error message of a response (the one that
+ * ended the evaluation), or NULL
+ */
+static const char *spf_last_error(SPF_response_t *resp)
 {
-	for (int i = 0; i < SPF_response_messages(resp); i++) {
+	for (int i = SPF_response_messages(resp) - 1; i >= 0; i--) {
 		SPF_error_t *e = SPF_response_message(resp, i);
 
 		if (e != NULL && SPF_error_errorp(e))
@@ -569,6 +572,13 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	spf_query(req, tx->helo_identity, &resp);
 	if (resp == NULL)
 		goto out;
+	if (spf_dns_voids_exceeded(layer)) {
+		/* RFC 7208 4.6.4: evaluation ends at the third void lookup */
+		SPF_response_add_error(resp, SPF_E_BIG_DNS,
+				       "More than 2 void DNS lookups");
+		SPF_i_done(resp, SPF_RESULT_PERMERROR, SPF_REASON_NONE,
+			   SPF_E_BIG_DNS);
+	}
 	tx->result = spf_map_result(SPF_response_result(resp));
 	if (spf_set(&tx->comment, SPF_response_get_header_comment(resp)) < 0)
 		goto out;
@@ -577,7 +587,7 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	    spf_set(&tx->mechanism, spf_mechanism(SPF_response_reason(resp))) < 0)
 		goto out;
 	if (tx->result == SPF_TEMPERROR || tx->result == SPF_PERMERROR) {
-		text = spf_first_error(resp);
+		text = spf_last_error(resp);
 		if (text == NULL)
 			text = SPF_strerror(SPF_response_errcode(resp));
 		if (spf_set(&tx->problem, text) < 0)

@@ -8,6 +8,7 @@
  * and NULL only when memory ran out.
  */
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -25,6 +26,12 @@
 /* The largest DNS message (RFC 1035 4.2.2: a TCP length is 16 bits). */
 #define SPF_DNS_MSG_MAX 65535
 
+/* RFC 7208 4.6.4: terms with DNS lookups per check, PTR names checked,
+ * void lookups. */
+#define SPF_DNS_LOOKUPS_MAX 10
+#define SPF_DNS_PTR_MAX 10
+#define SPF_DNS_VOIDS_MAX 2
+
 /* CNAME links followed inside one reply before giving up on it. */
 #define SPF_DNS_CHAIN_MAX 8
 
@@ -36,6 +43,10 @@
 struct spf_dns_layer {
 	spf_dns_query_fn query;
 	SPF_request_t *request; /* the check under way, for explanations */
+	unsigned lookups;	/* DNS terms of the records fetched for it */
+	unsigned voids;		/* void lookups of its terms */
+	char **hosts;		/* names from MX and PTR answers */
+	size_t nhosts;
 };
 
 /*
@@ -290,9 +301,9 @@ malformed:
 	return rr_status(layer, domain, type, 0, TRY_AGAIN);
 }
 
-/* spf_dns_lookup - the layer's lookup: ask, then parse */
-static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
-				    ns_type type, int should_cache)
+/* spf_dns_ask - one question: ask, then parse */
+static SPF_dns_rr_t *spf_dns_ask(SPF_dns_server_t *layer, const char *domain,
+				 ns_type type)
 {
 	const struct spf_dns_layer *l = layer->hook;
 	unsigned char stackbuf[SPF_DNS_BUF];
@@ -300,7 +311,6 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	SPF_dns_rr_t *spfrr;
 	int len;
 
-	(void)should_cache; /* pc_dns_query() caches every answer */
 	if (type == ns_t_spf)
 		return rr_status(layer, domain, type, 0, NO_DATA);
 	domain = spf_dns_truncate(domain);
@@ -329,6 +339,80 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	spfrr = spf_dns_parse(layer, domain, type, buf, (size_t)len);
 	free(big);
 	return spfrr;
+}
+
+/* host_listed - whether name came in an MX or PTR answer of this check */
+static bool host_listed(const struct spf_dns_layer *l, const char *name)
+{
+	for (size_t i = 0; i < l->nhosts; i++)
+		if (name_equal(l->hosts[i], name))
+			return true;
+	return false;
+}
+
+/* host_list - remember the names of an MX or PTR answer; -1 when out of
+ * memory */
+static int host_list(struct spf_dns_layer *l, const SPF_dns_rr_t *spfrr)
+{
+	char **hosts = realloc(l->hosts, (l->nhosts + (size_t)spfrr->num_rr) *
+					     sizeof(*hosts));
+
+	if (hosts == NULL)
+		return -1;
+	l->hosts = hosts;
+	for (int i = 0; i < spfrr->num_rr; i++) {
+		/* mx and ptr are the same bytes of the union */
+		if ((hosts[l->nhosts] = strdup(spfrr->rr[i]->ptr)) == NULL)
+			return -1;
+		l->nhosts++;
+	}
+	return 0;
+}
+
+/*
+ * spf_dns_lookup - the layer's lookup, for libspf2: a question, with the
+ * accounting of RFC 7208 4.6.4
+ *
+ * - Of more than 10 PTR names, all but the first 10 MUST be ignored
+ *   (libspf2 would make it a permerror instead).
+ * - "Void lookups" (NXDOMAIN, or no records) of terms SHOULD be limited
+ *   to two; libspf2 has no such limit, so the layer counts them and the
+ *   filter reads spf_dns_voids_exceeded() after the check. A term's
+ *   lookup is an A, AAAA or MX question for a name that no MX or PTR
+ *   answer of this check gave: the address lookups of MX hosts and PTR
+ *   names are not terms of their own, and a PTR lookup may be the %{p}
+ *   macro's, for a client that has no reverse name at all.
+ */
+static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
+				    ns_type type, int should_cache)
+{
+	struct spf_dns_layer *l = layer->hook;
+	SPF_dns_rr_t *spfrr;
+
+	(void)should_cache; /* pc_dns_query() caches every answer */
+	spfrr = spf_dns_ask(layer, domain, type);
+	if (spfrr == NULL)
+		return NULL;
+	if (type == ns_t_ptr && spfrr->num_rr > SPF_DNS_PTR_MAX)
+		spfrr->num_rr = SPF_DNS_PTR_MAX;
+	if ((type == ns_t_mx || type == ns_t_ptr) &&
+	    spfrr->herrno == NETDB_SUCCESS && host_list(l, spfrr) < 0) {
+		SPF_dns_rr_free(spfrr);
+		return NULL;
+	}
+	if ((type == ns_t_a || type == ns_t_aaaa || type == ns_t_mx) &&
+	    (spfrr->herrno == HOST_NOT_FOUND || spfrr->herrno == NO_DATA) &&
+	    !host_listed(l, domain))
+		l->voids++;
+	return spfrr;
+}
+
+/* spf_dns_voids_exceeded - more than two void lookups in this check? */
+int spf_dns_voids_exceeded(SPF_dns_server_t *layer)
+{
+	const struct spf_dns_layer *l = layer->hook;
+
+	return l->voids > SPF_DNS_VOIDS_MAX;
 }
 
 /*
@@ -396,7 +480,7 @@ static SPF_errcode_t spf_dns_get_exp(SPF_server_t *server, const char *domain,
 	if (strlen(domain) >= sizeof(name))
 		return SPF_E_BIG_STRING;
 	strcpy(name, domain);
-	rr = SPF_dns_lookup(layer, name, ns_t_txt, 1);
+	rr = spf_dns_ask(layer, name, ns_t_txt);
 	if (rr == NULL)
 		return SPF_E_NO_MEMORY;
 	err = SPF_E_NOT_SPF;
@@ -445,7 +529,9 @@ static SPF_errcode_t spf_dns_get_spf(SPF_server_t *server, SPF_request_t *reques
 				     SPF_response_t *response,
 				     SPF_record_t **recordp)
 {
+	struct spf_dns_layer *l = server->resolver->hook;
 	const char *domain = request->cur_dom;
+	unsigned lookups = 0;
 	char err[256], *text = NULL;
 	SPF_dns_rr_t *rr;
 	SPF_errcode_t code;
@@ -492,7 +578,7 @@ static SPF_errcode_t spf_dns_get_spf(SPF_server_t *server, SPF_request_t *reques
 	if (spf_record_check(rr->rr[found]->txt,
 			     request->client_ver == AF_INET6 ? 6
 			     : request->client_ver == AF_INET ? 4 : 0,
-			     text, size, err, sizeof(err)) < 0) {
+			     text, size, &lookups, err, sizeof(err)) < 0) {
 		SPF_dns_rr_free(rr);
 		free(text);
 		return spf_fail_record(response, SPF_RESULT_PERMERROR, SPF_E_SYNTAX,
@@ -500,6 +586,19 @@ static SPF_errcode_t spf_dns_get_spf(SPF_server_t *server, SPF_request_t *reques
 				       domain, err);
 	}
 	SPF_dns_rr_free(rr);
+	/*
+	 * RFC 7208 4.6.4: at most 10 terms with DNS lookups per check, the
+	 * included and redirected records' too. libspf2 counts per record;
+	 * the sum is kept here, counted as a record is fetched (processing
+	 * limits are part of the syntax check, 4.6).
+	 */
+	l->lookups += lookups;
+	if (l->lookups > SPF_DNS_LOOKUPS_MAX) {
+		free(text);
+		return spf_fail_record(response, SPF_RESULT_PERMERROR, SPF_E_BIG_DNS,
+				       "More than 10 DNS lookups with the record of '%s'%s",
+				       domain, "");
+	}
 	code = SPF_record_compile(server, response, recordp, text);
 	free(text);
 	if (code != SPF_E_SUCCESS) {
@@ -524,9 +623,15 @@ void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request)
 /* spf_dns_destroy - free a layer */
 static void spf_dns_destroy(SPF_dns_server_t *layer)
 {
+	struct spf_dns_layer *l;
+
 	if (layer == NULL)
 		return;
-	free(layer->hook);
+	l = layer->hook;
+	for (size_t i = 0; i < l->nhosts; i++)
+		free(l->hosts[i]);
+	free(l->hosts);
+	free(l);
 	free(layer);
 }
 

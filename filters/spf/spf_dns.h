@@ -39,6 +39,12 @@
  * spf_dns_set_request(). libspf2 1.2 would take the first of several
  * records and stops reading a macro-string at its first space.
  *
+ * It fetches and checks the records, too (RFC 7208 4.4 to 4.6): TXT only,
+ * one "v=spf1" record, valid by the RFC's grammar (spf_syntax.c), and at
+ * most 10 terms with DNS lookups over the record and those it includes
+ * or redirects to; PTR answers are cut to 10 names; void lookups are
+ * counted (spf_dns_voids_exceeded()).
+ *
  * An expanded name longer than 253 octets loses labels on its left
  * (RFC 7208 7.3) before it is asked.
  *
@@ -77,6 +83,13 @@ SPF_dns_server_t *spf_dns_new(spf_dns_query_fn query);
  * expands (NULL: none, explanations are not fetched)
  */
 void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request);
+
+/*
+ * spf_dns_voids_exceeded - whether the check made more than two void
+ * lookups (RFC 7208 4.6.4): then its result is "permerror", whatever
+ * libspf2 says (see spf_dns.c)
+ */
+int spf_dns_voids_exceeded(SPF_dns_server_t *layer);
 
 /*
  * spf_dns_parse - the SPF_dns_rr_t of the reply msg[0..len) to the

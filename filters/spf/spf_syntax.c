@@ -297,6 +297,7 @@ static bool ip6_network_check(const char *s, size_t n)
 struct record_state {
 	bool has_all;
 	int redirects, exps;
+	unsigned lookups; /* terms that cause DNS lookups (RFC 7208 4.6.4) */
 };
 
 /* The kinds of a term, for the normalized record. */
@@ -325,7 +326,7 @@ static int modifier_check(const char *t, size_t n, size_t eq,
 			return set_err(err, errsize, "a second %.*s= modifier",
 				       (int)eq, t);
 		*kind = redirect ? TERM_REDIRECT : TERM_EXP;
-		return 0;
+		return 0; /* a redirect is counted if it stays (has_all) */
 	}
 	if (!macro_string_check(v, vn, true, &ends_in_macro))
 		return set_err(err, errsize, "bad macro-string in \"%.*s\"",
@@ -359,6 +360,7 @@ static int directive_check(const char *t, size_t n, struct record_state *st,
 	if (word_is(m, name, "include") || word_is(m, name, "exists")) {
 		if (rn < 2 || r[0] != ':' || !domain_spec_check(r + 1, rn - 1))
 			goto bad;
+		st->lookups++;
 		return 0;
 	}
 	if (word_is(m, name, "a") || word_is(m, name, "mx")) {
@@ -369,12 +371,14 @@ static int directive_check(const char *t, size_t n, struct record_state *st,
 		if (rn != 0 && (rn < 2 || r[0] != ':' ||
 				!domain_spec_check(r + 1, rn - 1)))
 			goto bad;
+		st->lookups++;
 		return 0;
 	}
 	if (word_is(m, name, "ptr")) {
 		if (rn != 0 && (rn < 2 || r[0] != ':' ||
 				!domain_spec_check(r + 1, rn - 1)))
 			goto bad;
+		st->lookups++;
 		return 0;
 	}
 	if (word_is(m, name, "ip4") || word_is(m, name, "ip6")) {
@@ -508,11 +512,12 @@ int spf_record_select(const char *txt)
 
 /* spf_record_check - check and normalize a record */
 int spf_record_check(const char *record, int family, char *out,
-		     size_t outsize, char *err, size_t errsize)
+		     size_t outsize, unsigned *lookups, char *err,
+		     size_t errsize)
 {
 	struct { const char *t; size_t n; enum term_kind kind; } terms[256];
 	size_t nterms = 0, o;
-	struct record_state st = { false, 0, 0 };
+	struct record_state st = { false, 0, 0, 0 };
 	const char *p;
 
 	if (!spf_record_select(record))
@@ -554,5 +559,8 @@ int spf_record_check(const char *record, int family, char *out,
 				out_add(out, outsize, &o, terms[i].t, terms[i].n)))
 			return set_err(err, errsize, "no room");
 	}
+	if (st.redirects > 0 && !st.has_all)
+		st.lookups++;
+	*lookups = st.lookups;
 	return 0;
 }

@@ -33,11 +33,14 @@
  * spf_record_check - check record (beginning "v=spf1", as selected by RFC
  * 7208 4.5) for a client of address family 4 or 6 (0: unknown); 0 with
  * the normalized record in out (outsize bytes; four times the record's
- * length and 64 bytes more are always enough), or -1 with what is wrong
- * in err (errsize bytes)
+ * length and 64 bytes more are always enough) and in *lookups the number
+ * of its terms that cause DNS lookups (include, a, mx, ptr, exists and a
+ * redirect that stays: RFC 7208 4.6.4), or -1 with what is wrong in err
+ * (errsize bytes)
  */
 int spf_record_check(const char *record, int family, char *out,
-		     size_t outsize, char *err, size_t errsize);
+		     size_t outsize, unsigned *lookups, char *err,
+		     size_t errsize);
 
 /*
  * spf_record_select - whether a TXT string is an SPF version 1 record

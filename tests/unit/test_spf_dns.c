@@ -523,6 +523,57 @@ static void test_bad_explanations_are_ignored(void)
 	free(text);
 }
 
+static void test_void_lookups_of_terms_are_counted(void)
+{
+	SPF_dns_server_t *l = spf_dns_new(fake_query);
+	unsigned char rd[256];
+	SPF_dns_rr_t *rr;
+
+	/* an MX answer: its hosts' address lookups are not terms */
+	msg_start(&m, ns_r_noerror, "example.com", ns_t_mx);
+	rd[0] = 0, rd[1] = 10;
+	msg_rr(&m, NULL, ns_t_mx, 60, rd, 2 + name_rdata(rd + 2, "mx1.example.com"));
+	SPF_dns_rr_free(SPF_dns_lookup(l, "example.com", ns_t_mx, 1));
+	msg_start(&m, ns_r_nxdomain, "mx1.example.com", ns_t_a);
+	for (int i = 0; i < 3; i++)
+		SPF_dns_rr_free(SPF_dns_lookup(l, "mx1.example.com", ns_t_a, 1));
+	CHECK(!spf_dns_voids_exceeded(l));
+	/* two void terms are allowed, the third is one too many */
+	msg_start(&m, ns_r_nxdomain, "err.example.com", ns_t_a);
+	SPF_dns_rr_free(SPF_dns_lookup(l, "err.example.com", ns_t_a, 1));
+	msg_start(&m, ns_r_noerror, "err1.example.com", ns_t_aaaa);
+	SPF_dns_rr_free(SPF_dns_lookup(l, "err1.example.com", ns_t_aaaa, 1));
+	CHECK(!spf_dns_voids_exceeded(l));
+	/* a PTR lookup is never counted (the %{p} macro makes them) */
+	msg_start(&m, ns_r_nxdomain, "4.3.2.1.in-addr.arpa", ns_t_ptr);
+	rr = SPF_dns_lookup(l, "4.3.2.1.in-addr.arpa", ns_t_ptr, 1);
+	SPF_dns_rr_free(rr);
+	CHECK(!spf_dns_voids_exceeded(l));
+	msg_start(&m, ns_r_noerror, "err2.example.com", ns_t_mx);
+	SPF_dns_rr_free(SPF_dns_lookup(l, "err2.example.com", ns_t_mx, 1));
+	CHECK(spf_dns_voids_exceeded(l));
+	SPF_dns_free(l);
+}
+
+static void test_ptr_answers_are_cut_to_ten_names(void)
+{
+	unsigned char rd[256];
+	char name[64];
+	SPF_dns_rr_t *rr;
+
+	msg_start(&m, ns_r_noerror, "5.3.2.1.in-addr.arpa", ns_t_ptr);
+	for (int i = 0; i < 12; i++) {
+		snprintf(name, sizeof(name), "e%d.example.com", i);
+		msg_rr(&m, NULL, ns_t_ptr, 60, rd, name_rdata(rd, name));
+	}
+	rr = SPF_dns_lookup(layer, "5.3.2.1.in-addr.arpa", ns_t_ptr, 1);
+	CHECK_INT_EQ(rr->herrno, NETDB_SUCCESS);
+	CHECK_INT_EQ(rr->num_rr, 10);
+	if (rr->num_rr == 10)
+		CHECK_STR_EQ(rr->rr[9]->ptr, "e9.example.com");
+	SPF_dns_rr_free(rr);
+}
+
 static void test_name_validity(void)
 {
 	CHECK(spf_dns_name_valid("example.com"));
@@ -556,6 +607,8 @@ int main(void)
 	RUN(test_lookup_of_a_long_reply_asks_again_with_room);
 	RUN(test_explanations_keep_spaces_and_expand_macros);
 	RUN(test_bad_explanations_are_ignored);
+	RUN(test_void_lookups_of_terms_are_counted);
+	RUN(test_ptr_answers_are_cut_to_ten_names);
 	RUN(test_name_validity);
 	SPF_dns_free(layer);
 	return unit_summary();

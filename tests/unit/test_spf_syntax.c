@@ -59,11 +59,12 @@ static const char *const malformed[] = {
 static void test_malformed_records_are_refused(void)
 {
 	char out[512], err[256];
+	unsigned lookups;
 
 	for (size_t i = 0; i < sizeof(malformed) / sizeof(malformed[0]); i++) {
 		err[0] = '\0';
-		if (spf_record_check(malformed[i], 4, out, sizeof(out), err,
-				     sizeof(err)) != -1) {
+		if (spf_record_check(malformed[i], 4, out, sizeof(out), &lookups,
+				     err, sizeof(err)) != -1) {
 			unit_fail_begin(__FILE__, __LINE__);
 			fprintf(stderr, "accepted: \"%s\" as \"%s\"\n",
 				malformed[i], out);
@@ -124,10 +125,11 @@ static const struct {
 static void test_valid_records_are_normalized(void)
 {
 	char out[512], err[256];
+	unsigned lookups;
 
 	for (size_t i = 0; i < sizeof(valid) / sizeof(valid[0]); i++) {
 		int rc = spf_record_check(valid[i].record, valid[i].family, out,
-					  sizeof(out), err, sizeof(err));
+					  sizeof(out), &lookups, err, sizeof(err));
 
 		if (valid[i].normalized == NULL) {
 			CHECK_INT_EQ(rc, -1);
@@ -158,9 +160,33 @@ static void test_record_selection(void)
 static void test_small_output_buffers_are_refused(void)
 {
 	char out[10], err[64];
+	unsigned lookups;
 
 	CHECK_INT_EQ(spf_record_check("v=spf1 ip4:192.0.2.1 -all", 4, out,
-				      sizeof(out), err, sizeof(err)), -1);
+				      sizeof(out), &lookups, err, sizeof(err)), -1);
+}
+
+static void test_terms_with_dns_lookups_are_counted(void)
+{
+	static const struct {
+		const char *record;
+		unsigned lookups;
+	} cases[] = {
+		{ "v=spf1 ip4:192.0.2.1 ip6:::1 -all exp=e.example.com", 0 },
+		{ "v=spf1 a mx ptr exists:%{i}.example.com include:x.example.com", 5 },
+		{ "v=spf1 a redirect=r.example.com", 2 },
+		{ "v=spf1 a redirect=r.example.com -all", 1 }, /* ignored */
+		{ "v=spf1 a/0 -all", 1 },
+	};
+	char out[512], err[256];
+	unsigned lookups;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		lookups = 99;
+		CHECK_INT_EQ(spf_record_check(cases[i].record, 4, out, sizeof(out),
+					      &lookups, err, sizeof(err)), 0);
+		CHECK_UINT_EQ(lookups, cases[i].lookups);
+	}
 }
 
 int main(void)
@@ -169,5 +195,6 @@ int main(void)
 	RUN(test_valid_records_are_normalized);
 	RUN(test_record_selection);
 	RUN(test_small_output_buffers_are_refused);
+	RUN(test_terms_with_dns_lookups_are_counted);
 	return unit_summary();
 }
