@@ -20,9 +20,10 @@ Two ways in, both the real pipeline and the real filter:
     per session, any client address); when that tool cannot load the
     filter yet, the same cases go through the daemon.
 
-PORTCULLIS_FILTER_DIR overrides where dkim.so is looked for (default
-<project>/filters/.libs); FILTERHOST the tool (default
-<project>/tests/tools/filterhost).
+PORTCULLIS_FILTER_DIR overrides where dkim.so is looked for, FILTERHOST
+the tool; by default both come from the build of PORTCULLIS_BIN
+(BUILD/filters/.libs/dkim.so, BUILD/tests/tools/filterhost), so the
+sanitized build of tests/run tests its own filter.
 """
 
 import base64
@@ -49,10 +50,14 @@ try:
 except ImportError:  # pragma: no cover - skipped below
     DNSServer = None
 
+# The build the daemon comes from (tests/run builds outside the tree):
+# its filters and its filterhost.
+BUILD = os.path.dirname(os.path.dirname(os.path.abspath(
+    harness.PORTCULLIS_BIN)))
 FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
-    PROJECT, "filters", ".libs")
+    BUILD, "filters", ".libs")
 FILTERHOST = os.environ.get("FILTERHOST") or os.path.join(
-    PROJECT, "tests", "tools", "filterhost")
+    BUILD, "tests", "tools", "filterhost")
 
 AUTHSERV = "proxy.portcullis.test"
 UNTRUSTED = "10.0.0.0/8"        # the test clients (127.0.0.1) are strangers
