@@ -61,8 +61,9 @@
  * passed, none, or the first signature's result; "signed" or "unsigned"
  * for trusted mail), "signatures" (one "RESULT d=... s=... a=..." per
  * signature, "; "-separated, with the reason in parentheses), "ignored"
- * (signatures past max_signatures) and "require" (the required author
- * domain that decided).
+ * (signatures past max_signatures) and "require" (a required author
+ * domain and what it came to: "example.com: pass", "...: no passing
+ * signature", "...: key lookup failed").
  *
  * The instance (its DKIM_LIB included) is built by init and only read
  * afterwards; libopendkim handles are per message, so concurrent
@@ -1083,6 +1084,7 @@ static enum pc_status pcdkim_policy(pc_ctx *ctx, const struct pcdkim_job *job,
 {
 	const struct pcdkim_instance *di = job->inst;
 	bool passed = false, temperror = false;
+	char note[RELAY_DOMAIN_BUF + 32];
 
 	for (size_t a = 0; a < job->nauthors; a++) {
 		bool required = false, ok = false, temp = false;
@@ -1100,11 +1102,12 @@ static enum pc_status pcdkim_policy(pc_ctx *ctx, const struct pcdkim_job *job,
 			else if (v[i].result == RES_TEMPERROR)
 				temp = true;
 		}
-		if (ok) {
-			pc_result(ctx, "require", job->authors[a]);
+		snprintf(note, sizeof(note), "%s: %s", job->authors[a],
+			 ok ? "pass" : temp ? "key lookup failed"
+					    : "no passing signature");
+		pc_result(ctx, "require", note);
+		if (ok)
 			continue;
-		}
-		pc_result(ctx, "require", job->authors[a]);
 		if (temp) {
 			pc_log(ctx, PC_LOG_INFO,
 			       "required domain %s: key lookup failed",

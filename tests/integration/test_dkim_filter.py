@@ -637,6 +637,8 @@ class RequireTest(DKIMTestCase):
         self.assertEqual(o.action, "rejected", o)
         self.assertRegex(o.reply, r"^550 5\.7\.20 ", o)
         self.assertIn("example.com", o.reply)
+        self.assertEqual(o.results.get("require"),
+                         "example.com: no passing signature", o)
 
     def test_required_domain_with_failing_signature_is_refused(self):
         o = self.run_cases([change_body_byte(sign(message()))],
@@ -655,6 +657,7 @@ class RequireTest(DKIMTestCase):
         for o in out:
             self.assertResults(o, [("pass", "example.com",
                                     resinfos(o.headers)[0][1]["header.s"])])
+            self.assertEqual(o.results.get("require"), "example.com: pass")
 
     def test_a_second_from_of_a_required_domain_needs_its_signature(self):
         # signed by example.net for its own From, with a From of
