@@ -10,7 +10,8 @@ pass, and fail when one body byte or one signed header changed. A key
 missing from DNS is permerror, a DNS server that never answers
 temperror. A domain listed in require without a passing signature of its
 own gets 550 5.7.20. Mail that Portcullis signs for a trusted client is
-verified by dkimpy, reading the same zone, from what the backend got.
+verified by dkimpy, reading the same zone, from what the backend got
+(the capture server's bytes, and a private Postfix's Maildir).
 
 Two ways in, both the real pipeline and the real filter:
   * the daemon end to end: SMTP client -> Portcullis (dkim filter, [dns]
@@ -781,7 +782,8 @@ class SignTest(DKIMTestCase):
         """Through the daemon from 127.0.0.1 (trusted by default)."""
         return self.send(self.proxy(section), msgs)
 
-    def verify_all(self, raw):
+    @staticmethod
+    def verify_all(raw):
         """dkimpy's verdict on every DKIM-Signature of raw, top first."""
         n = len(re.findall(rb"(?im)^DKIM-Signature:", header_block(raw)))
         d = dkim.DKIM(raw)
@@ -852,6 +854,34 @@ class SignTest(DKIMTestCase):
         o, = self.signed(sign_section(), [message(sender="a@signer.test")])
         body = o.raw
         v = self.run_cases([body])[0]
+        self.assertResults(v, [("pass", "signer.test", "signed"),
+                               ("pass", "signer.test", "sign")])
+
+
+class PostfixTest(DKIMTestCase):
+    """Through a real MTA: what lands in the Maildir still verifies."""
+
+    def test_signed_and_verified_mail_delivered_by_postfix_verifies(self):
+        pf = self.start_postfix()
+        # Portcullis signs for a trusted client; Postfix delivers
+        p = self.start_proxy(backend_port=pf.port, filters="dkim",
+                             filter_dir=FILTER_DIR, authserv_id=AUTHSERV,
+                             extra=sign_section(
+                                 trusted="127.0.0.0/8, ::1/128"))
+        c = self.client(p.port)
+        c.ehlo("submit.example.test")
+        msg = message(sender="alice@signer.test", subject="DKIM Postfix")
+        r = c.mail_transaction("alice@signer.test",
+                               ["bob@" + harness.DOMAIN], msg)
+        self.assertEqual(r["end"].code, 250, r)
+        c.cmd("QUIT")
+        got = pf.wait_messages("bob", 1)
+        self.assertEqual(len(got), 1, pf.maillog()[-2000:])
+        delivered = got[0].replace(b"\n", b"\r\n")
+        self.assertEqual(SignTest.verify_all(delivered), [True, True],
+                         delivered[:1500])
+        # and Portcullis, as the next hop, agrees
+        v = self.run_cases([delivered])[0]
         self.assertResults(v, [("pass", "signer.test", "signed"),
                                ("pass", "signer.test", "sign")])
 
