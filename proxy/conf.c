@@ -130,8 +130,10 @@ conf_error(struct conf_loader *ld, int line, const char *section,
 {
 	va_list ap;
 
-	fprintf(ld->errors, "%s:%d: [%s] %s: ", ld->conf->path, line, section,
-		key);
+	if (key)
+		fprintf(ld->errors, "%s:%d: [%s] %s: ", ld->conf->path, line, section, key);
+	else
+		fprintf(ld->errors, "%s:%d: [%s] ", ld->conf->path, line, section);
 	va_start(ap, fmt);
 	vfprintf(ld->errors, fmt, ap);
 	va_end(ap);
@@ -374,7 +376,9 @@ static int conf_filter_key(struct conf_loader *ld, const char *name,
 	if (!f)
 		return 1;
 	if (conf_filter_get(f, key)) {
-		conf_error(ld, ld->line, "filter", key, "%s", "given twice");
+		char section[300];
+		snprintf(section, sizeof(section), "filter %s", f->name);
+		conf_error(ld, ld->line, section, key, "%s", "given twice");
 		return 1;
 	}
 	struct conf_kv *kv = realloc(f->kv, (f->nkv + 1) * sizeof(*kv));
@@ -451,7 +455,9 @@ static void conf_chain(struct conf_loader *ld)
 	for (size_t i = 0; i < ld->nsections; i++) {
 		if (used[i])
 			continue;
-		conf_error(ld, ld->sections[i].line, "filter", ld->sections[i].name,
+		char section[300];
+		snprintf(section, sizeof(section), "filter %s", ld->sections[i].name);
+		conf_error(ld, ld->sections[i].line, section, NULL,
 			   "%s", "section not listed in [portcullis] filters");
 		conf_free_filter(&ld->sections[i]);
 	}

@@ -26,7 +26,8 @@ def setUpModule():
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
 
-FILTER_DIR = os.path.join(PROJECT, "filters", ".libs")
+FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
+    PROJECT, "filters", ".libs")
 LIMIT = 5120          # limit = 5k
 BACKEND_SIZE = 10240000
 
