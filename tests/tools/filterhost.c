@@ -38,6 +38,7 @@
 
 #include "chain.h"
 #include "conf.h"
+#include "dns.h"
 #include "log.h"
 #include "message.h"
 #include "pipeline.h"
@@ -244,6 +245,9 @@ int main(int argc, char **argv)
 	if (!conf)
 		return 1;
 	log_open("filterhost", false, (enum log_level)conf->log_level);
+	/* The resolver first, as in a worker: init may ask DNS questions. */
+	if (dns_init(conf) < 0)
+		return 1;
 	if (conf->nchain && !(chain = chain_load(conf, stderr)))
 		return 1;
 	base = event_base_new();
