@@ -179,6 +179,62 @@ class TestListenerLimits(SizeFilterTest):
         self.assertEqual(len(self.cap.wait_messages(1)), 1)
 
 
+class TestSizeWithPostfix(ProxyTestCase):
+    """The same limits end to end in front of a real Postfix: what passes
+    is delivered to the Maildir, what is refused never reaches it, and a
+    Postfix limit below the filter's is the one announced and enforced."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.path.exists(os.path.join(FILTER_DIR, "size.so")):
+            raise unittest.SkipTest("size filter not built: %s/size.so" % FILTER_DIR)
+        # Postfix's own limit sits between the two filter limits used here.
+        cls.postfix = harness.Postfix(extra_main={"message_size_limit": "20000"})
+        cls.addClassCleanup(cls.postfix.stop)
+        cls.postfix.start()
+
+    def proxy(self, limit):
+        return self.start_proxy(backend_port=self.postfix.port, filters="size",
+                                filter_dir=FILTER_DIR, extra=size_section(limit))
+
+    def send(self, port, subject, size):
+        c = self.client(port)
+        self.assertCode(c.ehlo(), 250)
+        msg = message_of(size, subject)
+        r = c.mail_transaction(ALICE, [BOB], msg)
+        c.cmd("QUIT")
+        return r
+
+    def test_under_the_limit_is_delivered_and_over_it_never_reaches_postfix(self):
+        p = self.proxy("5k")
+        r = self.send(p.port, "small to postfix", LIMIT - 1000)
+        self.assertCode(r["end"], 250)
+        self.assertTrue(self.postfix.find_message("bob", b"Subject: small to postfix\n", 20),
+                        "the small message was not delivered")
+        r = self.send(p.port, "big to postfix", 3 * LIMIT)
+        self.assertReply(r["end"], 552, "5.3.4")
+        c = self.client(p.port)
+        self.assertCode(c.ehlo(), 250)
+        self.assertReply(c.cmd("MAIL FROM:<%s> SIZE=%d" % (ALICE, LIMIT + 1)), 552, "5.3.4")
+        c.cmd("QUIT")
+        # the small one's delivery is logged: the big one would be too
+        harness.wait_for(lambda: "status=sent" in self.postfix.maillog(), 10)
+        self.assertFalse(any(b"big to postfix" in m for m in self.postfix.messages("bob")),
+                         "the refused message reached the Maildir")
+
+    def test_the_lower_postfix_limit_is_announced_and_enforced(self):
+        p = self.proxy("50k")
+        c = self.client(p.port)
+        r = c.ehlo()
+        self.assertIn("250-SIZE 20000", r.lines, "EHLO: %r" % r.lines)
+        self.assertReply(c.cmd("MAIL FROM:<%s> SIZE=30000" % ALICE), 552, "5.3.4")
+        c.cmd("QUIT")
+        # over Postfix's limit, under the filter's: refused all the same
+        r = self.send(p.port, "between the limits", 30000)
+        self.assertEqual(r["end"].code // 100, 5, "reply: %r" % r["end"])
+        self.assertFalse(any(b"between the limits" in m for m in self.postfix.messages("bob")))
+
+
 class TestSizeOptions(unittest.TestCase):
     """Bad option values stop `portcullis -t` naming the key."""
 
