@@ -432,24 +432,93 @@ static enum spf_result spf_map_result(SPF_result_t r)
 }
 
 /*
- * spf_mechanism - what libspf2 says made the result: it names the kind
- * of reason, not the mechanism's text (see the README)
+ * spf_term_alone - whether the term of the check's record, evaluated
+ * alone, matches with the result the whole record gave
  */
-static const char *spf_mechanism(SPF_reason_t reason)
+static bool spf_term_alone(SPF_request_t *req, SPF_dns_server_t *layer,
+			   bool helo, const char *term, size_t n,
+			   SPF_result_t result)
 {
-	switch (reason) {
-	case SPF_REASON_MECH:
-		return "mechanism";
+	SPF_record_t *record = NULL;
+	SPF_response_t *resp = SPF_response_new(req);
+	char text[SPF_TEXT_MAX + 16];
+	bool match = false;
+
+	if (resp == NULL || n > SPF_TEXT_MAX)
+		goto out;
+	snprintf(text, sizeof(text), "v=spf1 %.*s", (int)n, term);
+	if (SPF_record_compile(req->spf_server, resp, &record, text) !=
+	    SPF_E_SUCCESS || record == NULL)
+		goto out;
+	req->cur_dom = helo ? req->helo_dom : req->env_from_dp;
+	spf_dns_reset_lookups(layer);
+	resp->spf_record_exp = record;
+	SPF_record_interpret(record, req, resp, 0);
+	match = SPF_response_reason(resp) == SPF_REASON_MECH &&
+		SPF_response_result(resp) == result;
+out:
+	if (record != NULL)
+		SPF_record_free(record);
+	if (resp != NULL)
+		SPF_response_free(resp);
+	return match;
+}
+
+/*
+ * spf_matched_mechanism - the mechanism that matched, for the record
+ * and Received-SPF: (RFC 7208 9.1); *out points into a static string or
+ * into buf
+ *
+ * libspf2 1.2 tells only that some mechanism matched. Mechanisms are
+ * tried in order and the first match decides (RFC 7208 4.6.2), so the
+ * first term of the check's own record that matches alone, with the same
+ * result, is the one; its lookups come from the resolver's cache. When
+ * none does, the match was in the record a redirect= led to, and that
+ * modifier is named instead.
+ */
+static void spf_matched_mechanism(SPF_request_t *req, SPF_dns_server_t *layer,
+				  bool helo, SPF_response_t *resp, char *buf,
+				  size_t size, const char **out)
+{
+	const char *top = spf_dns_top_record(layer), *p, *redirect = NULL;
+	size_t n, rn = 0;
+
+	*out = NULL;
+	switch (SPF_response_reason(resp)) {
 	case SPF_REASON_DEFAULT:
-		return "default"; /* RFC 7208 9.1: no mechanism matched */
-	case SPF_REASON_LOCALHOST:
-		return "localhost";
-	case SPF_REASON_LOCAL_POLICY:
-		return "local policy";
-	case SPF_REASON_2MX:
-		return "secondary MX";
+		*out = "default"; /* RFC 7208 9.1: no mechanism matched */
+		return;
+	case SPF_REASON_MECH:
+		break;
 	default:
-		return NULL;
+		return;
+	}
+	*out = "mechanism"; /* libspf2's word, if nothing better is found */
+	if (top == NULL)
+		return;
+	for (p = top + strcspn(top, " "); *p; p += n) {
+		p += strspn(p, " ");
+		n = strcspn(p, " ");
+		if (n == 0)
+			break;
+		/* a modifier: name "=" before any ":" or "/" */
+		if (strcspn(p, "=:/") < n && p[strcspn(p, "=:/")] == '=') {
+			if (n > 9 && strncasecmp(p, "redirect=", 9) == 0) {
+				redirect = p;
+				rn = n;
+			}
+			continue;
+		}
+		if (spf_term_alone(req, layer, helo, p, n,
+				   SPF_response_result(resp))) {
+			snprintf(buf, size, "%.*s", (int)n, p);
+			*out = buf;
+			return;
+		}
+	}
+	if (redirect != NULL) {
+		snprintf(buf, size, "%.*s", (int)rn, redirect);
+		*out = buf;
 	}
 }
 
@@ -583,9 +652,15 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	if (spf_set(&tx->comment, SPF_response_get_header_comment(resp)) < 0)
 		goto out;
 	if (tx->result != SPF_TEMPERROR && tx->result != SPF_PERMERROR &&
-	    tx->result != SPF_NONE &&
-	    spf_set(&tx->mechanism, spf_mechanism(SPF_response_reason(resp))) < 0)
-		goto out;
+	    tx->result != SPF_NONE) {
+		char mech[SPF_TEXT_MAX + 1];
+		const char *m;
+
+		spf_matched_mechanism(req, layer, tx->helo_identity, resp, mech,
+				      sizeof(mech), &m);
+		if (spf_set(&tx->mechanism, m) < 0)
+			goto out;
+	}
 	if (tx->result == SPF_TEMPERROR || tx->result == SPF_PERMERROR) {
 		text = spf_last_error(resp);
 		if (text == NULL)

@@ -47,6 +47,7 @@ struct spf_dns_layer {
 	unsigned voids;		/* void lookups of its terms */
 	char **hosts;		/* names from MX and PTR answers */
 	size_t nhosts;
+	char *top;		/* the first record fetched, as compiled */
 };
 
 /*
@@ -407,6 +408,22 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	return spfrr;
 }
 
+/* spf_dns_top_record - the check's own record, as given to libspf2 */
+const char *spf_dns_top_record(SPF_dns_server_t *layer)
+{
+	const struct spf_dns_layer *l = layer->hook;
+
+	return l->top;
+}
+
+/* spf_dns_reset_lookups - count the DNS terms of a check from zero again */
+void spf_dns_reset_lookups(SPF_dns_server_t *layer)
+{
+	struct spf_dns_layer *l = layer->hook;
+
+	l->lookups = 0;
+}
+
 /* spf_dns_voids_exceeded - more than two void lookups in this check? */
 int spf_dns_voids_exceeded(SPF_dns_server_t *layer)
 {
@@ -592,6 +609,12 @@ static SPF_errcode_t spf_dns_get_spf(SPF_server_t *server, SPF_request_t *reques
 	 * the sum is kept here, counted as a record is fetched (processing
 	 * limits are part of the syntax check, 4.6).
 	 */
+	if (l->top == NULL && (l->top = strdup(text)) == NULL) {
+		free(text);
+		return spf_fail_record(response, SPF_RESULT_TEMPERROR, SPF_E_NO_MEMORY,
+				       "Out of memory for the record of '%s'%s",
+				       domain, "");
+	}
 	l->lookups += lookups;
 	if (l->lookups > SPF_DNS_LOOKUPS_MAX) {
 		free(text);
@@ -631,6 +654,7 @@ static void spf_dns_destroy(SPF_dns_server_t *layer)
 	for (size_t i = 0; i < l->nhosts; i++)
 		free(l->hosts[i]);
 	free(l->hosts);
+	free(l->top);
 	free(l);
 	free(layer);
 }

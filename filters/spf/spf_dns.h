@@ -92,6 +92,18 @@ void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request);
 int spf_dns_voids_exceeded(SPF_dns_server_t *layer);
 
 /*
+ * spf_dns_top_record - the first record fetched for the check (its own,
+ * not an included one), normalized as libspf2 got it; NULL before
+ */
+const char *spf_dns_top_record(SPF_dns_server_t *layer);
+
+/*
+ * spf_dns_reset_lookups - start counting DNS terms from zero again, for
+ * another evaluation with the same layer
+ */
+void spf_dns_reset_lookups(SPF_dns_server_t *layer);
+
+/*
  * spf_dns_parse - the SPF_dns_rr_t of the reply msg[0..len) to the
  * question (domain, type), made by layer; NULL only when out of memory
  */

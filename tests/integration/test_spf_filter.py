@@ -211,7 +211,8 @@ class SPFFilterTest(ProxyTestCase):
         self.assertEqual(res.get("spf"), "pass", res)
         self.assertEqual(res.get("identity"), "mailfrom")
         self.assertEqual(res.get("domain"), "pass.test")
-        self.assertIn("mechanism", res)
+        self.assertEqual(res.get("mechanism"), "ip4:127.0.0.1")
+        self.assertIn('mechanism="ip4:127.0.0.1"', rspf)
 
     def test_fail_is_refused_at_mail_with_the_domains_explanation(self):
         p = self.proxy()
@@ -226,6 +227,7 @@ class SPFFilterTest(ProxyTestCase):
         self.assertEqual(res.get("explanation"),
                          "127.0.0.1 is not one of fail.test's mail servers")
         self.assertEqual(res.get("explanation_source"), "domain")
+        self.assertEqual(res.get("mechanism"), "-all")
 
     def test_fail_without_explanation_says_why_in_our_words(self):
         p = self.proxy()
