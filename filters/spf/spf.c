@@ -38,7 +38,12 @@
  * Every DNS question goes through pc_dns_query() (spf_dns.c), not
  * through the system resolver: the [dns] section's servers, timeout,
  * retries and cache hold for SPF too. The filter's own timeout should
- * allow for a few of the resolver's timeouts in a row.
+ * allow for a few of the resolver's timeouts in a row. That DNS layer
+ * also fetches the records and checks them against the RFC's grammar
+ * (spf_syntax.c), fetches explanations and keeps the lookup limits,
+ * where libspf2 1.2 departs from RFC 7208 (tests/spf/README.md). libspf2
+ * does not say which mechanism matched; spf_matched_mechanism() finds
+ * it.
  *
  * libspf2 gives a loopback client a pass without looking at DNS; this
  * filter does not: which clients are spared is trusted_networks' call
@@ -693,21 +698,30 @@ out:
 }
 
 /*
+ * spf_own_words - "SPF RESULT: " and the comment without the receiver in
+ * front ("domain of example.com does not designate 192.0.2.1 as
+ * permitted sender"): the reply text when the domain explains nothing
+ */
+static void spf_own_words(const struct spf_tx *tx, char *buf, size_t size)
+{
+	const char *c = tx->comment ? tx->comment : "";
+	size_t rl = strlen(tx->receiver), len = 0;
+
+	if (strncmp(c, tx->receiver, rl) == 0 && strncmp(c + rl, ": ", 2) == 0)
+		c += rl + 2;
+	buf[0] = '\0';
+	buf_add(buf, size, &len, "SPF %s: %s", spf_result_names[tx->result], c);
+}
+
+/*
  * spf_default_explanation - ours, for a domain that gives none: what
  * the comment says, without the receiver in front
  */
 static int spf_default_explanation(struct spf_tx *tx)
 {
-	const char *c = tx->comment ? tx->comment : "";
-	size_t rl = strlen(tx->receiver);
 	char buf[SPF_TEXT_MAX + 1];
-	size_t len = 0;
 
-	if (strncmp(c, tx->receiver, rl) == 0 && strncmp(c + rl, ": ", 2) == 0)
-		c += rl + 2;
-	buf[0] = '\0';
-	buf_add(buf, sizeof(buf), &len, "SPF %s: %s",
-		spf_result_names[tx->result], c);
+	spf_own_words(tx, buf, sizeof(buf));
 	tx->explanation_local = true;
 	return spf_set(&tx->explanation, buf);
 }
@@ -745,14 +759,8 @@ static enum pc_status spf_refuse(pc_ctx *ctx, const struct spf_tx *tx,
 		/* RFC 7208 6.2: the domain's explanation goes to the sender */
 		buf_add(text, sizeof(text), &len, "%s", tx->explanation);
 	} else {
-		const char *c = tx->comment ? tx->comment : "";
-		size_t rl = strlen(tx->receiver);
-
-		if (strncmp(c, tx->receiver, rl) == 0 &&
-		    strncmp(c + rl, ": ", 2) == 0)
-			c += rl + 2;
-		buf_add(text, sizeof(text), &len, "SPF %s: %s",
-			spf_result_names[tx->result], c);
+		spf_own_words(tx, text, sizeof(text));
+		len = strlen(text);
 		if (tx->result == SPF_TEMPERROR)
 			buf_add(text, sizeof(text), &len, "; try again later");
 	}
