@@ -56,6 +56,7 @@
  */
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -225,6 +226,21 @@ static bool spf_receiver_valid(const char *r)
 	return true;
 }
 
+static pthread_once_t spf_quiet_once = PTHREAD_ONCE_INIT;
+
+/*
+ * spf_quiet - libspf2 prints its warnings and notes on stdout and stderr
+ * (process-wide handlers); what matters of them is in the response and
+ * reaches our log from there. Its error handler stays: it is called on
+ * broken internal invariants only, and aborts.
+ */
+static void spf_quiet(void)
+{
+	SPF_warning_handler = NULL;
+	SPF_info_handler = NULL;
+	SPF_debug_handler = NULL;
+}
+
 /* spf_init - read the options and build the instance */
 static int spf_init(pc_config *config, void **instance)
 {
@@ -261,16 +277,7 @@ static int spf_init(pc_config *config, void **instance)
 				     &si->action[spf_policy_options[i].result]) < 0)
 			goto fail;
 
-	/*
-	 * libspf2 prints its warnings and notes on stdout and stderr; what
-	 * matters of them is in the response and reaches our log from
-	 * there. (Its error handler stays: it is called on broken internal
-	 * invariants only, and aborts.)
-	 */
-	SPF_warning_handler = NULL;
-	SPF_info_handler = NULL;
-	SPF_debug_handler = NULL;
-
+	pthread_once(&spf_quiet_once, spf_quiet);
 	*instance = si;
 	return 0;
 fail:
