@@ -915,6 +915,15 @@ struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
 	return p;
 }
 
+/* pipeline_free - release the pipeline (not its pool) */
+void pipeline_free(struct pipeline *p)
+{
+	if (!p)
+		return;
+	pool_detach(p->pool);
+	free(p);
+}
+
 /* pipeline_active - whether there is a chain */
 bool pipeline_active(const struct pipeline *p)
 {

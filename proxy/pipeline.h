@@ -70,6 +70,12 @@ typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);
 struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
 			      const struct conf *conf);
 
+/*
+ * pipeline_free - release the pipeline once no session state is left;
+ * the thread pool is not freed (a late call may still hold a thread)
+ */
+void pipeline_free(struct pipeline *p);
+
 /* pipeline_active - whether the chain has any filter */
 bool pipeline_active(const struct pipeline *p);
 

@@ -164,6 +164,15 @@ int pool_submit(struct pool *pool, void (*work)(void *), void (*done)(void *),
 	return 0;
 }
 
+/* pool_detach - stop waking the loop */
+void pool_detach(struct pool *pool)
+{
+	if (!pool)
+		return;
+	event_free(pool->ev);
+	pool->ev = NULL;
+}
+
 /* pool_busy - threads running a job now */
 unsigned pool_busy(struct pool *pool)
 {

@@ -26,6 +26,12 @@ struct pool *pool_new(struct event_base *base, unsigned nthreads,
 int pool_submit(struct pool *pool, void (*work)(void *), void (*done)(void *),
 		void *arg);
 
+/*
+ * pool_detach - the loop goes away: no more done() calls, no eventfd
+ * event; the threads and the pool stay, idle, until the process exits
+ */
+void pool_detach(struct pool *pool);
+
 /* pool_busy - threads running a job now (for logs) */
 unsigned pool_busy(struct pool *pool);
 

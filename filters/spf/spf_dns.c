@@ -14,6 +14,7 @@
 #include <strings.h>
 
 #include <arpa/nameser.h>
+#include <ctype.h>
 #include <netinet/in.h>
 #include <resolv.h>
 
@@ -95,11 +96,49 @@ int spf_dns_name_valid(const char *domain)
 	return label > 0;
 }
 
-/* name_equal - two domain names alike, ignoring case and a final dot */
-static int name_equal(const char *a, const char *b)
+/*
+ * name_unescape - a name as ns_rr_name() presents it ("a\\032b" for a
+ * space, "\\." for a dot inside a label) back to its octets; a dot inside
+ * a label stays escaped so it cannot pass for a label separator
+ */
+static void name_unescape(const char *in, char *out, size_t cap)
 {
-	size_t la = strlen(a), lb = strlen(b);
+	size_t n = 0;
 
+	while (*in && n + 2 < cap) {
+		if (in[0] == '\\' && isdigit((unsigned char)in[1]) &&
+		    isdigit((unsigned char)in[2]) && isdigit((unsigned char)in[3])) {
+			int c = (in[1] - '0') * 100 + (in[2] - '0') * 10 + (in[3] - '0');
+			if (c == '.' || c == '\\' || c > 255) {
+				out[n++] = '\\';
+				out[n++] = (char)(c > 255 ? '?' : c);
+			} else {
+				out[n++] = (char)c;
+			}
+			in += 4;
+		} else if (in[0] == '\\' && in[1]) {
+			if (in[1] == '.' || in[1] == '\\')
+				out[n++] = '\\';
+			out[n++] = in[1];
+			in += 2;
+		} else {
+			out[n++] = *in++;
+		}
+	}
+	out[n] = 0;
+}
+
+/*
+ * name_equal - an owner name from a reply (escaped, see name_unescape)
+ * and a name we asked for, alike ignoring case and a final dot
+ */
+static int name_equal(const char *owner, const char *b)
+{
+	char a[NS_MAXDNAME * 4 + 1];
+	size_t la, lb = strlen(b);
+
+	name_unescape(owner, a, sizeof(a));
+	la = strlen(a);
 	if (la > 0 && a[la - 1] == '.')
 		la--;
 	if (lb > 0 && b[lb - 1] == '.')

@@ -86,6 +86,11 @@ MAX_CNAME_CHAIN = 8
 
 
 def _key(name):
+    """A name as the zone table keys it: lower case, no trailing dot; from
+    a DNSLabel its raw labels (str() would escape a space as \\032)."""
+    labels = getattr(name, "label", None)
+    if labels is not None:
+        return b".".join(labels).decode("utf-8", "surrogateescape").lower().rstrip(".")
     return str(name).lower().rstrip(".")
 
 

@@ -41,6 +41,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 PROJECT = os.path.abspath(os.path.join(HERE, "..", ".."))
 PORTCULLIS_BIN = os.environ.get("PORTCULLIS_BIN") or os.path.join(
     PROJECT, "proxy", "portcullis")
+# The build tree the daemon under test comes from (tests/run builds
+# outside the source tree): its filters, test plugins and tools.
+BUILD = os.path.dirname(os.path.dirname(os.path.abspath(PORTCULLIS_BIN)))
 KEEP = bool(os.environ.get("PORTCULLIS_TEST_KEEP"))
 
 DOMAIN = "example.test"

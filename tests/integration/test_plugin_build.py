@@ -72,7 +72,9 @@ class PluginBuildTest(ProxyTestCase):
     @classmethod
     def _install_and_build(cls):
         destdir = os.path.join(cls.tmp, "root")
-        r = run(["make", "install", "DESTDIR=" + destdir], PROJECT)
+        # the build tree of the daemon under test (tests/run builds
+        # outside the source tree)
+        r = run(["make", "install", "DESTDIR=" + destdir], harness.BUILD)
         if r.returncode != 0:
             raise AssertionError("make install failed:\n" + r.stdout[-4000:])
         cls.pkgconfig_dir = destdir + PREFIX + "/lib/pkgconfig"

@@ -277,5 +277,10 @@ int main(int argc, char **argv)
 	while (pipeline_sessions(p) > 0)
 		event_base_loop(base, EVLOOP_ONCE);
 	free(line);
+	/* The pool's threads stay (parked, or in a late call): the pool too. */
+	pipeline_free(p);
+	event_base_free(base);
+	chain_free(chain);
+	conf_free(conf);
 	return 0;
 }
