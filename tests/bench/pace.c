@@ -20,7 +20,8 @@
  * It stops after COUNT transactions or SECONDS, whichever comes first
  * (unfinished ones are counted as such), and prints one JSON object:
  * started, accepted (250 to "."), rejected (any other reply), failed
- * (connection refused, reset, closed or timed out), unfinished, late
+ * (connection refused, reset, closed or timed out; failed_connect,
+ * failed_closed and failed_timeout say which), unfinished, late
  * (started more than 10 ms after their time because MAXOPEN were open),
  * elapsed seconds, and latency percentiles in microseconds.
  */
@@ -76,6 +77,8 @@ static size_t pace_bodylen;
 static char pace_cmd[PACE_QUIT + 1][512];
 
 static uint64_t n_started, n_accepted, n_rejected, n_failed, n_late;
+/* why transactions failed: connect refused, closed or reset, timed out */
+static uint64_t f_connect, f_closed, f_timeout;
 static int64_t *pace_lat;
 static size_t pace_nlat;
 
@@ -362,6 +365,7 @@ int main(int argc, char **argv)
 				tx->state = PACE_GREETING;
 			else if (errno != EINPROGRESS) {
 				n_failed++;
+				f_connect++;
 				pace_close(ep, tx, &freelist, &open);
 			}
 		}
@@ -392,6 +396,7 @@ int main(int argc, char **argv)
 				getsockopt(tx->fd, SOL_SOCKET, SO_ERROR, &err, &len);
 				if (err) {
 					n_failed++;
+					f_connect++;
 					pace_close(ep, tx, &freelist, &open);
 					continue;
 				}
@@ -415,8 +420,10 @@ int main(int argc, char **argv)
 				}
 			}
 			if (rc < 0) {
-				if (tx->state != PACE_QUIT)
+				if (tx->state != PACE_QUIT) {
 					n_failed++;
+					f_closed++;
+				}
 				pace_close(ep, tx, &freelist, &open);
 			} else if (rc > 0) {
 				pace_close(ep, tx, &freelist, &open);
@@ -427,8 +434,10 @@ int main(int argc, char **argv)
 			last_sweep = now;
 			for (size_t i = 0; i < maxopen; i++) {
 				if (txs[i].fd >= 0 && now - txs[i].last_us > PACE_IO_TIMEOUT_US) {
-					if (txs[i].state != PACE_QUIT)
+					if (txs[i].state != PACE_QUIT) {
 						n_failed++;
+						f_timeout++;
+					}
 					pace_close(ep, &txs[i], &freelist, &open);
 				}
 			}
@@ -450,12 +459,14 @@ int main(int argc, char **argv)
 	if (pace_nlat)
 		mean /= (double)pace_nlat;
 	printf("{\"rate\": %.3f, \"count\": %llu, \"started\": %llu, \"accepted\": %llu, "
-	       "\"rejected\": %llu, \"failed\": %llu, \"unfinished\": %llu, \"late\": %llu, "
+	       "\"rejected\": %llu, \"failed\": %llu, \"failed_connect\": %llu, "
+	       "\"failed_closed\": %llu, \"failed_timeout\": %llu, \"unfinished\": %llu, \"late\": %llu, "
 	       "\"elapsed\": %.6f, \"latency_us\": {\"p50\": %lld, \"p90\": %lld, \"p99\": %lld, "
 	       "\"max\": %lld, \"mean\": %.1f, \"n\": %zu}}\n",
 	       rate, (unsigned long long)count, (unsigned long long)n_started,
 	       (unsigned long long)n_accepted, (unsigned long long)n_rejected,
-	       (unsigned long long)n_failed, (unsigned long long)unfinished,
+	       (unsigned long long)n_failed, (unsigned long long)f_connect,
+	       (unsigned long long)f_closed, (unsigned long long)f_timeout, (unsigned long long)unfinished,
 	       (unsigned long long)n_late, (double)elapsed / 1e6, (long long)pace_pct(50),
 	       (long long)pace_pct(90), (long long)pace_pct(99),
 	       (long long)(pace_nlat ? pace_lat[pace_nlat - 1] : -1), mean, pace_nlat);
