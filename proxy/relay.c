@@ -14,6 +14,8 @@
 #include "config.h"
 
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -602,6 +604,12 @@ static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
 	char why[128];
 
 	if (events & BEV_EVENT_CONNECTED) {
+		int one = 1;
+		/* Commands and the end of data go out at once: with Nagle the
+		 * final ".\r\n" of a message waits for a delayed ACK (40 ms). */
+		if (setsockopt(bufferevent_getfd(relay->bev), IPPROTO_TCP, TCP_NODELAY,
+			       &one, sizeof(one)) < 0)
+			log_debug("backend %s: TCP_NODELAY: %s", relay_server(relay), strerror(errno));
 		relay->state = RELAY_GREETING;
 		relay_arm(relay, relay->w->conf->backend_timeout_greeting);
 		return;
