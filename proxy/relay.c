@@ -84,8 +84,6 @@ struct relay {
 	struct spool *spool;
 	unsigned long long spool_off;
 	struct smtp_data_encoder enc;
-	char *chunk;
-	char *encoded;
 };
 
 static void relay_try(struct relay *relay);
@@ -144,8 +142,6 @@ static void relay_destroy(struct relay *relay)
 	free(relay->queued);
 	free(relay->client_addr);
 	free(relay->client_helo);
-	free(relay->chunk);
-	free(relay->encoded);
 	free(relay);
 }
 
@@ -542,11 +538,20 @@ static void relay_read_cb(struct bufferevent *bev, void *arg)
 static void relay_fill(struct relay *relay)
 {
 	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	/*
+	 * One pair of buffers for the whole worker: they are used only
+	 * within this call, on the loop's one thread, and a buffer per
+	 * message would be freed and faulted in again for every message.
+	 */
+	static char *chunk, *encoded;
 
-	if (!relay->chunk) {
-		relay->chunk = malloc(RELAY_CHUNK);
-		relay->encoded = malloc(2 * RELAY_CHUNK + 8);
-		if (!relay->chunk || !relay->encoded) {
+	if (!chunk) {
+		chunk = malloc(RELAY_CHUNK);
+		encoded = malloc(2 * RELAY_CHUNK + 8);
+		if (!chunk || !encoded) {
+			free(chunk);
+			free(encoded);
+			chunk = encoded = NULL;
 			relay_fail(relay, "451 4.3.0 Out of memory, try again later",
 				   "out of memory");
 			return;
@@ -560,13 +565,13 @@ static void relay_fill(struct relay *relay)
 			if (take > RELAY_CHUNK)
 				take = RELAY_CHUNK;
 			n = smtp_data_encode(&relay->enc, relay->prefix + relay->prefix_off,
-					     take, relay->encoded);
+					     take, encoded);
 			relay->prefix_off += take;
-			evbuffer_add(out, relay->encoded, n);
+			evbuffer_add(out, encoded, n);
 			continue;
 		}
 		ssize_t got = spool_read(relay->spool, relay->spool_off,
-					 relay->chunk, RELAY_CHUNK);
+					 chunk, RELAY_CHUNK);
 		if (got < 0) {
 			/* Our disk failed, not the backend: cut, never send half. */
 			relay_fail(relay, "451 4.3.0 Local error reading the message, try again later",
@@ -574,16 +579,16 @@ static void relay_fill(struct relay *relay)
 			return;
 		}
 		if (got == 0) {
-			n = smtp_data_encode_end(&relay->enc, relay->encoded);
-			evbuffer_add(out, relay->encoded, n);
+			n = smtp_data_encode_end(&relay->enc, encoded);
+			evbuffer_add(out, encoded, n);
 			relay->state = RELAY_DOT;
 			relay_arm(relay, relay->w->conf->backend_timeout_data_end);
 			return;
 		}
 		relay->spool_off += (unsigned long long)got;
-		n = smtp_data_encode(&relay->enc, relay->chunk, (size_t)got,
-				     relay->encoded);
-		evbuffer_add(out, relay->encoded, n);
+		n = smtp_data_encode(&relay->enc, chunk, (size_t)got,
+				     encoded);
+		evbuffer_add(out, encoded, n);
 	}
 	relay_arm(relay, relay->w->conf->backend_timeout_data_block);
 }

@@ -104,7 +104,6 @@ struct session {
 	struct session_tx *tx;
 	struct relay *relay;
 	char *rcpt_pending; /* the address of the RCPT waiting for the backend */
-	char *decoded;	    /* decoder output buffer */
 	struct pipeline_session *ps; /* the filters' state */
 	char *line_pending;  /* MAIL or RCPT line waiting for the filters */
 	char *helo_pending;  /* HELO argument waiting for the filters */
@@ -115,6 +114,20 @@ static void session_process(struct session *s);
 static void session_tx_done(struct session *s);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
+
+/*
+ * session_decode_buffer - where message data is decoded before the spool:
+ * one for the worker (used within one call, on the loop's thread), made
+ * at the first DATA; NULL when out of memory
+ */
+static char *session_decode_buffer(void)
+{
+	static char *buf;
+
+	if (!buf)
+		buf = malloc(2 * SESSION_DATA_CHUNK + 2);
+	return buf;
+}
 
 /* session_link - add to the worker's list */
 static void session_link(struct session *s)
@@ -368,7 +381,6 @@ static void session_free(struct session *s, const char *action,
 	session_unlink(s);
 	free(s->helo);
 	free(s->rcpt_pending);
-	free(s->decoded);
 	free(s->line_pending);
 	free(s->helo_pending);
 	struct worker *w = s->w;
@@ -419,8 +431,6 @@ static void session_close_wire(struct session *s, const char *wire,
 	evbuffer_add_printf(bufferevent_get_output(s->bev), "%s\r\n", wire);
 	s->state = SESSION_CLOSING;
 	bufferevent_disable(s->bev, EV_READ);
-	free(s->decoded);
-	s->decoded = NULL;
 	/* Keep the reason for the record written when the socket closes. */
 	if (s->tx)
 		session_log_tx(s, "aborted", NULL, NULL, reason);
@@ -1049,8 +1059,7 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	s->tx->spool = spool_new(s->w->conf->spool_dir, s->w->conf->spool_memory_limit);
-	s->decoded = malloc(2 * SESSION_DATA_CHUNK + 2);
-	if (!s->tx->spool || !s->decoded) {
+	if (!s->tx->spool || !session_decode_buffer()) {
 		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
 		return;
 	}
@@ -1261,8 +1270,6 @@ static void session_data_end(struct session *s)
 	struct session_tx *tx = s->tx;
 
 	s->state = SESSION_COMMAND;
-	free(s->decoded);
-	s->decoded = NULL;
 	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
 	    s->w->conf->bare_newline == CONF_BARE_REJECT) {
 		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
@@ -1309,19 +1316,20 @@ static bool session_data_input(struct session *s)
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct session_tx *tx = s->tx;
 	struct evbuffer_iovec vec;
+	char *decoded = session_decode_buffer();
 
 	while (evbuffer_peek(in, SESSION_DATA_CHUNK, NULL, &vec, 1) > 0) {
 		size_t len = vec.iov_len < SESSION_DATA_CHUNK ? vec.iov_len : SESSION_DATA_CHUNK;
 		size_t out_len = 0;
 		size_t used = smtp_data_decode(&tx->decoder, vec.iov_base, len,
-					       s->decoded, &out_len);
+					       decoded, &out_len);
 
 		if (out_len && !tx->too_big) {
 			if (tx->decoder.bytes_out > session_size_limit(s)) {
 				/* Keep reading to the end, then 552 (RFC 5321 4.5.3.1.10). */
 				tx->too_big = true;
 			} else {
-				spool_write(tx->spool, s->decoded, out_len);
+				spool_write(tx->spool, decoded, out_len);
 			}
 		}
 		evbuffer_drain(in, used);

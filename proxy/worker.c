@@ -276,7 +276,18 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	/* A file size limit must fail the spool write (452 4.3.1), not kill us. */
 	signal(SIGXFSZ, SIG_IGN);
 	w.conf = conf;
-	w.base = event_base_new();
+	/*
+	 * With the changelist, write interest switched on and off in one
+	 * loop turn (a reply written, then flushed) costs no epoll_ctl.
+	 */
+	struct event_config *cfg = event_config_new();
+	if (cfg) {
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+		w.base = event_base_new_with_config(cfg);
+		event_config_free(cfg);
+	}
+	if (!w.base)
+		w.base = event_base_new();
 	if (!w.base) {
 		log_error("cannot create the event loop");
 		return 1;
