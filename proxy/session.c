@@ -826,6 +826,17 @@ static char *session_path_line(const char *verb, const struct smtp_path *p)
 	return line;
 }
 
+/* session_tx_refused - a filter's REJECT or TEMPFAIL ends the transaction */
+static void session_tx_refused(struct session *s, const struct pipeline_outcome *out,
+			       const char *reason)
+{
+	session_send_wire(s, out->reply);
+	s->errors++;
+	session_log_tx(s, out->status == PC_REJECT ? "rejected" : "tempfailed",
+		       out->reply, NULL, reason);
+	session_tx_done(s);
+}
+
 /* session_mail_relay - hand MAIL to the backend */
 static void session_mail_relay(struct session *s, const char *line)
 {
@@ -852,11 +863,7 @@ static void session_mail_done(void *arg, struct pipeline_outcome *out)
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
-		session_send_wire(s, out->reply);
-		s->errors++;
-		session_log_tx(s, out->status == PC_REJECT ? "rejected" : "tempfailed",
-			       out->reply, NULL, "MAIL refused by a filter");
-		session_tx_done(s);
+		session_tx_refused(s, out, "MAIL refused by a filter");
 		break;
 	default:
 		session_mail_relay(s, line);
@@ -1250,11 +1257,7 @@ static void session_data_done(void *arg, struct pipeline_outcome *out)
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
-		session_send_wire(s, out->reply);
-		s->errors++;
-		session_log_tx(s, out->status == PC_REJECT ? "rejected" : "tempfailed",
-			       out->reply, NULL, "message refused by a filter");
-		session_tx_done(s);
+		session_tx_refused(s, out, "message refused by a filter");
 		break;
 	default:
 		if (session_data_relay(s, out->headers, out->headers_len, out->header_end))
