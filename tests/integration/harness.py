@@ -1451,6 +1451,53 @@ class ProxyTestCase(unittest.TestCase):
             self.assertEnh(reply, enh, msg)
 
 
+def filter_entries(record, name):
+    """The entries of filter name in a decision record (or in filterhost's
+    "filters"), found loosely: any dict under it that names the filter."""
+    found = []
+
+    def walk(x):
+        if isinstance(x, dict):
+            if x.get("filter") == name or x.get("name") == name:
+                found.append(x)
+            for v in x.values():
+                walk(v)
+        elif isinstance(x, list):
+            for v in x:
+                walk(v)
+    walk(record)
+    return found
+
+
+def dns_filter_section(name, dns, trusted, timeout, **options):
+    """[dns] pointing at the loopback server dns (None: port 53) and a
+    [filter name] section for the built-in module name; trusted None
+    leaves trusted_networks at the filter's default."""
+    lines = ["", "[dns]",
+             "servers = 127.0.0.1:%d" % (dns.port if dns else 53),
+             "timeout = 1", "retries = 0", "",
+             "[filter %s]" % name, "module = %s" % name, "timeout = %d" % timeout,
+             "on_error = tempfail"]
+    if trusted is not None:
+        lines.append("trusted_networks = %s" % trusted)
+    for k, v in options.items():
+        lines.append("%s = %s" % (k, v))
+    return "\n".join(lines) + "\n"
+
+
+def filter_config_text(p, name, section, filter_dir, authserv_id=None):
+    """A complete configuration text for Portcullis p with the chain of
+    filter name alone (unless p already names one) and section."""
+    if p.dir is None:
+        p.dir = make_tempdir("portcullis-proxy-")
+    p.kwargs.setdefault("filters", name)
+    p.kwargs.setdefault("filter_dir", filter_dir)
+    if authserv_id is not None:
+        p.kwargs.setdefault("authserv_id", authserv_id)
+    p.extra = section
+    return p.config_text()
+
+
 def filters_supported(binary=None):
     """Whether the daemon takes a filter chain ([portcullis] filters): the
     filter modules' tests are skipped until the host side of the plugin

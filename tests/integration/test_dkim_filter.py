@@ -197,27 +197,12 @@ def daemon_problem():
 
 def dkim_section(trusted=UNTRUSTED, timeout=20, **options):
     """[dns] (the test server) and [filter dkim]."""
-    lines = ["", "[dns]",
-             "servers = 127.0.0.1:%d" % (DNS.port if DNS else 53),
-             "timeout = 1", "retries = 0", "",
-             "[filter dkim]", "module = dkim", "timeout = %d" % timeout,
-             "on_error = tempfail"]
-    if trusted is not None:
-        lines.append("trusted_networks = %s" % trusted)
-    for k, v in options.items():
-        lines.append("%s = %s" % (k, v))
-    return "\n".join(lines) + "\n"
+    return harness.dns_filter_section("dkim", DNS, trusted, timeout, **options)
 
 
 def config_for(p, section):
     """A complete configuration text for Portcullis p with the dkim filter."""
-    if p.dir is None:
-        p.dir = make_tempdir("portcullis-proxy-")
-    p.kwargs.setdefault("filters", "dkim")
-    p.kwargs.setdefault("filter_dir", FILTER_DIR)
-    p.kwargs.setdefault("authserv_id", AUTHSERV)
-    p.extra = section
-    return p.config_text()
+    return harness.filter_config_text(p, "dkim", section, FILTER_DIR, AUTHSERV)
 
 
 # ---------------------------------------------------------------------------
@@ -308,19 +293,7 @@ def resinfos(headers):
 def dkim_entries(record):
     """The dkim filter's entries of a decision record (or of filterhost's
     "filters")."""
-    found = []
-
-    def walk(x):
-        if isinstance(x, dict):
-            if x.get("filter") == "dkim" or x.get("name") == "dkim":
-                found.append(x)
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-    walk(record)
-    return found
+    return harness.filter_entries(record, "dkim")
 
 
 def dkim_results(record):

@@ -150,31 +150,14 @@ def host_filter_problem():
 
 def minimal_config(p, domains, trusted):
     """A complete config text for Portcullis p with the relay filter."""
-    from harness import make_tempdir
-    if p.dir is None:
-        p.dir = make_tempdir("portcullis-proxy-")
-    p.kwargs.setdefault("filters", "relay")
-    p.kwargs.setdefault("filter_dir", FILTER_DIR)
-    p.extra = RELAY_SECTION.format(domains=domains, trusted=trusted)
-    return p.config_text()
+    return harness.filter_config_text(
+        p, "relay", RELAY_SECTION.format(domains=domains, trusted=trusted), FILTER_DIR)
 
 
 def relay_entries(record):
     """The relay filter's entries of a decision record, found loosely: any
     dict under the record that names the filter "relay"."""
-    found = []
-
-    def walk(x):
-        if isinstance(x, dict):
-            if x.get("name") == "relay" or x.get("filter") == "relay":
-                found.append(x)
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-    walk(record)
-    return found
+    return harness.filter_entries(record, "relay")
 
 
 class RelayFilterTest(ProxyTestCase):

@@ -23,7 +23,7 @@ import sys
 import unittest
 
 from harness import (PROJECT, Portcullis, Postfix, ProxyTestCase, has_ipv6,
-                     make_message, make_tempdir)
+                     make_message)
 import harness  # noqa: E402
 
 sys.path.insert(0, os.path.join(PROJECT, "tests", "dns"))
@@ -83,27 +83,12 @@ def tearDownModule():
 def spf_section(trusted="", timeout=20, **options):
     """[dns] (the test server) and [filter spf]; trusted None: the
     default trusted_networks."""
-    lines = ["", "[dns]",
-             "servers = 127.0.0.1:%d" % (DNS.port if DNS else 53),
-             "timeout = 1", "retries = 0", "",
-             "[filter spf]", "module = spf", "timeout = %d" % timeout,
-             "on_error = tempfail"]
-    if trusted is not None:
-        lines.append("trusted_networks = %s" % trusted)
-    for k, v in options.items():
-        lines.append("%s = %s" % (k, v))
-    return "\n".join(lines) + "\n"
+    return harness.dns_filter_section("spf", DNS, trusted, timeout, **options)
 
 
 def config_for(p, section):
     """A complete configuration text for Portcullis p with the spf filter."""
-    if p.dir is None:
-        p.dir = make_tempdir("portcullis-proxy-")
-    p.kwargs.setdefault("filters", "spf")
-    p.kwargs.setdefault("filter_dir", FILTER_DIR)
-    p.kwargs.setdefault("authserv_id", AUTHSERV)
-    p.extra = section
-    return p.config_text()
+    return harness.filter_config_text(p, "spf", section, FILTER_DIR, AUTHSERV)
 
 
 def daemon_problem():
