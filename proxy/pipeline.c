@@ -46,8 +46,6 @@ struct pipeline {
 	unsigned nsessions; /* states alive, ended or not */
 };
 
-enum job_kind { JOB_STAGE, JOB_RESET, JOB_CLOSE };
-
 /* A copy of the environment, shared by the jobs of one call (loop only). */
 struct snap {
 	unsigned refs;
@@ -87,7 +85,6 @@ struct pipeline_job {
 	struct pipeline *p;
 	struct pipeline_session *ps; /* NULL once abandoned */
 	struct pipeline_job *next;   /* in the session's queue */
-	enum job_kind kind;
 	enum chain_stage stage;
 	struct snap *snap;
 	pipeline_done_fn done; /* NULL once the session ended */
@@ -304,8 +301,8 @@ static int job_record(struct pipeline_job *job, enum op_kind kind,
 }
 
 /* job_new - a job of a session (loop) */
-static struct pipeline_job *job_new(struct pipeline_session *ps, enum job_kind kind,
-				    enum chain_stage stage, struct snap *snap)
+static struct pipeline_job *job_new(struct pipeline_session *ps, enum chain_stage stage,
+				    struct snap *snap)
 {
 	struct pipeline_job *job = calloc(1, sizeof(*job));
 
@@ -313,7 +310,6 @@ static struct pipeline_job *job_new(struct pipeline_session *ps, enum job_kind k
 		return NULL;
 	job->p = ps->p;
 	job->ps = ps;
-	job->kind = kind;
 	job->stage = stage;
 	job->snap = snap;
 	if (snap)
@@ -322,6 +318,26 @@ static struct pipeline_job *job_new(struct pipeline_session *ps, enum job_kind k
 	job->entries = json_array();
 	pthread_mutex_init(&job->lock, NULL);
 	return job;
+}
+
+/* job_for - a job of a session with its own copy of env (loop) */
+static struct pipeline_job *job_for(struct pipeline_session *ps, enum chain_stage stage,
+				    const struct pipeline_env *env)
+{
+	struct snap *snap = snap_new(env);
+	struct pipeline_job *job = snap ? job_new(ps, stage, snap) : NULL;
+
+	snap_unref(snap);
+	return job;
+}
+
+/*
+ * job_decides - a stage job, whose filters give verdicts; the reset and
+ * close jobs only let the filters free what they hold
+ */
+static bool job_decides(const struct pipeline_job *job)
+{
+	return job->stage < CHAIN_RESET;
 }
 
 /* job_free - release a job that no thread holds (loop) */
@@ -342,9 +358,7 @@ static void job_free(struct pipeline_job *job)
 /* job_hook - whether filter i takes part in this job */
 static bool job_hook(const struct pipeline_job *job, size_t i)
 {
-	return chain_has_hook(&job->p->chain->filters[i], job->kind == JOB_RESET ? CHAIN_RESET
-							   : job->kind == JOB_CLOSE ? CHAIN_CLOSE
-										    : job->stage);
+	return chain_has_hook(&job->p->chain->filters[i], job->stage);
 }
 
 /* job_next_filter - the first filter from i with a hook, or chain->n */
@@ -438,7 +452,7 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	enum pc_status st = PC_CONTINUE;
 	const char *error = NULL;
 
-	switch (job->kind == JOB_RESET ? CHAIN_RESET : job->kind == JOB_CLOSE ? CHAIN_CLOSE : job->stage) {
+	switch (job->stage) {
 	case CHAIN_CONNECT: st = d->connect(&ctx); break;
 	case CHAIN_HELO: st = d->helo(&ctx); break;
 	case CHAIN_MAIL: st = d->mail(&ctx); break;
@@ -450,7 +464,7 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	}
 	long long us = elapsed_us(t0);
 
-	if (job->kind != JOB_STAGE) {
+	if (!job_decides(job)) {
 		json_decref(ctx.results);
 		*entry = NULL;
 		return PC_CONTINUE;
@@ -547,7 +561,7 @@ static void job_work(void *arg)
 	struct chain *chain = job->p->chain;
 	enum pc_status verdict = PC_CONTINUE;
 
-	if (job->kind == JOB_STAGE && job->stage == CHAIN_DATA && job->spool) {
+	if (job->stage == CHAIN_DATA && job->spool) {
 		/* A fresh parse, plus the changes of filters before a late one. */
 		if (message_headers_read(&job->headers, job->spool) == 0) {
 			job->headers_ok = true;
@@ -560,7 +574,7 @@ static void job_work(void *arg)
 	}
 	for (size_t i = job_next_filter(job, job->first); i < chain->n;
 	     i = job_next_filter(job, i + 1)) {
-		if (job->kind == JOB_STAGE &&
+		if (job_decides(job) &&
 		    (job->accept_session || (job->stage >= CHAIN_MAIL && job->accept_tx)))
 			break;
 		pthread_mutex_lock(&job->lock);
@@ -655,10 +669,10 @@ static void job_take_back(struct pipeline_job *job, size_t skip)
 			continue;
 		}
 		ps->session_data[i] = job->session_data[i];
-		if (job->kind != JOB_RESET)
+		if (job->stage != CHAIN_RESET)
 			ps->tx_data[i] = job->tx_data[i];
 	}
-	if (job->kind != JOB_STAGE)
+	if (!job_decides(job))
 		return;
 	ps->accept_session |= job->accept_session;
 	ps->accept_tx |= job->accept_tx;
@@ -687,7 +701,7 @@ static void job_done(void *arg)
 	if (job->timer)
 		evtimer_del(job->timer);
 	job_take_back(job, SIZE_MAX);
-	if (job->kind == JOB_STAGE)
+	if (job_decides(job))
 		job_deliver(job, job->status, job->reply, job->rendered,
 			    job->rendered_len, job->headers.header_end);
 	job_free(job);
@@ -698,7 +712,7 @@ static void job_done(void *arg)
 static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 {
 	struct pipeline_session *ps = old->ps;
-	struct pipeline_job *job = job_new(ps, JOB_STAGE, old->stage, old->snap);
+	struct pipeline_job *job = job_new(ps, old->stage, old->snap);
 
 	if (!job) {
 		json_decref(entry);
@@ -782,7 +796,7 @@ static void job_timer(evutil_socket_t fd, short events, void *arg)
 	struct pipeline_job *job = arg;
 	struct chain *chain = job->p->chain;
 
-	if (job->kind != JOB_STAGE) {
+	if (!job_decides(job)) {
 		/* The pool was full: try again. */
 		job_submit(job);
 		return;
@@ -840,7 +854,7 @@ static void job_submit(struct pipeline_job *job)
 	job->started = now_ts();
 	if (pool_submit(p->pool, job_work, job_done, job) == 0) {
 		job->submitted = true;
-		if (job->kind == JOB_STAGE) {
+		if (job_decides(job)) {
 			long long ms = job_min_timeout(job, job->first);
 			if (ms < 0)
 				ms = 1000;
@@ -850,7 +864,7 @@ static void job_submit(struct pipeline_job *job)
 		return;
 	}
 	/* The pool is full: fail the stage, or retry a reset later. */
-	struct timeval tv = { 0, job->kind == JOB_STAGE ? 0 : PIPELINE_RETRY_MS * 1000 };
+	struct timeval tv = { 0, job_decides(job) ? 0 : PIPELINE_RETRY_MS * 1000 };
 	evtimer_add(job->timer, &tv);
 }
 
@@ -873,7 +887,7 @@ static void job_kick(struct pipeline_session *ps)
 	/* The job starts from the state the jobs before it left. */
 	memcpy(job->session_data, ps->session_data, sizeof(job->session_data));
 	memcpy(job->tx_data, ps->tx_data, sizeof(job->tx_data));
-	if (job->kind == JOB_RESET)
+	if (job->stage == CHAIN_RESET)
 		memset(ps->tx_data, 0, sizeof(ps->tx_data));
 	job->accept_session = ps->accept_session;
 	job->accept_tx = ps->accept_tx;
@@ -966,12 +980,14 @@ void pipeline_run(struct pipeline *p, struct pipeline_session *ps,
 		  enum chain_stage stage, const struct pipeline_env *env,
 		  pipeline_done_fn done, void *arg)
 {
-	struct snap *snap = snap_new(env);
-	struct pipeline_job *job = snap ? job_new(ps, JOB_STAGE, stage, snap) : NULL;
+	struct pipeline_job *job = job_for(ps, stage, env);
 
-	snap_unref(snap);
 	if (!job) {
-		/* Answered through the retry path, never from here. */
+		/*
+		 * done() may not be called from here and there is no job to
+		 * call it later: the worker stops, its clients got no 250 for
+		 * anything not delivered, and the master starts another.
+		 */
 		log_error("session %s: out of memory for a filter call", env->session_id);
 		abort();
 	}
@@ -993,9 +1009,7 @@ void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
 		memset(ps->tx_data, 0, sizeof(ps->tx_data));
 		return;
 	}
-	struct snap *snap = snap_new(env);
-	struct pipeline_job *job = snap ? job_new(ps, JOB_RESET, CHAIN_RESET, snap) : NULL;
-	snap_unref(snap);
+	struct pipeline_job *job = job_for(ps, CHAIN_RESET, env);
 	if (job)
 		job_enqueue(ps, job);
 }
@@ -1011,11 +1025,9 @@ void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
 		j->done = NULL;
 	/* The session ended its transaction first (pipeline_tx_end). */
 	if (p->chain && p->chain->any[CHAIN_CLOSE]) {
-		struct snap *snap = snap_new(env);
-		struct pipeline_job *job = snap ? job_new(ps, JOB_CLOSE, CHAIN_CLOSE, snap) : NULL;
+		struct pipeline_job *job = job_for(ps, CHAIN_CLOSE, env);
 		if (job)
 			job_enqueue(ps, job);
-		snap_unref(snap);
 	}
 	ps->ended = true;
 	job_kick(ps);
@@ -1055,7 +1067,7 @@ static const struct pipeline_env *ctx_env(pc_ctx *ctx)
 
 static bool ctx_data_stage(pc_ctx *ctx)
 {
-	return ctx->job->kind == JOB_STAGE && ctx->job->stage == CHAIN_DATA &&
+	return ctx->job->stage == CHAIN_DATA &&
 	       ctx->job->headers_ok;
 }
 
@@ -1262,7 +1274,7 @@ void pc_set_size_limit(pc_ctx *ctx, unsigned long long bytes)
 	struct pipeline_job *job = ctx->job;
 	unsigned long long *limit;
 
-	if (job->kind != JOB_STAGE || bytes == 0)
+	if (!job_decides(job) || bytes == 0)
 		return;
 	limit = job->stage <= CHAIN_HELO ? &job->limit_session : &job->limit_tx;
 	if (*limit == 0 || bytes < *limit)
@@ -1299,7 +1311,7 @@ int pc_set_reply(pc_ctx *ctx, int code, const char *enh, const char *fmt, ...)
 	va_list ap;
 	int cls = code / 100;
 
-	if (ctx->job->kind != JOB_STAGE || code < 400 || code > 599 ||
+	if (!job_decides(ctx->job) || code < 400 || code > 599 ||
 	    (enh && !enh_valid(enh, cls)) || !fmt) {
 		log_error("filter %s: session %s: invalid reply %d %s refused",
 			  ctx->filter->name, ctx_env(ctx)->session_id, code,
