@@ -349,8 +349,6 @@ static char *conf_reader(char *buf, int size, void *stream)
 static struct conf_filter *conf_filter_section(struct conf_loader *ld,
 					       const char *name)
 {
-	struct conf *conf = ld->conf;
-
 	while (*name == ' ')
 		name++;
 	for (size_t i = 0; i < ld->nsections; i++)
@@ -363,7 +361,6 @@ static struct conf_filter *conf_filter_section(struct conf_loader *ld,
 	struct conf_filter *f = &ld->sections[ld->nsections++];
 	f->name = strdup(name);
 	f->line = ld->line;
-	(void)conf;
 	return f;
 }
 
