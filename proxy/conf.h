@@ -92,6 +92,9 @@ struct conf {
 	unsigned backend_timeout_data_block;
 	unsigned backend_timeout_data_end;
 	unsigned backend_keepalive;
+	unsigned backend_reuse;		  /* parked connections per worker, 0: off */
+	unsigned backend_reuse_idle;	  /* seconds a parked connection waits */
+	unsigned backend_reuse_time_limit; /* seconds a connection may be reused */
 
 	/* [dns]: the resolver of pc_dns_query() (dns.c) */
 	struct conf_addr dns_servers[CONF_MAX_ADDRS]; /* IP:port literals */

@@ -20,6 +20,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -48,11 +50,14 @@ enum relay_state {
 	RELAY_BODY,	/* streaming the message */
 	RELAY_DOT,	/* end of data sent, waiting for the final reply */
 	RELAY_QUIT,	/* detached from the session, closing politely */
+	RELAY_PARK_RSET, /* detached, ending an open transaction before parking */
+	RELAY_PARKED,	/* detached, idle, waiting for the next session */
 };
 
 static const char *const relay_state_names[] = {
 	"closed", "connecting", "greeting", "EHLO", "XCLIENT", "XFORWARD",
 	"RSET", "idle", "command", "NOOP", "DATA", "message body", "end of data", "QUIT",
+	"RSET before reuse", "parked",
 };
 
 struct relay {
@@ -69,6 +74,15 @@ struct relay {
 	bool xclient_done;	/* XCLIENT accepted: EHLO again, identity known */
 	bool identity_sent;
 	bool in_tx;		/* the backend has a MAIL transaction open */
+	/*
+	 * Reuse across sessions: relay_free() parks an idle connection on
+	 * the worker's list, the next session's relay_mail() adopts it.
+	 */
+	struct relay *park_next, *park_prev;
+	time_t opened;		/* CLOCK_MONOTONIC second of the connect */
+	unsigned long uses;	/* sessions served by this connection */
+	bool reused;		/* adopted and not yet answered: a failure retries fresh */
+	bool carried;		/* adopted with an earlier client's XCLIENT identity */
 	char *pending;		/* MAIL line waiting for the handshake */
 	char *queued;		/* RCPT line waiting for a keepalive NOOP */
 	bool queued_data;	/* relay_data() waiting for a keepalive NOOP */
@@ -87,6 +101,9 @@ struct relay {
 };
 
 static void relay_try(struct relay *relay);
+static void relay_send(struct relay *relay, enum relay_state state,
+		       unsigned timeout, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
 static void relay_read_cb(struct bufferevent *bev, void *arg);
 static void relay_write_cb(struct bufferevent *bev, void *arg);
 static void relay_event_cb(struct bufferevent *bev, short events, void *arg);
@@ -145,11 +162,99 @@ static void relay_destroy(struct relay *relay)
 	free(relay);
 }
 
-/* relay_free - close the connection and release the relay */
+/* relay_now - seconds on the monotonic clock */
+static time_t relay_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec;
+}
+
+/* relay_quit - detach from the session and close politely */
+static void relay_quit(struct relay *relay)
+{
+	relay->done = NULL;
+	relay->reused = false;
+	relay->state = RELAY_QUIT;
+	free(relay->pending);
+	relay->pending = NULL;
+	smtp_reply_reset(&relay->reply);
+	bufferevent_write(relay->bev, "QUIT\r\n", 6);
+	relay_arm(relay, RELAY_QUIT_TIMEOUT);
+}
+
+/* relay_unpark - take a parked relay off the worker's list */
+static void relay_unpark(struct relay *relay)
+{
+	struct worker *w = relay->w;
+
+	if (relay->park_prev)
+		relay->park_prev->park_next = relay->park_next;
+	else
+		w->parked = relay->park_next;
+	if (relay->park_next)
+		relay->park_next->park_prev = relay->park_prev;
+	relay->park_next = relay->park_prev = NULL;
+	w->nparked--;
+}
+
+/*
+ * relay_reusable - whether the connection may serve another session:
+ * reuse is on, the worker is not closing down, the connection is idle
+ * and younger than reuse_time_limit
+ */
+static bool relay_reusable(const struct relay *relay)
+{
+	const struct worker *w = relay->w;
+
+	return w->conf->backend_reuse > 0 && !w->draining && !w->retiring &&
+	       relay->state == RELAY_IDLE &&
+	       relay_now() - relay->opened < (time_t)w->conf->backend_reuse_time_limit;
+}
+
+/*
+ * relay_park - keep an idle connection (no transaction open) for the next
+ * session, for reuse_idle_time at most; the newest is taken first, so the
+ * list's tail ages out when the load drops
+ */
+static void relay_park(struct relay *relay)
+{
+	struct worker *w = relay->w;
+
+	if (w->nparked >= w->conf->backend_reuse || !relay_reusable(relay)) {
+		relay_quit(relay);
+		return;
+	}
+	relay->done = NULL;
+	relay->arg = NULL;
+	relay->state = RELAY_PARKED;
+	smtp_reply_reset(&relay->reply);
+	relay->park_prev = NULL;
+	relay->park_next = w->parked;
+	if (w->parked)
+		w->parked->park_prev = relay;
+	w->parked = relay;
+	w->nparked++;
+	relay_arm(relay, w->conf->backend_reuse_idle);
+}
+
+/* relay_free - park or close the connection, release the relay */
 void relay_free(struct relay *relay)
 {
 	if (!relay)
 		return;
+	relay->done = NULL;
+	relay->arg = NULL;
+	if (relay_reusable(relay)) {
+		/* A transaction the client left open must not reach the next one. */
+		if (relay->in_tx)
+			relay_send(relay, RELAY_PARK_RSET,
+				   relay->w->conf->backend_timeout_command, "RSET");
+		else
+			relay_park(relay);
+		return;
+	}
 	/*
 	 * An idle connection, or one with only MAIL/RCPT given, ends with
 	 * QUIT so the backend logs a clean end; in the middle of the message
@@ -157,23 +262,32 @@ void relay_free(struct relay *relay)
 	 */
 	if (relay->state == RELAY_IDLE || relay->state == RELAY_COMMAND ||
 	    relay->state == RELAY_NOOP) {
-		relay->done = NULL;
-		relay->state = RELAY_QUIT;
-		free(relay->pending);
-		relay->pending = NULL;
-		smtp_reply_reset(&relay->reply);
-		bufferevent_write(relay->bev, "QUIT\r\n", 6);
-		relay_arm(relay, RELAY_QUIT_TIMEOUT);
+		relay_quit(relay);
 		return;
 	}
 	relay_destroy(relay);
 }
 
-/* relay_send - write one command line */
-static void relay_send(struct relay *relay, enum relay_state state,
-		       unsigned timeout, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+/*
+ * relay_drop_parked - close every parked connection at once (the worker
+ * is closing down): QUIT goes straight to the socket, since the loop may
+ * not turn again
+ */
+void relay_drop_parked(struct worker *w)
+{
+	while (w->parked) {
+		struct relay *relay = w->parked;
 
+		relay_unpark(relay);
+		if (send(bufferevent_getfd(relay->bev), "QUIT\r\n", 6,
+			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+			log_debug("backend %s: QUIT: %s", relay_server(relay),
+				  strerror(errno));
+		relay_destroy(relay);
+	}
+}
+
+/* relay_send - write one command line */
 static void relay_send(struct relay *relay, enum relay_state state,
 		       unsigned timeout, const char *fmt, ...)
 {
@@ -218,7 +332,10 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 	log_warning("backend %s failed in %s: %s",
 		    relay->w->backends[relay->backend].text,
 		    relay_state_names[relay->state], why);
-	if (relay->state == RELAY_QUIT || relay->probe) {
+	if (relay->state == RELAY_PARKED)
+		relay_unpark(relay);
+	if (relay->state == RELAY_QUIT || relay->state == RELAY_PARK_RSET ||
+	    relay->state == RELAY_PARKED || relay->probe) {
 		relay_destroy(relay);
 		return;
 	}
@@ -257,6 +374,22 @@ static void relay_next_backend(struct relay *relay, const char *why)
 	relay_made_up(&r, "451 4.4.1 Backend mail server not available, try again later");
 	relay_finish(relay, &r, false);
 	smtp_reply_reset(&r);
+}
+
+/*
+ * relay_restart - an adopted connection failed before its first reply
+ * (the backend closed it while it was parked, or said 421): nothing of
+ * this session reached the backend, so start over on a new connection
+ */
+static void relay_restart(struct relay *relay, const char *why)
+{
+	log_info("backend %s: reused connection failed (%s), opening a new one",
+		 relay->w->backends[relay->backend].text, why);
+	relay_close(relay);
+	relay->reused = false;
+	relay->carried = false;
+	relay->backend = 0;
+	relay_try(relay);
 }
 
 /* relay_try - connect to relay->backend */
@@ -349,9 +482,20 @@ static void relay_send_mail(struct relay *relay)
 		return;
 	}
 	relay->in_tx = true;
+	/* pending stays: a reused connection may need it again (relay_restart). */
 	relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
-	free(relay->pending);
-	relay->pending = NULL;
+}
+
+/* relay_start - the connection is ready: the client's identity, then MAIL */
+static void relay_start(struct relay *relay)
+{
+	if (!relay->xclient_done && relay->caps.xclient &&
+	    relay_wants(relay, CONF_IDENTITY_XCLIENT)) {
+		relay_identity(relay, "XCLIENT", relay->caps.xclient_attrs,
+			       RELAY_XCLIENT);
+		return;
+	}
+	relay_send_mail(relay);
 }
 
 /* relay_ehlo_done - the backend answered EHLO */
@@ -360,18 +504,15 @@ static void relay_ehlo_done(struct relay *relay)
 	smtp_caps_parse(&relay->reply, &relay->caps);
 	worker_learn_caps(relay->w, &relay->caps);
 	if (relay->probe) {
+		/* The probe's connection can serve the first session. */
 		worker_probe_done(relay->w);
+		relay->probe = false;
+		relay->uses = 0; /* no session used it yet */
 		relay->state = RELAY_IDLE;
 		relay_free(relay);
 		return;
 	}
-	if (!relay->xclient_done && relay->caps.xclient &&
-	    relay_wants(relay, CONF_IDENTITY_XCLIENT)) {
-		relay_identity(relay, "XCLIENT", relay->caps.xclient_attrs,
-			       RELAY_XCLIENT);
-		return;
-	}
-	relay_send_mail(relay);
+	relay_start(relay);
 }
 
 /*
@@ -393,6 +534,13 @@ static void relay_reply(struct relay *relay)
 	unsigned t = relay->w->conf->backend_timeout_command;
 
 	evtimer_del(relay->timer);
+	if (relay->reused) {
+		if (r->code == 421) {
+			relay_restart(relay, "421 reply");
+			return;
+		}
+		relay->reused = false;
+	}
 	switch (relay->state) {
 	case RELAY_GREETING:
 		if (r->code != 220) {
@@ -416,6 +564,7 @@ static void relay_reply(struct relay *relay)
 			 */
 			relay->xclient_done = true;
 			relay->identity_sent = true;
+			relay->carried = false;
 			/* This EHLO is the client's: it sets the HELO the backend sees. */
 			relay_send(relay, RELAY_EHLO, t, "EHLO %s",
 				   relay->client_helo ? relay->client_helo
@@ -425,6 +574,11 @@ static void relay_reply(struct relay *relay)
 		log_warning("backend %s refused XCLIENT: %d %s",
 			    relay->w->backends[relay->backend].text, r->code,
 			    r->nlines ? r->lines[0] : "");
+		if (relay->carried) {
+			/* It still speaks for the earlier client: never use it. */
+			relay_restart(relay, "XCLIENT refused");
+			return;
+		}
 		relay->xclient_done = false;
 		relay->caps.xclient = false;
 		relay_send_mail(relay);
@@ -438,8 +592,6 @@ static void relay_reply(struct relay *relay)
 				    r->code, r->nlines ? r->lines[0] : "");
 		relay->in_tx = true;
 		relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
-		free(relay->pending);
-		relay->pending = NULL;
 		return;
 	case RELAY_RSET:
 		relay->in_tx = false;
@@ -487,6 +639,23 @@ static void relay_reply(struct relay *relay)
 		}
 		return;
 	case RELAY_QUIT:
+		relay_destroy(relay);
+		return;
+	case RELAY_PARK_RSET:
+		if (r->code == 250) {
+			relay->in_tx = false;
+			relay->state = RELAY_IDLE;
+			relay_park(relay);
+		} else {
+			relay_quit(relay);
+		}
+		return;
+	case RELAY_PARKED:
+		/* A 421 before the backend's idle timeout, usually. */
+		log_debug("backend %s closed a parked connection: %d %s",
+			  relay->w->backends[relay->backend].text, r->code,
+			  r->nlines ? r->lines[0] : "");
+		relay_unpark(relay);
 		relay_destroy(relay);
 		return;
 	default:
@@ -610,6 +779,8 @@ static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
 
 	if (events & BEV_EVENT_CONNECTED) {
 		int one = 1;
+		relay->opened = relay_now();
+		relay->uses = 1;
 		/* Commands and the end of data go out at once: with Nagle the
 		 * final ".\r\n" of a message waits for a delayed ACK (40 ms). */
 		if (setsockopt(bufferevent_getfd(relay->bev), IPPROTO_TCP, TCP_NODELAY,
@@ -624,6 +795,17 @@ static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
 	else
 		snprintf(why, sizeof(why), "%s",
 			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	if (relay->state == RELAY_PARKED) {
+		log_debug("backend %s closed a parked connection: %s",
+			  relay->w->backends[relay->backend].text, why);
+		relay_unpark(relay);
+		relay_destroy(relay);
+		return;
+	}
+	if (relay->reused) {
+		relay_restart(relay, why);
+		return;
+	}
 	if (relay->state < RELAY_RSET) {
 		relay_next_backend(relay, why);
 	} else if (relay->state == RELAY_IDLE ||
@@ -649,7 +831,10 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 			   "NOOP");
 	else if (relay->state == RELAY_QUIT)
 		relay_destroy(relay);
-	else
+	else if (relay->state == RELAY_PARKED) {
+		relay_unpark(relay);
+		relay_quit(relay);
+	} else
 		relay_fail(relay, "451 4.4.2 Backend mail server timed out, try again later",
 			   "timed out");
 }
@@ -663,6 +848,36 @@ static void relay_set_client(struct relay *relay, const struct relay_client *cli
 	relay->client_helo = client->helo ? strdup(client->helo) : NULL;
 	relay->client_port = client->port;
 	relay->client_esmtp = client->esmtp;
+}
+
+/*
+ * relay_adopt - take over the newest parked connection, if any: its
+ * socket, backend and capabilities; the identity of its earlier client
+ * is replaced by XCLIENT before anything else is sent
+ */
+static bool relay_adopt(struct relay *relay)
+{
+	struct worker *w = relay->w;
+	struct relay *p = w->parked;
+
+	if (!p)
+		return false;
+	relay_unpark(p);
+	relay->bev = p->bev;
+	p->bev = NULL;
+	bufferevent_setcb(relay->bev, relay_read_cb, relay_write_cb,
+			  relay_event_cb, relay);
+	relay->backend = p->backend;
+	relay->caps = p->caps;
+	relay->opened = p->opened;
+	relay->uses = p->uses + 1;
+	relay->carried = p->xclient_done;
+	relay->reused = true;
+	relay->xclient_done = false;
+	relay->identity_sent = false;
+	relay->in_tx = false;
+	relay_destroy(p);
+	return true;
 }
 
 /* relay_mail - open if needed, then relay MAIL */
@@ -681,6 +896,10 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 			  relay_state_names[relay->state]);
 		relay_fail(relay, "451 4.3.0 Internal error, try again later",
 			   "unexpected MAIL");
+		return;
+	}
+	if (relay_adopt(relay)) {
+		relay_start(relay);
 		return;
 	}
 	relay->backend = 0;
@@ -735,6 +954,12 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 bool relay_is_open(const struct relay *relay)
 {
 	return relay->state == RELAY_IDLE || relay->state == RELAY_NOOP;
+}
+
+/* relay_reused - whether the connection served an earlier session */
+bool relay_reused(const struct relay *relay)
+{
+	return relay->uses > 1;
 }
 
 /* relay_identity_sent - whether the backend knows the client's identity */

@@ -11,9 +11,14 @@
  * client should see: the backend's own, or one made here when the
  * backend failed (451 4.4.1 unreachable, 451 4.4.2 lost or timed out).
  *
- * The connection stays open across transactions of the same session and
- * is closed (QUIT when idle, a plain close in the middle of a
- * transaction so the backend discards it) by relay_free().
+ * The connection stays open across transactions of the same session.
+ * relay_free() parks it when it is idle (after RSET if the client left a
+ * transaction open) and [backend] reuse allows: the next session's
+ * relay_mail() adopts it and says who its client is by XCLIENT again. A
+ * reused connection that fails before its first reply is replaced by a
+ * new one, invisibly to the client. Otherwise relay_free() closes it:
+ * QUIT when idle, a plain close in the middle of a transaction so the
+ * backend discards it.
  */
 #ifndef PORTCULLIS_RELAY_H
 #define PORTCULLIS_RELAY_H
@@ -68,6 +73,15 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 
 /* relay_is_open - whether a backend connection is established */
 bool relay_is_open(const struct relay *relay);
+
+/* relay_reused - whether the connection served an earlier session */
+bool relay_reused(const struct relay *relay);
+
+/*
+ * relay_drop_parked - QUIT and close the worker's parked connections at
+ * once (it stops serving)
+ */
+void relay_drop_parked(struct worker *w);
 
 /* relay_identity_sent - whether XCLIENT or XFORWARD told the client's identity */
 bool relay_identity_sent(const struct relay *relay);

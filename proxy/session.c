@@ -317,6 +317,7 @@ static void session_log_tx(struct session *s, const char *action,
 	if (s->relay && *relay_server(s->relay)) {
 		json_t *b = json_object();
 		json_object_set_new(b, "server", json_string(relay_server(s->relay)));
+		json_object_set_new(b, "reused", json_boolean(relay_reused(s->relay)));
 		if (backend && backend->nlines) {
 			char wire[1200];
 			smtp_reply_format(backend, NULL, wire, sizeof(wire));

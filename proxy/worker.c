@@ -121,6 +121,7 @@ static void worker_drain(struct worker *w)
 	worker_stop_listening();
 	if (worker_probe_timer)
 		evtimer_del(worker_probe_timer);
+	relay_drop_parked(w);
 	session_drain_all(w);
 	if (w->nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
@@ -144,6 +145,7 @@ static void worker_retire(struct worker *w)
 	worker_stop_listening();
 	if (worker_probe_timer)
 		evtimer_del(worker_probe_timer);
+	relay_drop_parked(w);
 	if (w->nsessions == 0)
 		event_base_loopexit(w->base, NULL);
 }
@@ -334,6 +336,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 
 	log_info("worker done");
 	worker_stop_listening();
+	relay_drop_parked(&w);
 	for (size_t i = 0; i < 5; i++)
 		event_free(sigs[i]);
 	if (worker_drain_timer)

@@ -21,6 +21,7 @@
 struct session;
 struct pipeline;
 struct chain;
+struct relay;
 
 struct worker_backend {
 	struct sockaddr_storage addr;
@@ -39,6 +40,10 @@ struct worker {
 	bool backend_caps_known;
 
 	struct pipeline *pipeline; /* the filter chain of this worker */
+
+	/* Idle backend connections for the next session (relay.c). */
+	struct relay *parked;
+	unsigned nparked;
 
 	struct session *sessions; /* list, linked through the sessions */
 	unsigned nsessions;

@@ -948,17 +948,27 @@ class CaptureServer:
 
     Only <CRLF>.<CRLF> ends DATA. self.sessions is a list of dicts:
     {"commands": [lines], "raw": bytes of the whole session,
-     "messages": [raw DATA bytes up to and excluding the final ".\r\n"]}.
+     "messages": [raw DATA bytes up to and excluding the final ".\r\n"],
+     "closed": True once the connection ended}.
     keywords: the EHLO keywords it announces.
+    hook(sess, line): called for every command line before it is
+    answered; None answers as usual, b"DROP" closes the connection without
+    a reply, other bytes are sent as the reply instead (a reply starting
+    with 421 also closes the connection).
+    idle_timeout: seconds of silence after which it says 421 and closes,
+    as a real MTA does.
     """
 
     def __init__(self, keywords=("PIPELINING", "8BITMIME", "DSN",
                                  "ENHANCEDSTATUSCODES", "SIZE 10240000",
                                  "XFORWARD NAME ADDR PROTO HELO"),
-                 port=None, data_reply=b"250 2.0.0 Ok: queued as CAPT%d"):
+                 port=None, data_reply=b"250 2.0.0 Ok: queued as CAPT%d",
+                 hook=None, idle_timeout=None):
         self.keywords = list(keywords)
         self.port = port or free_port()
         self.data_reply = data_reply
+        self.hook = hook
+        self.idle_timeout = idle_timeout
         self.sessions = []
         self.lock = threading.Lock()
         self.sock = None
@@ -1014,16 +1024,21 @@ class CaptureServer:
         return self.messages()
 
     def _serve(self, conn):
-        sess = {"commands": [], "raw": b"", "messages": []}
+        sess = {"commands": [], "raw": b"", "messages": [], "closed": False}
         with self.lock:
             self.sessions.append(sess)
-        conn.settimeout(30)
+        conn.settimeout(self.idle_timeout or 30)
         buf = b""
 
         def recv():
             nonlocal buf
             try:
                 chunk = conn.recv(65536)
+            except socket.timeout:
+                if self.idle_timeout:
+                    send(b"421 4.4.2 capture.portcullis.test Error: "
+                         b"timeout exceeded\r\n")
+                chunk = b""
             except OSError:
                 chunk = b""
             if chunk:
@@ -1045,6 +1060,14 @@ class CaptureServer:
                 line, _, buf = buf.partition(b"\r\n")
                 sess["commands"].append(line)
                 verb = line.split(b" ", 1)[0].upper()
+                special = self.hook(sess, line) if self.hook else None
+                if special == b"DROP":
+                    return
+                if special is not None:
+                    send(special + b"\r\n")
+                    if special.startswith(b"421"):
+                        return
+                    continue
                 if verb == b"EHLO":
                     lines = [b"capture.portcullis.test"] + [
                         k.encode() for k in self.keywords]
@@ -1086,6 +1109,7 @@ class CaptureServer:
                     send(b"502 5.5.1 Not implemented\r\n")
         finally:
             conn.close()
+            sess["closed"] = True
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import time
 import unittest
 
 from harness import (DOMAIN, ProxyTestCase, Sink, make_message, dot_stuff,
-                     free_port)
+                     free_port, wait_for)
 
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
@@ -325,6 +325,202 @@ class TestClientIdentityHeader(FaultTest):
         meta, got = Sink.parse(self.sink.messages()[0])
         self.assertTrue(got.startswith(b"Received: from "), got[:200])
         self.assertIn(b"forced-header.example.test", got.split(b"\nSubject:")[0])
+
+
+XCLIENT_KEYWORDS = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
+                    "SIZE 10240000", "XCLIENT NAME ADDR PORT PROTO HELO")
+PLAIN_KEYWORDS = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
+                  "SIZE 10240000")
+
+
+def nth_verb_hook(verb, n, reply):
+    """A capture hook: the n-th `verb` command of a connection gets reply
+    (b"DROP": the connection is cut without one)."""
+    def hook(sess, line):
+        seen = [c for c in sess["commands"]
+                if c.split(b" ", 1)[0].upper() == verb]
+        return reply if len(seen) == n else None
+    return hook
+
+
+class TestBackendReuse(FaultTest):
+    """A backend connection left idle by one session serves the next (RSET
+    if a transaction was left open, then XCLIENT and EHLO for the new
+    client); a reused connection that fails before its first reply is
+    replaced by a new one without the client noticing."""
+
+    def setup_capture(self, keywords=XCLIENT_KEYWORDS, **kw):
+        proxy_kw = {k: v for k, v in kw.items() if k.startswith("backend_")}
+        cap_kw = {k: v for k, v in kw.items() if not k.startswith("backend_")}
+        self.capture = self.start_capture(keywords=keywords, **cap_kw)
+        self.proxy = self.start_proxy(backend_port=self.capture.port, **proxy_kw)
+        return self.capture
+
+    def deliver(self, helo, rcpt=BOB, subject="reuse"):
+        """One whole session; returns the client's port."""
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo(helo), 250)
+        port = c.local_port
+        self.assertCode(self.send_message(c, make_message(subject), (rcpt,)), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        c.close()
+        return port
+
+    def after(self, commands, prefix, start=0):
+        """The index of the first command from start on that begins with prefix."""
+        for i in range(start, len(commands)):
+            if commands[i].startswith(prefix):
+                return i
+        self.fail("no %r after command %d in %r" % (prefix, start, commands))
+
+    def test_sequential_sessions_share_one_connection_each_with_its_own_identity(self):
+        cap = self.setup_capture()
+        p1 = self.deliver("first.example.test", subject="one")
+        p2 = self.deliver("second.example.test", subject="two")
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 1, [s["commands"] for s in cap.sessions])
+        cmds = cap.sessions[0]["commands"]
+        x1 = self.after(cmds, b"XCLIENT ")
+        x2 = self.after(cmds, b"XCLIENT ", x1 + 1)
+        for x, helo, port in ((x1, b"first.example.test", p1),
+                              (x2, b"second.example.test", p2)):
+            self.assertIn(b"ADDR=127.0.0.1", cmds[x])
+            self.assertIn(b"PORT=%d" % port, cmds[x])
+            self.assertIn(b"HELO=" + helo, cmds[x])
+            # XCLIENT starts a new SMTP session: EHLO as the client, then MAIL
+            self.assertEqual(cmds[x + 1], b"EHLO " + helo)
+            self.assertTrue(cmds[x + 2].startswith(b"MAIL FROM:"), cmds)
+        # the first transaction ended with its message (DATA is the last
+        # command the capture records of it): nothing open to reset
+        self.assertEqual(cmds[x2 - 1], b"DATA", cmds)
+        self.assertNotIn(b"QUIT", cmds[:x2])
+        first, second = self.proxy.wait_transaction(count=2, action="accepted")[:2]
+        self.assertFalse(first["backend"]["reused"])
+        self.assertTrue(second["backend"]["reused"])
+        self.assertIn(b"Subject: one", cap.messages()[0])
+        self.assertIn(b"Subject: two", cap.messages()[1])
+
+    def test_a_transaction_left_open_is_reset_before_the_next_client(self):
+        cap = self.setup_capture()
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo("leaves.example.test"), 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        c.close()
+        self.deliver("next.example.test", rcpt=CAROL)
+        cap.wait_messages(1)
+        self.assertEqual(len(cap.sessions), 1)
+        cmds = cap.sessions[0]["commands"]
+        rcpt_bob = self.after(cmds, b"RCPT TO:<%s>" % BOB.encode())
+        self.assertEqual(cmds[rcpt_bob + 1], b"RSET", cmds)
+        self.assertTrue(cmds[rcpt_bob + 2].startswith(b"XCLIENT "), cmds)
+        last_mail = max(i for i, c in enumerate(cmds) if c.startswith(b"MAIL "))
+        rcpts = [c for c in cmds[last_mail:] if c.startswith(b"RCPT ")]
+        self.assertEqual(rcpts, [b"RCPT TO:<%s>" % CAROL.encode()])
+
+    def test_a_connection_the_backend_closed_while_parked_is_not_used(self):
+        cap = self.setup_capture(idle_timeout=1)
+        self.deliver("before.example.test")
+        wait_for(lambda: all(s["closed"] for s in cap.sessions), 5)
+        self.deliver("after.example.test")
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 2)
+        rec = self.proxy.wait_transaction(count=2, action="accepted")[1]
+        self.assertFalse(rec["backend"]["reused"])
+
+    def test_a_reused_connection_cut_at_xclient_is_replaced_without_the_client_noticing(self):
+        cap = self.setup_capture(hook=nth_verb_hook(b"XCLIENT", 2, b"DROP"))
+        self.deliver("one.example.test")
+        p2 = self.deliver("two.example.test", rcpt=CAROL)
+        msgs = cap.wait_messages(2)
+        self.assertEqual(len(msgs), 2)
+        self.assertEqual(len(cap.sessions), 2)
+        # the new connection speaks for the second client
+        cmds = cap.sessions[1]["commands"]
+        x = self.after(cmds, b"XCLIENT ")
+        self.assertIn(b"PORT=%d" % p2, cmds[x])
+        self.assertIn(b"HELO=two.example.test", cmds[x])
+        self.assertIn(b"RCPT TO:<%s>" % CAROL.encode(), cmds)
+        # the cut connection never got anything of the second transaction
+        self.assertNotIn(b"RCPT TO:<%s>" % CAROL.encode(), cap.sessions[0]["commands"])
+
+    def test_a_reused_connection_answering_421_to_mail_is_replaced(self):
+        # no XCLIENT: on reuse, MAIL is the first command
+        cap = self.setup_capture(keywords=PLAIN_KEYWORDS,
+                                 hook=nth_verb_hook(b"MAIL", 2,
+                                                    b"421 4.3.2 Shutting down"))
+        self.deliver("one.example.test")
+        self.deliver("two.example.test", rcpt=CAROL)
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 2)
+        self.assertEqual(len(cap.messages()), 2)
+        self.assertIn(b"RCPT TO:<%s>" % CAROL.encode(), cap.sessions[1]["commands"])
+
+    def test_a_refused_xclient_on_reuse_never_speaks_for_the_earlier_client(self):
+        cap = self.setup_capture(hook=nth_verb_hook(
+            b"XCLIENT", 2, b"550 5.7.0 Error: insufficient authorization"))
+        self.deliver("one.example.test")
+        p2 = self.deliver("two.example.test", rcpt=CAROL)
+        cap.wait_messages(2)
+        old = cap.sessions[0]["commands"]
+        refused = [i for i, c in enumerate(old) if c.startswith(b"XCLIENT ")][1]
+        # the connection still speaking for client one carried nothing more
+        self.assertEqual(old[refused + 1:], [], old)
+        self.assertEqual(len(cap.sessions), 2)
+        x = self.after(cap.sessions[1]["commands"], b"XCLIENT ")
+        self.assertIn(b"PORT=%d" % p2, cap.sessions[1]["commands"][x])
+
+    def test_reuse_0_gives_every_session_its_own_connection(self):
+        cap = self.setup_capture(backend_reuse=0)
+        self.deliver("one.example.test")
+        self.deliver("two.example.test")
+        cap.wait_messages(2)
+        wait_for(lambda: all(s["closed"] for s in cap.sessions), 5)
+        with_mail = [s for s in cap.sessions
+                     if any(c.startswith(b"MAIL ") for c in s["commands"])]
+        self.assertEqual(len(with_mail), 2)
+        for s in cap.sessions:
+            self.assertEqual(s["commands"][-1], b"QUIT")
+
+    def test_a_parked_connection_says_quit_after_reuse_idle_time(self):
+        cap = self.setup_capture(backend_reuse_idle_time=1)
+        self.deliver("one.example.test")
+        cap.wait_messages(1)
+        self.assertFalse(cap.sessions[0]["closed"])
+        self.assertTrue(wait_for(lambda: cap.sessions[0]["closed"], 5))
+        self.assertEqual(cap.sessions[0]["commands"][-1], b"QUIT")
+
+    def test_stopping_the_daemon_says_quit_to_parked_connections(self):
+        cap = self.setup_capture()
+        self.deliver("one.example.test")
+        cap.wait_messages(1)
+        self.proxy.stop()
+        self.assertTrue(wait_for(lambda: cap.sessions[0]["closed"], 5))
+        self.assertEqual(cap.sessions[0]["commands"][-1], b"QUIT")
+
+    def test_a_message_cut_by_its_client_is_never_completed_on_a_reused_connection(self):
+        cap = self.setup_capture()
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo("cut.example.test"), 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: half\r\n\r\nno end to this")
+        time.sleep(0.3)
+        c.close()
+        self.last_transaction(action="aborted")
+        self.deliver("whole.example.test", subject="whole")
+        msgs = cap.wait_messages(1)
+        time.sleep(0.3)
+        self.assertEqual(len(cap.messages()), 1)
+        self.assertIn(b"Subject: whole", msgs[0])
+        self.assertNotIn(b"no end to this", msgs[0])
+        # the message is spooled before DATA goes to the backend, so the cut
+        # one left only MAIL and RCPT there: reset before the next client
+        cmds = cap.sessions[0]["commands"]
+        rcpt = self.after(cmds, b"RCPT TO:<%s>" % BOB.encode())
+        self.assertEqual(cmds[rcpt + 1], b"RSET", cmds)
 
 
 class TestDecisionLog(FaultTest):

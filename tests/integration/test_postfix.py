@@ -269,6 +269,37 @@ class TestClientIdentity(PostfixBackendTest):
                          r"%s: client=\S*\[127\.0\.0\.1\]:%d\b"
                          % (qid, c.local_port))
 
+    def test_reused_connection_gives_postfix_each_clients_own_identity(self):
+        """Two sessions back to back share one smtpd (one connection): XCLIENT
+        again for the second client, whose HELO and port Postfix records."""
+        proxy = self.proxy()
+        seen = []
+        for helo, user in (("first.example.test", "alice"),
+                           ("second.example.test", "carol")):
+            msg = make_message("reuse " + helo, to=user + "@" + DOMAIN)
+            c = self.client(proxy.port)
+            port = c.local_port
+            r = c.mail_transaction(BOB, [user + "@" + DOMAIN], msg, helo=helo)
+            self.assertCode(r["end"], 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+            seen.append((helo, user, msg, port))
+        pids = set()
+        for helo, user, msg, port in seen:
+            got = self.delivered(user, msg)
+            recv = [v for n, v in header_fields(got) if n == b"received"]
+            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
+                             r"\[127\.0\.0\.1\]\)" % re.escape(helo))
+            qid = self.postfix.queue_id_of(message_id(msg))
+            m = re.search(r"postfix/smtpd\[(\d+)\]: %s: client=\S*"
+                          r"\[127\.0\.0\.1\]:%d\b" % (qid, port),
+                          self.postfix.maillog())
+            self.assertTrue(m, self.postfix.maillog()[-3000:])
+            pids.add(m.group(1))
+        self.assertEqual(len(pids), 1, "one smtpd process: one connection")
+        recs = proxy.wait_transaction(count=2, action="accepted")
+        self.assertEqual([r["backend"]["reused"] for r in recs], [False, True])
+
     @unittest.skipUnless(has_ipv6(), "no IPv6 loopback")
     def test_postfix_log_shows_ipv6_client_address_via_xclient(self):
         port6 = free_port()
