@@ -24,9 +24,9 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "conn.h"
 #include "log.h"
 #include "relay.h"
 
@@ -65,7 +65,7 @@ struct relay {
 	relay_done_fn done;
 	void *arg;
 	enum relay_state state;
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct event *timer;
 	size_t backend;		/* index in w->backends being used or tried */
 	struct smtp_reply reply;
@@ -104,9 +104,9 @@ static void relay_try(struct relay *relay);
 static void relay_send(struct relay *relay, enum relay_state state,
 		       unsigned timeout, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
-static void relay_read_cb(struct bufferevent *bev, void *arg);
-static void relay_write_cb(struct bufferevent *bev, void *arg);
-static void relay_event_cb(struct bufferevent *bev, short events, void *arg);
+static void relay_read_cb(struct conn *c, void *arg);
+static void relay_write_cb(struct conn *c, void *arg);
+static void relay_event_cb(struct conn *c, enum conn_event what, void *arg);
 static void relay_timer_cb(evutil_socket_t fd, short events, void *arg);
 
 /* relay_new - a closed relay for one session */
@@ -138,9 +138,8 @@ static void relay_arm(struct relay *relay, unsigned seconds)
 /* relay_close - drop the connection, keep the relay */
 static void relay_close(struct relay *relay)
 {
-	if (relay->bev)
-		bufferevent_free(relay->bev);
-	relay->bev = NULL;
+	conn_free(relay->conn);
+	relay->conn = NULL;
 	evtimer_del(relay->timer);
 	smtp_reply_reset(&relay->reply);
 	relay->state = RELAY_CLOSED;
@@ -180,7 +179,7 @@ static void relay_quit(struct relay *relay)
 	free(relay->pending);
 	relay->pending = NULL;
 	smtp_reply_reset(&relay->reply);
-	bufferevent_write(relay->bev, "QUIT\r\n", 6);
+	evbuffer_add(conn_output(relay->conn), "QUIT\r\n", 6);
 	relay_arm(relay, RELAY_QUIT_TIMEOUT);
 }
 
@@ -279,7 +278,7 @@ void relay_drop_parked(struct worker *w)
 		struct relay *relay = w->parked;
 
 		relay_unpark(relay);
-		if (send(bufferevent_getfd(relay->bev), "QUIT\r\n", 6,
+		if (send(conn_fd(relay->conn), "QUIT\r\n", 6,
 			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
 			log_debug("backend %s: QUIT: %s", relay_server(relay),
 				  strerror(errno));
@@ -291,7 +290,7 @@ void relay_drop_parked(struct worker *w)
 static void relay_send(struct relay *relay, enum relay_state state,
 		       unsigned timeout, const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	struct evbuffer *out = conn_output(relay->conn);
 	va_list ap;
 
 	/* The previous reply was used by now; the next one starts empty. */
@@ -397,21 +396,22 @@ static void relay_try(struct relay *relay)
 {
 	const struct worker_backend *b = &relay->w->backends[relay->backend];
 
-	relay->bev = bufferevent_socket_new(relay->w->base, -1,
-					    BEV_OPT_CLOSE_ON_FREE);
-	if (!relay->bev) {
+	relay->conn = conn_new(relay->w->base, -1);
+	if (!relay->conn) {
 		relay_next_backend(relay, "out of memory");
 		return;
 	}
-	bufferevent_setcb(relay->bev, relay_read_cb, relay_write_cb,
-			  relay_event_cb, relay);
-	bufferevent_setwatermark(relay->bev, EV_WRITE, RELAY_HIGH_WATER / 4, 0);
-	bufferevent_enable(relay->bev, EV_READ | EV_WRITE);
+	conn_setcb(relay->conn, relay_read_cb, relay_write_cb, relay_event_cb, relay);
+	/* Refill the message stream when a quarter of the high mark is left. */
+	conn_write_low(relay->conn, RELAY_HIGH_WATER / 4);
 	relay->state = RELAY_CONNECTING;
 	relay_arm(relay, relay->w->conf->backend_timeout_connect);
-	if (bufferevent_socket_connect(relay->bev, (struct sockaddr *)&b->addr,
-				       (int)b->addrlen) < 0)
-		relay_next_backend(relay, "connect failed");
+	if (conn_connect(relay->conn, (struct sockaddr *)&b->addr, b->addrlen) < 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "connect failed: %s",
+			 strerror(conn_errno(relay->conn)));
+		relay_next_backend(relay, why);
+	}
 }
 
 /* relay_xtext - append " KEY=xtext(value)" when the backend takes KEY */
@@ -435,7 +435,7 @@ static void relay_attr(struct evbuffer *out, const char *attrs,
 static void relay_identity(struct relay *relay, const char *verb,
 			   const char *attrs, enum relay_state state)
 {
-	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	struct evbuffer *out = conn_output(relay->conn);
 	char addr[80], port[16];
 
 	/* Postfix wants IPv6 addresses tagged (XCLIENT_README). */
@@ -613,7 +613,7 @@ static void relay_reply(struct relay *relay)
 			relay->state = RELAY_BODY;
 			evtimer_del(relay->timer);
 			smtp_reply_reset(r);
-			relay_write_cb(relay->bev, relay);
+			relay_write_cb(relay->conn, relay);
 			return;
 		}
 		if (relay->state == RELAY_DOT)
@@ -669,14 +669,14 @@ static void relay_reply(struct relay *relay)
 }
 
 /* relay_read_cb - reply lines from the backend */
-static void relay_read_cb(struct bufferevent *bev, void *arg)
+static void relay_read_cb(struct conn *c, void *arg)
 {
 	struct relay *relay = arg;
-	struct evbuffer *in = bufferevent_get_input(bev);
+	struct evbuffer *in = conn_input(c);
 	char *line;
 	size_t len;
 
-	while (relay->bev == bev &&
+	while (relay->conn == c &&
 	       (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
 		int rc = smtp_reply_feed(&relay->reply, line, len);
 		free(line);
@@ -694,7 +694,7 @@ static void relay_read_cb(struct bufferevent *bev, void *arg)
 			return;
 		}
 	}
-	if (relay->bev == bev && evbuffer_get_length(in) > RELAY_MAX_INPUT) {
+	if (relay->conn == c && evbuffer_get_length(in) > RELAY_MAX_INPUT) {
 		if (relay->state < RELAY_IDLE)
 			relay_next_backend(relay, "reply too long");
 		else
@@ -706,7 +706,7 @@ static void relay_read_cb(struct bufferevent *bev, void *arg)
 /* relay_fill - stream more of the message while the backend keeps up */
 static void relay_fill(struct relay *relay)
 {
-	struct evbuffer *out = bufferevent_get_output(relay->bev);
+	struct evbuffer *out = conn_output(relay->conn);
 	/*
 	 * One pair of buffers for the whole worker: they are used only
 	 * within this call, on the loop's one thread, and a buffer per
@@ -763,7 +763,7 @@ static void relay_fill(struct relay *relay)
 }
 
 /* relay_write_cb - the output drained below the low-water mark */
-static void relay_write_cb(struct bufferevent *bev, void *arg)
+static void relay_write_cb(struct conn *c, void *arg)
 {
 	struct relay *relay = arg;
 
@@ -772,29 +772,28 @@ static void relay_write_cb(struct bufferevent *bev, void *arg)
 }
 
 /* relay_event_cb - connected, closed by the backend, or a socket error */
-static void relay_event_cb(struct bufferevent *bev, short events, void *arg)
+static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 {
 	struct relay *relay = arg;
 	char why[128];
 
-	if (events & BEV_EVENT_CONNECTED) {
+	if (what == CONN_CONNECTED) {
 		int one = 1;
 		relay->opened = relay_now();
 		relay->uses = 1;
 		/* Commands and the end of data go out at once: with Nagle the
 		 * final ".\r\n" of a message waits for a delayed ACK (40 ms). */
-		if (setsockopt(bufferevent_getfd(relay->bev), IPPROTO_TCP, TCP_NODELAY,
+		if (setsockopt(conn_fd(c), IPPROTO_TCP, TCP_NODELAY,
 			       &one, sizeof(one)) < 0)
 			log_debug("backend %s: TCP_NODELAY: %s", relay_server(relay), strerror(errno));
 		relay->state = RELAY_GREETING;
 		relay_arm(relay, relay->w->conf->backend_timeout_greeting);
 		return;
 	}
-	if (events & BEV_EVENT_EOF)
+	if (what == CONN_EOF)
 		snprintf(why, sizeof(why), "connection closed");
 	else
-		snprintf(why, sizeof(why), "%s",
-			 evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+		snprintf(why, sizeof(why), "%s", strerror(conn_errno(c)));
 	if (relay->state == RELAY_PARKED) {
 		log_debug("backend %s closed a parked connection: %s",
 			  relay->w->backends[relay->backend].text, why);
@@ -863,10 +862,9 @@ static bool relay_adopt(struct relay *relay)
 	if (!p)
 		return false;
 	relay_unpark(p);
-	relay->bev = p->bev;
-	p->bev = NULL;
-	bufferevent_setcb(relay->bev, relay_read_cb, relay_write_cb,
-			  relay_event_cb, relay);
+	relay->conn = p->conn;
+	p->conn = NULL;
+	conn_setcb(relay->conn, relay_read_cb, relay_write_cb, relay_event_cb, relay);
 	relay->backend = p->backend;
 	relay->caps = p->caps;
 	relay->opened = p->opened;

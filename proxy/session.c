@@ -1,8 +1,8 @@
 /*
  * session.c - the server side of SMTP (RFC 5321) for one client
  *
- * The session is an explicit state machine over one bufferevent. Input
- * is read into the bufferevent's buffer and handled by session_process()
+ * The session is an explicit state machine over one conn (conn.h). Input
+ * is read into the conn's buffer and handled by session_process()
  * one command at a time; a command that waits for the backend sets
  * `busy`, and the commands pipelined behind it stay in the buffer until
  * the relay's callback answered it (RFC 2920: replies in order). Reading
@@ -32,10 +32,10 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "conn.h"
 #include "decision.h"
 #include "log.h"
 #include "pipeline.h"
@@ -86,7 +86,7 @@ enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
 struct session {
 	struct worker *w;
 	struct session *prev, *next;
-	struct bufferevent *bev;
+	struct conn *conn;
 	struct event *timer;
 	char id[24];
 	char addr[INET6_ADDRSTRLEN];
@@ -376,8 +376,7 @@ static void session_free(struct session *s, const char *action,
 	}
 	/* Closing the relay here aborts a half-sent message at the backend. */
 	relay_free(s->relay);
-	if (s->bev)
-		bufferevent_free(s->bev);
+	conn_free(s->conn);
 	event_free(s->timer);
 	session_unlink(s);
 	free(s->helo);
@@ -396,7 +395,7 @@ static void session_send(struct session *s, int code, const char *enh,
 static void session_send(struct session *s, int code, const char *enh,
 			 const char *fmt, ...)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = conn_output(s->conn);
 	va_list ap;
 
 	if (enh)
@@ -429,9 +428,9 @@ static void session_closing_timer(struct session *s)
 static void session_close_wire(struct session *s, const char *wire,
 			       const char *action, const char *reason)
 {
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "%s\r\n", wire);
+	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
 	s->state = SESSION_CLOSING;
-	bufferevent_disable(s->bev, EV_READ);
+	conn_read_disable(s->conn);
 	/* Keep the reason for the record written when the socket closes. */
 	if (s->tx)
 		session_log_tx(s, "aborted", NULL, NULL, reason);
@@ -565,7 +564,7 @@ static bool session_filter_back(struct session *s)
 /* session_send_wire - queue a whole reply line given without CRLF */
 static void session_send_wire(struct session *s, const char *wire)
 {
-	evbuffer_add_printf(bufferevent_get_output(s->bev), "%s\r\n", wire);
+	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
 }
 
 /* session_reset - forget the transaction (RSET, HELO, EHLO) */
@@ -581,7 +580,7 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 {
 	const struct smtp_caps *caps = &s->w->backend_caps;
 	bool known = s->w->backend_caps_known;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = conn_output(s->conn);
 	const char *lines[8];
 	char size_line[40];
 	size_t n = 0;
@@ -1097,7 +1096,7 @@ static void cmd_quit(struct session *s, const struct smtp_command *cmd)
 	session_reset(s, "QUIT");
 	session_send(s, 221, "2.0.0", "Bye");
 	s->state = SESSION_CLOSING;
-	bufferevent_disable(s->bev, EV_READ);
+	conn_read_disable(s->conn);
 	if (s->ntransactions == 0) {
 		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
 				       "closed", "QUIT", session_filters_json(s));
@@ -1317,7 +1316,7 @@ static void session_data_end(struct session *s)
  */
 static bool session_data_input(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = conn_input(s->conn);
 	struct session_tx *tx = s->tx;
 	struct evbuffer_iovec vec;
 	char *decoded = session_decode_buffer();
@@ -1350,7 +1349,7 @@ static bool session_data_input(struct session *s)
 /* session_command_input - handle one buffered command line; false: need more */
 static bool session_command_input(struct session *s)
 {
-	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *in = conn_input(s->conn);
 	size_t avail = evbuffer_get_length(in);
 	size_t window, line_len = 0, consumed = 0;
 	unsigned max = s->w->conf->max_line_length;
@@ -1417,7 +1416,7 @@ static bool session_command_input(struct session *s)
 /* session_process - handle buffered input until we must wait */
 static void session_process(struct session *s)
 {
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = conn_output(s->conn);
 
 	while (s->state != SESSION_CLOSING && s->wait == WAIT_NONE) {
 		/* A client that does not read its replies gets no more. */
@@ -1448,7 +1447,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend)
 {
 	struct session *s = arg;
-	struct evbuffer *out = bufferevent_get_output(s->bev);
+	struct evbuffer *out = conn_output(s->conn);
 	enum session_wait wait = s->wait;
 	const char *def_enh;
 	char wire[8192];
@@ -1508,13 +1507,13 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 }
 
 /* session_read_cb - input arrived */
-static void session_read_cb(struct bufferevent *bev, void *arg)
+static void session_read_cb(struct conn *c, void *arg)
 {
 	session_process(arg);
 }
 
 /* session_write_cb - the output drained */
-static void session_write_cb(struct bufferevent *bev, void *arg)
+static void session_write_cb(struct conn *c, void *arg)
 {
 	struct session *s = arg;
 
@@ -1526,7 +1525,7 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 }
 
 /* session_event_cb - the client closed the connection, or a socket error */
-static void session_event_cb(struct bufferevent *bev, short events, void *arg)
+static void session_event_cb(struct conn *c, enum conn_event what, void *arg)
 {
 	struct session *s = arg;
 
@@ -1534,8 +1533,8 @@ static void session_event_cb(struct bufferevent *bev, short events, void *arg)
 		session_free(s, "dropped", "closed by server");
 		return;
 	}
-	session_free(s, "closed", events & BEV_EVENT_EOF ? "client disconnected"
-							: "connection error");
+	session_free(s, "closed", what == CONN_EOF ? "client disconnected"
+						   : "connection error");
 }
 
 /* session_addr - the numeric address and port of a socket address */
@@ -1599,16 +1598,14 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 	int one = 1;
 	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
 		log_debug("session %s: TCP_NODELAY: %s", s->id, strerror(errno));
-	s->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	s->conn = conn_new(w->base, fd);
 	s->timer = evtimer_new(w->base, session_timeout, s);
 	s->relay = relay_new(w, session_relay_done, s);
 	if (pipeline_active(w->pipeline))
 		s->ps = pipeline_session_new(w->pipeline);
-	if (!s->bev || !s->timer || !s->relay || (pipeline_active(w->pipeline) && !s->ps)) {
-		if (s->bev)
-			bufferevent_free(s->bev);
-		else
-			evutil_closesocket(fd);
+	if (!s->conn || !s->timer || !s->relay || (pipeline_active(w->pipeline) && !s->ps)) {
+		/* conn_new() closes fd when it fails. */
+		conn_free(s->conn);
 		if (s->timer)
 			event_free(s->timer);
 		relay_free(s->relay);
@@ -1617,10 +1614,9 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 		return NULL;
 	}
 	session_link(s);
-	bufferevent_setcb(s->bev, session_read_cb, session_write_cb,
-			  session_event_cb, s);
-	bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_MAX_INPUT);
-	bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+	conn_setcb(s->conn, session_read_cb, session_write_cb, session_event_cb, s);
+	conn_read_limit(s->conn, SESSION_MAX_INPUT);
+	conn_read_enable(s->conn);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
 	if (session_filters(s, CHAIN_CONNECT)) {
 		/* The greeting waits for the filters' word on the client. */

@@ -1,0 +1,358 @@
+/*
+ * conn.c - a non-blocking stream socket with buffers (see conn.h)
+ *
+ * Three events per conn: a persistent read event, registered while
+ * reading is wanted; a persistent write event, registered only while
+ * output waits for the socket (or a connect for its result); and a
+ * flush event that is never registered with epoll but activated by
+ * hand when output is queued, so the write happens once, after the
+ * callback that queued it returns, in the same loop turn.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "conn.h"
+
+/* Bytes asked of the kernel per read. */
+#define CONN_READ_SIZE 16384
+
+struct conn {
+	struct event_base *base;
+	evutil_socket_t fd;
+	struct evbuffer *in;
+	struct evbuffer *out;
+	struct event *rev;
+	struct event *wev;
+	struct event *flush;
+	conn_data_fn readcb;
+	conn_data_fn writecb;
+	conn_event_fn eventcb;
+	void *arg;
+	size_t read_max;
+	size_t write_low;
+	bool reading;	 /* the user wants input */
+	bool rev_added;
+	bool wev_added;
+	bool connecting; /* wev waits for the connect's result */
+	bool closed;	 /* EOF or an error: no more I/O */
+	int err;
+};
+
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+/* conn_update_read - register the read event exactly when input is wanted */
+static void conn_update_read(struct conn *c)
+{
+	bool want = c->reading && c->rev && !c->connecting && !c->closed &&
+		    !(c->read_max && evbuffer_get_length(c->in) >= c->read_max);
+
+	if (want && !c->rev_added) {
+		event_add(c->rev, NULL);
+		c->rev_added = true;
+	} else if (!want && c->rev_added) {
+		event_del(c->rev);
+		c->rev_added = false;
+	}
+}
+
+/* conn_out_cb - output was queued: write it at the end of this loop turn */
+static void conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+			void *arg)
+{
+	struct conn *c = arg;
+
+	(void)buf;
+	if (info->n_added && c->fd >= 0 && !c->wev_added && !c->closed)
+		event_active(c->flush, EV_WRITE, 1);
+}
+
+/* conn_in_cb - input was consumed: reading may resume below the limit */
+static void conn_in_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+		       void *arg)
+{
+	struct conn *c = arg;
+
+	(void)buf;
+	if (info->n_deleted && c->read_max && !c->rev_added)
+		conn_update_read(c);
+}
+
+/* conn_set_fd - take fd and make its events */
+static int conn_set_fd(struct conn *c, evutil_socket_t fd)
+{
+	c->fd = fd;
+	c->rev = event_new(c->base, fd, EV_READ | EV_PERSIST, conn_read_cb, c);
+	c->wev = event_new(c->base, fd, EV_WRITE | EV_PERSIST, conn_write_cb, c);
+	return c->rev && c->wev ? 0 : -1;
+}
+
+/* conn_new - a conn for fd, or for a later conn_connect() */
+struct conn *conn_new(struct event_base *base, evutil_socket_t fd)
+{
+	struct conn *c = calloc(1, sizeof(*c));
+
+	if (!c)
+		return NULL;
+	c->base = base;
+	c->fd = -1;
+	c->in = evbuffer_new();
+	c->out = evbuffer_new();
+	c->flush = event_new(base, -1, 0, conn_flush_cb, c);
+	if (!c->in || !c->out || !c->flush ||
+	    !evbuffer_add_cb(c->out, conn_out_cb, c) ||
+	    !evbuffer_add_cb(c->in, conn_in_cb, c) ||
+	    (fd >= 0 && conn_set_fd(c, fd) < 0)) {
+		if (fd >= 0 && c->fd < 0)
+			close(fd);
+		conn_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+/* conn_setcb - the callbacks */
+void conn_setcb(struct conn *c, conn_data_fn read, conn_data_fn write,
+		conn_event_fn event, void *arg)
+{
+	c->readcb = read;
+	c->writecb = write;
+	c->eventcb = event;
+	c->arg = arg;
+}
+
+/* conn_connect - start a connect to sa */
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len)
+{
+	evutil_socket_t fd = socket(sa->sa_family,
+				    SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		c->err = errno;
+		return -1;
+	}
+	if (conn_set_fd(c, fd) < 0) {
+		c->err = ENOMEM;
+		return -1;
+	}
+	if (connect(fd, sa, len) < 0 && errno != EINPROGRESS) {
+		c->err = errno;
+		return -1;
+	}
+	/* Writable means connected, or failed: SO_ERROR tells. */
+	c->connecting = true;
+	event_add(c->wev, NULL);
+	c->wev_added = true;
+	return 0;
+}
+
+/* conn_read_enable - read input */
+void conn_read_enable(struct conn *c)
+{
+	c->reading = true;
+	conn_update_read(c);
+}
+
+/* conn_read_disable - leave input in the socket */
+void conn_read_disable(struct conn *c)
+{
+	c->reading = false;
+	conn_update_read(c);
+}
+
+/* conn_read_limit - the input buffer's high-water mark */
+void conn_read_limit(struct conn *c, size_t max)
+{
+	c->read_max = max;
+	conn_update_read(c);
+}
+
+/* conn_write_low - the output buffer's low-water mark */
+void conn_write_low(struct conn *c, size_t low)
+{
+	c->write_low = low;
+}
+
+struct evbuffer *conn_input(struct conn *c)
+{
+	return c->in;
+}
+
+struct evbuffer *conn_output(struct conn *c)
+{
+	return c->out;
+}
+
+evutil_socket_t conn_fd(const struct conn *c)
+{
+	return c->fd;
+}
+
+int conn_errno(const struct conn *c)
+{
+	return c->err;
+}
+
+/* conn_stop - no more I/O after EOF or an error */
+static void conn_stop(struct conn *c)
+{
+	c->closed = true;
+	conn_update_read(c);
+	if (c->wev_added) {
+		event_del(c->wev);
+		c->wev_added = false;
+	}
+	event_del(c->flush);
+}
+
+/* conn_fail - report a socket error */
+static void conn_fail(struct conn *c, int err)
+{
+	c->err = err;
+	conn_stop(c);
+	if (c->eventcb)
+		c->eventcb(c, CONN_ERROR, c->arg);
+}
+
+/* conn_read_cb - the socket is readable */
+static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct evbuffer_iovec v[2];
+	struct iovec iov[2];
+	ssize_t got;
+	int n;
+
+	(void)what;
+	n = evbuffer_reserve_space(c->in, CONN_READ_SIZE, v, 2);
+	if (n <= 0) {
+		conn_fail(c, ENOMEM);
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		iov[i].iov_base = v[i].iov_base;
+		iov[i].iov_len = v[i].iov_len;
+	}
+	got = readv(fd, iov, n);
+	if (got <= 0) {
+		int err = errno;
+		evbuffer_commit_space(c->in, v, 0);
+		if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+			return;
+		if (got < 0) {
+			conn_fail(c, err);
+			return;
+		}
+		conn_stop(c);
+		if (c->eventcb)
+			c->eventcb(c, CONN_EOF, c->arg);
+		return;
+	}
+	/* Say how much of each reserved vector was filled. */
+	size_t left = (size_t)got;
+	for (int i = 0; i < n; i++) {
+		if (v[i].iov_len > left)
+			v[i].iov_len = left;
+		left -= v[i].iov_len;
+	}
+	evbuffer_commit_space(c->in, v, n);
+	conn_update_read(c);
+	if (c->readcb)
+		c->readcb(c, c->arg);
+}
+
+/* conn_write - write what the socket takes; wait for it with the rest */
+static void conn_write(struct conn *c)
+{
+	size_t len = evbuffer_get_length(c->out);
+
+	if (len > 0) {
+		int n = evbuffer_write(c->out, c->fd);
+		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+			conn_fail(c, errno);
+			return;
+		}
+		len = evbuffer_get_length(c->out);
+	}
+	if (len > 0 && !c->wev_added) {
+		event_add(c->wev, NULL);
+		c->wev_added = true;
+	} else if (len == 0 && c->wev_added) {
+		event_del(c->wev);
+		c->wev_added = false;
+	}
+	if (len <= c->write_low && c->writecb)
+		c->writecb(c, c->arg);
+}
+
+/* conn_flush_cb - output queued during this loop turn */
+static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (!c->wev_added && !c->closed)
+		conn_write(c);
+}
+
+/* conn_write_cb - the socket is writable: connected, or room for output */
+static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	(void)what;
+	if (c->connecting) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+
+		c->connecting = false;
+		if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+			err = errno;
+		if (err) {
+			conn_fail(c, err);
+			return;
+		}
+		event_del(c->wev);
+		c->wev_added = false;
+		c->reading = true;
+		conn_update_read(c);
+		/* Output queued while connecting goes out now. */
+		if (evbuffer_get_length(c->out))
+			event_active(c->flush, EV_WRITE, 1);
+		if (c->eventcb)
+			c->eventcb(c, CONN_CONNECTED, c->arg);
+		return;
+	}
+	conn_write(c);
+}
+
+/* conn_free - close and release */
+void conn_free(struct conn *c)
+{
+	if (!c)
+		return;
+	if (c->rev)
+		event_free(c->rev);
+	if (c->wev)
+		event_free(c->wev);
+	if (c->flush)
+		event_free(c->flush);
+	if (c->in) {
+		evbuffer_remove_cb(c->in, conn_in_cb, c);
+		evbuffer_free(c->in);
+	}
+	if (c->out) {
+		evbuffer_remove_cb(c->out, conn_out_cb, c);
+		evbuffer_free(c->out);
+	}
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c);
+}

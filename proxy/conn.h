@@ -1,0 +1,90 @@
+/*
+ * conn.h - a non-blocking stream socket with an input and an output buffer
+ *
+ * What a libevent bufferevent does for the proxy's two kinds of socket
+ * (clients and backends), with fewer system calls per SMTP exchange:
+ *
+ * - Output is written as soon as the callback that queued it returns
+ *   (all of it in one writev), not one loop turn later after epoll has
+ *   been told to watch for writability and has said so. Only output the
+ *   socket cannot take at once waits for a write event.
+ * - Input is read straight into the buffer's free space; no FIONREAD
+ *   ioctl before every read.
+ * - The read event stays registered while reading is on, so a reply
+ *   written and a command read cost no epoll_ctl.
+ *
+ * Callbacks run on the event loop's thread. Any of them may free the
+ * conn; the conn touches nothing of itself after calling one.
+ */
+#ifndef PORTCULLIS_CONN_H
+#define PORTCULLIS_CONN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+
+struct conn;
+
+/* What conn_event_fn reports. */
+enum conn_event {
+	CONN_CONNECTED, /* conn_connect() succeeded */
+	CONN_EOF,	/* the peer closed its side */
+	CONN_ERROR,	/* a socket error; conn_errno() tells which */
+};
+
+/* conn_data_fn - input arrived (read) or output drained to the low mark (write) */
+typedef void (*conn_data_fn)(struct conn *c, void *arg);
+
+/* conn_event_fn - connected, end of input, or an error */
+typedef void (*conn_event_fn)(struct conn *c, enum conn_event what, void *arg);
+
+/*
+ * conn_new - a conn for fd (non-blocking, owned and closed by the conn),
+ * or for a socket conn_connect() opens later when fd is -1; reading is
+ * off until conn_read_enable() or a successful connect
+ */
+struct conn *conn_new(struct event_base *base, evutil_socket_t fd);
+
+/* conn_setcb - the callbacks and their argument */
+void conn_setcb(struct conn *c, conn_data_fn read, conn_data_fn write,
+		conn_event_fn event, void *arg);
+
+/*
+ * conn_connect - open a socket to sa and connect; CONN_CONNECTED or
+ * CONN_ERROR follows from the loop. -1 when no socket could be made.
+ */
+int conn_connect(struct conn *c, const struct sockaddr *sa, socklen_t len);
+
+/* conn_read_enable / conn_read_disable - whether input is read */
+void conn_read_enable(struct conn *c);
+void conn_read_disable(struct conn *c);
+
+/*
+ * conn_read_limit - stop reading while the input buffer holds max bytes
+ * or more (0: no limit); reading resumes when it is drained below
+ */
+void conn_read_limit(struct conn *c, size_t max);
+
+/*
+ * conn_write_low - call the write callback after a write that leaves at
+ * most low bytes in the output buffer (default 0: when it is empty)
+ */
+void conn_write_low(struct conn *c, size_t low);
+
+/* conn_input / conn_output - the buffers (output is written by itself) */
+struct evbuffer *conn_input(struct conn *c);
+struct evbuffer *conn_output(struct conn *c);
+
+/* conn_fd - the socket, or -1 */
+evutil_socket_t conn_fd(const struct conn *c);
+
+/* conn_errno - the errno of the last CONN_ERROR */
+int conn_errno(const struct conn *c);
+
+/* conn_free - close the socket and release everything; unsent output is lost */
+void conn_free(struct conn *c);
+
+#endif
