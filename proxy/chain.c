@@ -164,12 +164,16 @@ static int chain_open(struct pc_config *cfg, struct chain_filter *f)
 		f->desc = NULL;
 		return -1;
 	}
-	if (f->desc->size < sizeof(struct pc_filter)) {
-		pc_config_error(cfg, "module", "%s has a descriptor of %zu bytes, expected %zu",
-				path, f->desc->size, sizeof(struct pc_filter));
+	if (f->desc->size < PC_FILTER_SIZE_1) {
+		pc_config_error(cfg, "module", "%s has a descriptor of %zu bytes, expected at least %zu",
+				path, f->desc->size, (size_t)PC_FILTER_SIZE_1);
 		f->desc = NULL;
 		return -1;
 	}
+	/* A plugin built before the newest fields has them as 0. */
+	memcpy(&f->copy, f->desc, f->desc->size < sizeof(f->copy) ? f->desc->size
+								   : sizeof(f->copy));
+	f->desc = &f->copy;
 	for (size_t i = 0; i < sec->nkv; i++)
 		if (!chain_key_known(f->desc, sec->kv[i].key))
 			pc_config_error(cfg, sec->kv[i].key, "unknown key for filter %s",
@@ -207,6 +211,8 @@ struct chain *chain_load(const struct conf *conf, FILE *errors)
 
 	if (!chain)
 		return NULL;
+	for (int s = 0; s < CHAIN_STAGES; s++)
+		chain->inline_ok[s] = true;
 	for (size_t i = 0; i < conf->nchain; i++) {
 		struct pc_config cfg = { conf, &conf->chain[i], errors, 0 };
 		struct chain_filter *f = &chain->filters[chain->n++];
@@ -215,9 +221,13 @@ struct chain *chain_load(const struct conf *conf, FILE *errors)
 			nerrors++;
 			continue;
 		}
-		for (int s = 0; s < CHAIN_STAGES; s++)
-			if (chain_has_hook(f, (enum chain_stage)s))
-				chain->any[s] = true;
+		for (int s = 0; s < CHAIN_STAGES; s++) {
+			if (!chain_has_hook(f, (enum chain_stage)s))
+				continue;
+			chain->any[s] = true;
+			if (!(f->desc->nonblocking & (1u << s)))
+				chain->inline_ok[s] = false;
+		}
 	}
 	if (nerrors) {
 		chain_free(chain);

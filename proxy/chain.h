@@ -31,7 +31,8 @@ enum chain_stage {
 
 struct chain_filter {
 	char *name;
-	const struct pc_filter *desc;
+	const struct pc_filter *desc; /* &copy once checked */
+	struct pc_filter copy;	      /* the plugin's descriptor, newer fields 0 */
 	void *dl;
 	void *instance;
 	unsigned timeout_ms;
@@ -42,6 +43,7 @@ struct chain {
 	struct chain_filter filters[CONF_MAX_FILTERS];
 	size_t n;
 	bool any[CHAIN_STAGES]; /* whether some filter has a hook at the stage */
+	bool inline_ok[CHAIN_STAGES]; /* every hook at the stage is nonblocking */
 };
 
 /* chain_load - load and initialise the chain; NULL after reporting errors */

@@ -14,6 +14,11 @@
  * filter's on_error. The abandoned job is freed when its thread finally
  * returns.
  *
+ * A stage whose every hook is nonblocking (pc_filter.nonblocking) runs on
+ * the loop instead, at once, and ends like a pool job would: from a
+ * callback of its own (inline_ev), after the code that started it
+ * returned.
+ *
  * Everything of a session (struct pipeline_session) is touched on the
  * event loop only, except through a job's copies.
  */
@@ -44,6 +49,8 @@ struct pipeline {
 	const struct conf *conf;
 	struct pool *pool;
 	unsigned nsessions; /* states alive, ended or not */
+	struct event *inline_ev; /* ends the jobs run on the loop */
+	struct pipeline_job *inline_head, *inline_tail;
 };
 
 /* A copy of the environment, shared by the jobs of one call (loop only). */
@@ -84,7 +91,7 @@ struct pipeline_session {
 struct pipeline_job {
 	struct pipeline *p;
 	struct pipeline_session *ps; /* NULL once abandoned */
-	struct pipeline_job *next;   /* in the session's queue */
+	struct pipeline_job *next;   /* in the session's queue, or inline_head's */
 	enum chain_stage stage;
 	struct snap *snap;
 	pipeline_done_fn done; /* NULL once the session ended */
@@ -844,11 +851,40 @@ static void job_timer(evutil_socket_t fd, short events, void *arg)
 	job->ps = NULL;
 }
 
-/* job_submit - hand the job to the pool (loop) */
+/* pipeline_inline_cb - end the jobs that ran on the loop (loop) */
+static void pipeline_inline_cb(evutil_socket_t fd, short events, void *arg)
+{
+	struct pipeline *p = arg;
+	struct pipeline_job *job;
+
+	/* job_done() may start more inline jobs: they join this list. */
+	while ((job = p->inline_head)) {
+		p->inline_head = job->next;
+		if (!p->inline_head)
+			p->inline_tail = NULL;
+		job->next = NULL;
+		job_done(job);
+	}
+}
+
+/* job_submit - hand the job to the pool, or run it now (loop) */
 static void job_submit(struct pipeline_job *job)
 {
 	struct pipeline *p = job->p;
 
+	if (p->chain->inline_ok[job->stage]) {
+		/* No deadline: nonblocking hooks return at once by contract. */
+		job->submitted = true;
+		job->started = now_ts();
+		job_work(job);
+		if (p->inline_tail)
+			p->inline_tail->next = job;
+		else
+			p->inline_head = job;
+		p->inline_tail = job;
+		event_active(p->inline_ev, EV_TIMEOUT, 1);
+		return;
+	}
 	if (!job->timer)
 		job->timer = evtimer_new(p->base, job_timer, job);
 	job->started = now_ts();
@@ -921,7 +957,11 @@ struct pipeline *pipeline_new(struct event_base *base, struct chain *chain,
 	p->conf = conf;
 	if (chain && chain->n) {
 		p->pool = pool_new(base, conf->filter_threads, conf->filter_queue);
-		if (!p->pool) {
+		p->inline_ev = event_new(base, -1, 0, pipeline_inline_cb, p);
+		if (!p->pool || !p->inline_ev) {
+			if (p->inline_ev)
+				event_free(p->inline_ev);
+			pool_detach(p->pool);
 			free(p);
 			return NULL;
 		}
@@ -935,6 +975,8 @@ void pipeline_free(struct pipeline *p)
 	if (!p)
 		return;
 	pool_detach(p->pool);
+	if (p->inline_ev)
+		event_free(p->inline_ev);
 	free(p);
 }
 

@@ -329,4 +329,6 @@ const struct pc_filter portcullis_filter = {
 	.init = relay_init,
 	.fini = relay_fini,
 	.rcpt = relay_rcpt,
+	/* Table lookups in memory only: no thread needed. */
+	.nonblocking = PC_HOOK_RCPT,
 };

@@ -310,4 +310,6 @@ const struct pc_filter portcullis_filter = {
 	.connect = size_connect,
 	.mail = size_mail,
 	.data = size_data,
+	/* Arithmetic on sizes only: no thread needed. */
+	.nonblocking = PC_HOOK_CONNECT | PC_HOOK_MAIL | PC_HOOK_DATA,
 };

@@ -961,4 +961,6 @@ const struct pc_filter portcullis_filter = {
 	.mail = spf_mail,
 	.data = spf_data,
 	.reset = spf_reset,
+	/* Only mail asks DNS; data writes what mail found, reset frees it. */
+	.nonblocking = PC_HOOK_DATA | PC_HOOK_RESET,
 };

@@ -56,6 +56,14 @@
  * session goes on without it meanwhile (so its later hooks may run while
  * the late one still does), and what the late call does is ignored.
  *
+ * A hook that never blocks (no DNS, no file or network I/O, no lock held
+ * for long) and takes microseconds can say so in the descriptor's
+ * "nonblocking" bits (PC_HOOK_RCPT, ...). When every hook of a stage in
+ * the chain says so, Portcullis calls them on the event loop's thread,
+ * which spares a trip through the pool (two thread switches). Such a
+ * call has no deadline: a nonblocking hook that blocks stalls every
+ * session of its worker.
+ *
  * Memory
  *
  * Strings returned by accessors belong to Portcullis and stay valid until
@@ -67,7 +75,9 @@
  * The context is opaque and reached only through the functions below, so
  * the API grows by adding functions. PC_FILTER_HEADER records the ABI
  * version and the size of the descriptor the plugin was built with; a
- * plugin built for another major ABI version is refused at load.
+ * plugin built for another major ABI version is refused at load. Fields
+ * added at the end of the descriptor read as 0 for a plugin built
+ * before them.
  */
 #ifndef PORTCULLIS_FILTER_H
 #define PORTCULLIS_FILTER_H
@@ -129,7 +139,25 @@ struct pc_filter {
 	enum pc_status (*data)(pc_ctx *ctx);
 	void (*reset)(pc_ctx *ctx);
 	void (*close)(pc_ctx *ctx);
+
+	/*
+	 * nonblocking - PC_HOOK_* bits of the hooks that never block and
+	 * may run on the event loop (see "Threads and time")
+	 */
+	unsigned nonblocking;
 };
+
+/* Bits of pc_filter.nonblocking, one per hook. */
+#define PC_HOOK_CONNECT (1u << 0)
+#define PC_HOOK_HELO (1u << 1)
+#define PC_HOOK_MAIL (1u << 2)
+#define PC_HOOK_RCPT (1u << 3)
+#define PC_HOOK_DATA (1u << 4)
+#define PC_HOOK_RESET (1u << 5)
+#define PC_HOOK_CLOSE (1u << 6)
+
+/* The descriptor's size in the first release of ABI 1 (before nonblocking). */
+#define PC_FILTER_SIZE_1 offsetof(struct pc_filter, nonblocking)
 
 #define PC_FILTER_HEADER .abi_version = PC_FILTER_ABI_VERSION, \
 			 .size = sizeof(struct pc_filter)

@@ -59,6 +59,11 @@ def setUpModule():
 PLUGIN_DIR = os.environ.get("PORTCULLIS_TEST_PLUGIN_DIR") or os.path.join(
     PROJECT, "tests", "plugins", ".libs")
 PROBE = os.path.join(PLUGIN_DIR, "probe.so")
+# the same filter with every hook marked nonblocking (run on the loop), and
+# marked so too but with a descriptor from before that field (the marks
+# must read as 0)
+PROBE_NB = os.path.join(PLUGIN_DIR, "probe_nb.so")
+PROBE_OLD = os.path.join(PLUGIN_DIR, "probe_old.so")
 NOTAFILTER = os.path.join(PLUGIN_DIR, "notafilter.so")
 
 ALICE = "alice@" + DOMAIN
@@ -130,9 +135,12 @@ def line_of(text, line):
 class PipelineTest(ProxyTestCase):
     """Probes in a chain in front of a capture server."""
 
+    # the probe's build the chain is made of (unless a filter says module=)
+    module = PROBE
+
     def setUp(self):
-        if not os.path.exists(PROBE):
-            self.skipTest("probe filter not built (make check): " + PROBE)
+        if not os.path.exists(self.module):
+            self.skipTest("probe filter not built (make check): " + self.module)
         self.tmp = make_tempdir("portcullis-pipeline-")
         self.addCleanup(remove_tree, self.tmp)
 
@@ -147,7 +155,8 @@ class PipelineTest(ProxyTestCase):
         (proxy, capture)."""
         cap = cap or self.start_capture()
         names = [name for name, _ in filters]
-        extra = "".join(filter_section(name, **opts) for name, opts in filters)
+        extra = "".join(filter_section(name, **dict({"module": self.module}, **opts))
+                        for name, opts in filters)
         px = self.start_proxy(backend_port=cap.port, filters=", ".join(names),
                               extra=extra, **kw)
         return px, cap
@@ -775,6 +784,85 @@ class TestHeaderChanges(PipelineTest):
         out = self.converse(px.port)
         self.assertRefusedAt(out, "data", 550, "5.7.1")
         self.assertNothingDelivered(cap)
+
+
+# ---------------------------------------------------------------------------
+# nonblocking hooks: the same contract when a stage runs on the event loop
+
+class TestVerdictAtEachStageNonblocking(TestVerdictAtEachStage):
+    """Every verdict at every stage, the probe's hooks run on the loop."""
+    module = PROBE_NB
+
+
+class TestChainOrderNonblocking(TestChainOrder):
+    module = PROBE_NB
+
+
+class TestHeaderChangesNonblocking(TestHeaderChanges):
+    module = PROBE_NB
+
+
+class TestNonblockingHooks(PipelineTest):
+
+    def loop_thread(self, px, out, name, stage):
+        rec = self.record(px, out["port"], type="transaction")
+        e = self.entries(rec, name, stage)
+        self.assertEqual(len(e), 1, rec)
+        return e[0]["results"]["loop_thread"]
+
+    def test_a_stage_of_nonblocking_hooks_runs_on_the_event_loop(self):
+        for stage in STAGES:
+            with self.subTest(stage=stage):
+                px, cap = self.proxy(("p", dict(stage=stage, report_thread="yes",
+                                                module=PROBE_NB)))
+                out = self.converse(px.port)
+                self.assertAllAccepted(out)
+                self.assertEqual(self.loop_thread(px, out, "p", stage), 1)
+
+    def test_hooks_that_may_block_run_on_the_pool(self):
+        px, cap = self.proxy(("p", dict(stage="rcpt", report_thread="yes",
+                                        module=PROBE)))
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertEqual(self.loop_thread(px, out, "p", "rcpt"), 0)
+
+    def test_one_hook_that_may_block_sends_the_whole_stage_to_the_pool(self):
+        px, cap = self.proxy(
+            ("nb", dict(stage="rcpt", report_thread="yes", module=PROBE_NB)),
+            ("slow", dict(stage="rcpt", module=PROBE)))
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertEqual(self.loop_thread(px, out, "nb", "rcpt"), 0)
+
+    def test_a_descriptor_from_before_the_field_reads_it_as_0(self):
+        px, cap = self.proxy(("p", dict(stage="mail", report_thread="yes",
+                                        module=PROBE_OLD)))
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertEqual(self.loop_thread(px, out, "p", "mail"), 0)
+
+    def test_reset_and_close_balance_with_every_hook_on_the_loop(self):
+        count = self.count_file("p")
+        px, cap = self.proxy(("p", dict(count_file=count, module=PROBE_NB)),
+                             ("gate", dict(stage="mail", verdict="reject",
+                                           match="refused@", module=PROBE_NB)))
+        sids = []
+        for n in range(3):
+            c = self.client(px.port)
+            port = c.local_port
+            c.ehlo(HELO)
+            self.assertReply(c.cmd("MAIL FROM:<refused@%s>" % DOMAIN), 550)
+            self.assertReply(c.mail_transaction(ALICE, [BOB], make_message(
+                "nb %d" % n))["end"], 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+            sids.append(self.record(px, port)["session"])
+        calls = self.wait_closes("p", 3)
+        for sid in sids:
+            seq = self.session_calls("p", sid)
+            self.assertEqual(seq, ["connect", "helo", "mail", "reset", "mail",
+                                   "rcpt", "data", "reset", "close"], seq)
+        self.assertDelivered(cap, 3)
 
 
 # ---------------------------------------------------------------------------

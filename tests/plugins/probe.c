@@ -35,6 +35,16 @@
  *				after it removes that field
  *	count_file = PATH	append "STAGE SESSION-ID\n" for every hook
  *				call, reset and close included
+ *	report_thread = yes	pc_result_int("loop_thread", 1 or 0) in the
+ *				acting hook: whether it runs on the worker's
+ *				main thread (the event loop) or a pool thread
+ *
+ * Built three times from this file: probe.so (every hook may block),
+ * probe_nb.so (-DPROBE_NONBLOCKING: every hook marked nonblocking, so the
+ * host runs a stage of them on the event loop) and probe_old.so
+ * (-DPROBE_OLD_DESCRIPTOR: marked nonblocking too, but its descriptor
+ * claims the size of the first ABI 1 release, from before that field,
+ * so the host must read the marks as 0).
  *
  * The header options act in the data hook whatever stage says (only there
  * can the header change), when match, if given, matches; they are made
@@ -54,7 +64,7 @@
  * is written with one O_APPEND write(2) a line, so concurrent sessions
  * need no lock.
  */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* gettid() */
 
 #include <errno.h>
 #include <fcntl.h>
@@ -118,6 +128,7 @@ struct probe {
 	unsigned long long size_limit;
 	struct probe_field add, insert, change;
 	char *count_file;
+	bool report_thread;
 };
 
 /* probe_free - free an instance, complete or half-built */
@@ -289,6 +300,14 @@ static int probe_init_action(pc_config *config, struct probe *p)
 			p->crash = true;
 		else if (strcasecmp(v, "no") != 0) {
 			pc_config_error(config, "crash", "\"%s\": expected yes or no", v);
+			return -1;
+		}
+	}
+	if ((v = pc_config_get(config, "report_thread"))) {
+		if (strcasecmp(v, "yes") == 0)
+			p->report_thread = true;
+		else if (strcasecmp(v, "no") != 0) {
+			pc_config_error(config, "report_thread", "\"%s\": expected yes or no", v);
 			return -1;
 		}
 	}
@@ -501,6 +520,8 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 		pc_result(ctx, p->result_key, p->result_value);
 	if (p->result_int_key)
 		pc_result_int(ctx, p->result_int_key, p->result_int);
+	if (p->report_thread)
+		pc_result_int(ctx, "loop_thread", gettid() == getpid());
 	if (p->size_limit)
 		pc_set_size_limit(ctx, p->size_limit);
 	if (p->sleep > 0)
@@ -565,11 +586,17 @@ static const char *const probe_options[] = {
 	"stage",	"verdict",	 "code",	  "enh",
 	"text",		"match",	 "sleep",	  "crash",
 	"result",	"result_int",	 "size_limit",	  "add_header",
-	"insert_header", "change_header", "count_file",	  NULL,
+	"insert_header", "change_header", "count_file",	  "report_thread",
+	NULL,
 };
 
 const struct pc_filter portcullis_filter = {
+#ifdef PROBE_OLD_DESCRIPTOR
+	.abi_version = PC_FILTER_ABI_VERSION,
+	.size = PC_FILTER_SIZE_1,
+#else
 	PC_FILTER_HEADER,
+#endif
 	.name = "probe",
 	.description = "configurable test filter: any verdict at any stage",
 	.options = probe_options,
@@ -582,4 +609,8 @@ const struct pc_filter portcullis_filter = {
 	.data = probe_data,
 	.reset = probe_reset,
 	.close = probe_close,
+#if defined(PROBE_NONBLOCKING) || defined(PROBE_OLD_DESCRIPTOR)
+	.nonblocking = PC_HOOK_CONNECT | PC_HOOK_HELO | PC_HOOK_MAIL | PC_HOOK_RCPT |
+		       PC_HOOK_DATA | PC_HOOK_RESET | PC_HOOK_CLOSE,
+#endif
 };
