@@ -201,7 +201,11 @@ static void relay_unpark(struct relay *relay)
 /*
  * relay_reusable - whether the connection may serve another session:
  * reuse is on, the worker is not closing down, the connection is idle
- * and younger than reuse_time_limit
+ * and younger than reuse_time_limit. A connection that speaks for its
+ * client by XCLIENT must be able to take the next client's XCLIENT: its
+ * last EHLO offered XCLIENT (Postfix stops offering it when the address
+ * XCLIENT gave is not in smtpd_authorized_xclient_hosts) and the backend
+ * has not refused a second XCLIENT before.
  */
 static bool relay_reusable(const struct relay *relay)
 {
@@ -209,6 +213,7 @@ static bool relay_reusable(const struct relay *relay)
 
 	return w->conf->backend_reuse > 0 && !w->draining && !w->retiring &&
 	       relay->state == RELAY_IDLE &&
+	       !(relay->xclient_done && (!relay->caps.xclient || w->xclient_reuse_refused)) &&
 	       relay_now() - relay->opened < (time_t)w->conf->backend_reuse_time_limit;
 }
 
@@ -575,7 +580,20 @@ static void relay_reply(struct relay *relay)
 			    relay->w->backends[relay->backend].text, r->code,
 			    r->nlines ? r->lines[0] : "");
 		if (relay->carried) {
-			/* It still speaks for the earlier client: never use it. */
+			/*
+			 * It still speaks for the earlier client: never use it.
+			 * Postfix checks smtpd_authorized_xclient_hosts again
+			 * against the address the last XCLIENT gave, so this
+			 * backend will refuse it again: stop parking such
+			 * connections.
+			 */
+			if (!relay->w->xclient_reuse_refused)
+				log_warning("backend %s refuses XCLIENT on a reused connection: "
+					    "connections that used XCLIENT are no longer reused "
+					    "(authorize every address for XCLIENT on the listener "
+					    "only portcullis reaches to allow it)",
+					    relay->w->backends[relay->backend].text);
+			relay->w->xclient_reuse_refused = true;
 			relay_restart(relay, "XCLIENT refused");
 			return;
 		}
@@ -862,6 +880,12 @@ static bool relay_adopt(struct relay *relay)
 	if (!p)
 		return false;
 	relay_unpark(p);
+	if (p->xclient_done && !(p->caps.xclient && relay_wants(p, CONF_IDENTITY_XCLIENT))) {
+		/* relay_park() keeps these out: never send for the wrong client. */
+		log_error("internal error: a parked connection cannot take XCLIENT");
+		relay_quit(p);
+		return false;
+	}
 	relay->conn = p->conn;
 	p->conn = NULL;
 	conn_setcb(relay->conn, relay_read_cb, relay_write_cb, relay_event_cb, relay);

@@ -44,6 +44,8 @@ struct worker {
 	/* Idle backend connections for the next session (relay.c). */
 	struct relay *parked;
 	unsigned nparked;
+	/* A backend refused XCLIENT on a reused connection: stop parking those. */
+	bool xclient_reuse_refused;
 
 	struct session *sessions; /* list, linked through the sessions */
 	unsigned nsessions;

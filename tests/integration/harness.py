@@ -291,10 +291,11 @@ class SMTPClient:
     c.cmd("MAIL FROM:<a@b>") sends a line + CRLF and reads its reply.
     """
 
-    def __init__(self, port, host="127.0.0.1", timeout=15.0):
+    def __init__(self, port, host="127.0.0.1", timeout=15.0, source=None):
         self.port = port
         self.host = host
         self.timeout = timeout
+        self.source = source  # the local address to connect from, or None
         self.sock = None
         self.buf = b""
         self.eof = False
@@ -305,6 +306,8 @@ class SMTPClient:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
+        if self.source:
+            self.sock.bind((self.source, 0))
         self.sock.connect((self.host, self.port))
         if read_greeting:
             self.greeting = self.reply()
@@ -576,7 +579,9 @@ class Postfix:
             "smtputf8_enable": "yes",
             "smtpd_forbid_bare_newline": self.forbid_bare_newline,
             "smtpd_forbid_bare_newline_exclusions": "",
+            # xclient: True (all of loopback), False, or the list itself
             "smtpd_authorized_xclient_hosts":
+                self.xclient if isinstance(self.xclient, str) else
                 "127.0.0.0/8 [::1]/128" if self.xclient else "",
             "smtpd_authorized_xforward_hosts":
                 "127.0.0.0/8 [::1]/128" if self.xforward else "",
@@ -1448,8 +1453,9 @@ class ProxyTestCase(unittest.TestCase):
         self._proxies = getattr(self, "_proxies", [])
         self._proxies.append(proxy)
 
-    def client(self, port, host="127.0.0.1", timeout=15.0, connect=True):
-        c = SMTPClient(port, host, timeout)
+    def client(self, port, host="127.0.0.1", timeout=15.0, connect=True,
+               source=None):
+        c = SMTPClient(port, host, timeout, source)
         self.addCleanup(c.close)
         if connect:
             c.connect()

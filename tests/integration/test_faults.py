@@ -471,6 +471,27 @@ class TestBackendReuse(FaultTest):
         x = self.after(cap.sessions[1]["commands"], b"XCLIENT ")
         self.assertIn(b"PORT=%d" % p2, cap.sessions[1]["commands"][x])
 
+    def test_a_backend_that_stops_offering_xclient_gets_a_new_connection_per_client(self):
+        # Postfix does this when the address XCLIENT gave is not allowed to
+        # send XCLIENT itself: the connection cannot speak for another client
+        def hook(sess, line):
+            if line.upper().startswith(b"EHLO ") and any(
+                    c.startswith(b"XCLIENT ") for c in sess["commands"]):
+                return b"250-capture.portcullis.test\r\n250 PIPELINING"
+            return None
+        cap = self.setup_capture(hook=hook)
+        self.deliver("one.example.test")
+        p2 = self.deliver("two.example.test", rcpt=CAROL)
+        cap.wait_messages(2)
+        wait_for(lambda: cap.sessions[0]["closed"], 5)
+        first = cap.sessions[0]["commands"]
+        self.assertEqual(len([c for c in first if c.startswith(b"XCLIENT ")]), 1, first)
+        self.assertNotIn(b"RCPT TO:<%s>" % CAROL.encode(), first)
+        self.assertEqual(first[-1], b"QUIT")
+        self.assertEqual(len(cap.sessions), 2)
+        x = self.after(cap.sessions[1]["commands"], b"XCLIENT ")
+        self.assertIn(b"PORT=%d" % p2, cap.sessions[1]["commands"][x])
+
     def test_reuse_0_gives_every_session_its_own_connection(self):
         cap = self.setup_capture(backend_reuse=0)
         self.deliver("one.example.test")

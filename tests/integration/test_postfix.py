@@ -371,6 +371,81 @@ class TestClientIdentity(PostfixBackendTest):
         self.assertEqual(rec[-1]["sender"], "")
 
 
+class TestReuseWithStrictXclientHosts(PostfixBackendTest):
+    """Postfix checks smtpd_authorized_xclient_hosts again after XCLIENT,
+    against the address XCLIENT gave, and stops offering XCLIENT: with only
+    the proxy's address listed (127.0.0.1), a connection that spoke for a
+    client at 127.0.0.2 cannot speak for the next one. It must never be
+    used for the next client (the message would go out under the earlier
+    client's identity, with its rights): every session gets its own
+    connection and its own identity."""
+
+    postfix_options = {"xclient": "127.0.0.1"}
+
+    def test_a_connection_that_cannot_take_the_next_xclient_is_not_reused(self):
+        self.connects_before = len(re.findall(r"smtpd\[\d+\]: connect from",
+                                              self.postfix.maillog()))
+        proxy = self.proxy()
+        sent = []
+        for n, user in enumerate(("alice", "carol", "bob")):
+            helo = "remote%d.example.test" % n
+            msg = make_message("strict xclient %d" % n, to=user + "@" + DOMAIN)
+            c = self.client(proxy.port, source="127.0.0.2")
+            port = c.local_port
+            r = c.mail_transaction(ALICE, [user + "@" + DOMAIN], msg, helo=helo)
+            self.assertCode(r["end"], 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+            sent.append((helo, user, msg, port))
+        for helo, user, msg, port in sent:
+            got = self.delivered(user, msg)
+            recv = [v for n, v in header_fields(got) if n == b"received"]
+            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
+                             r"\[127\.0\.0\.2\]\)" % re.escape(helo))
+            qid = self.postfix.queue_id_of(message_id(msg))
+            self.assertRegex(self.postfix.maillog(),
+                             r"%s: client=\S*\[127\.0\.0\.2\]:%d\b" % (qid, port))
+        log = self.postfix.maillog()
+        self.assertNotIn("insufficient authorization", log)
+        self.assertEqual(len(re.findall(r"smtpd\[\d+\]: connect from", log)) -
+                         self.connects_before, 3, log[-3000:])
+        recs = proxy.wait_transaction(count=3, action="accepted")
+        self.assertEqual([r["backend"]["reused"] for r in recs], [False] * 3)
+
+
+class TestReuseWithXclientForAll(PostfixBackendTest):
+    """The listener only the proxy reaches authorizes every address for
+    XCLIENT (as README suggests for reuse): a connection that spoke for a
+    client at 127.0.0.2 takes the next client's XCLIENT."""
+
+    postfix_options = {"xclient": "0.0.0.0/0 [::]/0"}
+
+    def test_remote_clients_share_one_connection_each_with_its_identity(self):
+        proxy = self.proxy()
+        pids = set()
+        for n, user in enumerate(("alice", "carol")):
+            helo = "far%d.example.test" % n
+            msg = make_message("open xclient %d" % n, to=user + "@" + DOMAIN)
+            c = self.client(proxy.port, source="127.0.0.2")
+            port = c.local_port
+            r = c.mail_transaction(BOB, [user + "@" + DOMAIN], msg, helo=helo)
+            self.assertCode(r["end"], 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+            got = self.delivered(user, msg)
+            recv = [v for name, v in header_fields(got) if name == b"received"]
+            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
+                             r"\[127\.0\.0\.2\]\)" % re.escape(helo))
+            qid = self.postfix.queue_id_of(message_id(msg))
+            m = re.search(r"smtpd\[(\d+)\]: %s: client=\S*\[127\.0\.0\.2\]:%d\b"
+                          % (qid, port), self.postfix.maillog())
+            self.assertTrue(m, self.postfix.maillog()[-3000:])
+            pids.add(m.group(1))
+        self.assertEqual(len(pids), 1)
+        recs = proxy.wait_transaction(count=2, action="accepted")
+        self.assertEqual([r["backend"]["reused"] for r in recs], [False, True])
+
+
 class TestClientCannotSpoof(PostfixBackendTest):
 
     def test_client_xclient_command_is_refused_and_not_relayed(self):
