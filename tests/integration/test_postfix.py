@@ -60,6 +60,38 @@ class PostfixBackendTest(ProxyTestCase):
                 user, mid, self.postfix.maillog()[-2500:]))
         return found
 
+    def sessions_in_a_row(self, proxy, clients, source=None):
+        """One whole session per (helo, user), one after the other, from
+        source; returns [(helo, user, message, client port)]."""
+        sent = []
+        for helo, user in clients:
+            msg = make_message("in a row " + helo, to=user + "@" + DOMAIN)
+            c = self.client(proxy.port, source=source)
+            port = c.local_port
+            r = c.mail_transaction(BOB, [user + "@" + DOMAIN], msg, helo=helo)
+            self.assertCode(r["end"], 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+            sent.append((helo, user, msg, port))
+        return sent
+
+    def connects(self):
+        """How many connections Postfix's smtpd has logged so far."""
+        return len(re.findall(r"smtpd\[\d+\]: connect from", self.postfix.maillog()))
+
+    def assertOwnIdentity(self, sent, addr):
+        """Each message arrived with its own client's HELO and address in
+        Postfix's Received: header and its port in the log."""
+        for helo, user, msg, port in sent:
+            got = self.delivered(user, msg)
+            recv = [v for n, v in header_fields(got) if n == b"received"]
+            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ \[%s\]\)"
+                             % (re.escape(helo), re.escape(addr)))
+            qid = self.postfix.queue_id_of(message_id(msg))
+            m = re.search(r"postfix/smtpd\[(\d+)\]: %s: client=\S*\[%s\]:%d\b"
+                          % (qid, re.escape(addr), port), self.postfix.maillog())
+            self.assertTrue(m, self.postfix.maillog()[-3000:])
+
     def not_delivered(self, user, msg, wait=2):
         mid = message_id(msg).encode()
         found = self.postfix.find_message(user, b"Message-ID: " + mid, wait)
@@ -272,31 +304,13 @@ class TestClientIdentity(PostfixBackendTest):
     def test_reused_connection_gives_postfix_each_clients_own_identity(self):
         """Two sessions back to back share one smtpd (one connection): XCLIENT
         again for the second client, whose HELO and port Postfix records."""
+        before = self.connects()
         proxy = self.proxy()
-        seen = []
-        for helo, user in (("first.example.test", "alice"),
-                           ("second.example.test", "carol")):
-            msg = make_message("reuse " + helo, to=user + "@" + DOMAIN)
-            c = self.client(proxy.port)
-            port = c.local_port
-            r = c.mail_transaction(BOB, [user + "@" + DOMAIN], msg, helo=helo)
-            self.assertCode(r["end"], 250)
-            self.assertCode(c.cmd("QUIT"), 221)
-            c.close()
-            seen.append((helo, user, msg, port))
-        pids = set()
-        for helo, user, msg, port in seen:
-            got = self.delivered(user, msg)
-            recv = [v for n, v in header_fields(got) if n == b"received"]
-            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
-                             r"\[127\.0\.0\.1\]\)" % re.escape(helo))
-            qid = self.postfix.queue_id_of(message_id(msg))
-            m = re.search(r"postfix/smtpd\[(\d+)\]: %s: client=\S*"
-                          r"\[127\.0\.0\.1\]:%d\b" % (qid, port),
-                          self.postfix.maillog())
-            self.assertTrue(m, self.postfix.maillog()[-3000:])
-            pids.add(m.group(1))
-        self.assertEqual(len(pids), 1, "one smtpd process: one connection")
+        sent = self.sessions_in_a_row(proxy, (("first.example.test", "alice"),
+                                              ("second.example.test", "carol")))
+        self.assertOwnIdentity(sent, "127.0.0.1")
+        # the capability probe's connection served both
+        self.assertEqual(self.connects() - before, 1, self.postfix.maillog()[-3000:])
         recs = proxy.wait_transaction(count=2, action="accepted")
         self.assertEqual([r["backend"]["reused"] for r in recs], [False, True])
 
@@ -383,32 +397,17 @@ class TestReuseWithStrictXclientHosts(PostfixBackendTest):
     postfix_options = {"xclient": "127.0.0.1"}
 
     def test_a_connection_that_cannot_take_the_next_xclient_is_not_reused(self):
-        self.connects_before = len(re.findall(r"smtpd\[\d+\]: connect from",
-                                              self.postfix.maillog()))
+        before = self.connects()
         proxy = self.proxy()
-        sent = []
-        for n, user in enumerate(("alice", "carol", "bob")):
-            helo = "remote%d.example.test" % n
-            msg = make_message("strict xclient %d" % n, to=user + "@" + DOMAIN)
-            c = self.client(proxy.port, source="127.0.0.2")
-            port = c.local_port
-            r = c.mail_transaction(ALICE, [user + "@" + DOMAIN], msg, helo=helo)
-            self.assertCode(r["end"], 250)
-            self.assertCode(c.cmd("QUIT"), 221)
-            c.close()
-            sent.append((helo, user, msg, port))
-        for helo, user, msg, port in sent:
-            got = self.delivered(user, msg)
-            recv = [v for n, v in header_fields(got) if n == b"received"]
-            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
-                             r"\[127\.0\.0\.2\]\)" % re.escape(helo))
-            qid = self.postfix.queue_id_of(message_id(msg))
-            self.assertRegex(self.postfix.maillog(),
-                             r"%s: client=\S*\[127\.0\.0\.2\]:%d\b" % (qid, port))
+        sent = self.sessions_in_a_row(
+            proxy, [("remote%d.example.test" % n, user)
+                    for n, user in enumerate(("alice", "carol", "bob"))],
+            source="127.0.0.2")
+        self.assertOwnIdentity(sent, "127.0.0.2")
         log = self.postfix.maillog()
         self.assertNotIn("insufficient authorization", log)
-        self.assertEqual(len(re.findall(r"smtpd\[\d+\]: connect from", log)) -
-                         self.connects_before, 3, log[-3000:])
+        # the probe's connection served the first client only
+        self.assertEqual(self.connects() - before, 3, log[-3000:])
         recs = proxy.wait_transaction(count=3, action="accepted")
         self.assertEqual([r["backend"]["reused"] for r in recs], [False] * 3)
 
@@ -421,27 +420,13 @@ class TestReuseWithXclientForAll(PostfixBackendTest):
     postfix_options = {"xclient": "0.0.0.0/0 [::]/0"}
 
     def test_remote_clients_share_one_connection_each_with_its_identity(self):
+        before = self.connects()
         proxy = self.proxy()
-        pids = set()
-        for n, user in enumerate(("alice", "carol")):
-            helo = "far%d.example.test" % n
-            msg = make_message("open xclient %d" % n, to=user + "@" + DOMAIN)
-            c = self.client(proxy.port, source="127.0.0.2")
-            port = c.local_port
-            r = c.mail_transaction(BOB, [user + "@" + DOMAIN], msg, helo=helo)
-            self.assertCode(r["end"], 250)
-            self.assertCode(c.cmd("QUIT"), 221)
-            c.close()
-            got = self.delivered(user, msg)
-            recv = [v for name, v in header_fields(got) if name == b"received"]
-            self.assertRegex(recv[0].decode(), r"^Received: from %s \(\S+ "
-                             r"\[127\.0\.0\.2\]\)" % re.escape(helo))
-            qid = self.postfix.queue_id_of(message_id(msg))
-            m = re.search(r"smtpd\[(\d+)\]: %s: client=\S*\[127\.0\.0\.2\]:%d\b"
-                          % (qid, port), self.postfix.maillog())
-            self.assertTrue(m, self.postfix.maillog()[-3000:])
-            pids.add(m.group(1))
-        self.assertEqual(len(pids), 1)
+        sent = self.sessions_in_a_row(proxy, (("far0.example.test", "alice"),
+                                              ("far1.example.test", "carol")),
+                                      source="127.0.0.2")
+        self.assertOwnIdentity(sent, "127.0.0.2")
+        self.assertEqual(self.connects() - before, 1, self.postfix.maillog()[-3000:])
         recs = proxy.wait_transaction(count=2, action="accepted")
         self.assertEqual([r["backend"]["reused"] for r in recs], [False, True])
 
