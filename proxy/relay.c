@@ -879,13 +879,8 @@ static bool relay_adopt(struct relay *relay)
 
 	if (!p)
 		return false;
+	/* relay_reusable() parked only connections that can take the XCLIENT. */
 	relay_unpark(p);
-	if (p->xclient_done && !(p->caps.xclient && relay_wants(p, CONF_IDENTITY_XCLIENT))) {
-		/* relay_park() keeps these out: never send for the wrong client. */
-		log_error("internal error: a parked connection cannot take XCLIENT");
-		relay_quit(p);
-		return false;
-	}
 	relay->conn = p->conn;
 	p->conn = NULL;
 	conn_setcb(relay->conn, relay_read_cb, relay_write_cb, relay_event_cb, relay);
