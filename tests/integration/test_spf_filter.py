@@ -108,17 +108,8 @@ def daemon_problem():
 def spf_results(record):
     """The spf filter's results in a decision record, merged."""
     merged = {}
-
-    def walk(x):
-        if isinstance(x, dict):
-            if x.get("filter") == "spf" or x.get("name") == "spf":
-                merged.update(x.get("results") or {})
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-    walk(record)
+    for entry in harness.filter_entries(record, "spf"):
+        merged.update(entry.get("results") or {})
     return merged
 
 
