@@ -65,6 +65,10 @@
  * domain and what it came to: "example.com: pass", "...: no passing
  * signature", "...: key lookup failed").
  *
+ * libopendkim decodes the key of every signature it checks; the decoded
+ * keys are kept across messages by dkim_keycache.c, which answers
+ * libopendkim's d2i_PUBKEY_bio() calls.
+ *
  * The instance (its DKIM_LIB included) is built by init and only read
  * afterwards; libopendkim handles are per message, so concurrent
  * sessions need no lock. Bad option values are reported with
@@ -86,6 +90,7 @@
 #include <portcullis/filter.h>
 
 #include "dkim_dns.h"
+#include "dkim_keycache.h"
 #include "dkim_from.h"
 #include "relay_addr.h"
 
@@ -718,6 +723,7 @@ fail:
 static void pcdkim_fini(void *instance)
 {
 	pcdkim_free_instance(instance);
+	pcdkim_keycache_clear();
 }
 
 /* pcdkim_printable - copy text, every byte that is not printable ASCII as '?' */
@@ -1151,6 +1157,38 @@ static enum pc_status pcdkim_internal(pc_ctx *ctx, const char *what)
 	return PC_TEMPFAIL;
 }
 
+/*
+ * pcdkim_keycache_note - say once, at debug level, that libopendkim's key
+ * decoding is answered from the cache; or once, as information, that it
+ * is not (the key cache works by symbol binding, see dkim_keycache.h)
+ */
+static void pcdkim_keycache_note(pc_ctx *ctx, DKIM_SIGINFO **sigs, int nsigs)
+{
+	static int said_hit, said_miss;
+	struct pcdkim_keycache_stats st;
+	bool rsa_passed = false;
+
+	if (__atomic_load_n(&said_hit, __ATOMIC_RELAXED) ||
+	    __atomic_load_n(&said_miss, __ATOMIC_RELAXED))
+		return;
+	for (int i = 0; i < nsigs; i++) {
+		dkim_alg_t alg = DKIM_SIGN_UNKNOWN;
+
+		(void)dkim_sig_getsignalg(sigs[i], &alg);
+		if ((dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_PASSED) &&
+		    (alg == DKIM_SIGN_RSASHA1 || alg == DKIM_SIGN_RSASHA256))
+			rsa_passed = true;
+	}
+	pcdkim_keycache_stats(&st);
+	if (st.hits && !__atomic_exchange_n(&said_hit, 1, __ATOMIC_RELAXED))
+		pc_log(ctx, PC_LOG_DEBUG, "decoded keys are reused: "
+		       "%llu of %llu keys came from the cache", st.hits, st.calls);
+	else if (rsa_passed && !st.calls &&
+		 !__atomic_exchange_n(&said_miss, 1, __ATOMIC_RELAXED))
+		pc_log(ctx, PC_LOG_INFO, "libopendkim decodes each key itself "
+		       "(the key cache is not in use): verifying costs more CPU");
+}
+
 /* pcdkim_verify_message - verify, add Authentication-Results, apply policy */
 static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 					  const struct pcdkim_instance *di)
@@ -1213,6 +1251,7 @@ static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 		}
 		pcdkim_verdict_of(dkim, sigs[i], &v[nv++]);
 	}
+	pcdkim_keycache_note(ctx, sigs, nsigs);
 	dkim_free(dkim);
 	pcdkim_add_results(ctx, v, nv);
 	pcdkim_record(ctx, v, nv, ignored);

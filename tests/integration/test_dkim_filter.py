@@ -729,6 +729,31 @@ class DaemonTest(DKIMTestCase):
             (result, _), = resinfos(raw)
             self.assertEqual(result, expected[mid], raw[:600])
 
+    def test_keys_are_told_apart_and_a_new_key_in_dns_is_used(self):
+        # libopendkim's key decoding is answered from a cache of decoded
+        # keys keyed on their bytes: it must never hand one key's object
+        # for another, nor keep a key that DNS no longer publishes
+        name = key_name("rot", "example.com")
+        DNS.set(name, [{"TXT": KEYS["rsa"].txt, "ttl": 0}])
+        self.addCleanup(DNS.remove, name)
+        p = self.proxy(log_level="debug")
+        by_rsa = sign(message(subject="rot 1"), b"rot")
+        forged = sign(message(subject="rot 2"), b"rot", key="rsa2")
+        other = sign(message(subject="rot 3"), b"rsa2", b"example.net",
+                     key="rsa2")
+        out = self.send(p, [by_rsa, by_rsa, forged, other])
+        self.assertEqual([[r for r, _ in resinfos(o.headers)] for o in out],
+                         [["pass"], ["pass"], ["fail"], ["pass"]], out)
+        # the key is rotated: same selector, rsa2's key (TTL 0: no DNS
+        # cache in the way), and the old signatures stop verifying
+        DNS.set(name, [{"TXT": KEYS["rsa2"].txt, "ttl": 0}])
+        out = self.send(p, [by_rsa, forged])
+        self.assertEqual([[r for r, _ in resinfos(o.headers)] for o in out],
+                         [["fail"], ["pass"]], out)
+        # and the second of the first messages was checked with the
+        # decoded key of the first: the cache is in use
+        self.assertIn("decoded keys are reused", p.stderr())
+
     def test_dns_timeout_through_the_daemon(self):
         p = self.proxy(dkim_section(on_temperror="tempfail"))
         o, = self.send(p, [sign(message(), b"slow")])
