@@ -83,6 +83,7 @@ struct relay {
 	unsigned long uses;	/* sessions served by this connection */
 	bool reused;		/* adopted and not yet answered: a failure retries fresh */
 	bool carried;		/* adopted with an earlier client's XCLIENT identity */
+	bool preparing;		/* identity on its way before MAIL, nobody waits */
 	char *pending;		/* MAIL line waiting for the handshake */
 	char *queued;		/* RCPT line waiting for a keepalive NOOP */
 	bool queued_data;	/* relay_data() waiting for a keepalive NOOP */
@@ -250,6 +251,10 @@ void relay_free(struct relay *relay)
 		return;
 	relay->done = NULL;
 	relay->arg = NULL;
+	if (relay->preparing) {
+		/* The handshake goes on; relay_start() parks the connection. */
+		return;
+	}
 	if (relay_reusable(relay)) {
 		/* A transaction the client left open must not reach the next one. */
 		if (relay->in_tx)
@@ -326,6 +331,29 @@ static void relay_finish(struct relay *relay, const struct smtp_reply *reply,
 }
 
 /*
+ * relay_drop_prepared - a connection prepared ahead of MAIL failed before
+ * MAIL came: nobody waits for an answer, so it just closes (MAIL opens
+ * another one), and goes away with its session if that has ended
+ */
+static bool relay_drop_prepared(struct relay *relay, const char *why)
+{
+	if (!relay->preparing)
+		return false;
+	log_info("backend %s: reused connection failed before MAIL (%s)",
+		 relay->w->backends[relay->backend].text, why);
+	relay->preparing = false;
+	if (!relay->done) {
+		relay_destroy(relay);
+		return true;
+	}
+	relay_close(relay);
+	relay->reused = false;
+	relay->carried = false;
+	relay->backend = 0;
+	return true;
+}
+
+/*
  * relay_fail - the backend failed during an operation: close, and end the
  * operation with a 451 (the session's transaction is lost at the backend)
  */
@@ -333,6 +361,8 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 {
 	struct smtp_reply r = { 0 };
 
+	if (relay_drop_prepared(relay, why))
+		return;
 	log_warning("backend %s failed in %s: %s",
 		    relay->w->backends[relay->backend].text,
 		    relay_state_names[relay->state], why);
@@ -357,6 +387,8 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 /* relay_next_backend - the handshake failed: try the next backend */
 static void relay_next_backend(struct relay *relay, const char *why)
 {
+	if (relay_drop_prepared(relay, why))
+		return;
 	log_warning("backend %s: %s", relay->w->backends[relay->backend].text,
 		    why);
 	relay_close(relay);
@@ -387,6 +419,8 @@ static void relay_next_backend(struct relay *relay, const char *why)
  */
 static void relay_restart(struct relay *relay, const char *why)
 {
+	if (relay_drop_prepared(relay, why))
+		return;
 	log_info("backend %s: reused connection failed (%s), opening a new one",
 		 relay->w->backends[relay->backend].text, why);
 	relay_close(relay);
@@ -491,13 +525,24 @@ static void relay_send_mail(struct relay *relay)
 	relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
 }
 
-/* relay_start - the connection is ready: the client's identity, then MAIL */
+/*
+ * relay_start - the connection is ready: the client's identity, then MAIL;
+ * prepared ahead of MAIL (relay_prepare), it waits for MAIL instead, or
+ * is parked when its session ended meanwhile
+ */
 static void relay_start(struct relay *relay)
 {
 	if (!relay->xclient_done && relay->caps.xclient &&
 	    relay_wants(relay, CONF_IDENTITY_XCLIENT)) {
 		relay_identity(relay, "XCLIENT", relay->caps.xclient_attrs,
 			       RELAY_XCLIENT);
+		return;
+	}
+	if (!relay->pending) {
+		relay->preparing = false;
+		relay->state = RELAY_IDLE;
+		if (!relay->done)
+			relay_park(relay);
 		return;
 	}
 	relay_send_mail(relay);
@@ -599,7 +644,7 @@ static void relay_reply(struct relay *relay)
 		}
 		relay->xclient_done = false;
 		relay->caps.xclient = false;
-		relay_send_mail(relay);
+		relay_start(relay);
 		return;
 	case RELAY_XFORWARD:
 		if (r->code == 250)
@@ -897,12 +942,44 @@ static bool relay_adopt(struct relay *relay)
 	return true;
 }
 
+/*
+ * relay_prepare - the client said HELO or EHLO: when a parked connection
+ * that takes XCLIENT waits, adopt it now and send the client's identity
+ * (XCLIENT, then EHLO) while the client is on its way to MAIL, which then
+ * costs one round trip to the backend instead of three. Nothing new is
+ * opened here, so a session that never sends MAIL costs the backend no
+ * connection; if the handshake fails, MAIL opens one as usual.
+ */
+void relay_prepare(struct relay *relay, const struct relay_client *client)
+{
+	const struct relay *p = relay->w->parked;
+
+	if (relay->state != RELAY_CLOSED || !p || !p->caps.xclient ||
+	    !relay_wants(relay, CONF_IDENTITY_XCLIENT))
+		return;
+	free(relay->pending);
+	relay->pending = NULL;
+	relay_set_client(relay, client);
+	if (!relay_adopt(relay))
+		return;
+	relay->preparing = true;
+	relay_start(relay);
+}
+
 /* relay_mail - open if needed, then relay MAIL */
 void relay_mail(struct relay *relay, const struct relay_client *client,
 		const char *line)
 {
 	free(relay->pending);
 	relay->pending = strdup(line);
+	if (relay->preparing) {
+		/*
+		 * The identity of the client's first HELO/EHLO is on its way;
+		 * relay_start() sends MAIL when the backend has taken it.
+		 */
+		relay->preparing = false;
+		return;
+	}
 	relay_set_client(relay, client);
 	if (relay->state == RELAY_IDLE) {
 		relay_send_mail(relay);

@@ -13,10 +13,11 @@
  *
  * The connection stays open across transactions of the same session.
  * relay_free() parks it when it is idle (after RSET if the client left a
- * transaction open) and [backend] reuse allows: the next session's
- * relay_mail() adopts it and says who its client is by XCLIENT again. A
- * reused connection that fails before its first reply is replaced by a
- * new one, invisibly to the client. Otherwise relay_free() closes it:
+ * transaction open) and [backend] reuse allows: the next session adopts
+ * it and says who its client is by XCLIENT again, from relay_prepare() at
+ * its HELO/EHLO when the connection takes XCLIENT, else at relay_mail().
+ * A reused connection that fails before its first reply is replaced by a
+ * new one, invisibly to the client (before MAIL: MAIL opens one). Otherwise relay_free() closes it:
  * QUIT when idle, a plain close in the middle of a transaction so the
  * backend discards it.
  */
@@ -53,6 +54,14 @@ struct relay *relay_new(struct worker *w, relay_done_fn done, void *arg);
 
 /* relay_free - close the backend connection and release the relay */
 void relay_free(struct relay *relay);
+
+/*
+ * relay_prepare - the client's HELO/EHLO was accepted: adopt a parked
+ * connection now, if one waits, and give it the client's identity before
+ * MAIL comes. The backend then sees the name of this first HELO/EHLO, as
+ * it does when the client says HELO again later in the session.
+ */
+void relay_prepare(struct relay *relay, const struct relay_client *client);
 
 /*
  * relay_mail - open the connection if needed, then relay "MAIL FROM:..."

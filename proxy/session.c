@@ -589,6 +589,10 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	free(s->helo);
 	s->helo = helo;
 	s->esmtp = ehlo;
+	{
+		struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
+		relay_prepare(s->relay, &client);
+	}
 	if (!ehlo) {
 		memset(&s->offer, 0, sizeof(s->offer));
 		session_send(s, 250, NULL, "%s", s->w->conf->hostname);

@@ -520,6 +520,82 @@ class TestBackendReuse(FaultTest):
         self.assertTrue(wait_for(lambda: cap.sessions[0]["closed"], 5))
         self.assertEqual(cap.sessions[0]["commands"][-1], b"QUIT")
 
+    def test_the_identity_reaches_a_reused_connection_before_mail(self):
+        cap = self.setup_capture()
+        self.deliver("one.example.test")
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo("two.example.test"), 250)
+        port = c.local_port
+        # no MAIL yet: the parked connection already speaks for client two
+        self.assertTrue(wait_for(lambda: cap.sessions[0]["commands"][-1] ==
+                                 b"EHLO two.example.test", 5),
+                        cap.sessions[0]["commands"])
+        cmds = list(cap.sessions[0]["commands"])
+        self.assertIn(b"PORT=%d" % port, cmds[-2])
+        self.assertIn(b"HELO=two.example.test", cmds[-2])
+        self.assertCode(self.send_message(c, make_message("two"), (CAROL,)), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 1)
+        self.assertTrue(cap.sessions[0]["commands"][len(cmds)].startswith(
+            b"MAIL FROM:"), cap.sessions[0]["commands"])
+        rec = self.proxy.wait_transaction(count=2, action="accepted")[1]
+        self.assertTrue(rec["backend"]["reused"])
+
+    def test_mail_during_the_early_handshake_waits_for_it(self):
+        # the backend is slow to answer the EHLO that follows XCLIENT: the
+        # client's MAIL comes meanwhile and goes out after that EHLO
+        def hook(sess, line):
+            if line.upper().startswith(b"EHLO two"):
+                time.sleep(0.5)
+            return None
+        cap = self.setup_capture(hook=hook)
+        self.deliver("one.example.test")
+        self.deliver("two.example.test", rcpt=CAROL)
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 1)
+        cmds = cap.sessions[0]["commands"]
+        e = self.after(cmds, b"EHLO two.example.test")
+        self.assertTrue(cmds[e - 1].startswith(b"XCLIENT "), cmds)
+        self.assertTrue(cmds[e + 1].startswith(b"MAIL FROM:"), cmds)
+        self.assertEqual(cmds[e + 2], b"RCPT TO:<%s>" % CAROL.encode())
+
+    def test_a_session_that_ends_after_ehlo_leaves_the_connection_parked(self):
+        cap = self.setup_capture()
+        self.deliver("one.example.test")
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo("brief.example.test"), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        c.close()
+        self.assertTrue(wait_for(lambda: cap.sessions[0]["commands"][-1] ==
+                                 b"EHLO brief.example.test", 5))
+        p3 = self.deliver("three.example.test", rcpt=CAROL)
+        cap.wait_messages(2)
+        self.assertEqual(len(cap.sessions), 1)
+        cmds = cap.sessions[0]["commands"]
+        x = self.after(cmds, b"XCLIENT ", self.after(cmds, b"EHLO brief"))
+        self.assertIn(b"PORT=%d" % p3, cmds[x])
+        self.assertEqual(cmds[x + 1], b"EHLO three.example.test")
+        self.assertTrue(cmds[x + 2].startswith(b"MAIL FROM:"), cmds)
+
+    def test_a_reused_connection_cut_before_mail_is_replaced_at_mail(self):
+        cap = self.setup_capture(hook=nth_verb_hook(b"XCLIENT", 2, b"DROP"))
+        self.deliver("one.example.test")
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo("two.example.test"), 250)
+        self.assertTrue(wait_for(lambda: cap.sessions[0]["closed"], 5))
+        self.assertCode(self.send_message(c, make_message("two"), (CAROL,)), 250)
+        self.assertCode(c.cmd("QUIT"), 221)
+        msgs = cap.wait_messages(2)
+        self.assertEqual(len(msgs), 2)
+        self.assertEqual(len(cap.sessions), 2)
+        cmds = cap.sessions[1]["commands"]
+        x = self.after(cmds, b"XCLIENT ")
+        self.assertIn(b"HELO=two.example.test", cmds[x])
+        self.assertIn(b"RCPT TO:<%s>" % CAROL.encode(), cmds)
+        rec = self.proxy.wait_transaction(count=2, action="accepted")[1]
+        self.assertFalse(rec["backend"]["reused"])
+
     def test_a_message_cut_by_its_client_is_never_completed_on_a_reused_connection(self):
         cap = self.setup_capture()
         c = self.client(self.proxy.port)
