@@ -21,7 +21,6 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1598,10 +1597,7 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 	s->listener = listener;
 	session_new_id(w, s->id, sizeof(s->id));
 	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
-	/* Replies go out when written, not after the client's next ACK. */
-	int one = 1;
-	if (setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0)
-		log_debug("session %s: TCP_NODELAY: %s", s->id, strerror(errno));
+	/* TCP_NODELAY comes from the listening socket (master_listen). */
 	s->conn = conn_new(w->base, fd);
 	s->timer = evtimer_new(w->base, session_timeout, s);
 	s->relay = relay_new(w, session_relay_done, s);
