@@ -40,7 +40,6 @@
 #include "session.h"
 #include "worker.h"
 
-#define WORKER_ACCEPT_BATCH 64
 #define WORKER_PROBE_RETRY 30
 
 static struct event *worker_listeners[CONF_MAX_ADDRS];
@@ -59,31 +58,35 @@ static const char *worker_listener(evutil_socket_t lfd)
 	return "";
 }
 
-/* worker_accept_cb - new connections on a listening socket */
+/*
+ * worker_accept_cb - a new connection on a listening socket. One per
+ * call: the event is level-triggered, so a backlog brings us back at the
+ * next loop turn, between other sessions' events, and an accept that
+ * would only find the backlog empty (one more system call per
+ * connection) is never made.
+ */
 static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
 {
 	struct worker *w = arg;
+	struct sockaddr_storage ss;
+	socklen_t len = sizeof(ss);
+	int fd;
 
-	for (int i = 0; i < WORKER_ACCEPT_BATCH && !w->draining && !w->retiring; i++) {
-		struct sockaddr_storage ss;
-		socklen_t len = sizeof(ss);
-		int fd = accept4(lfd, (struct sockaddr *)&ss, &len,
-				 SOCK_NONBLOCK | SOCK_CLOEXEC);
-
-		if (fd < 0) {
-			/* Another worker took it, or the backlog is empty. */
-			if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			    errno != ECONNABORTED)
-				log_warning("accept: %s", strerror(errno));
-			return;
-		}
-		if (w->nsessions >= w->conf->max_sessions) {
-			session_refuse(w, fd, (struct sockaddr *)&ss,
-				       "Too many connections");
-			continue;
-		}
-		session_start(w, fd, (struct sockaddr *)&ss, len, worker_listener(lfd));
+	if (w->draining || w->retiring)
+		return;
+	fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+	if (fd < 0) {
+		/* Another worker took it. */
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+		    errno != ECONNABORTED)
+			log_warning("accept: %s", strerror(errno));
+		return;
 	}
+	if (w->nsessions >= w->conf->max_sessions) {
+		session_refuse(w, fd, (struct sockaddr *)&ss, "Too many connections");
+		return;
+	}
+	session_start(w, fd, (struct sockaddr *)&ss, len, worker_listener(lfd));
 }
 
 /* worker_stop_listening - accept no more connections */
