@@ -972,6 +972,14 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 {
 	free(relay->pending);
 	relay->pending = strdup(line);
+	if (!relay->pending) {
+		/* Without the line nothing would ever answer this MAIL. */
+		struct smtp_reply r = { 0 };
+		relay_made_up(&r, "451 4.3.0 Out of memory, try again later");
+		relay_finish(relay, &r, false);
+		smtp_reply_reset(&r);
+		return;
+	}
 	if (relay->preparing) {
 		/*
 		 * The identity of the client's first HELO/EHLO is on its way;
