@@ -40,25 +40,39 @@ static uint64_t keycache_hash(const unsigned char *p, size_t len)
 }
 
 /*
- * keycache_find - the entry whose DER is the start of data (a DER value
- * says its own length, so bytes after it never change what it decodes
- * to); under the lock
+ * keycache_der_len - the length of the DER value data starts with (its
+ * header says it, so bytes after it never change what it decodes to),
+ * or 0 when the header is bad or the value runs past len
  */
-static struct keycache_entry *keycache_find(const unsigned char *data, size_t len)
+static size_t keycache_der_len(const unsigned char *data, size_t len)
+{
+	const unsigned char *q = data;
+	long clen;
+	int tag, xclass, r;
+
+	r = ASN1_get_object(&q, &clen, &tag, &xclass, (long)len);
+	/* 0x80: an error; bit 0: an indefinite length, which DER has not */
+	if ((r & 0x80) || (r & 1))
+		return 0;
+	return (size_t)(q - data) + (size_t)clen;
+}
+
+/* keycache_find - the entry of these DER bytes (hash h); under the lock */
+static struct keycache_entry *keycache_find(const unsigned char *der, size_t len,
+					    uint64_t h)
 {
 	for (size_t i = 0; i < PCDKIM_KEYCACHE_SIZE; i++) {
 		struct keycache_entry *e = &keycache[i];
 
-		if (e->len && e->len <= len &&
-		    e->hash == keycache_hash(data, e->len) &&
-		    memcmp(e->der, data, e->len) == 0)
+		if (e->len == len && e->hash == h && memcmp(e->der, der, len) == 0)
 			return e;
 	}
 	return NULL;
 }
 
 /* keycache_put - keep a decoded key, dropping the least recently used */
-static void keycache_put(const unsigned char *der, size_t len, EVP_PKEY *pkey)
+static void keycache_put(const unsigned char *der, size_t len, uint64_t h,
+			 EVP_PKEY *pkey)
 {
 	struct keycache_entry *victim = &keycache[0];
 	unsigned char *copy = malloc(len);
@@ -67,7 +81,7 @@ static void keycache_put(const unsigned char *der, size_t len, EVP_PKEY *pkey)
 		return;
 	memcpy(copy, der, len);
 	pthread_mutex_lock(&keycache_lock);
-	if (keycache_find(der, len)) {
+	if (keycache_find(der, len, h)) {
 		/* Another thread decoded the same key meanwhile. */
 		pthread_mutex_unlock(&keycache_lock);
 		free(copy);
@@ -86,7 +100,7 @@ static void keycache_put(const unsigned char *der, size_t len, EVP_PKEY *pkey)
 		free(victim->der);
 	}
 	EVP_PKEY_up_ref(pkey);
-	victim->hash = keycache_hash(der, len);
+	victim->hash = h;
 	victim->len = len;
 	victim->der = copy;
 	victim->pkey = pkey;
@@ -109,8 +123,9 @@ EVP_PKEY *d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a)
 {
 	unsigned char der[PCDKIM_KEYCACHE_MAX_DER];
 	char *data;
-	long avail;
+	long avail, left;
 	size_t len;
+	uint64_t h;
 	EVP_PKEY *pkey;
 
 	if (a || !bp || BIO_method_type(bp) != BIO_TYPE_MEM)
@@ -120,20 +135,20 @@ EVP_PKEY *d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a)
 		return keycache_decode(bp, a);
 	len = (size_t)avail < sizeof(der) ? (size_t)avail : sizeof(der);
 	memcpy(der, data, len);
+	len = keycache_der_len(der, len);
+	h = keycache_hash(der, len);
 
 	pthread_mutex_lock(&keycache_lock);
 	keycache_counts.calls++;
-	struct keycache_entry *e = keycache_find(der, len);
+	struct keycache_entry *e = len ? keycache_find(der, len, h) : NULL;
 	if (e) {
-		size_t used = e->len;
-
 		pkey = e->pkey;
 		EVP_PKEY_up_ref(pkey);
 		e->used = ++keycache_clock;
 		keycache_counts.hits++;
 		pthread_mutex_unlock(&keycache_lock);
 		/* Consume the value, as decoding it would have. */
-		if (BIO_read(bp, der, (int)used) != (int)used) {
+		if (BIO_read(bp, der, (int)len) != (int)len) {
 			EVP_PKEY_free(pkey);
 			return NULL;
 		}
@@ -142,13 +157,10 @@ EVP_PKEY *d2i_PUBKEY_bio(BIO *bp, EVP_PKEY **a)
 	pthread_mutex_unlock(&keycache_lock);
 
 	pkey = keycache_decode(bp, NULL);
-	if (pkey) {
-		long left = BIO_get_mem_data(bp, &data);
-		size_t used = (size_t)(avail - (left > 0 ? left : 0));
-
-		if (used > 0 && used <= len)
-			keycache_put(der, used, pkey);
-	}
+	left = BIO_get_mem_data(bp, &data);
+	/* Kept only when OpenSSL took exactly the value the header gave. */
+	if (pkey && len && (size_t)(avail - (left > 0 ? left : 0)) == len)
+		keycache_put(der, len, h, pkey);
 	return pkey;
 }
 
