@@ -574,6 +574,12 @@ static void session_reset(struct session *s, const char *why)
 	session_tx_free(s);
 }
 
+/* session_relay_client - who the client is, as the relay tells the backend */
+static struct relay_client session_relay_client(const struct session *s)
+{
+	return (struct relay_client){ s->addr, s->port, s->helo, s->esmtp };
+}
+
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
 static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 {
@@ -588,10 +594,8 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	free(s->helo);
 	s->helo = helo;
 	s->esmtp = ehlo;
-	{
-		struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
-		relay_prepare(s->relay, &client);
-	}
+	struct relay_client client = session_relay_client(s);
+	relay_prepare(s->relay, &client);
 	if (!ehlo) {
 		memset(&s->offer, 0, sizeof(s->offer));
 		session_send(s, 250, NULL, "%s", s->w->conf->hostname);
@@ -843,7 +847,7 @@ static void session_tx_refused(struct session *s, const struct pipeline_outcome 
 /* session_mail_relay - hand MAIL to the backend */
 static void session_mail_relay(struct session *s, const char *line)
 {
-	struct relay_client client = { s->addr, s->port, s->helo, s->esmtp };
+	struct relay_client client = session_relay_client(s);
 
 	s->wait = WAIT_MAIL;
 	relay_mail(s->relay, &client, line);
