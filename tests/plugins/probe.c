@@ -164,6 +164,23 @@ static char *probe_trim(const char *text, size_t len)
 	return strndup(text, len);
 }
 
+/* probe_yes_no - a yes/no option into *flag (left as is when absent) */
+static int probe_yes_no(pc_config *config, const char *key, bool *flag)
+{
+	const char *v = pc_config_get(config, key);
+
+	if (!v)
+		return 0;
+	if (strcasecmp(v, "yes") == 0) {
+		*flag = true;
+		return 0;
+	}
+	if (strcasecmp(v, "no") == 0)
+		return 0;
+	pc_config_error(config, key, "\"%s\": expected yes or no", v);
+	return -1;
+}
+
 /* probe_split - "left<sep>right" into two trimmed copies */
 static const char *probe_split(const char *value, char sep, char **left,
 			       char **right)
@@ -295,22 +312,9 @@ static int probe_init_action(pc_config *config, struct probe *p)
 			return -1;
 		}
 	}
-	if ((v = pc_config_get(config, "crash"))) {
-		if (strcasecmp(v, "yes") == 0)
-			p->crash = true;
-		else if (strcasecmp(v, "no") != 0) {
-			pc_config_error(config, "crash", "\"%s\": expected yes or no", v);
-			return -1;
-		}
-	}
-	if ((v = pc_config_get(config, "report_thread"))) {
-		if (strcasecmp(v, "yes") == 0)
-			p->report_thread = true;
-		else if (strcasecmp(v, "no") != 0) {
-			pc_config_error(config, "report_thread", "\"%s\": expected yes or no", v);
-			return -1;
-		}
-	}
+	if (probe_yes_no(config, "crash", &p->crash) < 0 ||
+	    probe_yes_no(config, "report_thread", &p->report_thread) < 0)
+		return -1;
 	if ((v = pc_config_get(config, "result")) &&
 	    (err = probe_split(v, '=', &p->result_key, &p->result_value))) {
 		pc_config_error(config, "result", "%s", err);
