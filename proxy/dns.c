@@ -1,7 +1,9 @@
 /*
  * dns.c - the resolver of pc_dns_query(): c-ares, and one cache per process
  *
- * Filters ask from the threads of the filter pool (and from their init).
+ * Filters ask from the threads of the filter pool (and from their init),
+ * and from nonblocking hooks on the event loop, which get cached answers
+ * only (dns_cache_only()).
  * Each thread has its own c-ares channel, made at its first query and
  * made again after dns_init() changed the settings or after a fork, and
  * waits for its reply with poll() on that channel's sockets: no thread
@@ -93,6 +95,7 @@ static pthread_key_t dns_key;
 static int dns_library_status = -1;
 /* Also a root for leak checkers: the key alone may not count as one. */
 static __thread struct dns_thread *dns_self;
+static __thread bool dns_loop_thread; /* answers from the cache only */
 
 /* dns_now_ms - a monotonic clock, in milliseconds */
 static unsigned long long dns_now_ms(void)
@@ -340,6 +343,12 @@ static int dns_ask(struct dns_thread *t, const char *name, int type,
 	return PC_DNS_TIMEOUT;
 }
 
+/* dns_cache_only - whether this thread may wait for servers */
+void dns_cache_only(bool on)
+{
+	dns_loop_thread = on;
+}
+
 /* pc_dns_query - a query through the cache and the configured servers */
 int pc_dns_query(const char *name, int type, unsigned char *answer, size_t len)
 {
@@ -358,6 +367,8 @@ int pc_dns_query(const char *name, int type, unsigned char *answer, size_t len)
 	pthread_mutex_unlock(&dns_lock);
 	if (n >= 0)
 		return n;
+	if (dns_loop_thread)
+		return PC_DNS_WOULDBLOCK;
 
 	if (!(t = dns_thread_channel()))
 		return PC_DNS_ERROR;

@@ -23,6 +23,13 @@
 int dns_init(const struct conf *conf);
 
 /*
+ * dns_cache_only - from now on, pc_dns_query() on the calling thread
+ * answers from the cache only (PC_DNS_WOULDBLOCK for the rest), or
+ * asks the servers again: set around the hooks run on the event loop
+ */
+void dns_cache_only(bool on);
+
+/*
  * dns_stats - the cache's counters (all zero when the cache is off);
  * returns whether there is a cache
  */

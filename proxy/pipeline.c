@@ -17,7 +17,10 @@
  * A stage whose every hook is nonblocking (pc_filter.nonblocking) runs on
  * the loop instead, at once, and ends like a pool job would: from a
  * callback of its own (inline_ev), after the code that started it
- * returned.
+ * returned. There pc_dns_query() answers from the cache only, and a hook
+ * that would have to wait returns PC_WOULDBLOCK: the same job then goes
+ * to the pool and goes on from that hook, with what the hooks before it
+ * did on the loop.
  *
  * Everything of a session (struct pipeline_session) is touched on the
  * event loop only, except through a job's copies.
@@ -35,6 +38,7 @@
 #include <strings.h>
 #include <time.h>
 
+#include "dns.h"
 #include "log.h"
 #include "message.h"
 #include "pipeline.h"
@@ -99,6 +103,9 @@ struct pipeline_job {
 	size_t first; /* the first filter to consider */
 	struct event *timer;
 	bool submitted;
+	bool on_loop; /* running on the event loop now */
+	bool moved;   /* a hook on the loop would block: on to the pool */
+	bool headers_read;
 	struct spool *spool; /* a reference, at the data stage */
 
 	/* Copies the filters work on; read back when the job ends. */
@@ -400,6 +407,7 @@ static const char *status_name(enum pc_status st)
 	case PC_REJECT: return "reject";
 	case PC_TEMPFAIL: return "tempfail";
 	case PC_DISCARD: return "discard";
+	case PC_WOULDBLOCK: return "wouldblock";
 	}
 	return "invalid";
 }
@@ -471,6 +479,12 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	}
 	long long us = elapsed_us(t0);
 
+	if (st == PC_WOULDBLOCK && job->on_loop && job_decides(job)) {
+		/* It is called again on a thread: this call leaves nothing. */
+		json_decref(ctx.results);
+		*entry = NULL;
+		return st;
+	}
 	if (!job_decides(job)) {
 		json_decref(ctx.results);
 		*entry = NULL;
@@ -568,8 +582,9 @@ static void job_work(void *arg)
 	struct chain *chain = job->p->chain;
 	enum pc_status verdict = PC_CONTINUE;
 
-	if (job->stage == CHAIN_DATA && job->spool) {
+	if (job->stage == CHAIN_DATA && job->spool && !job->headers_read) {
 		/* A fresh parse, plus the changes of filters before a late one. */
+		job->headers_read = true;
 		if (message_headers_read(&job->headers, job->spool) == 0) {
 			job->headers_ok = true;
 			if (job->ops)
@@ -596,6 +611,13 @@ static void job_work(void *arg)
 		json_t *entry = NULL;
 		enum pc_status st = job_call(job, i, &entry);
 
+		if (st == PC_WOULDBLOCK) {
+			/* On the loop: job_submit() goes on from this filter. */
+			job->current = SIZE_MAX;
+			job->first = i;
+			job->moved = true;
+			return;
+		}
 		pthread_mutex_lock(&job->lock);
 		if (job->abandoned) {
 			pthread_mutex_unlock(&job->lock);
@@ -810,7 +832,9 @@ static void job_timer(evutil_socket_t fd, short events, void *arg)
 	}
 	if (!job->submitted) {
 		size_t i = job_next_filter(job, job->first);
-		json_array_clear(job->entries);
+		/* What the filters before it did on the loop stands. */
+		if (job->moved)
+			job_take_back(job, SIZE_MAX);
 		job_fail(job, i < chain->n ? i : chain->n - 1, "unavailable", 0);
 		job_free(job);
 		return;
@@ -872,18 +896,32 @@ static void job_submit(struct pipeline_job *job)
 {
 	struct pipeline *p = job->p;
 
-	if (p->chain->inline_ok[job->stage]) {
-		/* No deadline: nonblocking hooks return at once by contract. */
+	if (p->chain->inline_ok[job->stage] && !job->moved) {
+		/*
+		 * No deadline: nonblocking hooks return at once by contract,
+		 * and DNS answers them from the cache only.
+		 */
 		job->submitted = true;
+		job->on_loop = true;
 		job->started = now_ts();
+		dns_cache_only(true);
 		job_work(job);
-		if (p->inline_tail)
-			p->inline_tail->next = job;
-		else
-			p->inline_head = job;
-		p->inline_tail = job;
-		event_active(p->inline_ev, EV_TIMEOUT, 1);
-		return;
+		dns_cache_only(false);
+		job->on_loop = false;
+		if (!job->moved) {
+			if (p->inline_tail)
+				p->inline_tail->next = job;
+			else
+				p->inline_head = job;
+			p->inline_tail = job;
+			event_active(p->inline_ev, EV_TIMEOUT, 1);
+			return;
+		}
+		/* A hook would block: the rest of the stage runs on the pool. */
+		log_debug("filter %s: session %s: would block at %s on the event loop: "
+			  "called again on a thread", p->chain->filters[job->first].name,
+			  job->snap->env.session_id, chain_stage_name(job->stage));
+		job->submitted = false;
 	}
 	if (!job->timer)
 		job->timer = evtimer_new(p->base, job_timer, job);
@@ -1171,6 +1209,11 @@ const char *pc_auth_user(pc_ctx *ctx)
 const char *pc_listener(pc_ctx *ctx)
 {
 	return ctx_env(ctx)->listener;
+}
+
+bool pc_on_loop(pc_ctx *ctx)
+{
+	return ctx->job->on_loop;
 }
 
 const char *pc_session_id(pc_ctx *ctx)

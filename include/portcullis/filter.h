@@ -35,6 +35,8 @@
  *   PC_TEMPFAIL  refuse with a 4xx reply (likewise)
  *   PC_DISCARD   at mail, rcpt or data: answer 250 but deliver nothing;
  *                the transaction is logged as discarded
+ *   PC_WOULDBLOCK  a nonblocking hook on the event loop that must wait
+ *                after all: run it on a thread (see "Threads and time")
  *
  * At each stage the filters run in chain order and the first REJECT,
  * TEMPFAIL or DISCARD decides. Header changes of several filters apply in
@@ -63,6 +65,18 @@
  * which spares a trip through the pool (two thread switches). Such a
  * call has no deadline: a nonblocking hook that blocks stalls every
  * session of its worker.
+ *
+ * A hook that usually decides at once but sometimes must wait (a DNS
+ * answer that is not in the cache) can be marked nonblocking too, and
+ * return PC_WOULDBLOCK when it finds it would have to wait: it is then
+ * called again, at once, on a thread of the pool, where it may block,
+ * and the stage goes on there. On the loop, pc_dns_query() answers from
+ * the cache only and returns PC_DNS_WOULDBLOCK when the answer is not
+ * there. What a call that returns PC_WOULDBLOCK gave through pc_result()
+ * and pc_set_reply() is dropped; anything else it changed (its session
+ * or transaction data, the header) stays, so it should change nothing
+ * before it knows it can decide. On a thread, PC_WOULDBLOCK is an
+ * invalid verdict.
  *
  * Memory
  *
@@ -100,6 +114,7 @@ enum pc_status {
 	PC_REJECT,
 	PC_TEMPFAIL,
 	PC_DISCARD,
+	PC_WOULDBLOCK, /* on the event loop: call me again on a thread */
 };
 
 /* One hook call: the session, the transaction and the filter. Opaque. */
@@ -224,6 +239,15 @@ const char *pc_auth_user(pc_ctx *ctx);
  */
 const char *pc_listener(pc_ctx *ctx);
 
+/*
+ * pc_on_loop - whether this call runs on the event loop (a nonblocking
+ * hook of a stage run there), where it may not wait, nor spend more than
+ * microseconds: with more work ahead (a large message to hash, a
+ * signature to make) it returns PC_WOULDBLOCK and is called again on a
+ * thread
+ */
+bool pc_on_loop(pc_ctx *ctx);
+
 /* pc_session_id - the session id, as in the decision log */
 const char *pc_session_id(pc_ctx *ctx);
 
@@ -341,6 +365,7 @@ void pc_result_int(pc_ctx *ctx, const char *key, long long value);
 /* What pc_dns_query() returns when it has no reply to give. */
 #define PC_DNS_TIMEOUT (-1) /* no server answered within timeout and retries */
 #define PC_DNS_ERROR (-2)   /* a local failure: bad name, out of memory */
+#define PC_DNS_WOULDBLOCK (-3) /* on the event loop: the answer is not cached */
 
 /*
  * pc_dns_query - a DNS query (class IN, type a value of <arpa/nameser.h>
@@ -353,7 +378,9 @@ void pc_result_int(pc_ctx *ctx, const char *key, long long value);
  * gives it, of which at most len bytes were copied into answer: parse it
  * with ns_initparse(3); its rcode tells NXDOMAIN and SERVFAIL, and a
  * NOERROR reply without records of the type is NODATA. Or PC_DNS_TIMEOUT,
- * or PC_DNS_ERROR.
+ * or PC_DNS_ERROR. In a hook that runs on the event loop it never blocks:
+ * what the cache does not hold gets PC_DNS_WOULDBLOCK, and the hook
+ * should return PC_WOULDBLOCK (see "Threads and time").
  */
 int pc_dns_query(const char *name, int type, unsigned char *answer, size_t len);
 

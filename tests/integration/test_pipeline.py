@@ -865,6 +865,80 @@ class TestNonblockingHooks(PipelineTest):
         self.assertDelivered(cap, 3)
 
 
+class TestWouldBlock(PipelineTest):
+    """A nonblocking hook that returns PC_WOULDBLOCK on the event loop is
+    called again on a thread, and the stage goes on there."""
+
+    module = PROBE_NB
+
+    def one_entry(self, rec, name, stage):
+        e = self.entries(rec, name, stage)
+        self.assertEqual(len(e), 1, "entries of %s at %s in %r" % (name, stage, rec))
+        return e[0]
+
+    def test_the_stage_goes_on_on_a_thread_from_that_hook(self):
+        for stage in STAGES:
+            with self.subTest(stage=stage):
+                px, cap = self.proxy(
+                    ("a", dict(stage=stage, report_thread="yes",
+                               result="seen=a", count_file=self.count_file("a" + stage))),
+                    ("b", dict(stage=stage, report_thread="yes", loop_wouldblock="yes",
+                               count_file=self.count_file("b" + stage))),
+                    ("c", dict(stage=stage, report_thread="yes")))
+                out = self.converse(px.port)
+                self.assertAllAccepted(out)
+                self.assertDelivered(cap)
+                rec = self.record(px, out["port"], type="transaction")
+                # a decided on the loop, once; b's call there left nothing
+                a = self.one_entry(rec, "a", stage)
+                self.assertEqual(a["results"], {"seen": "a", "loop_thread": 1}, a)
+                b = self.one_entry(rec, "b", stage)
+                self.assertEqual((b["verdict"], b["results"]["loop_thread"]),
+                                 ("continue", 0), b)
+                c = self.one_entry(rec, "c", stage)
+                self.assertEqual(c["results"]["loop_thread"], 0, c)
+                sid = rec["session"]
+                self.wait_closes("b" + stage, 1)
+                self.assertEqual(self.session_calls("a" + stage, sid).count(stage), 1)
+                self.assertEqual(self.session_calls("b" + stage, sid).count(stage), 2)
+
+    def test_the_verdict_comes_from_the_call_on_the_thread(self):
+        px, cap = self.proxy(
+            ("b", dict(stage="mail", loop_wouldblock="yes", report_thread="yes",
+                       verdict="reject", code="550", enh="5.7.1", text="not you")))
+        out = self.converse(px.port)
+        self.assertRefusedAt(out, "mail", 550, "5.7.1", "not you")
+        rec = self.record(px, out["port"], type="transaction")
+        b = self.one_entry(rec, "b", "mail")
+        self.assertEqual((b["verdict"], b["results"]["loop_thread"]), ("reject", 0), b)
+        self.assertNothingDelivered(cap)
+
+    def test_header_changes_made_on_the_loop_before_it_are_kept_once(self):
+        px, cap = self.proxy(
+            ("a", dict(add_header="X-Probe-A: on the loop")),
+            ("b", dict(stage="data", loop_wouldblock="yes")),
+            ("c", dict(add_header="X-Probe-C: on a thread")))
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        got = unstuff(self.assertDelivered(cap)[0])
+        names = [n for n, _ in header_fields(got) if n != b"received"]
+        self.assertEqual(names.count(b"x-probe-a"), 1, names)
+        self.assertEqual(names[-2:], [b"x-probe-a", b"x-probe-c"], names)
+
+    def test_wouldblock_on_a_thread_is_an_invalid_verdict(self):
+        for module in (PROBE_NB, PROBE):
+            with self.subTest(module=os.path.basename(module)):
+                px, cap = self.proxy(("b", dict(stage="mail", verdict="wouldblock",
+                                                module=module)))
+                out = self.converse(px.port)
+                self.assertRefusedAt(out, "mail", 451, "4.3.0")
+                rec = self.record(px, out["port"], type="transaction")
+                b = self.one_entry(rec, "b", "mail")
+                self.assertEqual((b["verdict"], b.get("error")),
+                                 ("wouldblock", "invalid verdict"), b)
+                self.assertNothingDelivered(cap)
+
+
 # ---------------------------------------------------------------------------
 # timeouts and on_error
 

@@ -13,8 +13,8 @@
  *				or data. Every hook exists; the others only
  *				count and return PC_CONTINUE.
  *	verdict = continue	what the acting hook returns: continue,
- *				accept, reject, tempfail, discard, or invalid
- *				(a value outside enum pc_status)
+ *				accept, reject, tempfail, discard, wouldblock,
+ *				or invalid (a value outside enum pc_status)
  *	code = 550		with it, the acting hook calls pc_set_reply()
  *	enh = 5.7.1		  with this enhanced code (none: NULL)
  *	text = ...		  and this text (default "probe reply")
@@ -38,6 +38,9 @@
  *	report_thread = yes	pc_result_int("loop_thread", 1 or 0) in the
  *				acting hook: whether it runs on the worker's
  *				main thread (the event loop) or a pool thread
+ *	loop_wouldblock = yes	on the event loop, the acting hook does all
+ *				of the above but the verdict, then returns
+ *				PC_WOULDBLOCK; on a thread it acts as usual
  *
  * Built three times from this file: probe.so (every hook may block),
  * probe_nb.so (-DPROBE_NONBLOCKING: every hook marked nonblocking, so the
@@ -104,7 +107,8 @@ static const struct {
 } probe_verdicts[] = {
 	{ "continue", PC_CONTINUE }, { "accept", PC_ACCEPT },
 	{ "reject", PC_REJECT },     { "tempfail", PC_TEMPFAIL },
-	{ "discard", PC_DISCARD },   { "invalid", PROBE_INVALID },
+	{ "discard", PC_DISCARD },   { "wouldblock", PC_WOULDBLOCK },
+	{ "invalid", PROBE_INVALID },
 };
 
 /* One "Name: value" option; value NULL means "remove" (change_header). */
@@ -129,6 +133,7 @@ struct probe {
 	struct probe_field add, insert, change;
 	char *count_file;
 	bool report_thread;
+	bool loop_wouldblock;
 };
 
 /* probe_free - free an instance, complete or half-built */
@@ -313,7 +318,8 @@ static int probe_init_action(pc_config *config, struct probe *p)
 		}
 	}
 	if (probe_yes_no(config, "crash", &p->crash) < 0 ||
-	    probe_yes_no(config, "report_thread", &p->report_thread) < 0)
+	    probe_yes_no(config, "report_thread", &p->report_thread) < 0 ||
+	    probe_yes_no(config, "loop_wouldblock", &p->loop_wouldblock) < 0)
 		return -1;
 	if ((v = pc_config_get(config, "result")) &&
 	    (err = probe_split(v, '=', &p->result_key, &p->result_value))) {
@@ -534,6 +540,8 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 		probe_crash();
 	if (p->code && pc_set_reply(ctx, p->code, p->enh, "%s", p->text) < 0)
 		pc_log(ctx, PC_LOG_INFO, "pc_set_reply(%d) refused", p->code);
+	if (p->loop_wouldblock && gettid() == getpid())
+		return PC_WOULDBLOCK;
 	return (enum pc_status)p->verdict;
 }
 
@@ -591,7 +599,7 @@ static const char *const probe_options[] = {
 	"text",		"match",	 "sleep",	  "crash",
 	"result",	"result_int",	 "size_limit",	  "add_header",
 	"insert_header", "change_header", "count_file",	  "report_thread",
-	NULL,
+	"loop_wouldblock", NULL,
 };
 
 const struct pc_filter portcullis_filter = {
