@@ -45,6 +45,13 @@
  * does not say which mechanism matched; spf_matched_mechanism() finds
  * it.
  *
+ * The mail hook is marked nonblocking: when the stage runs on the event
+ * loop, pc_dns_query() answers from the cache only. A check that needed
+ * an answer the cache does not hold is thrown away, and the hook returns
+ * PC_WOULDBLOCK to be called again on a thread, where the questions are
+ * asked. With the domains of the day in the cache, the check costs no
+ * trip through the filter pool.
+ *
  * libspf2 gives a loopback client a pass without looking at DNS; this
  * filter does not: which clients are spared is trusted_networks' call
  * (which spares loopback by default).
@@ -587,9 +594,14 @@ static const char *spf_last_error(SPF_response_t *resp)
 	return NULL;
 }
 
+_Static_assert(SPF_DNS_QUERY_TIMEOUT == PC_DNS_TIMEOUT &&
+		       SPF_DNS_QUERY_ERROR == PC_DNS_ERROR &&
+		       SPF_DNS_QUERY_WOULDBLOCK == PC_DNS_WOULDBLOCK,
+	       "spf_dns.h and filter.h disagree");
+
 /*
  * spf_evaluate - run check_host() for the client, fill tx; -1 when out of
- * memory
+ * memory, 1 when some answer was not in the cache of the event loop
  */
 static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 			struct spf_tx *tx)
@@ -653,6 +665,10 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	spf_query(req, tx->helo_identity, &resp);
 	if (resp == NULL)
 		goto out;
+	if (spf_dns_would_block(layer)) {
+		rc = 1;
+		goto out;
+	}
 	if (spf_dns_voids_exceeded(layer)) {
 		/* RFC 7208 4.6.4: evaluation ends at the third void lookup */
 		SPF_response_add_error(resp, SPF_E_BIG_DNS,
@@ -670,6 +686,10 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 
 		spf_matched_mechanism(req, layer, tx->helo_identity, resp, mech,
 				      sizeof(mech), &m);
+		if (spf_dns_would_block(layer)) {
+			rc = 1;
+			goto out;
+		}
 		if (spf_set(&tx->mechanism, m) < 0)
 			goto out;
 	}
@@ -845,8 +865,16 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 			tx->domain && *tx->domain ? tx->domain : "(empty)");
 		if (spf_set(&tx->comment, c) < 0)
 			goto oom;
-	} else if (spf_evaluate(ctx, &ip, tx) < 0) {
-		goto oom;
+	} else {
+		int rc = spf_evaluate(ctx, &ip, tx);
+
+		if (rc < 0)
+			goto oom;
+		if (rc > 0) {
+			/* on the event loop, without every answer cached */
+			spf_tx_free(tx);
+			return PC_WOULDBLOCK;
+		}
 	}
 	if (tx->result == SPF_FAIL && !tx->explanation &&
 	    spf_default_explanation(tx) < 0)
@@ -961,6 +989,10 @@ const struct pc_filter portcullis_filter = {
 	.mail = spf_mail,
 	.data = spf_data,
 	.reset = spf_reset,
-	/* Only mail asks DNS; data writes what mail found, reset frees it. */
-	.nonblocking = PC_HOOK_DATA | PC_HOOK_RESET,
+	/*
+	 * Only mail asks DNS, and it runs on the event loop while the cache
+	 * has every answer (PC_WOULDBLOCK otherwise); data writes what mail
+	 * found, reset frees it.
+	 */
+	.nonblocking = PC_HOOK_MAIL | PC_HOOK_DATA | PC_HOOK_RESET,
 };

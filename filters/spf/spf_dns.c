@@ -49,6 +49,7 @@ struct spf_dns_layer {
 	char **hosts;		/* names from MX and PTR answers */
 	size_t nhosts;
 	char *top;		/* the first record fetched, as compiled */
+	bool would_block;	/* a question could not be answered without waiting */
 };
 
 /*
@@ -345,7 +346,7 @@ malformed:
 static SPF_dns_rr_t *spf_dns_ask(SPF_dns_server_t *layer, const char *domain,
 				 ns_type type)
 {
-	const struct spf_dns_layer *l = layer->hook;
+	struct spf_dns_layer *l = layer->hook;
 	unsigned char stackbuf[SPF_DNS_BUF];
 	unsigned char *buf = stackbuf, *big = NULL;
 	SPF_dns_rr_t *spfrr;
@@ -371,8 +372,10 @@ static SPF_dns_rr_t *spf_dns_ask(SPF_dns_server_t *layer, const char *domain,
 		if (len > (int)size)
 			len = SPF_DNS_QUERY_ERROR; /* it grew again: give up */
 	}
+	if (len == SPF_DNS_QUERY_WOULDBLOCK)
+		l->would_block = true;
 	if (len <= 0) {
-		/* SPF_DNS_QUERY_TIMEOUT, _ERROR: temperror either way */
+		/* SPF_DNS_QUERY_TIMEOUT, _ERROR, _WOULDBLOCK: temperror */
 		free(big);
 		return rr_status(layer, domain, type, 0, TRY_AGAIN);
 	}
@@ -445,6 +448,14 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
 	    !host_listed(l, domain))
 		l->voids++;
 	return spfrr;
+}
+
+/* spf_dns_would_block - whether a question of the check would have waited */
+int spf_dns_would_block(SPF_dns_server_t *layer)
+{
+	const struct spf_dns_layer *l = layer->hook;
+
+	return l->would_block;
 }
 
 /* spf_dns_top_record - the check's own record, as given to libspf2 */

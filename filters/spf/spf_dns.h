@@ -70,6 +70,7 @@ typedef int (*spf_dns_query_fn)(const char *name, int type,
 /* What the query function returns when it has no reply (filter.h). */
 #define SPF_DNS_QUERY_TIMEOUT (-1)
 #define SPF_DNS_QUERY_ERROR (-2)
+#define SPF_DNS_QUERY_WOULDBLOCK (-3) /* on the event loop, not cached */
 
 /*
  * spf_dns_new - a libspf2 DNS layer asking query; NULL when out of
@@ -90,6 +91,14 @@ void spf_dns_set_request(SPF_dns_server_t *layer, SPF_request_t *request);
  * libspf2 says (see spf_dns.c)
  */
 int spf_dns_voids_exceeded(SPF_dns_server_t *layer);
+
+/*
+ * spf_dns_would_block - whether the query function said it would have
+ * to wait (SPF_DNS_QUERY_WOULDBLOCK) for some question of the check,
+ * which libspf2 then saw as a temporary error: its result means nothing
+ * and the check must be made again where it may wait
+ */
+int spf_dns_would_block(SPF_dns_server_t *layer);
 
 /*
  * spf_dns_top_record - the first record fetched for the check (its own,

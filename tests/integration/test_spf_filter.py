@@ -50,6 +50,11 @@ ZONE = {
     "slow.test": ["TIMEOUT"],
     "helo-pass.test": [{"TXT": "v=spf1 a -all"}, {"A": "127.0.0.1"}],
     "helo-fail.test": [{"TXT": "v=spf1 -all"}],
+    # for the check on the event loop: every answer cacheable, or one not
+    "cached.test": [{"TXT": "v=spf1 a:host.cached.test -all"}],
+    "host.cached.test": [{"A": "127.0.0.1"}],
+    "partial.test": [{"TXT": "v=spf1 a:host.partial.test -all"}],
+    "host.partial.test": [{"A": "127.0.0.1", "ttl": 0}],
     # "nospf.test": no records at all (NXDOMAIN): none
 }
 
@@ -308,6 +313,36 @@ class SPFFilterTest(ProxyTestCase):
         self.assertReply(c.cmd("MAIL FROM:<mallory@fail.test>"), 550,
                          "5.7.23")
         c.cmd("QUIT")
+
+    # -- the check on the event loop ----------------------------------
+
+    def test_a_check_the_dns_cache_answers_stays_on_the_event_loop(self):
+        p = self.proxy(log_level="debug")
+        moved = "filter spf: session %s: would block at mail on the event loop"
+        for domain, asked_again in (("cached.test", False), ("partial.test", True)):
+            with self.subTest(domain=domain):
+                sessions = []
+                for n in range(2):
+                    before = DNS.count("host." + domain, "A")
+                    raw = self.deliver(p, "alice%d@%s" % (n, domain))
+                    self.assertRegex(header_lines(raw)[0][1], r"^pass \(")
+                    rec = self.record(p, sender="alice%d@%s" % (n, domain))
+                    res = spf_results(rec)
+                    self.assertEqual((res.get("spf"), res.get("mechanism")),
+                                     ("pass", "a:host." + domain), res)
+                    sessions.append((rec["session"],
+                                     DNS.count("host." + domain, "A") - before))
+                log = p.stderr()
+                # the first check asks DNS, on a thread, after its try on
+                # the loop found the cache empty
+                sid, asked = sessions[0]
+                self.assertIn(moved % sid, log)
+                self.assertGreater(asked, 0)
+                # the second finds every answer in the cache and decides
+                # on the loop; with one answer of TTL 0 it cannot
+                sid, asked = sessions[1]
+                self.assertEqual(moved % sid in log, asked_again, log[-2000:])
+                self.assertEqual(asked > 0, asked_again, asked)
 
     # -- trusted clients -----------------------------------------------
 
