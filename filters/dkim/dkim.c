@@ -69,6 +69,13 @@
  * keys are kept across messages by dkim_keycache.c, which answers
  * libopendkim's d2i_PUBKEY_bio() calls.
  *
+ * The data hook is marked nonblocking. On the event loop it verifies a
+ * message of up to 256 KiB whose keys the DNS cache holds; a key that is
+ * not there (pc_dns_query() says PC_DNS_WOULDBLOCK while libopendkim
+ * asks for the keys, before any body byte is hashed), a larger message
+ * and signing make it return PC_WOULDBLOCK, and it runs again on a
+ * thread.
+ *
  * The instance (its DKIM_LIB included) is built by init and only read
  * afterwards; libopendkim handles are per message, so concurrent
  * sessions need no lock. Bad option values are reported with
@@ -110,6 +117,13 @@
 
 /* The most sign_headers names (libopendkim builds one regex of them). */
 #define PCDKIM_MAX_SIGN_HEADERS 64
+
+/*
+ * The largest message verified on the event loop: hashing it takes about
+ * a millisecond. Larger ones, and signing (an RSA signature costs about
+ * as much), go to a thread.
+ */
+#define PCDKIM_LOOP_MAX_BYTES (256 * 1024)
 
 /* A private key file larger than this is not a key. */
 #define PCDKIM_KEY_FILE_MAX (64 * 1024)
@@ -1213,7 +1227,13 @@ static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 		return pcdkim_internal(ctx, "libopendkim: out of resources");
 	}
 	/* the key queries run here, one per signature */
+	(void)pcdkim_dns_would_block();
 	st = dkim_eoh(dkim);
+	if (pcdkim_dns_would_block()) {
+		/* on the event loop, and a key is not in the DNS cache */
+		dkim_free(dkim);
+		return PC_WOULDBLOCK;
+	}
 	if (st == DKIM_STAT_NOSIG) {
 		dkim_free(dkim);
 		pcdkim_add_results(ctx, NULL, 0);
@@ -1394,10 +1414,14 @@ static enum pc_status pcdkim_data(pc_ctx *ctx)
 	const struct pcdkim_instance *di = pc_instance(ctx);
 	const char *addr = pc_client_addr(ctx);
 
+	bool sign;
+
 	if (!di)
 		return pcdkim_internal(ctx, "no instance at data");
-	if (pc_auth_user(ctx) ||
-	    (addr && relay_netlist_match(&di->trusted, addr)))
+	sign = pc_auth_user(ctx) || (addr && relay_netlist_match(&di->trusted, addr));
+	if (pc_on_loop(ctx) && (sign || pc_message_size(ctx) > PCDKIM_LOOP_MAX_BYTES))
+		return PC_WOULDBLOCK;
+	if (sign)
 		return pcdkim_sign_message(ctx, di);
 	return pcdkim_verify_message(ctx, di);
 }
@@ -1411,4 +1435,10 @@ const struct pc_filter portcullis_filter = {
 	.init = pcdkim_init,
 	.fini = pcdkim_fini,
 	.data = pcdkim_data,
+	/*
+	 * Verifying a message of up to PCDKIM_LOOP_MAX_BYTES whose keys are
+	 * in the DNS cache runs on the event loop; the rest says
+	 * PC_WOULDBLOCK there and runs on a thread.
+	 */
+	.nonblocking = PC_HOOK_DATA,
 };

@@ -29,6 +29,13 @@
 /* pcdkim_dns_install - make lib look keys up with pc_dns_query() */
 void pcdkim_dns_install(DKIM_LIB *lib);
 
+/*
+ * pcdkim_dns_would_block - whether a key query of this thread got
+ * PC_DNS_WOULDBLOCK (a hook on the event loop, the key not in the cache)
+ * since the last call; libopendkim saw it as a failed lookup
+ */
+bool pcdkim_dns_would_block(void);
+
 #pragma GCC visibility pop
 
 #endif

@@ -754,6 +754,33 @@ class DaemonTest(DKIMTestCase):
         # decoded key of the first: the cache is in use
         self.assertIn("decoded keys are reused", p.stderr())
 
+    def test_a_message_whose_keys_are_cached_is_verified_on_the_event_loop(self):
+        # the data hook runs on the event loop when the DNS cache holds
+        # every key and the message is small; else it says so in the
+        # log and runs on a thread
+        p = self.proxy(log_level="debug")
+
+        def moved():
+            return len(re.findall(r"filter dkim: session \w+: would block at data "
+                                  r"on the event loop", p.stderr()))
+        big = message(subject="big", body="".join(
+            "line %06d of a message over 256 KiB\r\n" % i for i in range(8000)))
+        two = sign(sign(message(subject="two")), b"ed", key="ed")
+        steps = [
+            (sign(message(subject="first")), 1),   # the key is not cached
+            (sign(message(subject="second")), 0),  # it is now
+            (sign(big), 1),                        # too big for the loop
+            (two, 1),                              # ed's key is not cached
+            (two, 0),
+        ]
+        for n, (msg, more) in enumerate(steps):
+            before = moved()
+            o, = self.send(p, [msg])
+            self.assertEqual([r for r, _ in resinfos(o.headers)],
+                             ["pass", "pass"] if msg is two else ["pass"], o)
+            self.assertEqual(moved() - before, more, "step %d" % n)
+        self.assertGreater(len(big), 256 * 1024)
+
     def test_dns_timeout_through_the_daemon(self):
         p = self.proxy(dkim_section(on_temperror="tempfail"))
         o, = self.send(p, [sign(message(), b"slow")])
