@@ -70,11 +70,11 @@
  * libopendkim's d2i_PUBKEY_bio() calls.
  *
  * The data hook is marked nonblocking. On the event loop it verifies a
- * message of up to 256 KiB whose keys the DNS cache holds; a key that is
- * not there (pc_dns_query() says PC_DNS_WOULDBLOCK while libopendkim
- * asks for the keys, before any body byte is hashed), a larger message
- * and signing make it return PC_WOULDBLOCK, and it runs again on a
- * thread.
+ * message of up to 256 KiB whose keys the DNS cache holds. A key that is
+ * not there (pc_dns_query() says PC_DNS_WOULDBLOCK when libopendkim asks
+ * for the keys, before any body byte is hashed, and the signature's key
+ * query failed), a larger message and signing make it return
+ * PC_WOULDBLOCK, and it runs again on a thread.
  *
  * The instance (its DKIM_LIB included) is built by init and only read
  * afterwards; libopendkim handles are per message, so concurrent
@@ -1203,6 +1203,21 @@ static void pcdkim_keycache_note(pc_ctx *ctx, DKIM_SIGINFO **sigs, int nsigs)
 		       "(the key cache is not in use): verifying costs more CPU");
 }
 
+/* pcdkim_key_failed - whether a key query of a signature to check failed */
+static bool pcdkim_key_failed(DKIM *dkim)
+{
+	DKIM_SIGINFO **sigs = NULL;
+	int nsigs = 0;
+
+	if (dkim_getsiglist(dkim, &sigs, &nsigs) != DKIM_STAT_OK)
+		return false;
+	for (int i = 0; i < nsigs; i++)
+		if (!(dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE) &&
+		    dkim_sig_geterror(sigs[i]) == DKIM_SIGERROR_KEYFAIL)
+			return true;
+	return false;
+}
+
 /* pcdkim_verify_message - verify, add Authentication-Results, apply policy */
 static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 					  const struct pcdkim_instance *di)
@@ -1227,10 +1242,12 @@ static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 		return pcdkim_internal(ctx, "libopendkim: out of resources");
 	}
 	/* the key queries run here, one per signature */
-	(void)pcdkim_dns_would_block();
 	st = dkim_eoh(dkim);
-	if (pcdkim_dns_would_block()) {
-		/* on the event loop, and a key is not in the DNS cache */
+	if (st == DKIM_STAT_OK && pc_on_loop(ctx) && pcdkim_key_failed(dkim)) {
+		/*
+		 * On the event loop a key that is not in the DNS cache is a
+		 * failed query (PC_DNS_WOULDBLOCK); on a thread it is asked.
+		 */
 		dkim_free(dkim);
 		return PC_WOULDBLOCK;
 	}

@@ -24,9 +24,6 @@ struct dns_query {
 /* The service handle: anything not NULL, or libopendkim starts its own. */
 static int dns_service;
 
-/* A query of this thread could not be answered without waiting. */
-static __thread bool dns_would_block;
-
 /* dns_start - run the query to its end; the reply lands in buf */
 static int dns_start(void *service, int type, unsigned char *name,
 		     unsigned char *buf, size_t buflen, void **handle)
@@ -37,10 +34,7 @@ static int dns_start(void *service, int type, unsigned char *name,
 	if (!q)
 		return -1; /* libopendkim: "query failed", a temporary error */
 	n = pc_dns_query((const char *)name, type, buf, buflen);
-	if (n == PC_DNS_WOULDBLOCK) {
-		dns_would_block = true;
-		q->status = DKIM_DNS_ERROR;
-	} else if (n == PC_DNS_TIMEOUT) {
+	if (n == PC_DNS_TIMEOUT) {
 		q->status = DKIM_DNS_EXPIRED;
 	} else if (n < HFIXEDSZ || (size_t)n > buflen) {
 		/* a local failure, a runt, or more than the buffer holds */
@@ -84,15 +78,6 @@ static int dns_cancel(void *service, void *handle)
 {
 	free(handle);
 	return 0;
-}
-
-/* pcdkim_dns_would_block - whether a query would have waited; clears it */
-bool pcdkim_dns_would_block(void)
-{
-	bool was = dns_would_block;
-
-	dns_would_block = false;
-	return was;
 }
 
 /* pcdkim_dns_install - make lib look keys up with pc_dns_query() */

@@ -13,6 +13,8 @@
  *	no answer in time (PC_DNS_TIMEOUT)	    DKIM_SIGERROR_KEYFAIL
  *	SERVFAIL, REFUSED or any other rcode,	    DKIM_SIGERROR_KEYFAIL
  *	a reply cut short, a local failure
+ *	on the event loop, a key not in the cache   DKIM_SIGERROR_KEYFAIL
+ *	(PC_DNS_WOULDBLOCK)
  * so a missing key is a permanent error and a failed lookup a temporary
  * one (RFC 6376 6.1.2).
  */
@@ -28,13 +30,6 @@
 
 /* pcdkim_dns_install - make lib look keys up with pc_dns_query() */
 void pcdkim_dns_install(DKIM_LIB *lib);
-
-/*
- * pcdkim_dns_would_block - whether a key query of this thread got
- * PC_DNS_WOULDBLOCK (a hook on the event loop, the key not in the cache)
- * since the last call; libopendkim saw it as a failed lookup
- */
-bool pcdkim_dns_would_block(void);
 
 #pragma GCC visibility pop
 
