@@ -1430,7 +1430,6 @@ static enum pc_status pcdkim_data(pc_ctx *ctx)
 {
 	const struct pcdkim_instance *di = pc_instance(ctx);
 	const char *addr = pc_client_addr(ctx);
-
 	bool sign;
 
 	if (!di)
