@@ -20,10 +20,11 @@ import json
 import os
 import re
 import sys
+import time
 import unittest
 
 from harness import (PROJECT, Portcullis, Postfix, ProxyTestCase, has_ipv6,
-                     make_message)
+                     make_message, wait_for)
 import harness  # noqa: E402
 
 sys.path.insert(0, os.path.join(PROJECT, "tests", "dns"))
@@ -343,6 +344,44 @@ class SPFFilterTest(ProxyTestCase):
                 sid, asked = sessions[1]
                 self.assertEqual(moved % sid in log, asked_again, log[-2000:])
                 self.assertEqual(asked > 0, asked_again, asked)
+
+    def test_a_check_that_backs_out_into_a_full_pool_gets_on_error(self):
+        # one worker with one filter thread and room for one call in its
+        # queue: two checks waiting for a silent DNS server fill both,
+        # and a third that backs out of the loop finds no room
+        section = spf_section().replace("timeout = 1\nretries", "timeout = 3\nretries")
+        self.assertIn("timeout = 3", section)
+        section += "\n[filter size]\nmodule = size\nlimit = 10m\n"
+        p = self.proxy(section, filters="size, spf", workers="1",
+                       filter_threads="1", filter_queue="1")
+        waiting = []
+        asked = DNS.count("slow.test", "TXT")
+        for n in range(2):
+            c = self.client(p.port)
+            c.ehlo("client.example.test")
+            c.send(b"MAIL FROM:<alice%d@slow.test>\r\n" % n)
+            waiting.append(c)
+            if n == 0:
+                # the first is on the thread, asking
+                wait_for(lambda: DNS.count("slow.test", "TXT") > asked, 5)
+            else:
+                time.sleep(0.5)   # the second waits in the queue
+        c, r = self.mail(p, "carol@pass.test")
+        self.assertReply(r, 451, "4.3.0")
+        self.assertIn("unavailable", r.text)
+        c.cmd("QUIT")
+        rec = self.record(p, sender="carol@pass.test")
+        entries = [(e.get("filter"), e.get("stage"), e.get("verdict"))
+                   for e in rec.get("filters", [])]
+        # what size did on the loop before spf backed out is in the record
+        self.assertEqual(entries, [("size", "connect", "continue"),
+                                   ("size", "mail", "continue"),
+                                   ("spf", "mail", "unavailable")], rec)
+        self.assertEqual(harness.filter_entries(rec, "size")[1]["results"]["limit"],
+                         10 * 1024 * 1024, rec)
+        # the two waiting checks end as DNS temperrors, not lost
+        for c in waiting:
+            self.assertReply(c.reply(timeout=15), 451, "4.7.24")
 
     # -- trusted clients -----------------------------------------------
 
