@@ -70,10 +70,11 @@
  * libopendkim's d2i_PUBKEY_bio() calls.
  *
  * The data hook is marked nonblocking. On the event loop it verifies a
- * message of up to 256 KiB whose keys the DNS cache holds. A key that is
+ * message whose keys the DNS cache holds, with at most 4 signatures to
+ * check and at most 256 KiB to hash over them all. A key that is
  * not there (pc_dns_query() says PC_DNS_WOULDBLOCK when libopendkim asks
  * for the keys, before any body byte is hashed, and the signature's key
- * query failed), a larger message and signing make it return
+ * query failed), more work than that and signing make it return
  * PC_WOULDBLOCK, and it runs again on a thread.
  *
  * The instance (its DKIM_LIB included) is built by init and only read
@@ -119,11 +120,14 @@
 #define PCDKIM_MAX_SIGN_HEADERS 64
 
 /*
- * The largest message verified on the event loop: hashing it takes about
- * a millisecond. Larger ones, and signing (an RSA signature costs about
- * as much), go to a thread.
+ * The most work done on the event loop: the body is hashed once per
+ * signature, and hashing 256 KiB takes about a millisecond; each
+ * signature costs a public-key operation (tens of µs for RSA-2048, more
+ * for larger keys). More than that, and signing (an RSA signature costs
+ * about a millisecond), go to a thread.
  */
 #define PCDKIM_LOOP_MAX_BYTES (256 * 1024)
+#define PCDKIM_LOOP_MAX_SIGNATURES 4
 
 /* A private key file larger than this is not a key. */
 #define PCDKIM_KEY_FILE_MAX (64 * 1024)
@@ -1425,6 +1429,25 @@ out:
 	return verdict;
 }
 
+/*
+ * pcdkim_loop_too_long - whether verifying this message would hold the
+ * event loop too long: the body hashed for each signature checked
+ */
+static bool pcdkim_loop_too_long(pc_ctx *ctx, const struct pcdkim_instance *di)
+{
+	unsigned long long size = pc_message_size(ctx);
+	size_t sigs = 0;
+
+	while (sigs <= PCDKIM_LOOP_MAX_SIGNATURES &&
+	       pc_header_get(ctx, "DKIM-Signature", sigs))
+		sigs++;
+	if (sigs > di->max_signatures)
+		sigs = di->max_signatures;
+	if (sigs > PCDKIM_LOOP_MAX_SIGNATURES)
+		return true;
+	return size > PCDKIM_LOOP_MAX_BYTES / (sigs ? sigs : 1);
+}
+
 /* pcdkim_data - sign for trusted clients, verify for everyone else */
 static enum pc_status pcdkim_data(pc_ctx *ctx)
 {
@@ -1435,7 +1458,7 @@ static enum pc_status pcdkim_data(pc_ctx *ctx)
 	if (!di)
 		return pcdkim_internal(ctx, "no instance at data");
 	sign = pc_auth_user(ctx) || (addr && relay_netlist_match(&di->trusted, addr));
-	if (pc_on_loop(ctx) && (sign || pc_message_size(ctx) > PCDKIM_LOOP_MAX_BYTES))
+	if (pc_on_loop(ctx) && (sign || pcdkim_loop_too_long(ctx, di)))
 		return PC_WOULDBLOCK;
 	if (sign)
 		return pcdkim_sign_message(ctx, di);
@@ -1452,9 +1475,9 @@ const struct pc_filter portcullis_filter = {
 	.fini = pcdkim_fini,
 	.data = pcdkim_data,
 	/*
-	 * Verifying a message of up to PCDKIM_LOOP_MAX_BYTES whose keys are
-	 * in the DNS cache runs on the event loop; the rest says
-	 * PC_WOULDBLOCK there and runs on a thread.
+	 * Verifying a small message whose keys are in the DNS cache runs on
+	 * the event loop; the rest says PC_WOULDBLOCK there and runs on a
+	 * thread.
 	 */
 	.nonblocking = PC_HOOK_DATA,
 };

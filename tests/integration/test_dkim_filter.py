@@ -763,21 +763,29 @@ class DaemonTest(DKIMTestCase):
         def moved():
             return len(re.findall(r"filter dkim: session \w+: would block at data "
                                   r"on the event loop", p.stderr()))
-        big = message(subject="big", body="".join(
-            "line %06d of a message over 256 KiB\r\n" % i for i in range(8000)))
+        def body(kib):
+            return "".join("line %06d of a longer message\r\n" % i
+                           for i in range(kib * 1024 // 32))
+        big = message(subject="big", body=body(260))
         two = sign(sign(message(subject="two")), b"ed", key="ed")
+        five = message(subject="five")
+        for k in range(5):
+            five = sign(five, *((b"ed", b"example.com", "ed") if k % 2 else ()))
         steps = [
             (sign(message(subject="first")), 1),   # the key is not cached
             (sign(message(subject="second")), 0),  # it is now
             (sign(big), 1),                        # too big for the loop
             (two, 1),                              # ed's key is not cached
             (two, 0),
+            (five, 1),                             # too many signatures
+            # 150 KiB hashed twice is too much
+            (sign(sign(message(subject="two long", body=body(150))), b"ed", key="ed"), 1),
         ]
         for n, (msg, more) in enumerate(steps):
             before = moved()
             o, = self.send(p, [msg])
-            self.assertEqual([r for r, _ in resinfos(o.headers)],
-                             ["pass", "pass"] if msg is two else ["pass"], o)
+            sigs = len(re.findall(rb"(?im)^DKIM-Signature:", header_block(msg)))
+            self.assertEqual([r for r, _ in resinfos(o.headers)], ["pass"] * sigs, o)
             self.assertEqual(moved() - before, more, "step %d" % n)
         self.assertGreater(len(big), 256 * 1024)
 
