@@ -665,10 +665,6 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	spf_query(req, tx->helo_identity, &resp);
 	if (resp == NULL)
 		goto out;
-	if (spf_dns_would_block(layer)) {
-		rc = 1;
-		goto out;
-	}
 	if (spf_dns_voids_exceeded(layer)) {
 		/* RFC 7208 4.6.4: evaluation ends at the third void lookup */
 		SPF_response_add_error(resp, SPF_E_BIG_DNS,
@@ -686,10 +682,6 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 
 		spf_matched_mechanism(req, layer, tx->helo_identity, resp, mech,
 				      sizeof(mech), &m);
-		if (spf_dns_would_block(layer)) {
-			rc = 1;
-			goto out;
-		}
 		if (spf_set(&tx->mechanism, m) < 0)
 			goto out;
 	}
@@ -707,6 +699,11 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 			if (spf_set(&tx->explanation, text) < 0)
 				goto out;
 		}
+	}
+	if (spf_dns_would_block(layer)) {
+		/* some answer, of the check or of the matched-mechanism pass */
+		rc = 1;
+		goto out;
 	}
 	for (int i = 0; i < SPF_response_messages(resp); i++)
 		pc_log(ctx, PC_LOG_DEBUG, "libspf2: %s",
