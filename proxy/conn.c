@@ -20,6 +20,8 @@
 
 /* Bytes asked of the kernel per read. */
 #define CONN_READ_SIZE 16384
+/* Output vectors handed to one write. */
+#define CONN_WRITE_IOV 64
 
 struct conn {
 	struct event_base *base;
@@ -33,6 +35,8 @@ struct conn {
 	conn_data_fn writecb;
 	conn_event_fn eventcb;
 	void *arg;
+	const struct conn_transport *transport;
+	void *transport_ctx;
 	size_t read_max;
 	size_t write_low;
 	bool reading;	 /* the user wants input */
@@ -46,6 +50,28 @@ struct conn {
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_write_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_flush_cb(evutil_socket_t fd, short what, void *arg);
+
+/* plain_readv - the socket as it is */
+static ssize_t plain_readv(void *ctx, int fd, const struct iovec *iov, int n)
+{
+	(void)ctx;
+	return readv(fd, iov, n);
+}
+
+/* plain_writev - the socket as it is; a peer gone is an error, not a signal */
+static ssize_t plain_writev(void *ctx, int fd, const struct iovec *iov, int n)
+{
+	struct msghdr msg = { .msg_iov = (struct iovec *)iov, .msg_iovlen = (size_t)n };
+
+	(void)ctx;
+	return sendmsg(fd, &msg, MSG_NOSIGNAL);
+}
+
+static const struct conn_transport conn_plain = {
+	.name = "plain",
+	.readv = plain_readv,
+	.writev = plain_writev,
+};
 
 /* conn_update_read - register the read event exactly when input is wanted */
 static void conn_update_read(struct conn *c)
@@ -102,6 +128,7 @@ struct conn *conn_new(struct event_base *base, evutil_socket_t fd)
 		return NULL;
 	c->base = base;
 	c->fd = -1;
+	c->transport = &conn_plain;
 	c->in = evbuffer_new();
 	c->out = evbuffer_new();
 	c->flush = event_new(base, -1, 0, conn_flush_cb, c);
@@ -239,7 +266,7 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		iov[i].iov_base = v[i].iov_base;
 		iov[i].iov_len = v[i].iov_len;
 	}
-	got = readv(fd, iov, n);
+	got = c->transport->readv(c->transport_ctx, fd, iov, n);
 	if (got <= 0) {
 		int err = errno;
 		evbuffer_commit_space(c->in, v, 0);
@@ -267,19 +294,46 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 		c->readcb(c, c->arg);
 }
 
+/*
+ * conn_write_some - hand the output to the transport until it takes no
+ * more; 0, or -1 with errno of a failure (EAGAIN is not one)
+ */
+static int conn_write_some(struct conn *c)
+{
+	struct evbuffer_iovec v[CONN_WRITE_IOV];
+	struct iovec iov[CONN_WRITE_IOV];
+
+	while (evbuffer_get_length(c->out) > 0) {
+		int n = evbuffer_peek(c->out, -1, NULL, v, CONN_WRITE_IOV);
+		if (n > CONN_WRITE_IOV)
+			n = CONN_WRITE_IOV;
+		for (int i = 0; i < n; i++) {
+			iov[i].iov_base = v[i].iov_base;
+			iov[i].iov_len = v[i].iov_len;
+		}
+		ssize_t put = c->transport->writev(c->transport_ctx, c->fd, iov, n);
+		if (put < 0) {
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+				return 0;
+			return -1;
+		}
+		evbuffer_drain(c->out, (size_t)put);
+		if (put == 0)
+			return 0;
+	}
+	return 0;
+}
+
 /* conn_write - write what the socket takes; wait for it with the rest */
 static void conn_write(struct conn *c)
 {
-	size_t len = evbuffer_get_length(c->out);
+	size_t len;
 
-	if (len > 0) {
-		int n = evbuffer_write(c->out, c->fd);
-		if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-			conn_fail(c, errno);
-			return;
-		}
-		len = evbuffer_get_length(c->out);
+	if (conn_write_some(c) < 0) {
+		conn_fail(c, errno);
+		return;
 	}
+	len = evbuffer_get_length(c->out);
 	if (len > 0 && !c->wev_added) {
 		event_add(c->wev, NULL);
 		c->wev_added = true;
@@ -333,6 +387,31 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 	conn_write(c);
 }
 
+/* conn_set_transport - the transport from now on */
+void conn_set_transport(struct conn *c, const struct conn_transport *t,
+			void *ctx)
+{
+	if (c->transport->free)
+		c->transport->free(c->transport_ctx);
+	c->transport = t ? t : &conn_plain;
+	c->transport_ctx = t ? ctx : NULL;
+}
+
+/* conn_discard_input - drop what was read and not consumed */
+void conn_discard_input(struct conn *c)
+{
+	evbuffer_drain(c->in, evbuffer_get_length(c->in));
+}
+
+/* conn_flush_now - a last write, at once and without callbacks */
+void conn_flush_now(struct conn *c)
+{
+	if (c->fd < 0 || c->closed || c->connecting)
+		return;
+	if (conn_write_some(c) < 0)
+		c->err = errno;
+}
+
 /* conn_free - close and release */
 void conn_free(struct conn *c)
 {
@@ -352,6 +431,8 @@ void conn_free(struct conn *c)
 		evbuffer_remove_cb(c->out, conn_out_cb, c);
 		evbuffer_free(c->out);
 	}
+	if (c->transport->free)
+		c->transport->free(c->transport_ctx);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);

@@ -15,18 +15,40 @@
  *
  * Callbacks run on the event loop's thread. Any of them may free the
  * conn; the conn touches nothing of itself after calling one.
+ *
+ * Every byte to or from the socket passes through the conn's transport:
+ * plain readv()/writev() by default. conn_set_transport() puts another
+ * one underneath (TLS, once STARTTLS succeeded) without the session or
+ * the relay above knowing; conn_discard_input() throws away what was
+ * read before such a switch, so nothing a peer sent in clear text is
+ * taken as sent under the new transport.
  */
 #ifndef PORTCULLIS_CONN_H
 #define PORTCULLIS_CONN_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
 
 struct conn;
+struct iovec;
+
+/*
+ * A transport moves bytes between the buffers and the socket. Each
+ * function returns the bytes moved, 0 for the end of input (read only),
+ * or -1 with errno set: EAGAIN/EWOULDBLOCK when the socket cannot take or
+ * give more now, anything else a failure of the connection.
+ */
+struct conn_transport {
+	const char *name;
+	ssize_t (*readv)(void *ctx, int fd, const struct iovec *iov, int n);
+	ssize_t (*writev)(void *ctx, int fd, const struct iovec *iov, int n);
+	void (*free)(void *ctx); /* the conn is freed; may be NULL */
+};
 
 /* What conn_event_fn reports. */
 enum conn_event {
@@ -83,6 +105,23 @@ evutil_socket_t conn_fd(const struct conn *c);
 
 /* conn_errno - the errno of the last CONN_ERROR */
 int conn_errno(const struct conn *c);
+
+/*
+ * conn_set_transport - move bytes through t from now on (ctx is its
+ * state, released by t->free with the conn); NULL: plain socket calls
+ */
+void conn_set_transport(struct conn *c, const struct conn_transport *t,
+			void *ctx);
+
+/* conn_discard_input - throw away what was read and not yet consumed */
+void conn_discard_input(struct conn *c);
+
+/*
+ * conn_flush_now - write what the socket takes of the output at once,
+ * without callbacks, for a last line before conn_free() (the loop may not
+ * turn again); the rest is lost
+ */
+void conn_flush_now(struct conn *c);
 
 /* conn_free - close the socket and release everything; unsent output is lost */
 void conn_free(struct conn *c);

@@ -288,10 +288,11 @@ void relay_drop_parked(struct worker *w)
 		struct relay *relay = w->parked;
 
 		relay_unpark(relay);
-		if (send(conn_fd(relay->conn), "QUIT\r\n", 6,
-			 MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		evbuffer_add(conn_output(relay->conn), "QUIT\r\n", 6);
+		conn_flush_now(relay->conn);
+		if (conn_errno(relay->conn))
 			log_debug("backend %s: QUIT: %s", relay_server(relay),
-				  strerror(errno));
+				  strerror(conn_errno(relay->conn)));
 		relay_destroy(relay);
 	}
 }

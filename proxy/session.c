@@ -1636,18 +1636,21 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 void session_refuse(struct worker *w, evutil_socket_t fd,
 		    const struct sockaddr *sa, const char *reason)
 {
-	char addr[INET6_ADDRSTRLEN], id[24], line[512];
+	char addr[INET6_ADDRSTRLEN], id[24];
 	unsigned port;
-	int n;
+	struct conn *c = conn_new(w->base, fd);
 
 	session_new_id(w, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
-	n = snprintf(line, sizeof(line), "421 4.7.0 %s %s, try again later\r\n",
-		     w->conf->hostname, reason);
-	/* A best effort: the socket is fresh, the line fits its buffer. */
-	if (n > 0 && send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-		log_debug("refused client [%s]:%u went away", addr, port);
-	evutil_closesocket(fd);
+	if (c) {
+		/* A best effort: the socket is fresh, the line fits its buffer. */
+		evbuffer_add_printf(conn_output(c), "421 4.7.0 %s %s, try again later\r\n",
+				    w->conf->hostname, reason);
+		conn_flush_now(c);
+		if (conn_errno(c))
+			log_debug("refused client [%s]:%u went away", addr, port);
+		conn_free(c);
+	}
 	session_log_connection(w, id, addr, port, NULL, "refused", reason, NULL);
 }
 
