@@ -60,6 +60,29 @@ static const char *const relay_state_names[] = {
 	"RSET before reuse", "parked",
 };
 
+/*
+ * The phases. Opening: the connection and the client's identity, before
+ * anything of a transaction; a failure tries the next backend. Detached:
+ * the session is gone (closing, or parking for the next one). Every other
+ * state serves an operation of the session.
+ */
+
+/* relay_opening - connecting, greeting, EHLO, XCLIENT or XFORWARD */
+static bool relay_opening(enum relay_state st)
+{
+	return st == RELAY_CONNECTING || st == RELAY_GREETING || st == RELAY_EHLO ||
+	       st == RELAY_XCLIENT || st == RELAY_XFORWARD;
+}
+
+/* relay_detached - QUIT, RSET before parking, or parked */
+static bool relay_detached(enum relay_state st)
+{
+	return st == RELAY_QUIT || st == RELAY_PARK_RSET || st == RELAY_PARKED;
+}
+
+struct relay;
+static bool relay_awaited(const struct relay *relay);
+
 struct relay {
 	struct worker *w;
 	relay_done_fn done;
@@ -87,6 +110,11 @@ struct relay {
 	char *pending;		/* MAIL line waiting for the handshake */
 	char *queued;		/* RCPT line waiting for a keepalive NOOP */
 	bool queued_data;	/* relay_data() waiting for a keepalive NOOP */
+	/*
+	 * The backend that refused a message as it streamed, whose
+	 * connection was then closed: its reply is the transaction's.
+	 */
+	const char *closed_server;
 	char *client_addr;
 	unsigned client_port;
 	char *client_helo;
@@ -102,6 +130,20 @@ struct relay {
 };
 
 static void relay_try(struct relay *relay);
+
+/*
+ * relay_awaited - whether the session waits for an answer from the
+ * connection: not when it is idle between operations, or only keeping
+ * the backend awake with nothing queued behind the NOOP
+ */
+static bool relay_awaited(const struct relay *relay)
+{
+	if (relay->state == RELAY_IDLE)
+		return false;
+	if (relay->state == RELAY_NOOP)
+		return relay->queued || relay->queued_data;
+	return true;
+}
 static void relay_send(struct relay *relay, enum relay_state state,
 		       unsigned timeout, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -369,12 +411,11 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 		    relay_state_names[relay->state], why);
 	if (relay->state == RELAY_PARKED)
 		relay_unpark(relay);
-	if (relay->state == RELAY_QUIT || relay->state == RELAY_PARK_RSET ||
-	    relay->state == RELAY_PARKED || relay->probe) {
+	if (relay_detached(relay->state) || relay->probe) {
 		relay_destroy(relay);
 		return;
 	}
-	if (relay->state == RELAY_NOOP && !relay->queued && !relay->queued_data) {
+	if (!relay_awaited(relay)) {
 		/* Nobody waits: the next operation finds the relay closed. */
 		relay_close(relay);
 		return;
@@ -578,20 +619,28 @@ static void relay_idle(struct relay *relay)
 		relay_arm(relay, relay->w->conf->backend_keepalive);
 }
 
-/* relay_reply - one complete reply arrived */
-static void relay_reply(struct relay *relay)
+/*
+ * relay_violation - the backend said something nobody asked for, or a
+ * reply that cannot answer what was asked: it is out of step with us, so
+ * nothing it says later can be trusted to answer our commands. Opening,
+ * the next backend is tried; in a transaction the client gets 451 4.4.2;
+ * the connection is closed either way and never parked.
+ */
+static void relay_violation(struct relay *relay, const char *why)
 {
-	struct smtp_reply *r = &relay->reply;
+	if (relay_opening(relay->state)) {
+		relay_next_backend(relay, why);
+		return;
+	}
+	relay_fail(relay, "451 4.4.2 Protocol error from the backend mail server, try again later",
+		   why);
+}
+
+/* relay_reply_opening - a reply while the connection opens */
+static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
+{
 	unsigned t = relay->w->conf->backend_timeout_command;
 
-	evtimer_del(relay->timer);
-	if (relay->reused) {
-		if (r->code == 421) {
-			relay_restart(relay, "421 reply");
-			return;
-		}
-		relay->reused = false;
-	}
 	switch (relay->state) {
 	case RELAY_GREETING:
 		if (r->code != 220) {
@@ -657,6 +706,44 @@ static void relay_reply(struct relay *relay)
 		relay->in_tx = true;
 		relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
 		return;
+	default:
+		relay_violation(relay, "reply in an unexpected state");
+		return;
+	}
+}
+
+/*
+ * relay_reply_body - a reply while the message streams: the backend
+ * refused it before its end (Postfix does when a limit is passed). The
+ * refusal is the client's answer; the connection is closed, since the
+ * backend's idea of where the dialogue stands can no longer be known.
+ * Anything but a refusal cannot come before the end of the data.
+ */
+static void relay_reply_body(struct relay *relay)
+{
+	struct smtp_reply r = relay->reply;
+
+	if (r.code / 100 != 4 && r.code / 100 != 5) {
+		relay_violation(relay, "reply before the end of the message");
+		return;
+	}
+	log_info("backend %s refused the message before its end: %d %s",
+		 relay->w->backends[relay->backend].text, r.code,
+		 r.nlines ? r.lines[0] : "");
+	/* The reply outlives the connection's buffers. */
+	memset(&relay->reply, 0, sizeof(relay->reply));
+	relay_close(relay);
+	relay->closed_server = relay->w->backends[relay->backend].text;
+	relay_finish(relay, &r, true);
+	smtp_reply_reset(&r);
+}
+
+/* relay_reply_session - a reply to one of the session's operations */
+static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
+{
+	unsigned t = relay->w->conf->backend_timeout_command;
+
+	switch (relay->state) {
 	case RELAY_RSET:
 		relay->in_tx = false;
 		relay_send_mail(relay);
@@ -673,17 +760,30 @@ static void relay_reply(struct relay *relay)
 			relay_fail(relay, line, "421 reply");
 			return;
 		}
-		if (relay->state == RELAY_DATA && r->code == 354) {
-			relay->state = RELAY_BODY;
-			evtimer_del(relay->timer);
-			smtp_reply_reset(r);
-			relay_write_cb(relay->conn, relay);
-			return;
+		if (relay->state == RELAY_DATA) {
+			if (r->code == 354) {
+				relay->state = RELAY_BODY;
+				evtimer_del(relay->timer);
+				smtp_reply_reset(r);
+				relay_write_cb(relay->conn, relay);
+				return;
+			}
+			/*
+			 * DATA is refused (4xx, 5xx) or it is not: a 2xx here would
+			 * accept a message that was never sent.
+			 */
+			if (r->code / 100 != 4 && r->code / 100 != 5) {
+				relay_violation(relay, "DATA answered without 354");
+				return;
+			}
 		}
 		if (relay->state == RELAY_DOT)
 			relay->in_tx = false;
 		relay_idle(relay);
 		relay_finish(relay, r, true);
+		return;
+	case RELAY_BODY:
+		relay_reply_body(relay);
 		return;
 	case RELAY_NOOP:
 		if (r->code == 421 || r->code / 100 != 2) {
@@ -702,9 +802,20 @@ static void relay_reply(struct relay *relay)
 			relay->queued = NULL;
 		}
 		return;
-	case RELAY_QUIT:
-		relay_destroy(relay);
+	default:
+		/* Idle: a 421 before the backend's timeout, or a stray reply. */
+		log_info("backend %s: reply while idle, closing: %d %s",
+			 relay->w->backends[relay->backend].text, r->code,
+			 r->nlines ? r->lines[0] : "");
+		relay_close(relay);
 		return;
+	}
+}
+
+/* relay_reply_detached - a reply on a connection without a session */
+static void relay_reply_detached(struct relay *relay, struct smtp_reply *r)
+{
+	switch (relay->state) {
 	case RELAY_PARK_RSET:
 		if (r->code == 250) {
 			relay->in_tx = false;
@@ -722,17 +833,40 @@ static void relay_reply(struct relay *relay)
 		relay_unpark(relay);
 		relay_destroy(relay);
 		return;
-	default:
-		/* A reply nobody asked for: a 421 before a timeout, usually. */
-		log_info("backend %s closed an idle session: %d %s",
-			 relay->w->backends[relay->backend].text, r->code,
-			 r->nlines ? r->lines[0] : "");
-		relay_close(relay);
+	default: /* RELAY_QUIT */
+		relay_destroy(relay);
 		return;
 	}
 }
 
-/* relay_read_cb - reply lines from the backend */
+/* relay_reply - one complete reply arrived; the phase's handler takes it */
+static void relay_reply(struct relay *relay)
+{
+	struct smtp_reply *r = &relay->reply;
+
+	evtimer_del(relay->timer);
+	if (relay->reused) {
+		if (r->code == 421) {
+			relay_restart(relay, "421 reply");
+			return;
+		}
+		relay->reused = false;
+	}
+	if (relay_opening(relay->state))
+		relay_reply_opening(relay, r);
+	else if (relay_detached(relay->state))
+		relay_reply_detached(relay, r);
+	else
+		relay_reply_session(relay, r);
+}
+
+/*
+ * relay_read_cb - reply lines from the backend. Commands go one at a
+ * time, so exactly one reply answers each: bytes that follow a complete
+ * reply in the same read were sent before the backend saw our next
+ * command, and answer nothing (a second reply to MAIL would otherwise
+ * answer the RCPT after it, and so on to a 250 for a message never sent).
+ */
 static void relay_read_cb(struct conn *c, void *arg)
 {
 	struct relay *relay = arg;
@@ -740,31 +874,25 @@ static void relay_read_cb(struct conn *c, void *arg)
 	char *line;
 	size_t len;
 
-	while (relay->conn == c &&
-	       (line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
+	while ((line = evbuffer_readln(in, &len, EVBUFFER_EOL_CRLF))) {
 		int rc = smtp_reply_feed(&relay->reply, line, len);
 		free(line);
 		if (rc < 0) {
-			if (relay->state < RELAY_IDLE)
-				relay_next_backend(relay, "malformed reply");
-			else
-				relay_fail(relay, "451 4.4.2 Backend mail server sent a malformed reply",
-					   "malformed reply");
+			relay_violation(relay, "malformed reply");
 			return;
 		}
 		if (rc == 1) {
+			if (evbuffer_get_length(in) > 0 && !relay_detached(relay->state)) {
+				relay_violation(relay, "more than one reply to a command");
+				return;
+			}
 			relay_reply(relay);
 			/* The callback may have freed or reused the relay. */
 			return;
 		}
 	}
-	if (relay->conn == c && evbuffer_get_length(in) > RELAY_MAX_INPUT) {
-		if (relay->state < RELAY_IDLE)
-			relay_next_backend(relay, "reply too long");
-		else
-			relay_fail(relay, "451 4.4.2 Backend mail server sent a malformed reply",
-				   "reply too long");
-	}
+	if (evbuffer_get_length(in) > RELAY_MAX_INPUT)
+		relay_violation(relay, "reply too long");
 }
 
 /* relay_fill - stream more of the message while the backend keeps up */
@@ -869,10 +997,9 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 		relay_restart(relay, why);
 		return;
 	}
-	if (relay->state < RELAY_RSET) {
+	if (relay_opening(relay->state)) {
 		relay_next_backend(relay, why);
-	} else if (relay->state == RELAY_IDLE ||
-		   (relay->state == RELAY_NOOP && !relay->queued && !relay->queued_data)) {
+	} else if (!relay_detached(relay->state) && !relay_awaited(relay)) {
 		log_debug("backend %s closed an idle session",
 			  relay->w->backends[relay->backend].text);
 		relay_close(relay);
@@ -887,7 +1014,7 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct relay *relay = arg;
 
-	if (relay->state < RELAY_RSET)
+	if (relay_opening(relay->state))
 		relay_next_backend(relay, "timed out");
 	else if (relay->state == RELAY_IDLE)
 		relay_send(relay, RELAY_NOOP, relay->w->conf->backend_timeout_command,
@@ -971,6 +1098,7 @@ void relay_prepare(struct relay *relay, const struct relay_client *client)
 void relay_mail(struct relay *relay, const struct relay_client *client,
 		const char *line)
 {
+	relay->closed_server = NULL;
 	free(relay->pending);
 	relay->pending = strdup(line);
 	if (!relay->pending) {
@@ -1053,6 +1181,23 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 		   "DATA");
 }
 
+/* relay_cancel - the session no longer waits for the operation */
+void relay_cancel(struct relay *relay)
+{
+	if (relay->state == RELAY_CLOSED || relay->preparing ||
+	    relay_detached(relay->state) || !relay_awaited(relay))
+		return;
+	log_debug("backend %s: operation in %s cancelled by its session",
+		  relay->w->backends[relay->backend].text,
+		  relay_state_names[relay->state]);
+	relay_close(relay);
+	free(relay->queued);
+	relay->queued = NULL;
+	relay->queued_data = false;
+	relay->prefix = NULL;
+	relay->prefix_len = 0;
+}
+
 /* relay_is_open - whether a backend connection is established */
 bool relay_is_open(const struct relay *relay)
 {
@@ -1074,8 +1219,9 @@ bool relay_identity_sent(const struct relay *relay)
 /* relay_server - the backend in use */
 const char *relay_server(const struct relay *relay)
 {
-	return relay->state == RELAY_CLOSED ? ""
-					    : relay->w->backends[relay->backend].text;
+	if (relay->state == RELAY_CLOSED)
+		return relay->closed_server ? relay->closed_server : "";
+	return relay->w->backends[relay->backend].text;
 }
 
 /* relay_caps - the capabilities of the open connection */

@@ -75,10 +75,22 @@ void relay_command(struct relay *relay, const char *line);
 
 /*
  * relay_data - DATA, then prefix (header lines, CRLF-terminated, may be
- * NULL) and the spooled content from offset skip on, then the end of data
+ * NULL) and the spooled content from offset skip on, then the end of data.
+ * prefix and spool are borrowed until the callback or relay_cancel().
+ * Only a 250 that follows the whole message after a 354 is the backend's
+ * acceptance; a reply to DATA other than 354, 4xx or 5xx, or one that
+ * arrives before the message was sent, is answered 451 4.4.2.
  */
 void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 		unsigned long long skip);
+
+/*
+ * relay_cancel - the session abandons the operation under way (it is
+ * closing): no callback comes for it, and the spool handed to
+ * relay_data() is no longer read. A connection in the middle of a
+ * transaction is cut, so the backend discards what it had of it.
+ */
+void relay_cancel(struct relay *relay);
 
 /* relay_is_open - whether a backend connection is established */
 bool relay_is_open(const struct relay *relay);

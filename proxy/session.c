@@ -270,6 +270,15 @@ static void session_tx_free(struct session *s)
 
 	if (!tx)
 		return;
+	if (s->wait == WAIT_MAIL || s->wait == WAIT_RCPT || s->wait == WAIT_DATA) {
+		/*
+		 * Closing in the middle of an operation (the drain deadline):
+		 * the relay reads the spool freed below and would answer a
+		 * transaction that is gone; cut it first.
+		 */
+		relay_cancel(s->relay);
+		s->wait = WAIT_NONE;
+	}
 	if (s->ps) {
 		struct pipeline_env env;
 		const char **rcpts;

@@ -962,14 +962,26 @@ class CaptureServer:
     with 421 also closes the connection).
     idle_timeout: seconds of silence after which it says 421 and closes,
     as a real MTA does.
+    data_delay: seconds to wait after a message before its final reply
+    (self.data_received is set when the message is in).
+    body_reply: bytes sent as a reply, once, as soon as the first bytes of
+    a message body arrive (a backend refusing a message as it streams;
+    b"": no reply, a backend that stalls); the server then reads nothing
+    for body_hold seconds and drains the rest of the connection without
+    another reply.
     """
 
     def __init__(self, keywords=("PIPELINING", "8BITMIME", "DSN",
                                  "ENHANCEDSTATUSCODES", "SIZE 10240000",
                                  "XFORWARD NAME ADDR PROTO HELO"),
                  port=None, data_reply=b"250 2.0.0 Ok: queued as CAPT%d",
-                 hook=None, idle_timeout=None):
+                 hook=None, idle_timeout=None, data_delay=0,
+                 body_reply=None, body_hold=5):
         self.keywords = list(keywords)
+        self.data_delay = data_delay
+        self.data_received = threading.Event()
+        self.body_reply = body_reply
+        self.body_hold = body_hold
         self.port = port or free_port()
         self.data_reply = data_reply
         self.hook = hook
@@ -1087,6 +1099,16 @@ class CaptureServer:
                     send(b"220 capture.portcullis.test ESMTP\r\n")
                 elif verb == b"DATA":
                     send(b"354 go ahead\r\n")
+                    if self.body_reply is not None:
+                        reply, self.body_reply = self.body_reply, None
+                        while not buf and recv():
+                            pass
+                        if reply:
+                            send(reply + b"\r\n")
+                        time.sleep(self.body_hold)
+                        while recv():
+                            buf = b""
+                        return
                     while b"\r\n.\r\n" not in b"\r\n" + buf:
                         if not recv():
                             return
@@ -1097,6 +1119,9 @@ class CaptureServer:
                         data, rest = buf[:i + 2], buf[i + 5:]
                     buf = rest
                     sess["messages"].append(data)
+                    self.data_received.set()
+                    if self.data_delay:
+                        time.sleep(self.data_delay)
                     with self.lock:
                         self.queue_counter += 1
                         n = self.queue_counter

@@ -9,6 +9,9 @@ transaction aborted before "." leaves no dump file; one answered at "."
 (even by -f/-r/-q) leaves one.
 """
 
+import signal
+import socket
+import threading
 import time
 import unittest
 
@@ -331,6 +334,19 @@ XCLIENT_KEYWORDS = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
                     "SIZE 10240000", "XCLIENT NAME ADDR PORT PROTO HELO")
 PLAIN_KEYWORDS = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
                   "SIZE 10240000")
+
+
+def once_hook(verb, reply):
+    """A capture hook: the first `verb` command the server gets, on any
+    connection, is answered with reply."""
+    done = []
+
+    def hook(sess, line):
+        if done or line.split(b" ", 1)[0].upper() != verb:
+            return None
+        done.append(line)
+        return reply
+    return hook
 
 
 def nth_verb_hook(verb, n, reply):
@@ -711,6 +727,174 @@ class TestDecisionLog(FaultTest):
             c.close()
         recs = self.proxy.wait_transaction(count=3, action="accepted")
         self.assertEqual(len({r["session"] for r in recs}), 3)
+
+
+class TestBackendOutOfStep(FaultTest):
+    """Each backend reply answers the command it was sent for: a reply that
+    answers nothing, or cannot answer what was asked, is a protocol error
+    (451 4.4.2, the connection closed), never the client's 250 for a
+    message the backend did not take."""
+
+    def setup_capture(self, keywords=PLAIN_KEYWORDS, **kw):
+        self.capture = self.start_capture(keywords=keywords, **kw)
+        self.proxy = self.start_proxy(backend_port=self.capture.port)
+        return self.capture
+
+    def test_a_250_to_data_is_not_the_message_accepted(self):
+        cap = self.setup_capture(
+            hook=once_hook(b"DATA", b"250 2.0.0 Ok: queued as FAKE1"))
+        c = self.begin()
+        r = self.send_message(c, make_message("never sent"))
+        self.assertReply(r, 451, "4.4.2")
+        self.assertIn("Protocol error", r.lines[0])
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+        self.assertEqual(cap.messages(), [])
+        # the session goes on, on a new backend connection
+        self.assertCode(c.cmd("NOOP"), 250)
+        self.assertCode(self.send_message(c, make_message("second")), 250)
+        self.assertEqual(len(cap.wait_messages(1)), 1)
+        self.assertEqual(len(cap.sessions), 2)
+        self.assertTrue(cap.sessions[0]["closed"])
+
+    def test_two_replies_to_mail_are_a_protocol_error(self):
+        cap = self.setup_capture(
+            hook=once_hook(b"MAIL", b"250 2.1.0 Ok\r\n250 2.1.5 Ok"))
+        c = self.begin()
+        self.assertReply(c.cmd("MAIL FROM:<%s>" % ALICE), 451, "4.4.2")
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "tempfailed")
+        wait_for(lambda: cap.sessions and cap.sessions[0]["closed"], 5)
+        self.assertTrue(cap.sessions[0]["closed"],
+                        "the out-of-step connection was kept")
+        # the next transaction gets a connection of its own
+        self.assertCode(self.send_message(c, make_message("fresh")), 250)
+        self.assertEqual(len(cap.wait_messages(1)), 1)
+        self.assertEqual(len(cap.sessions), 2)
+
+    def test_an_out_of_step_connection_is_never_parked_for_the_next_client(self):
+        cap = self.setup_capture(
+            keywords=XCLIENT_KEYWORDS,
+            hook=once_hook(b"RCPT", b"250 2.1.5 Ok\r\n550 5.1.1 No such user"))
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertReply(c.cmd("RCPT TO:<%s>" % BOB), 451, "4.4.2")
+        self.assertCode(c.cmd("QUIT"), 221)
+        c.close()
+        c2 = self.begin("next.example.test")
+        self.assertCode(self.send_message(c2, make_message("next")), 250)
+        cap.wait_messages(1)
+        self.assertEqual(len(cap.sessions), 2)
+        # nothing after the out-of-step reply reached the first connection
+        self.assertTrue(cap.sessions[0]["closed"])
+        self.assertTrue(cap.sessions[0]["commands"][-1].startswith(b"RCPT "),
+                        cap.sessions[0]["commands"])
+
+    def test_a_refusal_while_the_message_streams_reaches_the_client(self):
+        cap = self.setup_capture(
+            body_reply=b"552 5.3.4 Message too big for this backend",
+            body_hold=20)
+        c = self.begin()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        body = (b"y" * 998 + b"\r\n") * 8000
+        c.send(dot_stuff(make_message("streams", body=body)))
+        start = time.monotonic()
+        r = c.reply(timeout=15)
+        self.assertReply(r, 552, "5.3.4")
+        self.assertIn("too big for this backend", r.lines[0])
+        self.assertLess(time.monotonic() - start, 10)
+        rec = self.last_transaction()
+        self.assertEqual(rec["action"], "rejected")
+        self.assertTrue(rec["backend"]["reply"].startswith("552 5.3.4"), rec)
+        # the session goes on
+        self.assertCode(c.cmd("NOOP"), 250)
+        self.assertCode(self.send_message(c, make_message("after")), 250)
+        self.assertEqual(len(cap.wait_messages(1)), 1)
+
+
+class TestDrainDeadline(FaultTest):
+    """The drain deadline cuts sessions whatever they wait for; one whose
+    message is on its way to the backend is cut there too, and is
+    recorded once."""
+
+    @staticmethod
+    def send_queue(local_port, remote_port):
+        """Bytes the socket 127.0.0.1:local_port -> remote_port has not had
+        acknowledged (/proc/net/tcp tx_queue), or None."""
+        want = ":%04X" % local_port, ":%04X" % remote_port
+        with open("/proc/net/tcp") as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[1].endswith(want[0]) and fields[2].endswith(want[1]):
+                    return int(fields[4].split(":")[0], 16)
+        return None
+
+    def stuck_client(self, port):
+        """A client that reads nothing, connected and greeted, whose
+        socket buffers (and the proxy's) are full of replies it did not
+        read, so the next reply it is sent waits in the proxy."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)
+        s.connect(("127.0.0.1", port))
+        mine = s.getsockname()[1]
+        s.sendall(b"EHLO stuck.example.test\r\n")
+        last, still = -1, 0
+        for _ in range(400):
+            s.sendall(b"HELP\r\n" * 100)
+            time.sleep(0.02)
+            q = self.send_queue(port, mine)
+            if q is not None and q == last:
+                still += 1
+                if still >= 3:
+                    break
+            else:
+                still = 0
+            last = q
+        self.assertGreaterEqual(still, 3, "the proxy's send queue never filled")
+        # a little more for the proxy's own buffer, well under its limit
+        s.sendall(b"HELP\r\n" * 200)
+        return s
+
+    def test_deadline_while_the_backend_holds_the_final_reply(self):
+        cap = self.start_capture(keywords=PLAIN_KEYWORDS, data_delay=1.5)
+        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1)
+        self.proxy = proxy
+        s = self.stuck_client(proxy.port)
+        s.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (
+            ALICE.encode(), BOB.encode()) + dot_stuff(make_message("deadline")))
+        self.assertTrue(cap.data_received.wait(15), "no message at the backend")
+        proxy.signal(signal.SIGTERM)
+        rc = proxy.wait_exit(15)
+        self.assertIsNone(proxy.sanitizer_report(), proxy.sanitizer_report())
+        self.assertEqual(rc, 0, proxy.stderr()[-3000:])
+        recs = [d for d in proxy.decisions() if d.get("type") == "transaction"]
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]["action"], "aborted")
+        self.assertEqual(recs[0]["reason"], "drain deadline")
+
+    def test_deadline_while_the_message_streams_to_a_slow_backend(self):
+        cap = self.start_capture(keywords=PLAIN_KEYWORDS,
+                                 body_reply=b"", body_hold=1.5)
+        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1)
+        self.proxy = proxy
+        s = self.stuck_client(proxy.port)
+        body = (b"z" * 998 + b"\r\n") * 6000
+        s.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (
+            ALICE.encode(), BOB.encode()) +
+            dot_stuff(make_message("slow backend", body=body)))
+        self.assertTrue(wait_for(lambda: any(len(x["raw"]) > 65536
+                                             for x in cap.sessions), 15))
+        proxy.signal(signal.SIGTERM)
+        rc = proxy.wait_exit(15)
+        self.assertIsNone(proxy.sanitizer_report(), proxy.sanitizer_report())
+        self.assertEqual(rc, 0, proxy.stderr()[-3000:])
+        recs = [d for d in proxy.decisions() if d.get("type") == "transaction"]
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]["action"], "aborted", proxy.stderr()[-5000:])
+        self.assertEqual(cap.messages(), [])
 
 
 if __name__ == "__main__":
