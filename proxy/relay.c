@@ -14,6 +14,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -84,13 +85,13 @@ struct relay;
 static bool relay_awaited(const struct relay *relay);
 
 struct relay {
-	struct worker *w;
+	struct backend_pool *pool;
 	relay_done_fn done;
 	void *arg;
 	enum relay_state state;
 	struct conn *conn;
 	struct event *timer;
-	size_t backend;		/* index in w->backends being used or tried */
+	size_t backend;		/* index in pool->servers being used or tried */
 	struct smtp_reply reply;
 	struct smtp_caps caps;
 	bool probe;		/* a capability probe, no session */
@@ -99,9 +100,9 @@ struct relay {
 	bool in_tx;		/* the backend has a MAIL transaction open */
 	/*
 	 * Reuse across sessions: relay_free() parks an idle connection on
-	 * the worker's list, the next session's relay_mail() adopts it.
+	 * the pool's list, the next session's relay_mail() adopts it.
 	 */
-	struct relay *park_next, *park_prev;
+	struct backend_park_link park;
 	time_t opened;		/* CLOCK_MONOTONIC second of the connect */
 	unsigned long uses;	/* sessions served by this connection */
 	bool reused;		/* adopted and not yet answered: a failure retries fresh */
@@ -153,16 +154,16 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg);
 static void relay_timer_cb(evutil_socket_t fd, short events, void *arg);
 
 /* relay_new - a closed relay for one session */
-struct relay *relay_new(struct worker *w, relay_done_fn done, void *arg)
+struct relay *relay_new(struct backend_pool *pool, relay_done_fn done, void *arg)
 {
 	struct relay *relay = calloc(1, sizeof(*relay));
 
 	if (!relay)
 		return NULL;
-	relay->w = w;
+	relay->pool = pool;
 	relay->done = done;
 	relay->arg = arg;
-	relay->timer = evtimer_new(w->base, relay_timer_cb, relay);
+	relay->timer = evtimer_new(pool->base, relay_timer_cb, relay);
 	if (!relay->timer) {
 		free(relay);
 		return NULL;
@@ -226,19 +227,16 @@ static void relay_quit(struct relay *relay)
 	relay_arm(relay, RELAY_QUIT_TIMEOUT);
 }
 
-/* relay_unpark - take a parked relay off the worker's list */
+/* relay_of - the relay a parked list link is in */
+static struct relay *relay_of(struct backend_park_link *link)
+{
+	return link ? (struct relay *)((char *)link - offsetof(struct relay, park)) : NULL;
+}
+
+/* relay_unpark - take a parked relay off the pool's list */
 static void relay_unpark(struct relay *relay)
 {
-	struct worker *w = relay->w;
-
-	if (relay->park_prev)
-		relay->park_prev->park_next = relay->park_next;
-	else
-		w->parked = relay->park_next;
-	if (relay->park_next)
-		relay->park_next->park_prev = relay->park_prev;
-	relay->park_next = relay->park_prev = NULL;
-	w->nparked--;
+	backend_unpark(relay->pool, &relay->park);
 }
 
 /*
@@ -252,12 +250,12 @@ static void relay_unpark(struct relay *relay)
  */
 static bool relay_reusable(const struct relay *relay)
 {
-	const struct worker *w = relay->w;
+	const struct backend_pool *pool = relay->pool;
 
-	return w->conf->backend_reuse > 0 && !w->draining && !w->retiring &&
+	return pool->conf->backend_reuse > 0 && !pool->closing &&
 	       relay->state == RELAY_IDLE &&
-	       !(relay->xclient_done && (!relay->caps.xclient || w->xclient_reuse_refused)) &&
-	       relay_now() - relay->opened < (time_t)w->conf->backend_reuse_time_limit;
+	       !(relay->xclient_done && (!relay->caps.xclient || pool->xclient_reuse_refused)) &&
+	       relay_now() - relay->opened < (time_t)pool->conf->backend_reuse_time_limit;
 }
 
 /*
@@ -267,9 +265,9 @@ static bool relay_reusable(const struct relay *relay)
  */
 static void relay_park(struct relay *relay)
 {
-	struct worker *w = relay->w;
+	struct backend_pool *pool = relay->pool;
 
-	if (w->nparked >= w->conf->backend_reuse || !relay_reusable(relay)) {
+	if (pool->nparked >= pool->conf->backend_reuse || !relay_reusable(relay)) {
 		relay_quit(relay);
 		return;
 	}
@@ -277,13 +275,8 @@ static void relay_park(struct relay *relay)
 	relay->arg = NULL;
 	relay->state = RELAY_PARKED;
 	smtp_reply_reset(&relay->reply);
-	relay->park_prev = NULL;
-	relay->park_next = w->parked;
-	if (w->parked)
-		w->parked->park_prev = relay;
-	w->parked = relay;
-	w->nparked++;
-	relay_arm(relay, w->conf->backend_reuse_idle);
+	backend_park(pool, &relay->park);
+	relay_arm(relay, pool->conf->backend_reuse_idle);
 }
 
 /* relay_free - park or close the connection, release the relay */
@@ -301,7 +294,7 @@ void relay_free(struct relay *relay)
 		/* A transaction the client left open must not reach the next one. */
 		if (relay->in_tx)
 			relay_send(relay, RELAY_PARK_RSET,
-				   relay->w->conf->backend_timeout_command, "RSET");
+				   relay->pool->conf->backend_timeout_command, "RSET");
 		else
 			relay_park(relay);
 		return;
@@ -324,10 +317,10 @@ void relay_free(struct relay *relay)
  * is closing down): QUIT goes straight to the socket, since the loop may
  * not turn again
  */
-void relay_drop_parked(struct worker *w)
+void relay_drop_parked(struct backend_pool *pool)
 {
-	while (w->parked) {
-		struct relay *relay = w->parked;
+	while (pool->parked) {
+		struct relay *relay = relay_of(pool->parked);
 
 		relay_unpark(relay);
 		evbuffer_add(conn_output(relay->conn), "QUIT\r\n", 6);
@@ -383,7 +376,7 @@ static bool relay_drop_prepared(struct relay *relay, const char *why)
 	if (!relay->preparing)
 		return false;
 	log_info("backend %s: reused connection failed before MAIL (%s)",
-		 relay->w->backends[relay->backend].text, why);
+		 relay->pool->servers[relay->backend].text, why);
 	relay->preparing = false;
 	if (!relay->done) {
 		relay_destroy(relay);
@@ -407,7 +400,7 @@ static void relay_fail(struct relay *relay, const char *line, const char *why)
 	if (relay_drop_prepared(relay, why))
 		return;
 	log_warning("backend %s failed in %s: %s",
-		    relay->w->backends[relay->backend].text,
+		    relay->pool->servers[relay->backend].text,
 		    relay_state_names[relay->state], why);
 	if (relay->state == RELAY_PARKED)
 		relay_unpark(relay);
@@ -431,11 +424,11 @@ static void relay_next_backend(struct relay *relay, const char *why)
 {
 	if (relay_drop_prepared(relay, why))
 		return;
-	log_warning("backend %s: %s", relay->w->backends[relay->backend].text,
+	log_warning("backend %s: %s", relay->pool->servers[relay->backend].text,
 		    why);
 	relay_close(relay);
 	relay->backend++;
-	if (relay->backend < relay->w->nbackends) {
+	if (relay->backend < relay->pool->nservers) {
 		relay_try(relay);
 		return;
 	}
@@ -444,7 +437,7 @@ static void relay_next_backend(struct relay *relay, const char *why)
 	relay->pending = NULL;
 	if (relay->probe) {
 		log_warning("backend capability probe failed: no backend reachable");
-		worker_probe_done(relay->w);
+		backend_probe_done(relay->pool);
 		relay_destroy(relay);
 		return;
 	}
@@ -464,7 +457,7 @@ static void relay_restart(struct relay *relay, const char *why)
 	if (relay_drop_prepared(relay, why))
 		return;
 	log_info("backend %s: reused connection failed (%s), opening a new one",
-		 relay->w->backends[relay->backend].text, why);
+		 relay->pool->servers[relay->backend].text, why);
 	relay_close(relay);
 	relay->reused = false;
 	relay->carried = false;
@@ -475,9 +468,9 @@ static void relay_restart(struct relay *relay, const char *why)
 /* relay_try - connect to relay->backend */
 static void relay_try(struct relay *relay)
 {
-	const struct worker_backend *b = &relay->w->backends[relay->backend];
+	const struct backend_server *b = &relay->pool->servers[relay->backend];
 
-	relay->conn = conn_new(relay->w->base, -1);
+	relay->conn = conn_new(relay->pool->base, -1);
 	if (!relay->conn) {
 		relay_next_backend(relay, "out of memory");
 		return;
@@ -486,7 +479,7 @@ static void relay_try(struct relay *relay)
 	/* Refill the message stream when a quarter of the high mark is left. */
 	conn_write_low(relay->conn, RELAY_HIGH_WATER / 4);
 	relay->state = RELAY_CONNECTING;
-	relay_arm(relay, relay->w->conf->backend_timeout_connect);
+	relay_arm(relay, relay->pool->conf->backend_timeout_connect);
 	if (conn_connect(relay->conn, (struct sockaddr *)&b->addr, b->addrlen) < 0) {
 		char why[128];
 		snprintf(why, sizeof(why), "connect failed: %s",
@@ -534,13 +527,13 @@ static void relay_identity(struct relay *relay, const char *verb,
 		   relay->client_helo ? relay->client_helo : "[UNAVAILABLE]");
 	if (state == RELAY_XFORWARD)
 		relay_attr(out, attrs, "SOURCE", "REMOTE");
-	relay_send(relay, state, relay->w->conf->backend_timeout_command, "%s", "");
+	relay_send(relay, state, relay->pool->conf->backend_timeout_command, "%s", "");
 }
 
 /* relay_wants - whether the configured identity mode allows this way */
 static bool relay_wants(const struct relay *relay, int mode)
 {
-	int configured = relay->w->conf->client_identity;
+	int configured = relay->pool->conf->client_identity;
 
 	return configured == CONF_IDENTITY_AUTO || configured == mode;
 }
@@ -548,7 +541,7 @@ static bool relay_wants(const struct relay *relay, int mode)
 /* relay_send_mail - XFORWARD (once per transaction) or RSET, then MAIL */
 static void relay_send_mail(struct relay *relay)
 {
-	unsigned t = relay->w->conf->backend_timeout_command;
+	unsigned t = relay->pool->conf->backend_timeout_command;
 
 	if (relay->in_tx) {
 		relay_send(relay, RELAY_RSET, t, "RSET");
@@ -594,10 +587,10 @@ static void relay_start(struct relay *relay)
 static void relay_ehlo_done(struct relay *relay)
 {
 	smtp_caps_parse(&relay->reply, &relay->caps);
-	worker_learn_caps(relay->w, &relay->caps);
+	backend_learn_caps(relay->pool, &relay->caps);
 	if (relay->probe) {
 		/* The probe's connection can serve the first session. */
-		worker_probe_done(relay->w);
+		backend_probe_done(relay->pool);
 		relay->probe = false;
 		relay->uses = 0; /* no session used it yet */
 		relay->state = RELAY_IDLE;
@@ -616,7 +609,7 @@ static void relay_idle(struct relay *relay)
 {
 	relay->state = RELAY_IDLE;
 	if (relay->in_tx)
-		relay_arm(relay, relay->w->conf->backend_keepalive);
+		relay_arm(relay, relay->pool->conf->backend_keepalive);
 }
 
 /*
@@ -639,7 +632,7 @@ static void relay_violation(struct relay *relay, const char *why)
 /* relay_reply_opening - a reply while the connection opens */
 static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 {
-	unsigned t = relay->w->conf->backend_timeout_command;
+	unsigned t = relay->pool->conf->backend_timeout_command;
 
 	switch (relay->state) {
 	case RELAY_GREETING:
@@ -647,7 +640,7 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			relay_next_backend(relay, "refused the connection");
 			return;
 		}
-		relay_send(relay, RELAY_EHLO, t, "EHLO %s", relay->w->conf->helo_name);
+		relay_send(relay, RELAY_EHLO, t, "EHLO %s", relay->pool->conf->helo_name);
 		return;
 	case RELAY_EHLO:
 		if (r->code != 250) {
@@ -668,11 +661,11 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			/* This EHLO is the client's: it sets the HELO the backend sees. */
 			relay_send(relay, RELAY_EHLO, t, "EHLO %s",
 				   relay->client_helo ? relay->client_helo
-						      : relay->w->conf->helo_name);
+						      : relay->pool->conf->helo_name);
 			return;
 		}
 		log_warning("backend %s refused XCLIENT: %d %s",
-			    relay->w->backends[relay->backend].text, r->code,
+			    relay->pool->servers[relay->backend].text, r->code,
 			    r->nlines ? r->lines[0] : "");
 		if (relay->carried) {
 			/*
@@ -682,13 +675,13 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			 * backend will refuse it again: stop parking such
 			 * connections.
 			 */
-			if (!relay->w->xclient_reuse_refused)
+			if (!relay->pool->xclient_reuse_refused)
 				log_warning("backend %s refuses XCLIENT on a reused connection: "
 					    "connections that used XCLIENT are no longer reused "
 					    "(authorize every address for XCLIENT on the listener "
 					    "only portcullis reaches to allow it)",
-					    relay->w->backends[relay->backend].text);
-			relay->w->xclient_reuse_refused = true;
+					    relay->pool->servers[relay->backend].text);
+			relay->pool->xclient_reuse_refused = true;
 			relay_restart(relay, "XCLIENT refused");
 			return;
 		}
@@ -701,7 +694,7 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			relay->identity_sent = true;
 		else
 			log_warning("backend %s refused XFORWARD: %d %s",
-				    relay->w->backends[relay->backend].text,
+				    relay->pool->servers[relay->backend].text,
 				    r->code, r->nlines ? r->lines[0] : "");
 		relay->in_tx = true;
 		relay_send(relay, RELAY_COMMAND, t, "%s", relay->pending);
@@ -728,12 +721,12 @@ static void relay_reply_body(struct relay *relay)
 		return;
 	}
 	log_info("backend %s refused the message before its end: %d %s",
-		 relay->w->backends[relay->backend].text, r.code,
+		 relay->pool->servers[relay->backend].text, r.code,
 		 r.nlines ? r.lines[0] : "");
 	/* The reply outlives the connection's buffers. */
 	memset(&relay->reply, 0, sizeof(relay->reply));
 	relay_close(relay);
-	relay->closed_server = relay->w->backends[relay->backend].text;
+	relay->closed_server = relay->pool->servers[relay->backend].text;
 	relay_finish(relay, &r, true);
 	smtp_reply_reset(&r);
 }
@@ -741,7 +734,7 @@ static void relay_reply_body(struct relay *relay)
 /* relay_reply_session - a reply to one of the session's operations */
 static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
 {
-	unsigned t = relay->w->conf->backend_timeout_command;
+	unsigned t = relay->pool->conf->backend_timeout_command;
 
 	switch (relay->state) {
 	case RELAY_RSET:
@@ -794,7 +787,7 @@ static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
 		relay_idle(relay);
 		if (relay->queued_data) {
 			relay->queued_data = false;
-			relay_send(relay, RELAY_DATA, relay->w->conf->backend_timeout_data_init,
+			relay_send(relay, RELAY_DATA, relay->pool->conf->backend_timeout_data_init,
 				   "DATA");
 		} else if (relay->queued) {
 			relay_send(relay, RELAY_COMMAND, t, "%s", relay->queued);
@@ -805,7 +798,7 @@ static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
 	default:
 		/* Idle: a 421 before the backend's timeout, or a stray reply. */
 		log_info("backend %s: reply while idle, closing: %d %s",
-			 relay->w->backends[relay->backend].text, r->code,
+			 relay->pool->servers[relay->backend].text, r->code,
 			 r->nlines ? r->lines[0] : "");
 		relay_close(relay);
 		return;
@@ -828,7 +821,7 @@ static void relay_reply_detached(struct relay *relay, struct smtp_reply *r)
 	case RELAY_PARKED:
 		/* A 421 before the backend's idle timeout, usually. */
 		log_debug("backend %s closed a parked connection: %d %s",
-			  relay->w->backends[relay->backend].text, r->code,
+			  relay->pool->servers[relay->backend].text, r->code,
 			  r->nlines ? r->lines[0] : "");
 		relay_unpark(relay);
 		relay_destroy(relay);
@@ -943,7 +936,7 @@ static void relay_fill(struct relay *relay)
 			n = smtp_data_encode_end(&relay->enc, encoded);
 			evbuffer_add(out, encoded, n);
 			relay->state = RELAY_DOT;
-			relay_arm(relay, relay->w->conf->backend_timeout_data_end);
+			relay_arm(relay, relay->pool->conf->backend_timeout_data_end);
 			return;
 		}
 		relay->spool_off += (unsigned long long)got;
@@ -951,7 +944,7 @@ static void relay_fill(struct relay *relay)
 				     encoded);
 		evbuffer_add(out, encoded, n);
 	}
-	relay_arm(relay, relay->w->conf->backend_timeout_data_block);
+	relay_arm(relay, relay->pool->conf->backend_timeout_data_block);
 }
 
 /* relay_write_cb - the output drained below the low-water mark */
@@ -979,7 +972,7 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 			       &one, sizeof(one)) < 0)
 			log_debug("backend %s: TCP_NODELAY: %s", relay_server(relay), strerror(errno));
 		relay->state = RELAY_GREETING;
-		relay_arm(relay, relay->w->conf->backend_timeout_greeting);
+		relay_arm(relay, relay->pool->conf->backend_timeout_greeting);
 		return;
 	}
 	if (what == CONN_EOF)
@@ -988,7 +981,7 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 		snprintf(why, sizeof(why), "%s", strerror(conn_errno(c)));
 	if (relay->state == RELAY_PARKED) {
 		log_debug("backend %s closed a parked connection: %s",
-			  relay->w->backends[relay->backend].text, why);
+			  relay->pool->servers[relay->backend].text, why);
 		relay_unpark(relay);
 		relay_destroy(relay);
 		return;
@@ -1001,7 +994,7 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 		relay_next_backend(relay, why);
 	} else if (!relay_detached(relay->state) && !relay_awaited(relay)) {
 		log_debug("backend %s closed an idle session",
-			  relay->w->backends[relay->backend].text);
+			  relay->pool->servers[relay->backend].text);
 		relay_close(relay);
 	} else {
 		relay_fail(relay, "451 4.4.2 Lost connection to the backend mail server, try again later",
@@ -1017,7 +1010,7 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 	if (relay_opening(relay->state))
 		relay_next_backend(relay, "timed out");
 	else if (relay->state == RELAY_IDLE)
-		relay_send(relay, RELAY_NOOP, relay->w->conf->backend_timeout_command,
+		relay_send(relay, RELAY_NOOP, relay->pool->conf->backend_timeout_command,
 			   "NOOP");
 	else if (relay->state == RELAY_QUIT)
 		relay_destroy(relay);
@@ -1047,8 +1040,7 @@ static void relay_set_client(struct relay *relay, const struct relay_client *cli
  */
 static bool relay_adopt(struct relay *relay)
 {
-	struct worker *w = relay->w;
-	struct relay *p = w->parked;
+	struct relay *p = relay_of(relay->pool->parked);
 
 	if (!p)
 		return false;
@@ -1080,7 +1072,7 @@ static bool relay_adopt(struct relay *relay)
  */
 void relay_prepare(struct relay *relay, const struct relay_client *client)
 {
-	const struct relay *p = relay->w->parked;
+	const struct relay *p = relay_of(relay->pool->parked);
 
 	if (relay->state != RELAY_CLOSED || !p || !p->caps.xclient ||
 	    !relay_wants(relay, CONF_IDENTITY_XCLIENT))
@@ -1152,7 +1144,7 @@ void relay_command(struct relay *relay, const char *line)
 		smtp_reply_reset(&r);
 		return;
 	}
-	relay_send(relay, RELAY_COMMAND, relay->w->conf->backend_timeout_command,
+	relay_send(relay, RELAY_COMMAND, relay->pool->conf->backend_timeout_command,
 		   "%s", line);
 }
 
@@ -1177,7 +1169,7 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 		relay->queued_data = true;
 		return;
 	}
-	relay_send(relay, RELAY_DATA, relay->w->conf->backend_timeout_data_init,
+	relay_send(relay, RELAY_DATA, relay->pool->conf->backend_timeout_data_init,
 		   "DATA");
 }
 
@@ -1188,7 +1180,7 @@ void relay_cancel(struct relay *relay)
 	    relay_detached(relay->state) || !relay_awaited(relay))
 		return;
 	log_debug("backend %s: operation in %s cancelled by its session",
-		  relay->w->backends[relay->backend].text,
+		  relay->pool->servers[relay->backend].text,
 		  relay_state_names[relay->state]);
 	relay_close(relay);
 	free(relay->queued);
@@ -1221,7 +1213,7 @@ const char *relay_server(const struct relay *relay)
 {
 	if (relay->state == RELAY_CLOSED)
 		return relay->closed_server ? relay->closed_server : "";
-	return relay->w->backends[relay->backend].text;
+	return relay->pool->servers[relay->backend].text;
 }
 
 /* relay_caps - the capabilities of the open connection */
@@ -1231,9 +1223,9 @@ const struct smtp_caps *relay_caps(const struct relay *relay)
 }
 
 /* relay_probe - learn the backend's capabilities */
-void relay_probe(struct worker *w)
+void relay_probe(struct backend_pool *pool)
 {
-	struct relay *relay = relay_new(w, NULL, NULL);
+	struct relay *relay = relay_new(pool, NULL, NULL);
 
 	if (!relay)
 		return;

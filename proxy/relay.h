@@ -28,7 +28,7 @@
 
 #include "smtp.h"
 #include "spool.h"
-#include "worker.h"
+#include "backend.h"
 
 struct relay;
 
@@ -50,7 +50,7 @@ typedef void (*relay_done_fn)(void *arg, const struct smtp_reply *reply,
 			      bool backend);
 
 /* relay_new - a closed relay for one session */
-struct relay *relay_new(struct worker *w, relay_done_fn done, void *arg);
+struct relay *relay_new(struct backend_pool *pool, relay_done_fn done, void *arg);
 
 /* relay_free - close the backend connection and release the relay */
 void relay_free(struct relay *relay);
@@ -99,10 +99,10 @@ bool relay_is_open(const struct relay *relay);
 bool relay_reused(const struct relay *relay);
 
 /*
- * relay_drop_parked - QUIT and close the worker's parked connections at
- * once (it stops serving)
+ * relay_drop_parked - QUIT and close the pool's parked connections at
+ * once (its worker stops serving)
  */
-void relay_drop_parked(struct worker *w);
+void relay_drop_parked(struct backend_pool *pool);
 
 /* relay_identity_sent - whether XCLIENT or XFORWARD told the client's identity */
 bool relay_identity_sent(const struct relay *relay);
@@ -114,9 +114,10 @@ const char *relay_server(const struct relay *relay);
 const struct smtp_caps *relay_caps(const struct relay *relay);
 
 /*
- * relay_probe - connect to the first reachable backend, EHLO, QUIT, and
- * hand its capabilities to worker_learn_caps()
+ * relay_probe - connect to the first reachable backend and EHLO: its
+ * capabilities go to backend_learn_caps(), backend_probe_done() follows,
+ * and the connection is parked for the first session (or QUIT)
  */
-void relay_probe(struct worker *w);
+void relay_probe(struct backend_pool *pool);
 
 #endif

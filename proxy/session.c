@@ -513,9 +513,9 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 static unsigned long long session_host_limit(const struct session *s)
 {
 	unsigned long long limit = s->w->conf->message_size_limit;
-	const struct smtp_caps *caps = &s->w->backend_caps;
+	const struct smtp_caps *caps = backend_caps(&s->w->backends);
 
-	if (s->w->backend_caps_known && caps->size && caps->size_limit &&
+	if (caps && caps->size && caps->size_limit &&
 	    caps->size_limit < limit)
 		limit = caps->size_limit;
 	return limit;
@@ -592,8 +592,9 @@ static struct relay_client session_relay_client(const struct session *s)
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
 static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 {
-	const struct smtp_caps *caps = &s->w->backend_caps;
-	bool known = s->w->backend_caps_known;
+	static const struct smtp_caps unknown; /* before the first probe: nothing */
+	const struct smtp_caps *caps = backend_caps(&s->w->backends);
+	bool known = caps != NULL;
 	struct evbuffer *out = conn_output(s->conn);
 	const char *lines[8];
 	char size_line[40];
@@ -611,9 +612,11 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 		return;
 	}
 	/*
-	 * Offer what the backend offered in its last EHLO, and only that:
-	 * a parameter accepted here must be one the backend takes.
+	 * Offer what the backend offers to our own EHLO, and only that: a
+	 * parameter accepted here must be one the backend takes.
 	 */
+	if (!known)
+		caps = &unknown;
 	s->offer.size = known && caps->size;
 	s->offer.size_limit = caps->size_limit ? caps->size_limit
 					       : s->w->conf->message_size_limit;
@@ -1613,7 +1616,7 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 	/* TCP_NODELAY comes from the listening socket (master_listen). */
 	s->conn = conn_new(w->base, fd);
 	s->timer = evtimer_new(w->base, session_timeout, s);
-	s->relay = relay_new(w, session_relay_done, s);
+	s->relay = relay_new(&w->backends, session_relay_done, s);
 	if (pipeline_active(w->pipeline))
 		s->ps = pipeline_session_new(w->pipeline);
 	if (!s->conn || !s->timer || !s->relay || (pipeline_active(w->pipeline) && !s->ps)) {

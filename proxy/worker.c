@@ -3,8 +3,8 @@
  *
  * A worker inherits the listening sockets from the master, accepts on
  * them (every worker accepts; the kernel hands each connection to one),
- * and runs its sessions on one event loop. It learns the backend's EHLO
- * capabilities by a probe at start and from every backend session after.
+ * and runs its sessions on one event loop. It owns the backend pool
+ * (backend.h), which learns what the backend offers by a probe at start.
  *
  * Signals: SIGTERM and SIGINT drain (stop accepting, finish transactions
  * in flight up to drain_timeout); SIGUSR2 retires the worker after a
@@ -19,7 +19,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,14 +39,11 @@
 #include "session.h"
 #include "worker.h"
 
-#define WORKER_PROBE_RETRY 30
-
 static struct event *worker_listeners[CONF_MAX_ADDRS];
 static size_t worker_nlisteners;
 static evutil_socket_t worker_listen_fds[CONF_MAX_ADDRS];
 static const char *worker_listen_text[CONF_MAX_ADDRS];
 static struct event *worker_drain_timer;
-static struct event *worker_probe_timer;
 
 /* worker_listener - the listen setting of a listening socket */
 static const char *worker_listener(evutil_socket_t lfd)
@@ -122,9 +118,8 @@ static void worker_drain(struct worker *w)
 	w->draining = true;
 	log_info("draining %u sessions", w->nsessions);
 	worker_stop_listening();
-	if (worker_probe_timer)
-		evtimer_del(worker_probe_timer);
-	relay_drop_parked(w);
+	backend_pool_close(&w->backends);
+	relay_drop_parked(&w->backends);
 	session_drain_all(w);
 	if (w->nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
@@ -146,9 +141,8 @@ static void worker_retire(struct worker *w)
 	w->retiring = true;
 	log_info("retiring after a reload: %u sessions left", w->nsessions);
 	worker_stop_listening();
-	if (worker_probe_timer)
-		evtimer_del(worker_probe_timer);
-	relay_drop_parked(w);
+	backend_pool_close(&w->backends);
+	relay_drop_parked(&w->backends);
 	if (w->nsessions == 0)
 		event_base_loopexit(w->base, NULL);
 }
@@ -160,9 +154,11 @@ void worker_session_closed(struct worker *w)
 		event_base_loopexit(w->base, NULL);
 }
 
-/* worker_probe_done - the first probe ended: start accepting */
-void worker_probe_done(struct worker *w)
+/* worker_backend_ready - the first probe ended: start accepting */
+static void worker_backend_ready(void *arg)
 {
+	struct worker *w = arg;
+
 	/*
 	 * Accepting only now means the first client already sees what the
 	 * backend offers; connections wait in the backlog meanwhile (at most
@@ -174,34 +170,6 @@ void worker_probe_done(struct worker *w)
 	for (size_t i = 0; i < worker_nlisteners; i++)
 		event_add(worker_listeners[i], NULL);
 	log_debug("worker accepting connections");
-}
-
-/* worker_learn_caps - remember the backend's capabilities */
-void worker_learn_caps(struct worker *w, const struct smtp_caps *caps)
-{
-	if (!w->backend_caps_known)
-		log_info("backend offers:%s%s%s%s%s%s%s",
-			 caps->pipelining ? " PIPELINING" : "",
-			 caps->size ? " SIZE" : "",
-			 caps->eightbitmime ? " 8BITMIME" : "",
-			 caps->smtputf8 ? " SMTPUTF8" : "",
-			 caps->dsn ? " DSN" : "",
-			 caps->xclient ? " XCLIENT" : "",
-			 caps->xforward ? " XFORWARD" : "");
-	w->backend_caps = *caps;
-	w->backend_caps_known = true;
-}
-
-/* worker_probe_cb - probe the backend until its capabilities are known */
-static void worker_probe_cb(evutil_socket_t fd, short events, void *arg)
-{
-	struct worker *w = arg;
-	struct timeval tv = { WORKER_PROBE_RETRY, 0 };
-
-	if (w->backend_caps_known || w->draining)
-		return;
-	relay_probe(w);
-	evtimer_add(worker_probe_timer, &tv);
 }
 
 /* worker_signal_cb - SIGTERM, SIGINT, SIGUSR1, SIGUSR2 */
@@ -218,30 +186,6 @@ static void worker_signal_cb(evutil_socket_t sig, short events, void *arg)
 		return;
 	}
 	worker_drain(w);
-}
-
-/* worker_resolve - the backends' addresses, looked up once at start */
-static int worker_resolve(struct worker *w)
-{
-	for (size_t i = 0; i < w->conf->nbackends; i++) {
-		const struct conf_addr *a = &w->conf->backends[i];
-		struct addrinfo hints = { 0 }, *res;
-		int rc;
-
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_ADDRCONFIG;
-		rc = getaddrinfo(a->host, a->port, &hints, &res);
-		if (rc != 0) {
-			log_error("backend %s: %s", a->text, gai_strerror(rc));
-			continue;
-		}
-		struct worker_backend *b = &w->backends[w->nbackends++];
-		memcpy(&b->addr, res->ai_addr, res->ai_addrlen);
-		b->addrlen = res->ai_addrlen;
-		b->text = a->text;
-		freeaddrinfo(res);
-	}
-	return w->nbackends ? 0 : -1;
 }
 
 /* worker_load_chain - load the filter chain, logging its errors */
@@ -299,10 +243,9 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
 	w.session_prefix = (unsigned)(now.tv_nsec ^ (getpid() << 12) ^ now.tv_sec);
-	if (worker_resolve(&w) < 0) {
-		log_error("no backend address could be resolved");
+	if (backend_pool_init(&w.backends, w.base, conf, relay_probe,
+			      worker_backend_ready, &w) < 0)
 		return 1;
-	}
 	struct chain *chain = NULL;
 	if (worker_load_chain(conf, &chain) < 0)
 		return 1;
@@ -331,20 +274,19 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		worker_listen_text[i] = i < conf->nlisten ? conf->listen[i].text : "";
 	}
 	worker_nlisteners = nfds;
-	worker_probe_timer = evtimer_new(w.base, worker_probe_cb, &w);
-	worker_probe_cb(-1, 0, &w);
+	backend_pool_start(&w.backends);
 	log_debug("worker ready");
 
 	event_base_dispatch(w.base);
 
 	log_info("worker done");
 	worker_stop_listening();
-	relay_drop_parked(&w);
+	relay_drop_parked(&w.backends);
 	for (size_t i = 0; i < 5; i++)
 		event_free(sigs[i]);
 	if (worker_drain_timer)
 		event_free(worker_drain_timer);
-	event_free(worker_probe_timer);
+	backend_pool_free(&w.backends);
 	decision_close();
 	return 0;
 }
