@@ -587,7 +587,13 @@ static void relay_start(struct relay *relay)
 static void relay_ehlo_done(struct relay *relay)
 {
 	smtp_caps_parse(&relay->reply, &relay->caps);
-	backend_learn_caps(relay->pool, &relay->caps);
+	/*
+	 * Only an EHLO in our own name says what the backend offers: after
+	 * XCLIENT it answers as it would the client, and one client's
+	 * restrictions must not shape everyone's offer.
+	 */
+	if (!relay->xclient_done)
+		backend_learn_caps(relay->pool, &relay->caps);
 	if (relay->probe) {
 		/* The probe's connection can serve the first session. */
 		backend_probe_done(relay->pool);

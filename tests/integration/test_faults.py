@@ -814,6 +814,36 @@ class TestBackendOutOfStep(FaultTest):
         self.assertEqual(len(cap.wait_messages(1)), 1)
 
 
+class TestBackendOffer(FaultTest):
+    """What Portcullis offers its clients follows what the backend offers
+    to Portcullis's own EHLO, not to an EHLO sent in a client's name."""
+
+    def test_an_ehlo_after_xclient_does_not_change_the_next_clients_offer(self):
+        def hook(sess, line):
+            if not line.upper().startswith(b"EHLO "):
+                return None
+            if not any(c.startswith(b"XCLIENT ") for c in sess["commands"]):
+                return None
+            # as the client: no SIZE, no 8BITMIME
+            return (b"250-capture.portcullis.test\r\n250-PIPELINING\r\n"
+                    b"250-ENHANCEDSTATUSCODES\r\n"
+                    b"250 XCLIENT NAME ADDR PORT PROTO HELO")
+        cap = self.start_capture(keywords=XCLIENT_KEYWORDS, hook=hook)
+        self.proxy = self.start_proxy(backend_port=cap.port)
+        for n in range(3):
+            c = self.client(self.proxy.port)
+            kw = c.ehlo("client%d.example.test" % n).keywords
+            self.assertIn("SIZE", kw, "session %d" % n)
+            self.assertIn("8BITMIME", kw, "session %d" % n)
+            self.assertCode(self.send_message(c, make_message("offer")), 250)
+            self.assertCode(c.cmd("QUIT"), 221)
+            c.close()
+        self.assertEqual(len(cap.wait_messages(3)), 3)
+        # the backend did answer as the client without them
+        self.assertGreaterEqual(sum(1 for c in cap.commands()
+                                    if c.startswith(b"XCLIENT ")), 3)
+
+
 class TestDrainDeadline(FaultTest):
     """The drain deadline cuts sessions whatever they wait for; one whose
     message is on its way to the backend is cut there too, and is
