@@ -605,6 +605,16 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 						   : "Syntax: HELO hostname");
 		return;
 	}
+	/*
+	 * RFC 5321 4.1.1.1: a Domain or an address literal. What is not
+	 * goes neither to the backend (in XCLIENT or Received:) nor to the
+	 * record. A UTF-8 name only where SMTPUTF8 is on offer (RFC 6531 3.7.1).
+	 */
+	if (!smtp_helo_valid(cmd->arg, cmd->arg_len,
+			     ehlo && s->w->backend_caps_known && s->w->backend_caps.smtputf8)) {
+		session_error(s, 501, "5.5.2", "Error: invalid HELO/EHLO hostname");
+		return;
+	}
 	helo = strndup(cmd->arg, cmd->arg_len);
 	if (!helo) {
 		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
@@ -1219,7 +1229,8 @@ static void session_data_done(void *arg, struct pipeline_outcome *out)
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
-		session_tx_refused(s, out, "message refused by a filter");
+		session_tx_refused(s, out, out->reason ? out->reason
+						       : "message refused by a filter");
 		break;
 	default:
 		if (session_data_relay(s, out->headers, out->headers_len, out->header_end))
