@@ -74,6 +74,8 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "spool_dir", CONF_STRING, F(spool_dir), 0, LOCALSTATEDIR "/spool/portcullis", false, 0, 0, NULL },
 	{ "portcullis", "spool_memory_limit", CONF_SIZE, F(spool_memory_limit), 0, "256k", false, 0, 1ULL << 30, NULL },
 	{ "portcullis", "message_size_limit", CONF_SIZE, F(message_size_limit), 0, "50m", false, 1024, 1ULL << 40, NULL },
+	{ "portcullis", "header_size_limit", CONF_SIZE, F(header_size_limit), 0, "102400", false, 1024, 1ULL << 20, NULL },
+	{ "portcullis", "hopcount_limit", CONF_UINT, F(hopcount_limit), 0, "50", false, 1, 1000, NULL },
 	{ "portcullis", "max_recipients", CONF_UINT, F(max_recipients), 0, "1000", false, 1, 100000, NULL },
 	{ "portcullis", "max_errors", CONF_UINT, F(max_errors), 0, "20", false, 1, 10000, NULL },
 	{ "portcullis", "max_line_length", CONF_UINT, F(max_line_length), 0, "2048", false, 512, 65536, NULL },

@@ -61,6 +61,8 @@ struct conf {
 	char *spool_dir;
 	unsigned long long spool_memory_limit;
 	unsigned long long message_size_limit;
+	unsigned long long header_size_limit; /* the header block, bytes */
+	unsigned hopcount_limit;	      /* Received: fields */
 	unsigned max_recipients;
 	unsigned max_errors;
 	unsigned max_line_length;

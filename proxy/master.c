@@ -30,6 +30,7 @@
 #include "chain.h"
 #include "log.h"
 #include "master.h"
+#include "record.h"
 #include "worker.h"
 
 #define MASTER_MAX_WORKERS 256
@@ -112,6 +113,8 @@ static int master_prepare(const struct conf *conf, const struct passwd *pw)
 				    strerror(errno));
 		close(fd);
 	}
+	/* The workers' lock around each record, mapped before they fork. */
+	record_share();
 	return 0;
 }
 

@@ -131,6 +131,8 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 		}
 		memcpy(f->raw, line, end - pos);
 		f->raw_len = end - pos;
+		if (strcasecmp(f->name, "Received") == 0)
+			h->received++;
 		h->n++;
 		pos = end;
 	}
@@ -141,18 +143,21 @@ int message_headers_parse(struct message_headers *h, const char *buf, size_t len
 }
 
 /* message_headers_read - parse the header block of a spooled message */
-int message_headers_read(struct message_headers *h, struct spool *spool)
+int message_headers_read(struct message_headers *h, struct spool *spool, size_t limit)
 {
 	/*
 	 * Two bytes past the limit: the CRLF that ends a block of exactly
 	 * the limit, or the start of a continuation of its last field.
 	 */
 	unsigned long long size = spool_size(spool);
-	size_t want = size < MESSAGE_HEADER_MAX + 2 ? (size_t)size : MESSAGE_HEADER_MAX + 2;
-	char *buf = malloc(want + 1);
-	size_t got = 0;
+	size_t want, got = 0;
+	char *buf;
 	int rc;
 
+	if (limit > MESSAGE_HEADER_MAX)
+		limit = MESSAGE_HEADER_MAX;
+	want = size < limit + 2 ? (size_t)size : limit + 2;
+	buf = malloc(want + 1);
 	if (!buf)
 		return -1;
 	while (got < want) {
@@ -162,16 +167,30 @@ int message_headers_read(struct message_headers *h, struct spool *spool)
 		got += (size_t)n;
 	}
 	rc = message_headers_parse(h, buf, got);
+	/*
+	 * Stopped without the empty line at a field the buffer cut: the
+	 * block goes on past what was read.
+	 */
+	bool cut = rc == 0 && h->body_start == h->header_end && got == want &&
+		   size > want &&
+		   message_name_len(buf + h->header_end, got - (size_t)h->header_end) > 0;
 	free(buf);
-	if (rc == 0 && h->header_end > MESSAGE_HEADER_MAX) {
-		/* The one field that ends past the limit is body. */
-		struct message_field *f = &h->fields[--h->n];
-
-		h->header_end -= f->raw_len;
-		h->body_start = h->header_end;
-		free(f->name);
-		free(f->value);
-		free(f->raw);
+	if (rc == 0 && (h->header_end > limit || cut)) {
+		/*
+		 * The block goes on past the limit: the field that crosses it
+		 * is left out, and the caller learns the block was too big.
+		 */
+		h->too_big = true;
+		if (h->header_end > limit) {
+			struct message_field *f = &h->fields[--h->n];
+			if (strcasecmp(f->name, "Received") == 0)
+				h->received--;
+			h->header_end -= f->raw_len;
+			h->body_start = h->header_end;
+			free(f->name);
+			free(f->value);
+			free(f->raw);
+		}
 	}
 	return rc;
 }
@@ -267,6 +286,29 @@ int message_header_change(struct message_headers *h, size_t i, const char *value
 	h->fields[i].raw_len = 0;
 	h->changed = true;
 	return 0;
+}
+
+/* message_header_remove_if - remove the matching fields in one pass */
+size_t message_header_remove_if(struct message_headers *h, const char *name,
+				bool (*match)(const char *value, void *arg), void *arg)
+{
+	size_t kept = 0, removed = 0;
+
+	for (size_t i = 0; i < h->n; i++) {
+		struct message_field *f = &h->fields[i];
+		if (strcasecmp(f->name, name) == 0 && match(f->value, arg)) {
+			free(f->name);
+			free(f->value);
+			free(f->raw);
+			removed++;
+			continue;
+		}
+		h->fields[kept++] = *f;
+	}
+	h->n = kept;
+	if (removed)
+		h->changed = true;
+	return removed;
 }
 
 /* message_headers_render - the header block as it is now */

@@ -17,7 +17,7 @@
 
 #include "spool.h"
 
-/* A header block larger than this is not parsed further: the rest is body. */
+/* The largest header block that can be parsed (header_size_limit's bound). */
 #define MESSAGE_HEADER_MAX (1024 * 1024)
 
 struct message_field {
@@ -33,12 +33,18 @@ struct message_headers {
 	size_t cap;
 	unsigned long long header_end; /* spool offset where the header ended */
 	unsigned long long body_start; /* after the blank line */
+	size_t received;	/* Received: fields (hops), RFC 5321 6.3 */
+	bool too_big;		/* the block goes on past the limit it was read with */
 	bool changed;
 };
 
-/* message_headers_read - parse the header block of the spooled message;
- * on failure (-1: out of memory, read error) h is left empty */
-int message_headers_read(struct message_headers *h, struct spool *spool);
+/*
+ * message_headers_read - parse the header block of the spooled message,
+ * reading at most limit bytes of it (at most MESSAGE_HEADER_MAX): a block
+ * that goes on sets too_big, and the field that crosses the limit is
+ * left out; on failure (-1: out of memory, read error) h is left empty
+ */
+int message_headers_read(struct message_headers *h, struct spool *spool, size_t limit);
 
 /* message_headers_parse - the same, from a buffer (tests, fuzzing) */
 int message_headers_parse(struct message_headers *h, const char *buf, size_t len);
@@ -55,6 +61,14 @@ int message_header_add(struct message_headers *h, const char *name,
 
 /* message_header_change - new value for field i; NULL removes it */
 int message_header_change(struct message_headers *h, size_t i, const char *value);
+
+/*
+ * message_header_remove_if - remove every field called name whose value
+ * match() says yes to, in one pass over the list (a forged header can
+ * have tens of thousands of fields); returns how many went
+ */
+size_t message_header_remove_if(struct message_headers *h, const char *name,
+				bool (*match)(const char *value, void *arg), void *arg);
 
 /* message_header_name_valid - RFC 5322 field name: printable, no colon */
 bool message_header_name_valid(const char *name);

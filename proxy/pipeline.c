@@ -42,6 +42,7 @@
 #include "log.h"
 #include "message.h"
 #include "pipeline.h"
+#include "record.h"
 #include "pool.h"
 
 #define PIPELINE_RETRY_MS 100
@@ -67,7 +68,8 @@ struct snap {
 };
 
 /* One header change, kept to replay on a fresh parse. */
-enum op_kind { OP_ADD, OP_INSERT, OP_CHANGE };
+/* OP_STRIP: remove every name field whose authserv-id is value. */
+enum op_kind { OP_ADD, OP_INSERT, OP_CHANGE, OP_STRIP };
 
 struct op {
 	struct op *next;
@@ -137,6 +139,7 @@ struct pipeline_job {
 	/* The verdict, written by the thread before finished. */
 	enum pc_status status;
 	char reply[PIPELINE_REPLY_MAX];
+	const char *reason; /* a refusal of the pipeline's own, or NULL */
 };
 
 /* One hook call: what the pc_* functions act on. */
@@ -269,6 +272,39 @@ static struct op *ops_prefix(const struct op *op, size_t count)
 	return head;
 }
 
+/* authres_id - the authserv-id of an Authentication-Results: value */
+static size_t authres_id(const char *value, const char **id)
+{
+	const char *p = value;
+
+	/* RFC 8601 2.2: authserv-id [CFWS version] ";" ...; comments skipped. */
+	for (;;) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (*p != '(')
+			break;
+		for (int depth = 0; *p; p++) {
+			if (*p == '(')
+				depth++;
+			else if (*p == ')' && --depth == 0) {
+				p++;
+				break;
+			}
+		}
+	}
+	*id = p;
+	return strcspn(p, " \t;(");
+}
+
+/* authres_claims - whether an Authentication-Results: value claims id */
+static bool authres_claims(const char *value, void *id)
+{
+	const char *got;
+	size_t len = authres_id(value, &got);
+
+	return len == strlen(id) && strncasecmp(got, id, len) == 0;
+}
+
 /* op_apply - apply one change to a header list */
 static int op_apply(struct message_headers *h, const struct op *op)
 {
@@ -282,6 +318,9 @@ static int op_apply(struct message_headers *h, const struct op *op)
 	case OP_CHANGE:
 		i = message_header_find(h, op->name, op->n);
 		return i < 0 ? -1 : message_header_change(h, (size_t)i, op->value);
+	case OP_STRIP:
+		message_header_remove_if(h, op->name, authres_claims, op->value);
+		return 0;
 	}
 	return -1;
 }
@@ -447,10 +486,10 @@ static json_t *entry_new(const struct pipeline_job *job, size_t i)
 {
 	json_t *e = json_object();
 
-	json_object_set_new(e, "filter", json_string(job->p->chain->filters[i].name));
-	json_object_set_new(e, "stage", json_string(chain_stage_name(job->stage)));
+	json_object_set_new(e, "filter", record_cstring(job->p->chain->filters[i].name));
+	json_object_set_new(e, "stage", record_cstring(chain_stage_name(job->stage)));
 	if (job->stage == CHAIN_RCPT && job->snap->env.rcpt)
-		json_object_set_new(e, "recipient", json_string(job->snap->env.rcpt));
+		json_object_set_new(e, "recipient", record_cstring(job->snap->env.rcpt));
 	return e;
 }
 
@@ -494,7 +533,7 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	if ((unsigned)st > PC_DISCARD ||
 	    (st == PC_DISCARD && (job->stage == CHAIN_CONNECT || job->stage == CHAIN_HELO)))
 		error = "invalid verdict";
-	json_object_set_new(e, "verdict", json_string(status_name(st)));
+	json_object_set_new(e, "verdict", record_cstring(status_name(st)));
 	json_object_set_new(e, "usec", json_integer(us));
 	if (ctx.results)
 		json_object_set_new(e, "results", ctx.results);
@@ -502,8 +541,8 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 		log_error("filter %s: session %s: %s %d at %s: using on_error (%s)", f->name,
 			  job->snap->env.session_id, error, (int)st,
 			  chain_stage_name(job->stage), on_error_name(f->on_error));
-		json_object_set_new(e, "error", json_string(error));
-		json_object_set_new(e, "action", json_string(on_error_name(f->on_error)));
+		json_object_set_new(e, "error", record_cstring(error));
+		json_object_set_new(e, "action", record_cstring(on_error_name(f->on_error)));
 		st = f->on_error;
 		default_reply(job->reply, sizeof(job->reply), job->stage, st, true);
 	} else if (st == PC_REJECT || st == PC_TEMPFAIL) {
@@ -515,7 +554,7 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 				log_error("filter %s: session %s: %s with a %d reply: refused, default reply used",
 					  f->name, job->snap->env.session_id, status_name(st),
 					  ctx.reply_code);
-				json_object_set_new(e, "error", json_string("reply does not match the verdict"));
+				json_object_set_new(e, "error", record_cstring("reply does not match the verdict"));
 			}
 			default_reply(job->reply, sizeof(job->reply), job->stage, st, false);
 		}
@@ -524,55 +563,48 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	return st;
 }
 
-/* authres_id - the authserv-id of an Authentication-Results: value */
-static size_t authres_id(const char *value, const char **id)
-{
-	const char *p = value;
-
-	/* RFC 8601 2.2: authserv-id [CFWS version] ";" ...; comments skipped. */
-	for (;;) {
-		while (*p == ' ' || *p == '\t')
-			p++;
-		if (*p != '(')
-			break;
-		for (int depth = 0; *p; p++) {
-			if (*p == '(')
-				depth++;
-			else if (*p == ')' && --depth == 0) {
-				p++;
-				break;
-			}
-		}
-	}
-	*id = p;
-	return strcspn(p, " \t;(");
-}
-
 /*
  * job_strip_forged - remove the Authentication-Results: fields that claim
  * this host's authserv-id (RFC 8601 5): only this chain may write them.
- * Recorded as changes, so they survive a late filter. (thread)
+ * One change that removes them all in one pass over the header (a forged
+ * message may carry tens of thousands), recorded so it survives a late
+ * filter. (thread, or the loop)
  */
 static void job_strip_forged(struct pipeline_job *job)
 {
 	const char *mine = job->p->conf->authserv_id;
-	size_t n = 0;
-	long i;
+	size_t before = job->headers.n;
 
-	while ((i = message_header_find(&job->headers, "Authentication-Results", n)) >= 0) {
-		const char *id;
-		size_t len = authres_id(job->headers.fields[i].value, &id);
-		if (len == strlen(mine) && strncasecmp(id, mine, len) == 0) {
-			log_info("session %s: removed an Authentication-Results field that claims %s",
-				 job->snap->env.session_id, mine);
-			job_record(job, OP_CHANGE, "Authentication-Results", n, NULL);
-		} else {
-			n++;
-		}
+	if (message_header_find(&job->headers, "Authentication-Results", 0) >= 0) {
+		job_record(job, OP_STRIP, "Authentication-Results", 0, mine);
+		if (job->headers.n < before)
+			log_info("session %s: removed %zu Authentication-Results fields that claim %s",
+				 job->snap->env.session_id, before - job->headers.n, mine);
 	}
 	pthread_mutex_lock(&job->lock);
 	job->ops_committed = job->nops;
 	pthread_mutex_unlock(&job->lock);
+}
+
+/*
+ * job_header_refused - the header block is over header_size_limit or has
+ * more hops than hopcount_limit: the reply to refuse it with, or NULL.
+ * Checked before any filter, so no filter works on such a header.
+ */
+static const char *job_header_refused(struct pipeline_job *job, const char **reason)
+{
+	const struct conf *c = job->p->conf;
+
+	if (job->headers.too_big) {
+		*reason = "message header too big";
+		return "552 5.3.4 Error: message header size exceeds limit";
+	}
+	if (job->headers.received > c->hopcount_limit) {
+		/* Postfix's code for a mail loop (RFC 3463 X.4.6 would be the loop). */
+		*reason = "too many hops";
+		return "554 5.4.0 Error: too many hops";
+	}
+	return NULL;
 }
 
 /* job_work - run the job's filters (pool thread) */
@@ -581,20 +613,23 @@ static void job_work(void *arg)
 	struct pipeline_job *job = arg;
 	struct chain *chain = job->p->chain;
 	enum pc_status verdict = PC_CONTINUE;
+	const char *refusal = NULL;
 
 	if (job->stage == CHAIN_DATA && job->spool && !job->headers_read) {
 		/* A fresh parse, plus the changes of filters before a late one. */
 		job->headers_read = true;
-		if (message_headers_read(&job->headers, job->spool) == 0) {
+		if (message_headers_read(&job->headers, job->spool,
+					 (size_t)job->p->conf->header_size_limit) == 0) {
 			job->headers_ok = true;
-			if (job->ops)
+			refusal = job_header_refused(job, &job->reason);
+			if (!refusal && job->ops)
 				for (struct op *op = job->ops; op; op = op->next)
 					op_apply(&job->headers, op);
-			else
+			else if (!refusal)
 				job_strip_forged(job);
 		}
 	}
-	for (size_t i = job_next_filter(job, job->first); i < chain->n;
+	for (size_t i = job_next_filter(job, job->first); !refusal && i < chain->n;
 	     i = job_next_filter(job, i + 1)) {
 		if (job_decides(job) &&
 		    (job->accept_session || (job->stage >= CHAIN_MAIL && job->accept_tx)))
@@ -644,6 +679,10 @@ static void job_work(void *arg)
 			break;
 		}
 	}
+	if (refusal) {
+		verdict = PC_REJECT;
+		snprintf(job->reply, sizeof(job->reply), "%s", refusal);
+	}
 	job->status = verdict;
 	if (verdict == PC_CONTINUE && job->headers_ok && job->headers.changed)
 		job->rendered = message_headers_render(&job->headers, &job->rendered_len);
@@ -676,6 +715,7 @@ static void job_deliver(struct pipeline_job *job, enum pc_status status,
 	json_array_extend(results, job->entries);
 	if (status == PC_REJECT || status == PC_TEMPFAIL)
 		snprintf(out.reply, sizeof(out.reply), "%s", reply);
+	out.reason = job->reason;
 	if (status == PC_CONTINUE && headers) {
 		out.headers = headers;
 		out.headers_len = headers_len;
@@ -784,9 +824,9 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 	log_warning("filter %s: session %s: %s at %s: using on_error (%s)", f->name,
 		    job->snap->env.session_id, why, chain_stage_name(job->stage),
 		    on_error_name(f->on_error));
-	json_object_set_new(entry, "verdict", json_string(why));
+	json_object_set_new(entry, "verdict", record_cstring(why));
 	json_object_set_new(entry, "usec", json_integer(us));
-	json_object_set_new(entry, "action", json_string(on_error_name(f->on_error)));
+	json_object_set_new(entry, "action", record_cstring(on_error_name(f->on_error)));
 	if (f->on_error == PC_CONTINUE && job_next_filter(job, late + 1) < job->p->chain->n) {
 		job_continue(job, late, entry);
 		return;
@@ -801,7 +841,8 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 		struct message_headers h;
 
 		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
-		    message_headers_read(&h, job->spool) == 0) {
+		    message_headers_read(&h, job->spool,
+					 (size_t)job->p->conf->header_size_limit) == 0) {
 			struct op *ops = ops_prefix(job->ops, job->ops_committed);
 			for (struct op *op = ops; op; op = op->next)
 				op_apply(&h, op);
@@ -1429,7 +1470,7 @@ static json_t *ctx_results(pc_ctx *ctx)
 void pc_result(pc_ctx *ctx, const char *key, const char *value)
 {
 	if (key && value)
-		json_object_set_new(ctx_results(ctx), key, json_string(value));
+		json_object_set_new(ctx_results(ctx), key, record_cstring(value));
 }
 
 void pc_result_int(pc_ctx *ctx, const char *key, long long value)

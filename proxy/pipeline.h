@@ -59,6 +59,8 @@ struct pipeline_env {
 struct pipeline_outcome {
 	enum pc_status status;	/* CONTINUE (also after an ACCEPT), REJECT, TEMPFAIL, DISCARD */
 	char reply[600];	/* "550 5.7.1 text", without CRLF, for REJECT and TEMPFAIL */
+	const char *reason;	/* the record's reason when the pipeline itself
+				 * refused (header caps), or NULL: a filter did */
 	char *headers;		/* data: the new header block, or NULL if unchanged */
 	size_t headers_len;
 	unsigned long long header_end; /* where the original header block ends */

@@ -35,9 +35,9 @@
 #include <jansson.h>
 
 #include "conn.h"
-#include "decision.h"
 #include "log.h"
 #include "pipeline.h"
+#include "record.h"
 #include "relay.h"
 #include "session.h"
 #include "spool.h"
@@ -67,7 +67,9 @@ struct session_tx {
 	unsigned number;
 	char *sender;
 	bool smtputf8;
-	json_t *recipients;
+	struct record_rcpt *recipients; /* every RCPT answered, in order */
+	size_t nrecipients, cap_recipients;
+	const char **accepted; /* the addresses of those answered 2xx */
 	unsigned naccepted;
 	struct spool *spool;
 	struct smtp_data_decoder decoder;
@@ -150,55 +152,16 @@ static void session_unlink(struct session *s)
 	s->w->nsessions--;
 }
 
-/* session_client_json - the client part of a decision record */
-static json_t *session_client_json(const char *addr, unsigned port,
-				   const char *helo)
-{
-	json_t *client = json_pack("{s:s, s:i}", "address", addr, "port", (int)port);
-
-	if (helo)
-		json_object_set_new(client, "helo", json_string(helo));
-	return client;
-}
-
-/* session_reply_json - a wire reply as logged: its first line, no CRLF */
-static json_t *session_reply_json(const char *wire)
-{
-	size_t len = strcspn(wire, "\r\n");
-
-	return json_stringn(wire, len);
-}
-
-/* session_queue_id - the queue id in a backend's "queued as X" reply */
-static json_t *session_queue_id(const struct smtp_reply *r)
-{
-	for (size_t i = 0; i < r->nlines; i++) {
-		const char *p = strstr(r->lines[i], "queued as ");
-		if (p) {
-			p += strlen("queued as ");
-			size_t len = strcspn(p, " \t;,)");
-			if (len > 0)
-				return json_stringn(p, len);
-		}
-	}
-	return NULL;
-}
-
 /* session_filters - whether this session runs filters at stage */
 static bool session_filters(const struct session *s, enum chain_stage stage)
 {
 	return s->ps && pipeline_wanted(s->w->pipeline, s->ps, stage);
 }
 
-/*
- * session_env - what the filters see now; *rcpts gets a malloc'd array
- * of the accepted recipients, to free after the call was made
- */
-static void session_env(struct session *s, struct pipeline_env *env,
-			const char ***rcpts)
+/* session_env - what the filters see now */
+static void session_env(struct session *s, struct pipeline_env *env)
 {
 	struct session_tx *tx = s->tx;
-	size_t n = 0;
 
 	memset(env, 0, sizeof(*env));
 	env->session_id = s->id;
@@ -207,22 +170,14 @@ static void session_env(struct session *s, struct pipeline_env *env,
 	env->listener = s->listener;
 	env->helo = s->helo;
 	env->esmtp = s->esmtp;
-	*rcpts = NULL;
 	if (!tx)
 		return;
 	env->sender = tx->sender;
 	env->params = tx->params;
 	env->nparams = tx->nparams;
 	env->smtputf8 = tx->smtputf8;
-	*rcpts = calloc(json_array_size(tx->recipients) + 1, sizeof(**rcpts));
-	for (size_t i = 0; *rcpts && i < json_array_size(tx->recipients); i++) {
-		json_t *r = json_array_get(tx->recipients, i);
-		const char *reply = json_string_value(json_object_get(r, "reply"));
-		if (reply && reply[0] == '2')
-			(*rcpts)[n++] = json_string_value(json_object_get(r, "address"));
-	}
-	env->rcpts = *rcpts;
-	env->nrcpts = n;
+	env->rcpts = tx->accepted;
+	env->nrcpts = tx->naccepted;
 }
 
 /*
@@ -235,9 +190,8 @@ static void session_filter(struct session *s, enum chain_stage stage,
 			   const char *rcpt)
 {
 	struct pipeline_env env;
-	const char **rcpts;
 
-	session_env(s, &env, &rcpts);
+	session_env(s, &env);
 	if (helo)
 		env.helo = helo;
 	env.rcpt = rcpt;
@@ -245,7 +199,6 @@ static void session_filter(struct session *s, enum chain_stage stage,
 		env.spool = s->tx->spool;
 	s->wait = WAIT_FILTER;
 	pipeline_run(s->w->pipeline, s->ps, stage, &env, done, s);
-	free(rcpts);
 }
 
 /* session_filters_json - the filter entries for a record, or NULL if none */
@@ -281,21 +234,30 @@ static void session_tx_free(struct session *s)
 	}
 	if (s->ps) {
 		struct pipeline_env env;
-		const char **rcpts;
-		session_env(s, &env, &rcpts);
+		session_env(s, &env);
 		pipeline_tx_end(s->w->pipeline, s->ps, &env);
-		free(rcpts);
 	}
 	for (size_t i = 0; i < tx->nparams; i++) {
 		free(tx->params[i].keyword);
 		free(tx->params[i].value);
 	}
 	free(tx->sender);
-	json_decref(tx->recipients);
+	for (size_t i = 0; i < tx->nrecipients; i++) {
+		free(tx->recipients[i].address);
+		free(tx->recipients[i].reply);
+	}
+	free(tx->recipients);
+	free(tx->accepted);
 	spool_free(tx->spool);
 	free(tx->prefix);
 	free(tx);
 	s->tx = NULL;
+}
+
+/* session_record_client - who the client is, for a decision record */
+static struct record_client session_record_client(const struct session *s)
+{
+	return (struct record_client){ s->addr, s->port, s->helo, s->listener };
 }
 
 /*
@@ -306,60 +268,39 @@ static void session_log_tx(struct session *s, const char *action,
 			   const char *reply, const struct smtp_reply *backend,
 			   const char *reason)
 {
-	struct session_tx *tx = s->tx;
-	json_t *rec = json_object();
+	const struct session_tx *tx = s->tx;
+	struct record_client client = session_record_client(s);
+	struct record_tx rtx = {
+		.number = tx->number,
+		.sender = tx->sender,
+		.recipients = tx->recipients,
+		.nrecipients = tx->nrecipients,
+		.sized = tx->spool != NULL,
+		.size = tx->decoder.bytes_out,
+		.action = action,
+		.reply = reply,
+		.reason = reason,
+	};
+	struct record_backend rb = { 0 };
+	bool with_backend = s->relay && *relay_server(s->relay);
 
-	json_object_set_new(rec, "type", json_string("transaction"));
-	json_object_set_new(rec, "session", json_string(s->id));
-	json_object_set_new(rec, "transaction", json_integer(tx->number));
-	json_object_set_new(rec, "client", session_client_json(s->addr, s->port, s->helo));
-	json_object_set_new(rec, "sender", json_string(tx->sender));
-	json_object_set(rec, "recipients", tx->recipients);
-	if (tx->spool)
-		json_object_set_new(rec, "size", json_integer((json_int_t)tx->decoder.bytes_out));
-	json_object_set_new(rec, "action", json_string(action));
-	if (reply)
-		json_object_set_new(rec, "reply", session_reply_json(reply));
-	if (reason)
-		json_object_set_new(rec, "reason", json_string(reason));
-	if (s->relay && *relay_server(s->relay)) {
-		json_t *b = json_object();
-		json_object_set_new(b, "server", json_string(relay_server(s->relay)));
-		json_object_set_new(b, "reused", json_boolean(relay_reused(s->relay)));
-		if (backend && backend->nlines) {
-			char wire[1200];
-			smtp_reply_format(backend, NULL, wire, sizeof(wire));
-			json_object_set_new(b, "reply", session_reply_json(wire));
-			json_t *qid = session_queue_id(backend);
-			if (qid)
-				json_object_set_new(b, "queue_id", qid);
-		}
-		json_object_set_new(rec, "backend", b);
+	if (with_backend) {
+		rb.server = relay_server(s->relay);
+		rb.reused = relay_reused(s->relay);
+		rb.reply = backend;
 	}
-	json_t *filters = session_filters_json(s);
-	if (filters)
-		json_object_set_new(rec, "filters", filters);
-	decision_write(rec);
+	record_transaction(s->id, &client, &rtx, with_backend ? &rb : NULL,
+			   session_filters_json(s));
 	s->ntransactions++;
 }
 
-/* session_log_connection - the record of a session without a transaction */
-static void session_log_connection(struct worker *w, const char *id,
-				   const char *addr, unsigned port,
-				   const char *helo, const char *action,
-				   const char *reason, json_t *filters)
+/* session_log_connection - the record of this session without a transaction */
+static void session_log_connection(struct session *s, const char *action,
+				   const char *reason)
 {
-	json_t *rec = json_object();
+	struct record_client client = session_record_client(s);
 
-	json_object_set_new(rec, "type", json_string("connection"));
-	json_object_set_new(rec, "session", json_string(id));
-	json_object_set_new(rec, "client", session_client_json(addr, port, helo));
-	json_object_set_new(rec, "action", json_string(action));
-	if (reason)
-		json_object_set_new(rec, "reason", json_string(reason));
-	if (filters)
-		json_object_set_new(rec, "filters", filters);
-	decision_write(rec);
+	record_connection(s->id, &client, action, reason, session_filters_json(s));
 }
 
 /* session_free - release the session; the connection is closed */
@@ -369,17 +310,14 @@ static void session_free(struct session *s, const char *action,
 	if (s->tx)
 		session_log_tx(s, "aborted", NULL, NULL, reason);
 	else if (s->ntransactions == 0)
-		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       action, reason, session_filters_json(s));
+		session_log_connection(s, action, reason);
 	log_debug("session %s from [%s]:%u ended: %s", s->id, s->addr, s->port,
 		  reason);
 	session_tx_free(s);
 	if (s->ps) {
 		struct pipeline_env env;
-		const char **rcpts;
-		session_env(s, &env, &rcpts);
+		session_env(s, &env);
 		pipeline_session_end(s->w->pipeline, s->ps, &env);
-		free(rcpts);
 		s->ps = NULL;
 	}
 	/* Closing the relay here aborts a half-sent message at the backend. */
@@ -444,8 +382,7 @@ static void session_close_wire(struct session *s, const char *wire,
 		session_log_tx(s, "aborted", NULL, NULL, reason);
 	session_tx_free(s);
 	if (s->ntransactions == 0) {
-		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       action, reason, session_filters_json(s));
+		session_log_connection(s, action, reason);
 		s->ntransactions = 1; /* logged */
 	}
 	session_closing_timer(s);
@@ -678,6 +615,17 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
 		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
 						   : "Syntax: HELO hostname");
+		return;
+	}
+	/*
+	 * RFC 5321 4.1.1.1: a Domain or an address literal. What is not
+	 * goes neither to the backend (in XCLIENT or Received:) nor to the
+	 * record. A UTF-8 name only where SMTPUTF8 is on offer (RFC 6531 3.7.1).
+	 */
+	if (!smtp_helo_valid(cmd->arg, cmd->arg_len,
+			     ehlo && backend_caps(&s->w->backends) &&
+			     backend_caps(&s->w->backends)->smtputf8)) {
+		session_error(s, 501, "5.5.2", "Error: invalid HELO/EHLO hostname");
 		return;
 	}
 	helo = strndup(cmd->arg, cmd->arg_len);
@@ -938,7 +886,6 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	}
 	s->tx->number = s->ntransactions + 1;
 	s->tx->smtputf8 = smtputf8;
-	s->tx->recipients = json_array();
 	for (size_t i = 0; i < path.nparams; i++) {
 		/* Kept for the filters (pc_mail_param()). */
 		struct smtp_param *tp = &s->tx->params[s->tx->nparams++];
@@ -957,16 +904,38 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	free(line);
 }
 
-/* session_rcpt_record - the pending recipient and the reply it got */
+/*
+ * session_rcpt_record - the pending recipient and the reply it got; the
+ * lists grow by doubling, so a transaction costs a few allocations
+ */
 static void session_rcpt_record(struct session *s, const char *wire)
 {
-	json_t *r = json_object();
+	struct session_tx *tx = s->tx;
+	size_t len = strcspn(wire, "\r\n");
+	char *reply = strndup(wire, len);
 
-	json_object_set_new(r, "address", json_string(s->rcpt_pending));
-	json_object_set_new(r, "reply", session_reply_json(wire));
-	json_array_append_new(s->tx->recipients, r);
+	if (tx->nrecipients == tx->cap_recipients) {
+		size_t cap = tx->cap_recipients ? 2 * tx->cap_recipients : 8;
+		struct record_rcpt *r = realloc(tx->recipients, cap * sizeof(*r));
+		if (r)
+			tx->recipients = r;
+		const char **a = realloc(tx->accepted, cap * sizeof(*a));
+		if (a)
+			tx->accepted = a;
+		if (r && a)
+			tx->cap_recipients = cap;
+	}
+	if (!reply || !s->rcpt_pending || tx->nrecipients == tx->cap_recipients) {
+		/* Out of memory: the reply went out, the record lacks the line. */
+		log_error("session %s: out of memory recording a recipient", s->id);
+		free(reply);
+		return;
+	}
+	/* The pending address is the list's now. */
+	tx->recipients[tx->nrecipients++] = (struct record_rcpt){ s->rcpt_pending, reply };
 	if (wire[0] == '2')
-		s->tx->naccepted++;
+		tx->accepted[tx->naccepted++] = s->rcpt_pending;
+	s->rcpt_pending = NULL;
 }
 
 /* session_rcpt_done - the filters decided on one RCPT */
@@ -1068,7 +1037,7 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 503, "5.5.1", "Error: need MAIL command");
 		return;
 	}
-	if (json_array_size(s->tx->recipients) == 0) {
+	if (s->tx->nrecipients == 0) {
 		session_error(s, 503, "5.5.1", "Error: need RCPT command");
 		return;
 	}
@@ -1117,8 +1086,7 @@ static void cmd_quit(struct session *s, const struct smtp_command *cmd)
 	s->state = SESSION_CLOSING;
 	conn_read_disable(s->conn);
 	if (s->ntransactions == 0) {
-		session_log_connection(s->w, s->id, s->addr, s->port, s->helo,
-				       "closed", "QUIT", session_filters_json(s));
+		session_log_connection(s, "closed", "QUIT");
 		s->ntransactions = 1;
 	}
 	session_closing_timer(s);
@@ -1195,7 +1163,7 @@ static char *session_received(struct session *s)
 {
 	char date[64];
 	char *text = NULL;
-	bool one = json_array_size(s->tx->recipients) == 1;
+	bool one = s->tx->nrecipients == 1;
 	int n;
 
 	session_rfc5322_date(date, sizeof(date));
@@ -1207,9 +1175,7 @@ static char *session_received(struct session *s)
 		     s->w->conf->hostname,
 		     s->tx->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
-		     one ? json_string_value(json_object_get(
-				   json_array_get(s->tx->recipients, 0), "address"))
-			 : "",
+		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
 	return n < 0 ? NULL : text;
 }
@@ -1276,7 +1242,8 @@ static void session_data_done(void *arg, struct pipeline_outcome *out)
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
-		session_tx_refused(s, out, "message refused by a filter");
+		session_tx_refused(s, out, out->reason ? out->reason
+						       : "message refused by a filter");
 		break;
 	default:
 		if (session_data_relay(s, out->headers, out->headers_len, out->header_end))
@@ -1663,7 +1630,8 @@ void session_refuse(struct worker *w, evutil_socket_t fd,
 			log_debug("refused client [%s]:%u went away", addr, port);
 		conn_free(c);
 	}
-	session_log_connection(w, id, addr, port, NULL, "refused", reason, NULL);
+	struct record_client client = { addr, port, NULL, NULL };
+	record_connection(id, &client, "refused", reason, NULL);
 }
 
 /* session_drain_all - close idle sessions, mark the others */

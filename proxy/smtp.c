@@ -302,7 +302,8 @@ const char *smtp_verb_name(enum smtp_verb verb)
  * U-labels are taken as well-formed UTF-8 counted in bytes; *has8 is
  * set when one occurs. No trailing dot here.
  */
-static bool domain_ok(const unsigned char *s, size_t len, bool *has8)
+static bool domain_scan(const unsigned char *s, size_t len, bool *has8,
+			bool underscore)
 {
 	size_t i = 0, start, n;
 
@@ -317,7 +318,8 @@ static bool domain_ok(const unsigned char *s, size_t len, bool *has8)
 					return false;
 				*has8 = true;
 				i += n;
-			} else if (is_alnum(s[i]) || s[i] == '-') {
+			} else if (is_alnum(s[i]) || s[i] == '-' ||
+				   (underscore && s[i] == '_')) {
 				i++;
 			} else {
 				return false;
@@ -335,6 +337,12 @@ static bool domain_ok(const unsigned char *s, size_t len, bool *has8)
 		}
 	}
 	return true;
+}
+
+/* domain_ok - domain_scan() of a strict RFC 5321 Domain */
+static bool domain_ok(const unsigned char *s, size_t len, bool *has8)
+{
+	return domain_scan(s, len, has8, false);
 }
 
 /* ipv4_ok - RFC 5321 4.1.3 IPv4-address-literal: 4 Snum of 0-255 */
@@ -428,6 +436,24 @@ bool smtp_domain_valid(const char *s, size_t len, bool utf8)
 	if (u[len - 1] == '.')
 		len--;
 	if (!domain_ok(u, len, &has8))
+		return false;
+	return utf8 || !has8;
+}
+
+/* smtp_helo_valid - whether s is an acceptable HELO/EHLO argument */
+bool smtp_helo_valid(const char *s, size_t len, bool utf8)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	bool has8 = false;
+
+	if (s == NULL || len == 0)
+		return false;
+	if (u[0] == '[')
+		return len >= 2 && u[len - 1] == ']' && literal_ok(u + 1, len - 2);
+	if (u[len - 1] == '.')
+		len--;
+	/* Underscores: real MTAs send them (Windows host names), Postfix takes them. */
+	if (!domain_scan(u, len, &has8, true))
 		return false;
 	return utf8 || !has8;
 }

@@ -375,4 +375,12 @@ bool smtp_xtext_valid(const char *s);
  */
 bool smtp_domain_valid(const char *s, size_t len, bool utf8);
 
+/*
+ * smtp_helo_valid - whether s is an acceptable HELO/EHLO argument: as
+ * smtp_domain_valid(), and underscores allowed in labels (many real
+ * clients send them); no control characters, no empty labels, no
+ * non-ASCII unless utf8 (and then only well-formed UTF-8)
+ */
+bool smtp_helo_valid(const char *s, size_t len, bool utf8);
+
 #endif

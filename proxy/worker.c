@@ -31,7 +31,7 @@
 #include <event2/event.h>
 
 #include "chain.h"
-#include "decision.h"
+#include "record.h"
 #include "dns.h"
 #include "log.h"
 #include "pipeline.h"
@@ -178,7 +178,7 @@ static void worker_signal_cb(evutil_socket_t sig, short events, void *arg)
 	struct worker *w = arg;
 
 	if (sig == SIGUSR1) {
-		decision_reopen();
+		record_reopen();
 		return;
 	}
 	if (sig == SIGUSR2) {
@@ -254,7 +254,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		log_error("cannot start the filter threads");
 		return 1;
 	}
-	if (decision_open(conf->decisions) < 0) {
+	if (record_open(conf->decisions) < 0) {
 		log_error("cannot open decision log %s: %s", conf->decisions,
 			  strerror(errno));
 		return 1;
@@ -287,6 +287,6 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	if (worker_drain_timer)
 		event_free(worker_drain_timer);
 	backend_pool_free(&w.backends);
-	decision_close();
+	record_close();
 	return 0;
 }

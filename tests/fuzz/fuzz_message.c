@@ -215,7 +215,7 @@ static void check_spool(const struct message_headers *h, const char *buf,
 	if (len > 0)
 		must(spool_write(spool, buf, len) == 0);
 	must(spool_finish(spool) == 0);
-	must(message_headers_read(&r, spool) == 0);
+	must(message_headers_read(&r, spool, MESSAGE_HEADER_MAX) == 0);
 	check_same(h, &r);
 	message_headers_free(&r);
 	spool_free(spool);

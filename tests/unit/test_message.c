@@ -569,7 +569,7 @@ static void test_read_from_spool_gives_same_as_parse(void)
 	struct spool *spool = spool_of(S(msg));
 
 	parse(&a, S(msg));
-	CHECK_INT_EQ(message_headers_read(&b, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&b, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(b.n, 3);
 	CHECK_UINT_EQ(b.header_end, 61);
 	CHECK_UINT_EQ(b.body_start, 63);
@@ -588,7 +588,7 @@ static void test_read_from_spool_on_disk_gives_same_as_parse(void)
 
 	CHECK(spool_on_disk(spool));
 	parse(&a, msg, len);
-	CHECK_INT_EQ(message_headers_read(&b, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&b, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(b.n, 200);
 	CHECK_UINT_EQ(b.header_end, 20000);
 	CHECK_UINT_EQ(b.body_start, 20002);
@@ -605,7 +605,7 @@ static void test_read_from_empty_spool(void)
 	struct message_headers h;
 	struct spool *spool = spool_of("", 0);
 
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 0);
 	CHECK_UINT_EQ(h.header_end, 0);
 	CHECK_UINT_EQ(h.body_start, 0);
@@ -626,7 +626,7 @@ static void test_header_over_limit_stops_parsing_rest_is_body(void)
 	struct spool *spool = spool_of(msg, len);
 
 	CHECK_UINT_EQ(MESSAGE_HEADER_MAX, 1048576);
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 10485);
 	CHECK_UINT_EQ(h.header_end, 1048500);
 	CHECK_UINT_EQ(h.body_start, 1048500);
@@ -654,7 +654,7 @@ static void test_header_ending_exactly_at_limit_is_whole(void)
 	struct spool *spool = spool_of(msg, len);
 
 	CHECK_UINT_EQ(len, 1048576 + 8);
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 10486);
 	CHECK_STR_EQ(h.fields[10485].name, "X-Last");
 	CHECK_UINT_EQ(h.header_end, 1048576);
@@ -674,7 +674,7 @@ static void test_field_ending_just_past_limit_is_body(void)
 	struct message_headers h;
 	struct spool *spool = spool_of(msg, len);
 
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 10485);
 	CHECK_INT_EQ(message_header_find(&h, "X-Last", 0), -1);
 	CHECK_UINT_EQ(h.header_end, 1048500);
@@ -701,7 +701,7 @@ static void test_folded_field_across_limit_is_body(void)
 	struct message_headers h;
 	struct spool *spool = spool_of(msg, len);
 
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 10485);
 	CHECK_INT_EQ(message_header_find(&h, "X-Folded", 0), -1);
 	CHECK_UINT_EQ(h.header_end, 1048500);
@@ -725,7 +725,7 @@ static void test_continuation_just_past_limit_is_not_cut_off(void)
 	struct message_headers h;
 	struct spool *spool = spool_of(msg, len);
 
-	CHECK_INT_EQ(message_headers_read(&h, spool), 0);
+	CHECK_INT_EQ(message_headers_read(&h, spool, MESSAGE_HEADER_MAX), 0);
 	CHECK_UINT_EQ(h.n, 10485);
 	CHECK_INT_EQ(message_header_find(&h, "X-Last", 0), -1);
 	CHECK_UINT_EQ(h.header_end, 1048500);

@@ -1864,6 +1864,42 @@ static void test_domain_utf8_only_when_allowed(void)
 	CHECK(!domain("ex\xc3.com", true));
 }
 
+static bool helo(const char *s, bool utf8)
+{
+	return smtp_helo_valid(s, strlen(s), utf8);
+}
+
+static void test_helo_takes_underscores_and_literals(void)
+{
+	CHECK(helo("mail_host.example.org", false));
+	CHECK(helo("WIN-PC_01", false));
+	CHECK(helo("_a.example", false));
+	CHECK(helo("[192.0.2.1]", false));
+	CHECK(helo("[IPv6:2001:db8::1]", false));
+	CHECK(helo("mx.example.org.", false));
+	/* The strict check for our own names is unchanged. */
+	CHECK(!domain("mail_host.example.org", false));
+}
+
+static void test_helo_refuses_bad_names(void)
+{
+	CHECK(!helo("", false));
+	CHECK(!helo("a..example", false));
+	CHECK(!helo(".example", false));
+	CHECK(!helo("-a.example", false));
+	CHECK(!helo("a b", false));
+	CHECK(!helo("ctl\x01.example", false));
+	CHECK(!helo("semi;colon.example", false));
+	CHECK(!helo("caf\xe9.example", false));
+	CHECK(!helo("caf\xe9.example", true));
+	CHECK(!helo("\x80\xff", true));
+	CHECK(!helo("caf\xc3\xa9.example", false));
+	CHECK(helo("caf\xc3\xa9.example", true));
+	CHECK(!helo("[300.1.1.1]", false));
+	CHECK(!helo("[IPv6:zz]", false));
+	CHECK(!smtp_helo_valid(S("a\0.example"), false));
+}
+
 static void test_domain_address_literals(void)
 {
 	CHECK(domain("[192.0.2.1]", false));
@@ -2026,6 +2062,8 @@ int main(void)
 	RUN(test_domain_invalid_names);
 	RUN(test_domain_label_and_total_length_limits);
 	RUN(test_domain_utf8_only_when_allowed);
+	RUN(test_helo_takes_underscores_and_literals);
+	RUN(test_helo_refuses_bad_names);
 	RUN(test_domain_address_literals);
 
 	return unit_summary();
