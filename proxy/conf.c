@@ -75,6 +75,7 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "spool_memory_limit", CONF_SIZE, F(spool_memory_limit), 0, "256k", false, 0, 1ULL << 30, NULL },
 	{ "portcullis", "message_size_limit", CONF_SIZE, F(message_size_limit), 0, "50m", false, 1024, 1ULL << 40, NULL },
 	{ "portcullis", "max_recipients", CONF_UINT, F(max_recipients), 0, "1000", false, 1, 100000, NULL },
+	{ "portcullis", "recipient_overshoot_limit", CONF_UINT, F(recipient_overshoot_limit), 0, "1000", false, 0, 1000000, NULL },
 	{ "portcullis", "max_errors", CONF_UINT, F(max_errors), 0, "20", false, 1, 10000, NULL },
 	{ "portcullis", "max_line_length", CONF_UINT, F(max_line_length), 0, "2048", false, 512, 65536, NULL },
 	{ "portcullis", "bare_newline", CONF_ENUM, F(bare_newline), 0, "reject", false, 0, 0, bare_names },

@@ -62,6 +62,7 @@ struct conf {
 	unsigned long long spool_memory_limit;
 	unsigned long long message_size_limit;
 	unsigned max_recipients;
+	unsigned recipient_overshoot_limit; /* RCPTs over max_recipients that are not errors */
 	unsigned max_errors;
 	unsigned max_line_length;
 	int bare_newline;

@@ -99,6 +99,7 @@ struct session {
 	bool skipping;	    /* discarding the rest of an overlong line */
 	bool draining;	    /* close after the current transaction */
 	unsigned errors;
+	unsigned overshoot; /* RCPTs refused for max_recipients, this session */
 	unsigned ntransactions; /* logged so far */
 	struct session_tx *tx;
 	struct relay *relay;
@@ -1014,8 +1015,19 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	if (s->tx->naccepted >= s->w->conf->max_recipients) {
+		/*
+		 * A client that pipelines more recipients than we take sends
+		 * the rest again in another transaction (RFC 5321 4.5.3.1.10):
+		 * that is no error, or the 421 for too many errors would lose
+		 * the message to the recipients already accepted. Only a client
+		 * far past the limit (Postfix's smtpd_recipient_overshoot_limit)
+		 * is counted as erring.
+		 */
 		smtp_path_free(&path);
-		session_error(s, 452, "4.5.3", "Error: too many recipients");
+		if (++s->overshoot > s->w->conf->recipient_overshoot_limit)
+			session_error(s, 452, "4.5.3", "Error: too many recipients");
+		else
+			session_send(s, 452, "4.5.3", "Error: too many recipients");
 		return;
 	}
 	line = session_path_line("RCPT TO:", &path);
