@@ -46,6 +46,8 @@
 #define SESSION_MAX_OUTPUT (64 * 1024)
 #define SESSION_DATA_CHUNK 16384
 #define SESSION_LINGER 10
+/* An over-long command line may run on this far before we hang up. */
+#define SESSION_MAX_SKIP (64 * 1024)
 
 enum session_state {
 	SESSION_COMMAND, /* waiting for a command */
@@ -97,6 +99,7 @@ struct session {
 	enum session_state state;
 	enum session_wait wait;
 	bool skipping;	    /* discarding the rest of an overlong line */
+	size_t skipped;	    /* bytes of that line discarded so far */
 	bool draining;	    /* close after the current transaction */
 	unsigned errors;
 	unsigned overshoot; /* RCPTs refused for max_recipients, this session */
@@ -1365,6 +1368,37 @@ static bool session_data_input(struct session *s)
 	return false;
 }
 
+/*
+ * session_skip_input - discard the rest of an over-long command line (its
+ * 500 went out when the limit was passed); false: need more. A line that
+ * runs on SESSION_MAX_SKIP bytes past max_line_length is no mail client's:
+ * the session is closed rather than reading it for ever.
+ */
+static bool session_skip_input(struct session *s)
+{
+	struct evbuffer *in = conn_input(s->conn);
+	struct evbuffer_iovec vec[4];
+	size_t consumed = 0;
+	bool found = false;
+	int n = evbuffer_peek(in, -1, NULL, vec, 4);
+
+	for (int i = 0; i < n && i < 4 && !found; i++)
+		consumed += smtp_line_skip(vec[i].iov_base, vec[i].iov_len, &found);
+	evbuffer_drain(in, consumed);
+	s->skipped += consumed;
+	if (found) {
+		s->skipping = false;
+		return true;
+	}
+	if (s->skipped > (size_t)s->w->conf->max_line_length + SESSION_MAX_SKIP) {
+		session_close(s, 421, "4.7.0", "Error: line too long, closing connection",
+			      "line too long");
+		return true;
+	}
+	/* More than four chunks buffered: the loop comes back for the rest. */
+	return n > 4;
+}
+
 /* session_command_input - handle one buffered command line; false: need more */
 static bool session_command_input(struct session *s)
 {
@@ -1376,18 +1410,8 @@ static bool session_command_input(struct session *s)
 
 	if (avail == 0)
 		return false;
-	if (s->skipping) {
-		bool found;
-		window = avail;
-		buf = (const char *)evbuffer_pullup(in, -1);
-		consumed = smtp_line_skip(buf, window, &found);
-		evbuffer_drain(in, consumed);
-		if (!found)
-			return false;
-		s->skipping = false;
-		session_error(s, 500, "5.5.2", "Error: line too long");
-		return true;
-	}
+	if (s->skipping)
+		return session_skip_input(s);
 	window = avail < (size_t)max + 3 ? avail : (size_t)max + 3;
 	buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)window);
 	enum smtp_line_status st = smtp_line_scan(buf, window, max, &line_len, &consumed);
@@ -1395,8 +1419,15 @@ static bool session_command_input(struct session *s)
 	case SMTP_LINE_INCOMPLETE:
 		return false;
 	case SMTP_LINE_TOO_LONG:
+		/*
+		 * Answer now, not when the LF comes: a client that sends a
+		 * megabyte without one learns at once, and the rest of the
+		 * line is discarded as it arrives (session_skip_input).
+		 */
 		evbuffer_drain(in, consumed);
 		s->skipping = true;
+		s->skipped = consumed;
+		session_error(s, 500, "5.5.2", "Error: line too long");
 		return true;
 	case SMTP_LINE_BARE_CR:
 		evbuffer_drain(in, consumed);

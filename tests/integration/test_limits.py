@@ -73,5 +73,64 @@ class TestRecipientOvershoot(ProxyTestCase):
         self.assertTrue(c.wait_closed(5))
 
 
+class TestLongLines(ProxyTestCase):
+    """max_line_length = 1000: a longer command line gets 500 5.5.2 as
+    soon as the limit is passed; one that runs on 64 KiB further ends the
+    session with 421 4.7.0."""
+
+    LIMIT = 1000
+
+    def setUp(self):
+        self.sink = self.start_sink()
+        self.proxy = self.start_proxy(backend_port=self.sink.port,
+                                      max_line_length=self.LIMIT)
+        self.c = self.client(self.proxy.port)
+        self.c.ehlo()
+
+    def test_a_line_over_the_limit_gets_500_before_its_line_end(self):
+        self.c.send(b"NOOP " + b"x" * (self.LIMIT + 10))
+        r = self.c.reply(timeout=5)
+        self.assertEqual(r.lines, ["500 5.5.2 Error: line too long"])
+        # Its end, when it comes, is no second command and no second reply.
+        self.c.send(b"y" * 5000 + b"\r\n")
+        self.assertReply(self.c.cmd("NOOP"), 250, "2.0.0")
+        self.assertReply(self.c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+
+    def test_a_line_without_end_is_cut_off_with_421_after_64_kib_more(self):
+        total = self.LIMIT + 64 * 1024 + 1
+        self.c.send(b"MAIL FROM:<" + b"a" * (self.LIMIT + 100))
+        self.assertReply(self.c.reply(timeout=5), 500, "5.5.2")
+        # Exactly up to the bound, so the proxy reads all we sent.
+        self.c.send(b"a" * (total - self.LIMIT - 100 - len(b"MAIL FROM:<")))
+        r = self.c.reply(timeout=10)
+        self.assertEqual(r.lines, ["421 4.7.0 proxy.portcullis.test Error: "
+                                   "line too long, closing connection"])
+        self.assertTrue(self.c.wait_closed(5))
+        recs = self.proxy.wait_decisions(
+            lambda d: d.get("type") == "connection")
+        self.assertEqual([(d["action"], d["reason"]) for d in recs],
+                         [("dropped", "line too long")])
+
+    def test_a_long_line_in_data_is_read_to_the_end_and_refused_by_size(self):
+        # DATA has no line limit of its own (lines are streamed to the
+        # spool): message_size_limit bounds it, 552 after the end.
+        proxy = self.start_proxy(backend_port=self.sink.port,
+                                 message_size_limit="64k")
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(b"Subject: one long line\r\n\r\n")
+        for _ in range(32):
+            c.send(b"z" * 32768)
+        c.send(b"\r\n.\r\n")
+        r = c.reply(timeout=20)
+        self.assertEqual(r.lines, ["552 5.3.4 Message size exceeds fixed "
+                                   "maximum message size"])
+        self.assertReply(c.cmd("NOOP"), 250)
+        self.assertEqual(self.sink.settled_count(), 0)
+
+
 if __name__ == "__main__":
     unittest.main()
