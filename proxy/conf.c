@@ -490,6 +490,8 @@ static int conf_handler(void *user, const char *section, const char *key,
 		ld->seen[i] = true;
 		if (p->offset == F(filters))
 			ld->filters_line = ld->line;
+		if (p->offset == F(max_sessions))
+			ld->conf->max_sessions_line = ld->line;
 		if ((err = conf_set(ld->conf, p, value)))
 			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
 				   err, value);

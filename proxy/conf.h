@@ -70,6 +70,7 @@ struct conf {
 	unsigned timeout_data;
 	unsigned drain_timeout;
 	unsigned max_sessions;
+	int max_sessions_line; /* where it was set, 0 for the default (messages) */
 	char *pid_file;
 	char *authserv_id; /* Authentication-Results: (RFC 8601); default hostname */
 	char *filters;	  /* the chain, as written */

@@ -41,6 +41,9 @@
 #include "worker.h"
 
 #define WORKER_PROBE_RETRY 30
+/* Out of descriptors: how long accepting pauses, and how often it is logged. */
+#define WORKER_ACCEPT_PAUSE_USEC 250000
+#define WORKER_FD_LOG_INTERVAL 10
 
 static struct event *worker_listeners[CONF_MAX_ADDRS];
 static size_t worker_nlisteners;
@@ -48,6 +51,9 @@ static evutil_socket_t worker_listen_fds[CONF_MAX_ADDRS];
 static const char *worker_listen_text[CONF_MAX_ADDRS];
 static struct event *worker_drain_timer;
 static struct event *worker_probe_timer;
+static struct event *worker_resume_timer;
+static time_t worker_fd_logged;	  /* when running out was last logged */
+static unsigned worker_fd_pauses; /* pauses since then */
 
 /* worker_listener - the listen setting of a listening socket */
 static const char *worker_listener(evutil_socket_t lfd)
@@ -56,6 +62,47 @@ static const char *worker_listener(evutil_socket_t lfd)
 		if (worker_listen_fds[i] == lfd)
 			return worker_listen_text[i];
 	return "";
+}
+
+/* worker_resume_accepting - the pause is over: listen again */
+static void worker_resume_accepting(evutil_socket_t fd, short events, void *arg)
+{
+	struct worker *w = arg;
+
+	if (!w->listening || w->draining || w->retiring)
+		return;
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		event_add(worker_listeners[i], NULL);
+}
+
+/*
+ * worker_pause_accepting - accept4() found no descriptor. The listeners
+ * are level-triggered: left in the loop they fire again at once and the
+ * worker spins on the same failure. So they leave the loop for a moment
+ * (the connections wait in the backlog; sessions that end meanwhile give
+ * descriptors back), and the failure is logged once per interval.
+ */
+static void worker_pause_accepting(struct worker *w, int err)
+{
+	struct timeval tv = { 0, WORKER_ACCEPT_PAUSE_USEC };
+	time_t now = time(NULL);
+
+	if (!worker_resume_timer)
+		worker_resume_timer = evtimer_new(w->base, worker_resume_accepting, w);
+	if (!worker_resume_timer)
+		return;
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		event_del(worker_listeners[i]);
+	evtimer_add(worker_resume_timer, &tv);
+	worker_fd_pauses++;
+	if (now - worker_fd_logged >= WORKER_FD_LOG_INTERVAL) {
+		log_warning("accept: %s: pausing for %d ms (%u sessions; %u pauses "
+			    "in the last %d s)", strerror(err),
+			    WORKER_ACCEPT_PAUSE_USEC / 1000, w->nsessions,
+			    worker_fd_pauses, WORKER_FD_LOG_INTERVAL);
+		worker_fd_logged = now;
+		worker_fd_pauses = 0;
+	}
 }
 
 /*
@@ -76,9 +123,12 @@ static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
 		return;
 	fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
-		/* Another worker took it. */
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-		    errno != ECONNABORTED)
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)
+			worker_pause_accepting(w, errno);
+		/* EAGAIN: another worker took it. */
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			 errno != ECONNABORTED)
 			log_warning("accept: %s", strerror(errno));
 		return;
 	}
@@ -344,6 +394,8 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		event_free(sigs[i]);
 	if (worker_drain_timer)
 		event_free(worker_drain_timer);
+	if (worker_resume_timer)
+		event_free(worker_resume_timer);
 	event_free(worker_probe_timer);
 	decision_close();
 	return 0;

@@ -132,5 +132,117 @@ class TestLongLines(ProxyTestCase):
         self.assertEqual(self.sink.settled_count(), 0)
 
 
+def children(pid):
+    """Process ids whose parent is pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def cpu_seconds(pid):
+    """User plus system CPU time of a process so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat(5), 12 and 13 here.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def open_fds(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
+class TestOutOfDescriptors(ProxyTestCase):
+
+    def test_a_worker_out_of_descriptors_pauses_instead_of_spinning(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, max_sessions=100)
+        worker = children(proxy.pid)[0]
+        # Room for a handful of sessions: the limit the start check saw
+        # is lowered under the running worker, as a leak or a filter
+        # holding descriptors would.
+        import resource
+        base = open_fds(worker)
+        resource.prlimit(worker, resource.RLIMIT_NOFILE, (base + 6, base + 6))
+        held = []
+        for _ in range(30):
+            s = socket.create_connection(("127.0.0.1", proxy.port), 5)
+            held.append(s)
+        self.addCleanup(lambda: [s.close() for s in held])
+        pattern = "accept: Too many open files"
+        self.assertTrue(wait_for(lambda: pattern in proxy.stderr(), 10),
+                        "the worker never ran out: %s" % proxy.stderr()[-2000:])
+        before = cpu_seconds(worker)
+        time.sleep(3)
+        used = cpu_seconds(worker) - before
+        self.assertLess(used, 0.5, "the worker used %.2f s of CPU in 3 s "
+                        "while out of descriptors" % used)
+        lines = [l for l in proxy.stderr().splitlines()
+                 if "Too many open files" in l]
+        self.assertLessEqual(len(lines), 2, lines[:5])
+        # Descriptors come back: the backlog is served, then a new client.
+        for s in held:
+            s.close()
+        c = self.client(proxy.port, timeout=10)
+        self.assertEqual(c.greeting.code, 220)
+        r = c.mail_transaction(ALICE, [BOB], make_message("after EMFILE"),
+                               helo="client.example.test")
+        self.assertReply(r["end"], 250)
+        self.assertEqual(sink.wait_count(1), 1)
+
+
+class TestDescriptorLimitAtStart(ProxyTestCase):
+    """max_sessions against RLIMIT_NOFILE: under a hard limit of 1024, 1000
+    sessions (2 descriptors each plus the filters' and a margin) cannot
+    be served."""
+
+    def run_daemon(self, args, **kw):
+        import resource
+        from harness import Portcullis
+        proxy = Portcullis(backend_port=1, **kw)
+        proxy.write_config()
+        self.addCleanup(lambda: proxy.stop())
+
+        def limit():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (256, 1024))
+        r = subprocess.run([proxy.binary] + args + ["-c", proxy.conf_path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           preexec_fn=limit, timeout=20,
+                           universal_newlines=True)
+        with open(proxy.conf_path) as f:
+            line = [i + 1 for i, l in enumerate(f)
+                    if l.startswith("max_sessions")]
+        return proxy, r, line
+
+    def expected(self, proxy, line):
+        return ("%s:%d: [portcullis] max_sessions: 1000 sessions need 2165 "
+                "file descriptors per worker, but the hard limit is 1024"
+                % (proxy.conf_path, line[0]))
+
+    def test_check_refuses_max_sessions_the_hard_limit_cannot_serve(self):
+        proxy, r, line = self.run_daemon(["-t"], max_sessions=1000)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(self.expected(proxy, line), r.stdout)
+
+    def test_start_refuses_max_sessions_the_hard_limit_cannot_serve(self):
+        proxy, r, line = self.run_daemon(["-f"], max_sessions=1000)
+        self.assertEqual(r.returncode, 1, r.stdout)
+        self.assertIn(self.expected(proxy, line), r.stdout)
+        self.assertNotIn("listening on", r.stdout)
+
+    def test_a_max_sessions_that_fits_passes_the_check(self):
+        proxy, r, line = self.run_daemon(["-t"], max_sessions=400)
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("configuration ok", r.stdout)
+
+
 if __name__ == "__main__":
     unittest.main()
