@@ -101,6 +101,7 @@ struct session {
 	bool skipping;	    /* discarding the rest of an overlong line */
 	size_t skipped;	    /* bytes of that line discarded so far */
 	bool draining;	    /* close after the current transaction */
+	bool retiring;	    /* close at the next command outside a transaction */
 	unsigned errors;
 	unsigned overshoot; /* RCPTs refused for max_recipients, this session */
 	unsigned ntransactions; /* logged so far */
@@ -1457,6 +1458,10 @@ static bool session_command_input(struct session *s)
 	evbuffer_drain(in, consumed);
 	if (smtp_command_parse(line, line_len, &cmd, &err) < 0)
 		session_smtp_error(s, &err);
+	else if (s->retiring && !s->tx && cmd.verb != SMTP_VERB_QUIT)
+		/* The 421 answers this command: a pipelining client reads it in order. */
+		session_close(s, 421, "4.3.2", "Service reloaded, try again",
+			      "worker retired after a reload");
 	else
 		session_commands[cmd.verb](s, &cmd);
 	free(line);
@@ -1707,6 +1712,13 @@ void session_drain_all(struct worker *w)
 				      "Service shutting down, try again later",
 				      "shutting down");
 	}
+}
+
+/* session_retire_all - mark every session to end at its next command */
+void session_retire_all(struct worker *w)
+{
+	for (struct session *s = w->sessions; s; s = s->next)
+		s->retiring = true;
 }
 
 /* session_kill_all - the drain deadline passed */

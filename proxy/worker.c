@@ -8,8 +8,9 @@
  *
  * Signals: SIGTERM and SIGINT drain (stop accepting, finish transactions
  * in flight up to drain_timeout); SIGUSR2 retires the worker after a
- * reload (stop accepting, sessions run to their end); SIGUSR1 reopens the
- * decision log. The worker also ends when its master dies
+ * reload (stop accepting, transactions in flight finish, then each
+ * session gets 421 at its next command, all are closed at drain_timeout);
+ * SIGUSR1 reopens the decision log. The worker also ends when its master dies
  * (PR_SET_PDEATHSIG).
  *
  * A worker starts accepting only after its first backend probe ended, so
@@ -180,17 +181,24 @@ static void worker_drain(struct worker *w)
 		event_base_loopexit(w->base, NULL);
 		return;
 	}
-	worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
-	evtimer_add(worker_drain_timer, &tv);
+	/* A retired worker has its deadline already: SIGTERM starts it anew. */
+	if (!worker_drain_timer)
+		worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
+	if (worker_drain_timer)
+		evtimer_add(worker_drain_timer, &tv);
 }
 
 /*
- * worker_retire - a reload started new workers: stop accepting, let every
- * session run to its natural end (QUIT or its own timeouts), then exit.
- * Unlike a drain, no idle session is told 421.
+ * worker_retire - a reload started new workers: stop accepting, let the
+ * transactions in flight finish, and end each session with 421 4.3.2 at
+ * its next command, so the old configuration serves no client for long;
+ * drain_timeout after the reload whatever is left is closed. Unlike a
+ * drain, an idle session is not told 421 before it speaks.
  */
 static void worker_retire(struct worker *w)
 {
+	struct timeval tv = { w->conf->drain_timeout, 0 };
+
 	if (w->retiring || w->draining)
 		return;
 	w->retiring = true;
@@ -199,8 +207,14 @@ static void worker_retire(struct worker *w)
 	if (worker_probe_timer)
 		evtimer_del(worker_probe_timer);
 	relay_drop_parked(w);
-	if (w->nsessions == 0)
+	session_retire_all(w);
+	if (w->nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
+	if (worker_drain_timer)
+		evtimer_add(worker_drain_timer, &tv);
 }
 
 /* worker_session_closed - a session ended */

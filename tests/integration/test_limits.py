@@ -244,5 +244,73 @@ class TestDescriptorLimitAtStart(ProxyTestCase):
         self.assertIn("configuration ok", r.stdout)
 
 
+class TestReloadRetiresSessions(ProxyTestCase):
+    """After SIGHUP the old worker's sessions finish their transaction and
+    get 421 4.3.2 at their next command; drain_timeout closes the rest."""
+
+    RETIRED = ("421 4.3.2 proxy.portcullis.test Service reloaded, "
+               "try again")
+
+    def setUp(self):
+        self.sink = self.start_sink()
+        self.proxy = self.start_proxy(backend_port=self.sink.port,
+                                      drain_timeout=3)
+
+    def reload(self):
+        self.proxy.signal(signal.SIGHUP)
+        self.assertTrue(wait_for(lambda: "retiring after a reload" in
+                                 self.proxy.stderr(), 10),
+                        self.proxy.stderr()[-2000:])
+
+    def test_an_idle_session_gets_421_at_its_next_command(self):
+        c = self.client(self.proxy.port)
+        self.assertCode(c.ehlo(), 250)
+        self.reload()
+        r = c.cmd("NOOP")
+        self.assertEqual(r.lines, [self.RETIRED])
+        self.assertTrue(c.wait_closed(5))
+        # The new worker serves the next client.
+        n = self.client(self.proxy.port)
+        r = n.mail_transaction(ALICE, [BOB], make_message("after reload"),
+                               helo="client.example.test")
+        self.assertReply(r["end"], 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+
+    def test_a_transaction_in_flight_finishes_then_the_next_command_gets_421(self):
+        c = self.client(self.proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.reload()
+        self.assertCode(c.cmd("RCPT TO:<carol@%s>" % DOMAIN), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("across the reload")))
+        self.assertReply(c.reply(), 250)
+        self.assertEqual(self.sink.wait_count(1), 1)
+        meta, _ = Sink.parse(self.sink.messages()[0])
+        self.assertEqual(len(meta["X-Rcpt-Args"]), 2)
+        r = c.cmd("MAIL FROM:<%s>" % ALICE)
+        self.assertEqual(r.lines, [self.RETIRED])
+        self.assertTrue(c.wait_closed(5))
+        self.assertEqual(self.sink.settled_count(), 1)
+
+    def test_a_silent_session_is_closed_at_drain_timeout(self):
+        c = self.client(self.proxy.port)
+        c.ehlo()
+        workers = children(self.proxy.pid)
+        start = time.monotonic()
+        self.reload()
+        r = c.reply(timeout=10)
+        waited = time.monotonic() - start
+        self.assertEqual(r.lines, ["421 4.3.2 proxy.portcullis.test Service "
+                                   "shutting down, try again later"])
+        self.assertTrue(c.wait_closed(5))
+        self.assertGreater(waited, 2)
+        # The old worker is gone; its replacement stays.
+        self.assertTrue(wait_for(lambda: not set(workers) &
+                                 set(children(self.proxy.pid)), 5))
+        self.assertEqual(len(children(self.proxy.pid)), 1)
+
+
 if __name__ == "__main__":
     unittest.main()
