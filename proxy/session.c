@@ -1690,7 +1690,8 @@ void session_refuse(struct worker *w, evutil_socket_t fd,
 
 	session_new_id(w, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
-	n = snprintf(line, sizeof(line), "421 4.7.0 %s %s, try again later\r\n",
+	/* RFC 3463 X.3.2: system not accepting network messages (overload). */
+	n = snprintf(line, sizeof(line), "421 4.3.2 %s %s, try again later\r\n",
 		     w->conf->hostname, reason);
 	/* A best effort: the socket is fresh, the line fits its buffer. */
 	if (n > 0 && send(fd, line, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)

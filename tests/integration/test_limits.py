@@ -3,7 +3,7 @@ test_limits.py - limits that protect a worker, and what clients see at them
 
 Recipients over max_recipients, command lines over max_line_length, a
 reload that retires old workers, a worker out of file descriptors, and
-load shedding at max_sessions and a full filter pool. smtp-sink is the
+load shedding at max_sessions. smtp-sink is the
 backend unless said otherwise; every wait is bounded.
 """
 
@@ -310,6 +310,33 @@ class TestReloadRetiresSessions(ProxyTestCase):
         self.assertTrue(wait_for(lambda: not set(workers) &
                                  set(children(self.proxy.pid)), 5))
         self.assertEqual(len(children(self.proxy.pid)), 1)
+
+
+class TestLoadShedding(ProxyTestCase):
+
+    def test_a_client_over_max_sessions_gets_421_4_3_2_at_once(self):
+        sink = self.start_sink()
+        proxy = self.start_proxy(backend_port=sink.port, max_sessions=2)
+        first = self.client(proxy.port)
+        second = self.client(proxy.port)
+        self.assertCode(second.ehlo(), 250)
+        third = self.client(proxy.port, connect=False)
+        start = time.monotonic()
+        third.connect(read_greeting=False)
+        g = third.reply(timeout=10)
+        self.assertEqual(g.lines, ["421 4.3.2 proxy.portcullis.test Too many "
+                                   "connections, try again later"])
+        self.assertLess(time.monotonic() - start, 2)
+        self.assertTrue(third.wait_closed(5))
+        recs = proxy.wait_decisions(lambda d: d.get("action") == "refused")
+        self.assertEqual([(d["client"]["port"], d["reason"]) for d in recs],
+                         [(third.local_port, "Too many connections")])
+        # A session that ends makes room again.
+        self.assertCode(first.cmd("QUIT"), 221)
+        self.assertTrue(first.wait_closed(5))
+        fourth = self.client(proxy.port)
+        self.assertEqual(fourth.greeting.code, 220)
+        self.assertReply(second.cmd("NOOP"), 250)
 
 
 if __name__ == "__main__":
