@@ -77,6 +77,7 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "header_size_limit", CONF_SIZE, F(header_size_limit), 0, "102400", false, 1024, 1ULL << 20, NULL },
 	{ "portcullis", "hopcount_limit", CONF_UINT, F(hopcount_limit), 0, "50", false, 1, 1000, NULL },
 	{ "portcullis", "max_recipients", CONF_UINT, F(max_recipients), 0, "1000", false, 1, 100000, NULL },
+	{ "portcullis", "recipient_overshoot_limit", CONF_UINT, F(recipient_overshoot_limit), 0, "1000", false, 0, 1000000, NULL },
 	{ "portcullis", "max_errors", CONF_UINT, F(max_errors), 0, "20", false, 1, 10000, NULL },
 	{ "portcullis", "max_line_length", CONF_UINT, F(max_line_length), 0, "2048", false, 512, 65536, NULL },
 	{ "portcullis", "bare_newline", CONF_ENUM, F(bare_newline), 0, "reject", false, 0, 0, bare_names },
@@ -491,6 +492,8 @@ static int conf_handler(void *user, const char *section, const char *key,
 		ld->seen[i] = true;
 		if (p->offset == F(filters))
 			ld->filters_line = ld->line;
+		if (p->offset == F(max_sessions))
+			ld->conf->max_sessions_line = ld->line;
 		if ((err = conf_set(ld->conf, p, value)))
 			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
 				   err, value);

@@ -64,6 +64,7 @@ struct conf {
 	unsigned long long header_size_limit; /* the header block, bytes */
 	unsigned hopcount_limit;	      /* Received: fields */
 	unsigned max_recipients;
+	unsigned recipient_overshoot_limit; /* RCPTs over max_recipients that are not errors */
 	unsigned max_errors;
 	unsigned max_line_length;
 	int bare_newline;
@@ -71,6 +72,7 @@ struct conf {
 	unsigned timeout_data;
 	unsigned drain_timeout;
 	unsigned max_sessions;
+	int max_sessions_line; /* where it was set, 0 for the default (messages) */
 	char *pid_file;
 	char *authserv_id; /* Authentication-Results: (RFC 8601); default hostname */
 	char *filters;	  /* the chain, as written */

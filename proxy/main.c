@@ -74,6 +74,11 @@ int main(int argc, char **argv)
 	if (!conf)
 		return 1;
 	if (check) {
+		/* The limits of this shell: the service's may differ (systemd). */
+		if (master_fd_limit(conf, false, stderr) < 0) {
+			conf_free(conf);
+			return 1;
+		}
 		/* Load the filters too: their options are checked by init(). */
 		if (dns_init(conf) < 0) {
 			conf_free(conf);

@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -245,6 +246,88 @@ static int master_check_chain_as(const struct conf *conf, struct passwd *pw)
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
+/*
+ * master_fd_need - the descriptors one worker may hold at max_sessions:
+ * a client and a backend socket per session, the parked backend
+ * connections, two per filter thread (a DNS socket, a milter's
+ * connection), and a margin for the listeners, the logs, the event loop
+ * and the spool files of messages over spool_memory_limit
+ */
+static unsigned long long master_fd_need(const struct conf *conf)
+{
+	return 2ULL * conf->max_sessions + conf->backend_reuse +
+	       2ULL * conf->filter_threads + conf->nlisten + 100;
+}
+
+/* master_fd_limit - check, and raise, the worker's descriptor limit */
+int master_fd_limit(struct conf *conf, bool raise, FILE *errors)
+{
+	unsigned long long need = master_fd_need(conf);
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+		return 0; /* nothing to go by: accept() copes when short */
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need &&
+	    conf->max_sessions_line == 0) {
+		/*
+		 * The default was not chosen for this host: serve what its
+		 * limit allows rather than refuse to start. A value written
+		 * in the file is the administrator's and is refused below.
+		 */
+		unsigned long long rest = need - 2ULL * conf->max_sessions;
+		unsigned fit = rl.rlim_max > rest ? (unsigned)((rl.rlim_max - rest) / 2) : 0;
+		if (fit > 0) {
+			if (raise)
+				log_warning("max_sessions lowered from its default %u to %u: "
+					    "the hard limit of file descriptors is %llu",
+					    conf->max_sessions, fit,
+					    (unsigned long long)rl.rlim_max);
+			conf->max_sessions = fit;
+			need = master_fd_need(conf);
+		}
+	}
+	if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < need) {
+		fprintf(errors,
+			"%s:%d: [portcullis] max_sessions: %u sessions need %llu "
+			"file descriptors per worker, but the hard limit is %llu "
+			"(ulimit -Hn; LimitNOFILE= under systemd): lower "
+			"max_sessions or raise the limit\n",
+			conf->path, conf->max_sessions_line, conf->max_sessions,
+			need, (unsigned long long)rl.rlim_max);
+		return -1;
+	}
+	if (raise && rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need) {
+		/* Postfix does the same: the soft limit is only a default. */
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+			fprintf(errors, "cannot raise the file descriptor limit to %llu: %s\n",
+				(unsigned long long)rl.rlim_max, strerror(errno));
+			return -1;
+		}
+		log_info("file descriptor limit raised to %llu (max_sessions %u needs %llu)",
+			 (unsigned long long)rl.rlim_max, conf->max_sessions, need);
+	}
+	return 0;
+}
+
+/* master_fd_limit_log - master_fd_limit() with its errors logged */
+static int master_fd_limit_log(struct conf *conf)
+{
+	char *err = NULL;
+	size_t errlen = 0;
+	FILE *errs = open_memstream(&err, &errlen);
+	int rc;
+
+	if (!errs)
+		return -1;
+	rc = master_fd_limit(conf, true, errs);
+	fclose(errs);
+	if (rc < 0)
+		log_error("%.*s", (int)strcspn(err, "\n"), err);
+	free(err);
+	return rc;
+}
+
 /* master_run - run the service */
 int master_run(struct conf *conf)
 {
@@ -266,7 +349,8 @@ int master_run(struct conf *conf)
 	} else if (getuid() == 0) {
 		log_warning("running as root: set [portcullis] user");
 	}
-	if (master_listen(conf) < 0 || master_prepare(conf, pw) < 0)
+	if (master_fd_limit_log(conf) < 0 || master_listen(conf) < 0 ||
+	    master_prepare(conf, pw) < 0)
 		goto fail;
 	/* Check the chain as the workers will load it: as the user. */
 	if (master_check_chain_as(conf, pw) < 0)
@@ -315,7 +399,8 @@ int master_run(struct conf *conf)
 			struct conf *fresh = conf_load(conf->path, errs);
 
 			fclose(errs);
-			if (fresh && master_check_chain(fresh) < 0) {
+			if (fresh && (master_fd_limit_log(fresh) < 0 ||
+				      master_check_chain(fresh) < 0)) {
 				conf_free(fresh);
 				log_error("reload failed, keeping the running configuration");
 			} else if (!fresh) {

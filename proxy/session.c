@@ -46,6 +46,8 @@
 #define SESSION_MAX_OUTPUT (64 * 1024)
 #define SESSION_DATA_CHUNK 16384
 #define SESSION_LINGER 10
+/* An over-long command line may run on this far before we hang up. */
+#define SESSION_MAX_SKIP (64 * 1024)
 
 enum session_state {
 	SESSION_COMMAND, /* waiting for a command */
@@ -99,8 +101,11 @@ struct session {
 	enum session_state state;
 	enum session_wait wait;
 	bool skipping;	    /* discarding the rest of an overlong line */
+	size_t skipped;	    /* bytes of that line discarded so far */
 	bool draining;	    /* close after the current transaction */
+	bool retiring;	    /* close at the next command outside a transaction */
 	unsigned errors;
+	unsigned overshoot; /* RCPTs refused for max_recipients, this session */
 	unsigned ntransactions; /* logged so far */
 	struct session_tx *tx;
 	struct relay *relay;
@@ -995,8 +1000,19 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	if (s->tx->naccepted >= s->w->conf->max_recipients) {
+		/*
+		 * A client that pipelines more recipients than we take sends
+		 * the rest again in another transaction (RFC 5321 4.5.3.1.10):
+		 * that is no error, or the 421 for too many errors would lose
+		 * the message to the recipients already accepted. Only a client
+		 * far past the limit (Postfix's smtpd_recipient_overshoot_limit)
+		 * is counted as erring.
+		 */
 		smtp_path_free(&path);
-		session_error(s, 452, "4.5.3", "Error: too many recipients");
+		if (++s->overshoot > s->w->conf->recipient_overshoot_limit)
+			session_error(s, 452, "4.5.3", "Error: too many recipients");
+		else
+			session_send(s, 452, "4.5.3", "Error: too many recipients");
 		return;
 	}
 	line = session_path_line("RCPT TO:", &path);
@@ -1332,6 +1348,37 @@ static bool session_data_input(struct session *s)
 	return false;
 }
 
+/*
+ * session_skip_input - discard the rest of an over-long command line (its
+ * 500 went out when the limit was passed); false: need more. A line that
+ * runs on SESSION_MAX_SKIP bytes past max_line_length is no mail client's:
+ * the session is closed rather than reading it for ever.
+ */
+static bool session_skip_input(struct session *s)
+{
+	struct evbuffer *in = conn_input(s->conn);
+	struct evbuffer_iovec vec[4];
+	size_t consumed = 0;
+	bool found = false;
+	int n = evbuffer_peek(in, -1, NULL, vec, 4);
+
+	for (int i = 0; i < n && i < 4 && !found; i++)
+		consumed += smtp_line_skip(vec[i].iov_base, vec[i].iov_len, &found);
+	evbuffer_drain(in, consumed);
+	s->skipped += consumed;
+	if (found) {
+		s->skipping = false;
+		return true;
+	}
+	if (s->skipped > (size_t)s->w->conf->max_line_length + SESSION_MAX_SKIP) {
+		session_close(s, 421, "4.7.0", "Error: line too long, closing connection",
+			      "line too long");
+		return true;
+	}
+	/* More than four chunks buffered: the loop comes back for the rest. */
+	return n > 4;
+}
+
 /* session_command_input - handle one buffered command line; false: need more */
 static bool session_command_input(struct session *s)
 {
@@ -1343,18 +1390,8 @@ static bool session_command_input(struct session *s)
 
 	if (avail == 0)
 		return false;
-	if (s->skipping) {
-		bool found;
-		window = avail;
-		buf = (const char *)evbuffer_pullup(in, -1);
-		consumed = smtp_line_skip(buf, window, &found);
-		evbuffer_drain(in, consumed);
-		if (!found)
-			return false;
-		s->skipping = false;
-		session_error(s, 500, "5.5.2", "Error: line too long");
-		return true;
-	}
+	if (s->skipping)
+		return session_skip_input(s);
 	window = avail < (size_t)max + 3 ? avail : (size_t)max + 3;
 	buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)window);
 	enum smtp_line_status st = smtp_line_scan(buf, window, max, &line_len, &consumed);
@@ -1362,8 +1399,15 @@ static bool session_command_input(struct session *s)
 	case SMTP_LINE_INCOMPLETE:
 		return false;
 	case SMTP_LINE_TOO_LONG:
+		/*
+		 * Answer now, not when the LF comes: a client that sends a
+		 * megabyte without one learns at once, and the rest of the
+		 * line is discarded as it arrives (session_skip_input).
+		 */
 		evbuffer_drain(in, consumed);
 		s->skipping = true;
+		s->skipped = consumed;
+		session_error(s, 500, "5.5.2", "Error: line too long");
 		return true;
 	case SMTP_LINE_BARE_CR:
 		evbuffer_drain(in, consumed);
@@ -1393,6 +1437,10 @@ static bool session_command_input(struct session *s)
 	evbuffer_drain(in, consumed);
 	if (smtp_command_parse(line, line_len, &cmd, &err) < 0)
 		session_smtp_error(s, &err);
+	else if (s->retiring && !s->tx && cmd.verb != SMTP_VERB_QUIT)
+		/* The 421 answers this command: a pipelining client reads it in order. */
+		session_close(s, 421, "4.3.2", "Service reloaded, try again",
+			      "worker retired after a reload");
 	else
 		session_commands[cmd.verb](s, &cmd);
 	free(line);
@@ -1622,8 +1670,11 @@ void session_refuse(struct worker *w, evutil_socket_t fd,
 	session_new_id(w, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
 	if (c) {
-		/* A best effort: the socket is fresh, the line fits its buffer. */
-		evbuffer_add_printf(conn_output(c), "421 4.7.0 %s %s, try again later\r\n",
+		/*
+		 * A best effort: the socket is fresh, the line fits its buffer.
+		 * RFC 3463 X.3.2: system not accepting network messages.
+		 */
+		evbuffer_add_printf(conn_output(c), "421 4.3.2 %s %s, try again later\r\n",
 				    w->conf->hostname, reason);
 		conn_flush_now(c);
 		if (conn_errno(c))
@@ -1647,6 +1698,13 @@ void session_drain_all(struct worker *w)
 				      "Service shutting down, try again later",
 				      "shutting down");
 	}
+}
+
+/* session_retire_all - mark every session to end at its next command */
+void session_retire_all(struct worker *w)
+{
+	for (struct session *s = w->sessions; s; s = s->next)
+		s->retiring = true;
 }
 
 /* session_kill_all - the drain deadline passed */

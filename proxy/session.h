@@ -34,6 +34,13 @@ void session_refuse(struct worker *w, evutil_socket_t fd,
  */
 void session_drain_all(struct worker *w);
 
+/*
+ * session_retire_all - a reload replaced the worker: each session ends
+ * with 421 4.3.2 at its first command outside a transaction (the current
+ * transaction finishes), so no client keeps the old configuration
+ */
+void session_retire_all(struct worker *w);
+
 /* session_kill_all - the drain deadline passed: close all with 421 now */
 void session_kill_all(struct worker *w);
 

@@ -8,8 +8,9 @@
  *
  * Signals: SIGTERM and SIGINT drain (stop accepting, finish transactions
  * in flight up to drain_timeout); SIGUSR2 retires the worker after a
- * reload (stop accepting, sessions run to their end); SIGUSR1 reopens the
- * decision log. The worker also ends when its master dies
+ * reload (stop accepting, transactions in flight finish, then each
+ * session gets 421 at its next command, all are closed at drain_timeout);
+ * SIGUSR1 reopens the decision log. The worker also ends when its master dies
  * (PR_SET_PDEATHSIG).
  *
  * A worker starts accepting only after its first backend probe ended, so
@@ -39,11 +40,18 @@
 #include "session.h"
 #include "worker.h"
 
+/* Out of descriptors: how long accepting pauses, and how often it is logged. */
+#define WORKER_ACCEPT_PAUSE_USEC 250000
+#define WORKER_FD_LOG_INTERVAL 10
+
 static struct event *worker_listeners[CONF_MAX_ADDRS];
 static size_t worker_nlisteners;
 static evutil_socket_t worker_listen_fds[CONF_MAX_ADDRS];
 static const char *worker_listen_text[CONF_MAX_ADDRS];
 static struct event *worker_drain_timer;
+static struct event *worker_resume_timer;
+static time_t worker_fd_logged;	  /* when running out was last logged */
+static unsigned worker_fd_pauses; /* pauses since then */
 
 /* worker_listener - the listen setting of a listening socket */
 static const char *worker_listener(evutil_socket_t lfd)
@@ -52,6 +60,47 @@ static const char *worker_listener(evutil_socket_t lfd)
 		if (worker_listen_fds[i] == lfd)
 			return worker_listen_text[i];
 	return "";
+}
+
+/* worker_resume_accepting - the pause is over: listen again */
+static void worker_resume_accepting(evutil_socket_t fd, short events, void *arg)
+{
+	struct worker *w = arg;
+
+	if (!w->listening || w->draining || w->retiring)
+		return;
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		event_add(worker_listeners[i], NULL);
+}
+
+/*
+ * worker_pause_accepting - accept4() found no descriptor. The listeners
+ * are level-triggered: left in the loop they fire again at once and the
+ * worker spins on the same failure. So they leave the loop for a moment
+ * (the connections wait in the backlog; sessions that end meanwhile give
+ * descriptors back), and the failure is logged once per interval.
+ */
+static void worker_pause_accepting(struct worker *w, int err)
+{
+	struct timeval tv = { 0, WORKER_ACCEPT_PAUSE_USEC };
+	time_t now = time(NULL);
+
+	if (!worker_resume_timer)
+		worker_resume_timer = evtimer_new(w->base, worker_resume_accepting, w);
+	if (!worker_resume_timer)
+		return;
+	for (size_t i = 0; i < worker_nlisteners; i++)
+		event_del(worker_listeners[i]);
+	evtimer_add(worker_resume_timer, &tv);
+	worker_fd_pauses++;
+	if (now - worker_fd_logged >= WORKER_FD_LOG_INTERVAL) {
+		log_warning("accept: %s: pausing for %d ms (%u sessions; %u pauses "
+			    "in the last %d s)", strerror(err),
+			    WORKER_ACCEPT_PAUSE_USEC / 1000, w->nsessions,
+			    worker_fd_pauses, WORKER_FD_LOG_INTERVAL);
+		worker_fd_logged = now;
+		worker_fd_pauses = 0;
+	}
 }
 
 /*
@@ -72,9 +121,12 @@ static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
 		return;
 	fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0) {
-		/* Another worker took it. */
-		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-		    errno != ECONNABORTED)
+		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+		    errno == ENOMEM)
+			worker_pause_accepting(w, errno);
+		/* EAGAIN: another worker took it. */
+		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+			 errno != ECONNABORTED)
 			log_warning("accept: %s", strerror(errno));
 		return;
 	}
@@ -125,17 +177,24 @@ static void worker_drain(struct worker *w)
 		event_base_loopexit(w->base, NULL);
 		return;
 	}
-	worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
-	evtimer_add(worker_drain_timer, &tv);
+	/* A retired worker has its deadline already: SIGTERM starts it anew. */
+	if (!worker_drain_timer)
+		worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
+	if (worker_drain_timer)
+		evtimer_add(worker_drain_timer, &tv);
 }
 
 /*
- * worker_retire - a reload started new workers: stop accepting, let every
- * session run to its natural end (QUIT or its own timeouts), then exit.
- * Unlike a drain, no idle session is told 421.
+ * worker_retire - a reload started new workers: stop accepting, let the
+ * transactions in flight finish, and end each session with 421 4.3.2 at
+ * its next command, so the old configuration serves no client for long;
+ * drain_timeout after the reload whatever is left is closed. Unlike a
+ * drain, an idle session is not told 421 before it speaks.
  */
 static void worker_retire(struct worker *w)
 {
+	struct timeval tv = { w->conf->drain_timeout, 0 };
+
 	if (w->retiring || w->draining)
 		return;
 	w->retiring = true;
@@ -143,8 +202,14 @@ static void worker_retire(struct worker *w)
 	worker_stop_listening();
 	backend_pool_close(&w->backends);
 	relay_drop_parked(&w->backends);
-	if (w->nsessions == 0)
+	session_retire_all(w);
+	if (w->nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
+		return;
+	}
+	worker_drain_timer = evtimer_new(w->base, worker_drain_deadline, w);
+	if (worker_drain_timer)
+		evtimer_add(worker_drain_timer, &tv);
 }
 
 /* worker_session_closed - a session ended */
@@ -286,6 +351,8 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		event_free(sigs[i]);
 	if (worker_drain_timer)
 		event_free(worker_drain_timer);
+	if (worker_resume_timer)
+		event_free(worker_resume_timer);
 	backend_pool_free(&w.backends);
 	record_close();
 	return 0;

@@ -699,7 +699,7 @@ class TestDecisionLog(FaultTest):
         second = self.client(self.proxy.port, connect=False)
         second.connect(read_greeting=False)
         g = second.reply(timeout=10)
-        self.assertReply(g, 421, "4.7.0")
+        self.assertReply(g, 421, "4.3.2")
         self.assertTrue(second.wait_closed(5))
         recs = self.proxy.wait_decisions(
             lambda d: d.get("type") == "connection" and
