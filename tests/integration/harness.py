@@ -208,6 +208,39 @@ def wait_listening(port, timeout=15.0, proc=None):
     return r is True
 
 
+def unread_bytes(local_port, remote_port):
+    """The bytes waiting in the receive queue of the loopback socket
+    127.0.0.1:local_port <- remote_port (from /proc/net/tcp: rx_queue),
+    None when there is no such connection."""
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == local_port and
+                        int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
+                    return int(fields[4].split(":")[1], 16)
+    except OSError:
+        pass
+    return None
+
+
+def children(pid):
+    """Process ids whose parent is pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
 def port_accepts(port, host="127.0.0.1", timeout=1.0):
     try:
         socket.create_connection((host, port), timeout).close()
@@ -373,6 +406,12 @@ class SMTPClient:
     @property
     def local_port(self):
         return self.sock.getsockname()[1]
+
+    def wait_read(self, server_port, timeout=10.0):
+        """Wait until the server at 127.0.0.1:server_port has read all
+        that this client sent (its socket's receive queue is empty)."""
+        me = self.local_port()
+        return wait_for(lambda: unread_bytes(server_port, me) == 0, timeout)
 
     def send(self, data):
         if isinstance(data, str):
@@ -1349,6 +1388,38 @@ class Portcullis:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             return None
+
+    def wait_log(self, pattern, count=1, timeout=10):
+        """Wait until the daemon's diagnostics hold count lines matching
+        the regular expression pattern; the matches, or [] on timeout."""
+        rx = re.compile(pattern)
+
+        def look():
+            found = rx.findall(self.stderr())
+            return found if len(found) >= count else []
+        return wait_for(look, timeout)
+
+    def wait_log_reopened(self, timeout=10):
+        """After SIGUSR1: wait until every worker has the decision log
+        open by its name again (a reopen logs nothing; /proc shows what
+        each worker's descriptors point at)."""
+        def reopened():
+            workers = children(self.pid)
+            if not workers:
+                return False
+            for w in workers:
+                try:
+                    fds = os.listdir("/proc/%d/fd" % w)
+                    links = [os.readlink("/proc/%d/fd/%s" % (w, fd))
+                             for fd in fds]
+                except OSError:
+                    return False
+                if self.decisions_path not in links or any(
+                        l.startswith(self.decisions_path + ".")
+                        for l in links):
+                    return False
+            return True
+        return wait_for(reopened, timeout)
 
     def sanitizer_report(self):
         text = self.stderr()
