@@ -410,7 +410,7 @@ class SMTPClient:
     def wait_read(self, server_port, timeout=10.0):
         """Wait until the server at 127.0.0.1:server_port has read all
         that this client sent (its socket's receive queue is empty)."""
-        me = self.local_port()
+        me = self.local_port
         return wait_for(lambda: unread_bytes(server_port, me) == 0, timeout)
 
     def send(self, data):

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import time
 import unittest
 
 from harness import (PROJECT, Portcullis, Postfix, ProxyTestCase, has_ipv6,
@@ -359,9 +358,15 @@ class SPFFilterTest(ProxyTestCase):
             waiting.append(c)
             if n == 0:
                 # the first is on the thread, asking
-                wait_for(lambda: DNS.count("slow.test", "TXT") > asked, 5)
+                self.assertTrue(wait_for(
+                    lambda: DNS.count("slow.test", "TXT") > asked, 5),
+                    "the first check did not ask DNS")
             else:
-                time.sleep(0.5)   # the second waits in the queue
+                # the second backed out of the loop: it is handed to the
+                # pool's queue right after saying so, in the same turn
+                self.assertTrue(p.wait_log(
+                    r"filter spf: session \w+: would block at mail on the "
+                    r"event loop", count=2), p.stderr()[-2000:])
         c, r = self.mail(p, "carol@pass.test")
         self.assertReply(r, 451, "4.3.0")
         self.assertIn("unavailable", r.text)
