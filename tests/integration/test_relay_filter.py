@@ -134,7 +134,7 @@ def require_relay_filter():
     relay_so = os.path.join(FILTER_DIR, "relay.so")
     if not os.path.exists(relay_so):
         raise unittest.SkipTest("relay filter not built: %s" % relay_so)
-    p = Portcullis()
+    p = Portcullis(backend_port=9)
     try:
         harness.require_config(p, minimal_config(p, "example.test",
                                                  "10.0.0.0/8"),
