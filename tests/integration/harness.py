@@ -15,10 +15,19 @@ Everything here runs on loopback only and every wait is bounded.
   run_swaks(), run_smtp_source()
   ProxyTestCase         unittest.TestCase base class wiring all of the above
                         with cleanups
+  skip_unless_tool()    the one honest skip: an external tool or package
+                        that is not installed (any other skip fails in CI)
+  require_config()      portcullis -t must take a module's configuration:
+                        a refusal is a failure, never a skip
+  join_threads()        join with one deadline, then assert they ended
+  main()                the runner tests/run-integration uses: counts every
+                        test from its own result, prints the last line
 
 Environment:
   PORTCULLIS_BIN        the daemon (default: <project>/proxy/portcullis)
   PORTCULLIS_TEST_KEEP  if set, temporary directories are kept (debugging)
+  CI                    "true": a skip that does not name a missing tool
+                        (skip_unless_tool) counts as a failure
 """
 
 import errno
@@ -33,8 +42,10 @@ import signal
 import socket
 import subprocess
 import tempfile
+import sys
 import threading
 import time
+import traceback
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,6 +70,39 @@ class HarnessError(Exception):
     pass
 
 
+# Every skip that is allowed in CI starts with this: a test may only step
+# aside for an external tool or package that is not installed, never for
+# what the build should have made or a configuration the daemon refused.
+TOOL_SKIP = "missing tool: "
+
+
+def in_ci():
+    """Whether this is a CI run (env CI=true, as .ci/run runs): then a
+    skip that does not name a missing tool is a failure."""
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
+
+
+def skip_unless_tool(tool, present=None):
+    """Skip the test (or class, or module) unless the external tool is
+    installed: an executable on PATH, or, with present given, whatever
+    present says (a Python package, named by its Debian package)."""
+    if present is None:
+        present = shutil.which(tool) is not None
+    if not present:
+        raise unittest.SkipTest(TOOL_SKIP + tool)
+
+
+def require_config(p, text, what):
+    """portcullis -t on text (Portcullis p) must succeed: a configuration
+    the daemon refuses is a failure of the tests that need it."""
+    r = p.check_config(text)
+    if r.returncode != 0:
+        raise AssertionError(
+            "portcullis -t refused the configuration of %s (exit %d):\n%s"
+            % (what, r.returncode,
+               (r.stderr + r.stdout).decode(errors="replace")[-2000:]))
+
+
 # ---------------------------------------------------------------------------
 # small helpers
 
@@ -73,6 +117,18 @@ def wait_for(predicate, timeout=10.0, interval=0.05):
         if time.monotonic() >= deadline:
             return value
         time.sleep(interval)
+
+
+def join_threads(threads, timeout):
+    """Join threads within one deadline of timeout seconds; an
+    AssertionError names the ones still running."""
+    deadline = time.monotonic() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.monotonic()))
+    alive = [t.name for t in threads if t.is_alive()]
+    if alive:
+        raise AssertionError("threads still running after %.0f s: %s"
+                             % (timeout, ", ".join(alive)))
 
 
 _ports_lock = threading.Lock()
@@ -150,6 +206,39 @@ def wait_listening(port, timeout=15.0, proc=None):
         return is_listening(port)
     r = wait_for(ready, timeout)
     return r is True
+
+
+def unread_bytes(local_port, remote_port):
+    """The bytes waiting in the receive queue of the loopback socket
+    127.0.0.1:local_port <- remote_port (from /proc/net/tcp: rx_queue),
+    None when there is no such connection."""
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                if (int(fields[1].rsplit(":", 1)[1], 16) == local_port and
+                        int(fields[2].rsplit(":", 1)[1], 16) == remote_port):
+                    return int(fields[4].split(":")[1], 16)
+    except OSError:
+        pass
+    return None
+
+
+def children(pid):
+    """Process ids whose parent is pid."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
 
 
 def port_accepts(port, host="127.0.0.1", timeout=1.0):
@@ -317,6 +406,12 @@ class SMTPClient:
     @property
     def local_port(self):
         return self.sock.getsockname()[1]
+
+    def wait_read(self, server_port, timeout=10.0):
+        """Wait until the server at 127.0.0.1:server_port has read all
+        that this client sent (its socket's receive queue is empty)."""
+        me = self.local_port
+        return wait_for(lambda: unread_bytes(server_port, me) == 0, timeout)
 
     def send(self, data):
         if isinstance(data, str):
@@ -1005,11 +1100,14 @@ class CaptureServer:
 
     def stop(self):
         self.stopping = True
-        if self.thread:
-            self.thread.join(5)
-        if self.sock:
-            self.sock.close()
-            self.sock = None
+        try:
+            if self.thread:
+                # the accept loop looks at stopping every 0.2 s
+                join_threads([self.thread], 5)
+        finally:
+            if self.sock:
+                self.sock.close()
+                self.sock = None
 
     def __enter__(self):
         return self.start()
@@ -1316,6 +1414,38 @@ class Portcullis:
         except subprocess.TimeoutExpired:
             return None
 
+    def wait_log(self, pattern, count=1, timeout=10):
+        """Wait until the daemon's diagnostics hold count lines matching
+        the regular expression pattern; the matches, or [] on timeout."""
+        rx = re.compile(pattern)
+
+        def look():
+            found = rx.findall(self.stderr())
+            return found if len(found) >= count else []
+        return wait_for(look, timeout)
+
+    def wait_log_reopened(self, timeout=10):
+        """After SIGUSR1: wait until every worker has the decision log
+        open by its name again (a reopen logs nothing; /proc shows what
+        each worker's descriptors point at)."""
+        def reopened():
+            workers = children(self.pid)
+            if not workers:
+                return False
+            for w in workers:
+                try:
+                    fds = os.listdir("/proc/%d/fd" % w)
+                    links = [os.readlink("/proc/%d/fd/%s" % (w, fd))
+                             for fd in fds]
+                except OSError:
+                    return False
+                if self.decisions_path not in links or any(
+                        l.startswith(self.decisions_path + ".")
+                        for l in links):
+                    return False
+            return True
+        return wait_for(reopened, timeout)
+
     def sanitizer_report(self):
         text = self.stderr()
         for p in SANITIZER_PATTERNS:
@@ -1553,13 +1683,14 @@ def filter_config_text(p, name, section, filter_dir, authserv_id=None):
     return p.config_text()
 
 
-def filters_supported(binary=None):
-    """Whether the daemon takes a filter chain ([portcullis] filters): the
-    filter modules' tests are skipped until the host side of the plugin
-    API is built."""
+def require_filters(binary=None):
+    """The daemon must take a filter chain ([portcullis] filters): the
+    filter modules' setUpModule() call this, and a daemon that is not
+    built or refuses the chain fails them (a daemon not built is a skip
+    outside CI, like every test that needs it)."""
     binary = binary or PORTCULLIS_BIN
     if not os.access(binary, os.X_OK):
-        return False
+        raise unittest.SkipTest("daemon not built: %s" % binary)
     d = make_tempdir("portcullis-filtercheck-")
     try:
         path = os.path.join(d, "check.conf")
@@ -1568,6 +1699,144 @@ def filters_supported(binary=None):
                     "filters =\n[backend]\nservers = 127.0.0.1:2\n" % d)
         r = subprocess.run([binary, "-t", "-c", path], stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=30)
-        return r.returncode == 0
+        if r.returncode != 0:
+            raise AssertionError("portcullis -t refused an empty filter "
+                                 "chain (exit %d):\n%s" % (
+                                     r.returncode,
+                                     r.stdout.decode(errors="replace")[-2000:]))
     finally:
         remove_tree(d)
+
+
+# ---------------------------------------------------------------------------
+# the runner
+
+class _HonestResult(unittest.TextTestResult):
+    """unittest's verbose result that keeps one outcome per test id
+    ("passed", "failed", "skipped"), and the skips of a class or module
+    whose setUp skipped it, so every test loaded is counted once."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.outcome = {}
+        self.skipped_scopes = {}    # "module" or "module.Class" -> reason
+        self.failed_scopes = {}     # the same, for a setUp that failed
+        self.extra_failures = 0     # teardowns failed after their tests ran
+
+    def _set(self, test, what):
+        tid = test.id()
+        if self.outcome.get(tid) != "failed":
+            self.outcome[tid] = what
+
+    def _scope(self, test):
+        """The class or module a setUpClass/setUpModule error names."""
+        m = re.match(r"(setUpClass|setUpModule|tearDownClass|tearDownModule)"
+                     r" \(([^)]*)\)", test.description
+                     if hasattr(test, "description") else "")
+        return m.groups() if m else (None, None)
+
+    def addSuccess(self, test):
+        super().addSuccess(test)
+        self._set(test, "passed")
+
+    def addExpectedFailure(self, test, err):
+        super().addExpectedFailure(test, err)
+        self._set(test, "passed")
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._set(test, "failed")
+
+    def _fail_scope(self, test):
+        kind, scope = self._scope(test)
+        if kind is None:
+            self._set(test, "failed")
+        elif kind.startswith("setUp"):
+            self.failed_scopes[scope] = True
+        else:
+            self.extra_failures += 1
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._fail_scope(test)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._fail_scope(test)
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._set(test, "failed")
+
+    def addSkip(self, test, reason):
+        if in_ci() and not reason.startswith(TOOL_SKIP):
+            # CI: stepping aside for anything but a missing tool hides a
+            # regression (a module refused, a part not built)
+            try:
+                raise AssertionError("skipped in CI, and not for a missing "
+                                     "tool: " + reason)
+            except AssertionError:
+                self.addFailure(test, sys.exc_info())
+            return
+        super().addSkip(test, reason)
+        kind, scope = self._scope(test)
+        if kind is None:
+            self._set(test, "skipped")
+        else:
+            self.skipped_scopes[scope] = reason
+
+    def counts(self, ids):
+        """(passed, failed, skipped) over the test ids loaded: a test with
+        no outcome of its own takes its class's or module's, and one that
+        never ran for another reason (a crash, a timeout) failed."""
+        n = {"passed": 0, "failed": 0, "skipped": 0}
+        for tid in ids:
+            what = self.outcome.get(tid)
+            if what is None:
+                cls, mod = tid.rsplit(".", 1)[0], tid.split(".", 1)[0]
+                if cls in self.failed_scopes or mod in self.failed_scopes:
+                    what = "failed"
+                elif cls in self.skipped_scopes or mod in self.skipped_scopes:
+                    what = "skipped"
+                else:
+                    what = "failed"
+            n[what] += 1
+        return n["passed"], n["failed"] + self.extra_failures, n["skipped"]
+
+
+def _test_ids(suite):
+    """The ids of every test in a (nested) suite."""
+    for t in suite:
+        if isinstance(t, unittest.TestSuite):
+            yield from _test_ids(t)
+        else:
+            yield t.id()
+
+
+def main(names):
+    """Run the modules (or Module.Class.test) named; print unittest's
+    verbose report, then the last line "N passed, N failed[, N skipped]"
+    counted per test. Returns the exit status: 1 on any failure or when
+    nothing ran."""
+    loader = unittest.TestLoader()
+    try:
+        suite = loader.loadTestsFromNames(names)
+    except Exception:  # noqa: BLE001 - an import error is a failed run
+        traceback.print_exc()
+        print("0 passed, 1 failed")
+        return 1
+    ids = list(_test_ids(suite))
+    # a module that does not import shows up as a _FailedTest
+    runner = unittest.TextTestRunner(verbosity=2, resultclass=_HonestResult,
+                                     stream=sys.stdout)
+    result = runner.run(suite)
+    passed, failed, skipped = result.counts(ids)
+    if not ids:
+        failed = max(failed, 1)
+    line = "%d passed, %d failed" % (passed, failed)
+    if skipped:
+        line += ", %d skipped" % skipped
+    print(line)
+    sys.stdout.flush()
+    return 1 if failed else 0

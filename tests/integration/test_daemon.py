@@ -13,24 +13,8 @@ import signal
 import time
 import unittest
 
-from harness import (DOMAIN, ProxyTestCase, dot_stuff, make_message,
-                     wait_for)
-
-
-def children(pid):
-    """Process ids whose parent is pid."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
+from harness import (DOMAIN, ProxyTestCase, children, dot_stuff,
+                     make_message, wait_for)
 
 
 def status_field(pid, name):
@@ -80,7 +64,8 @@ class TestDecisionLogRotation(ProxyTestCase):
         wait_for(lambda: len(proxy.decisions()) == 1, 5)
         os.rename(proxy.decisions_path, proxy.decisions_path + ".1")
         proxy.signal(signal.SIGUSR1)
-        time.sleep(0.5)
+        self.assertTrue(proxy.wait_log_reopened(10),
+                        "the workers did not reopen the decision log")
         self.send_one(proxy, "second")
         self.assertTrue(wait_for(lambda: os.path.exists(proxy.decisions_path)
                                  and len(proxy.decisions()) == 1, 5),

@@ -142,13 +142,10 @@ def zone_dnsfunc(name, timeout=5):
 
 def setUpModule():
     global KEYS, ZONE, DNS, TMP
-    if not harness.filters_supported():
-        raise unittest.SkipTest("this daemon does not run filters yet")
-    if dkim is None:
-        raise unittest.SkipTest("dkimpy (python3-dkim) is not installed")
-    if DNSServer is None:
-        raise unittest.SkipTest("tests/dns/dnsserver.py (python3-dnslib) "
-                                "is not there")
+    harness.require_filters()
+    harness.skip_unless_tool("python3-dkim", dkim is not None)
+    # tests/dns/dnsserver.py needs dnslib
+    harness.skip_unless_tool("python3-dnslib", DNSServer is not None)
     so = os.path.join(FILTER_DIR, "dkim.so")
     if not os.path.exists(so):
         raise unittest.SkipTest("dkim filter not built: %s" % so)
@@ -163,10 +160,11 @@ def setUpModule():
     }
     ZONE = make_zone()
     DNS = DNSServer(ZONE).start()
-    problem = daemon_problem()
-    if problem:
+    try:
+        require_daemon_config()
+    except BaseException:
         tearDownModule()
-        raise unittest.SkipTest(problem)
+        raise
 
 
 def tearDownModule():
@@ -177,19 +175,15 @@ def tearDownModule():
     remove_tree(TMP)
 
 
-def daemon_problem():
-    """Why the daemon cannot load the dkim filter with a [dns] section
-    (None when it can): pc_dns_query or [dns] not in the build yet."""
+def require_daemon_config():
+    """portcullis -t must take the dkim filter with a [dns] section: a
+    refusal fails every test of the module."""
     p = Portcullis(backend_port=9)
     try:
-        text = config_for(p, dkim_section())
-        r = p.check_config(text)
+        harness.require_config(p, config_for(p, dkim_section()),
+                               "the dkim filter with [dns]")
     finally:
         p.stop()
-    if r.returncode != 0:
-        return ("the daemon cannot load the dkim filter with [dns]: "
-                + (r.stderr + r.stdout).decode(errors="replace")[-400:])
-    return None
 
 
 # ---------------------------------------------------------------------------
@@ -719,8 +713,7 @@ class DaemonTest(DKIMTestCase):
                    for i in range(8)]
         for t in threads:
             t.start()
-        for t in threads:
-            t.join(120)
+        harness.join_threads(threads, 120)
         self.assertEqual(errors, [])
         got = p.backend.wait_messages(len(msgs), 30)
         self.assertEqual(len(got), len(msgs))

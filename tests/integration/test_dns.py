@@ -543,7 +543,8 @@ class TestOpenSPFZones(DNSTestCase):
         try:
             import yaml  # noqa: F401
         except ImportError:
-            self.skipTest("python3-yaml not installed")
+            yaml = None
+        harness.skip_unless_tool("python3-yaml", yaml is not None)
         if not os.path.exists(SPF_SUITE):
             self.skipTest("no %s" % SPF_SUITE)
         return load_openspf(SPF_SUITE)

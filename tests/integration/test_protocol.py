@@ -181,15 +181,21 @@ class TestErrors(SinkProxyTest):
         r = c.cmd("RCPT TO:<%s@example.test>" % ("b" * 2100))
         self.assertReply(r, 500, "5.5.2")
 
-    def test_command_with_bare_lf_is_rejected_5xx(self):
+    def test_command_with_bare_lf_is_500_5_5_2(self):
         c = self.session()
         c.send(b"NOOP\n")
-        self.assertCode(c.reply(), 5)
+        r = c.reply()
+        self.assertReply(r, 500, "5.5.2")
+        self.assertEqual(r.text, "5.5.2 Error: bare LF received", r)
+        self.assertCode(c.cmd("NOOP"), 250, "the session goes on")
 
-    def test_command_with_bare_cr_is_rejected_5xx(self):
+    def test_command_with_bare_cr_is_500_5_5_2(self):
         c = self.session()
         c.send(b"NOOP\rRSET\r\n")
-        self.assertCode(c.reply(), 5)
+        r = c.reply()
+        self.assertReply(r, 500, "5.5.2")
+        self.assertEqual(r.text, "5.5.2 Error: bare CR received", r)
+        self.assertCode(c.cmd("NOOP"), 250, "the session goes on")
 
     def test_pipelined_commands_with_bare_lf_do_not_start_a_transaction(self):
         c = self.session()
@@ -198,7 +204,10 @@ class TestErrors(SinkProxyTest):
                b"DATA\n")
         c.send(b"QUIT\r\n")
         replies = c.all_replies(timeout=3)
-        self.assertNotIn(354, [r.code for r in replies], replies)
+        # one refusal per line, then QUIT's
+        self.assertEqual([(r.code, r.text) for r in replies],
+                         [(500, "5.5.2 Error: bare LF received")] * 3 +
+                         [(221, replies[-1].text)], replies)
 
     def test_unsupported_mail_parameter_is_555_5_5_4(self):
         c = self.session()
@@ -461,11 +470,18 @@ class TestBareNewlineInData(ProxyTestCase):
     def test_bare_lf_in_data_rejects_the_message_after_end_of_data(self):
         cap = self.start_capture()
         proxy = self.start_proxy(backend_port=cap.port)  # reject: default
-        self.assertCode(self.send_bare_lf_message(proxy), 5)
-        time.sleep(0.5)
-        self.assertEqual(cap.messages(), [])
+        r = self.send_bare_lf_message(proxy)
+        self.assertReply(r, 550, "5.6.0")
+        self.assertEqual(r.text, "5.6.0 Error: message contains bare CR or "
+                         "LF characters", r)
+        # the decision is final when it is logged: nothing went on after
         rec = proxy.wait_transaction(action="rejected")
         self.assertTrue(rec, proxy.decisions())
+        self.assertEqual(rec[0]["reply"], "550 5.6.0 Error: message "
+                         "contains bare CR or LF characters", rec)
+        self.assertEqual(cap.messages(), [])
+        self.assertNotIn(b"DATA", [c.split(b" ", 1)[0].upper()
+                                   for c in cap.commands()])
 
     def test_bare_lf_in_data_is_normalized_to_crlf(self):
         cap = self.start_capture()
@@ -489,7 +505,8 @@ class TestSignals(ProxyTestCase):
         self.assertCode(c.cmd("DATA"), 354)
         c.send(b"Subject: drain\r\n\r\nfirst half\r\n")
         proxy.signal(signal.SIGTERM)
-        time.sleep(1)
+        # the worker has stopped listening when it says it drains
+        self.assertTrue(proxy.wait_log(r"draining 1 sessions"), proxy.stderr())
         # new connections: refused, or greeted with 421
         n = SMTPClient(proxy.port, timeout=5)
         try:
@@ -526,8 +543,9 @@ class TestSignals(ProxyTestCase):
         c.ehlo()
         self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
         proxy.signal(signal.SIGHUP)
-        self.assertTrue(wait_for(lambda: "retiring after a reload" in
-                                 proxy.stderr(), 10))
+        # the old worker keeps this session; new ones go to the new worker
+        self.assertTrue(proxy.wait_log(r"retiring after a reload: 1 sessions "
+                                       r"left"), proxy.stderr())
         self.assertTrue(proxy.running())
         self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
         self.assertCode(c.cmd("DATA"), 354)
@@ -551,7 +569,9 @@ class TestSignals(ProxyTestCase):
         proxy.kwargs["max_recipients"] = 1
         proxy.write_config()
         proxy.signal(signal.SIGHUP)
-        time.sleep(1.5)
+        # once the old worker retires, only the new one accepts
+        self.assertTrue(proxy.wait_log(r"retiring after a reload"),
+                        proxy.stderr())
         c = self.client(proxy.port)
         c.ehlo()
         self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
@@ -564,7 +584,8 @@ class TestSignals(ProxyTestCase):
         with open(proxy.conf_path, "a") as f:
             f.write("\n[portcullis]\nmax_recipients = lots\n")
         proxy.signal(signal.SIGHUP)
-        time.sleep(1)
+        self.assertTrue(proxy.wait_log(r"reload failed, keeping the running "
+                                       r"configuration"), proxy.stderr())
         self.assertTrue(proxy.running(), "a bad reload must not kill it")
         c = self.client(proxy.port)
         self.assertCode(c.ehlo(), 250)
@@ -580,7 +601,8 @@ class TestSignals(ProxyTestCase):
         rotated = proxy.decisions_path + ".1"
         os.rename(proxy.decisions_path, rotated)
         proxy.signal(signal.SIGUSR1)
-        time.sleep(1)
+        self.assertTrue(proxy.wait_log_reopened(10),
+                        "the worker did not reopen the decision log")
         r = c.mail_transaction(ALICE, [BOB], make_message("after rotate"))
         self.assertCode(r["end"], 250)
         recs = proxy.wait_transaction(action="accepted")

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import sys
-import time
 import unittest
 
 from harness import (PROJECT, Portcullis, Postfix, ProxyTestCase, has_ipv6,
@@ -64,19 +63,18 @@ DNS = None
 
 def setUpModule():
     global DNS
-    if not harness.filters_supported():
-        raise unittest.SkipTest("this daemon does not run filters yet")
-    if DNSServer is None:
-        raise unittest.SkipTest("tests/dns/dnsserver.py (python3-dnslib) "
-                                "is not there")
+    harness.require_filters()
+    # tests/dns/dnsserver.py needs dnslib
+    harness.skip_unless_tool("python3-dnslib", DNSServer is not None)
     so = os.path.join(FILTER_DIR, "spf.so")
     if not os.path.exists(so):
         raise unittest.SkipTest("spf filter not built: %s" % so)
     DNS = DNSServer(ZONE).start()
-    problem = daemon_problem()
-    if problem:
+    try:
+        require_daemon_config()
+    except BaseException:
         tearDownModule()
-        raise unittest.SkipTest(problem)
+        raise
 
 
 def tearDownModule():
@@ -97,18 +95,15 @@ def config_for(p, section):
     return harness.filter_config_text(p, "spf", section, FILTER_DIR, AUTHSERV)
 
 
-def daemon_problem():
-    """Why the daemon cannot load the spf filter with a [dns] section (None
-    when it can): pc_dns_query or [dns] not in the build yet."""
+def require_daemon_config():
+    """portcullis -t must take the spf filter with a [dns] section: a
+    refusal fails every test of the module."""
     p = Portcullis(backend_port=9)
     try:
-        r = p.check_config(config_for(p, spf_section()))
+        harness.require_config(p, config_for(p, spf_section()),
+                               "the spf filter with [dns]")
     finally:
         p.stop()
-    if r.returncode != 0:
-        return ("the daemon cannot load the spf filter with [dns]: "
-                + (r.stderr + r.stdout).decode(errors="replace")[-400:])
-    return None
 
 
 def spf_results(record):
@@ -363,9 +358,15 @@ class SPFFilterTest(ProxyTestCase):
             waiting.append(c)
             if n == 0:
                 # the first is on the thread, asking
-                wait_for(lambda: DNS.count("slow.test", "TXT") > asked, 5)
+                self.assertTrue(wait_for(
+                    lambda: DNS.count("slow.test", "TXT") > asked, 5),
+                    "the first check did not ask DNS")
             else:
-                time.sleep(0.5)   # the second waits in the queue
+                # the second backed out of the loop: it is handed to the
+                # pool's queue right after saying so, in the same turn
+                self.assertTrue(p.wait_log(
+                    r"filter spf: session \w+: would block at mail on the "
+                    r"event loop", count=2), p.stderr()[-2000:])
         c, r = self.mail(p, "carol@pass.test")
         self.assertReply(r, 451, "4.3.0")
         self.assertIn("unavailable", r.text)

@@ -17,9 +17,12 @@
  *
  * A failed check prints "file:line: test: what failed" on stderr and
  * marks the test failed; the test goes on, so one run shows every broken
- * check. unit_summary() prints the last line, exactly "N passed, N
+ * check. A failed check outside any test (in main) counts as one failed
+ * test. unit_summary() prints the last line, exactly "N passed, N
  * failed" (counting tests, not checks), and returns the exit status:
- * 0 when nothing failed, 1 otherwise.
+ * 0 when nothing failed, 1 otherwise, and 1 when no test ran. A program
+ * that exits before unit_summary() (a crash, a setup that failed) prints
+ * no such line: tests/run counts it as one failure.
  *
  * CHECK(cond)                   cond is true
  * CHECK_INT_EQ(a, b)            integers, compared as long long
@@ -47,6 +50,9 @@ static struct unit_state unit_state __attribute__((unused));
 /* unit_fail_begin - start a failure report; the caller adds the details */
 static inline void unit_fail_begin(const char *file, int line)
 {
+	/* A check outside RUN (in main) has no test to mark: it is one. */
+	if (unit_state.test == NULL)
+		unit_state.nfailed++;
 	unit_state.failed = true;
 	fprintf(stderr, "%s:%d: %s: ", file, line,
 		unit_state.test ? unit_state.test : "(no test)");
@@ -91,9 +97,18 @@ static inline void unit_run(void (*fn)(void), const char *name)
 	unit_state.test = NULL;
 }
 
-/* unit_summary - print "N passed, N failed"; the exit status for main() */
+/*
+ * unit_summary - print "N passed, N failed"; the exit status for main()
+ *
+ * A program that ran no test at all fails: a main() that lost its RUN
+ * lines must not pass as "0 passed, 0 failed".
+ */
 static inline int unit_summary(void)
 {
+	if (unit_state.passed + unit_state.nfailed == 0) {
+		fputs("unit: no test ran\n", stderr);
+		unit_state.nfailed = 1;
+	}
 	printf("%d passed, %d failed\n", unit_state.passed, unit_state.nfailed);
 	fflush(stdout);
 	return unit_state.nfailed == 0 ? 0 : 1;
