@@ -35,6 +35,7 @@
 #include <jansson.h>
 
 #include "conn.h"
+#include "listener.h"
 #include "log.h"
 #include "pipeline.h"
 #include "record.h"
@@ -87,14 +88,14 @@ struct session_tx {
 enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
 
 struct session {
-	struct worker *w;
+	struct session_host *h;
 	struct session *prev, *next;
 	struct conn *conn;
 	struct event *timer;
 	char id[24];
 	char addr[INET6_ADDRSTRLEN];
 	unsigned port;
-	const char *listener; /* the listen setting the client came in on */
+	const struct listener *listener; /* the client came in on it */
 	char *helo;
 	bool esmtp;
 	struct session_offer offer;
@@ -135,32 +136,32 @@ static char *session_decode_buffer(void)
 	return buf;
 }
 
-/* session_link - add to the worker's list */
+/* session_link - add to the host's list */
 static void session_link(struct session *s)
 {
-	s->next = s->w->sessions;
+	s->next = s->h->sessions;
 	if (s->next)
 		s->next->prev = s;
-	s->w->sessions = s;
-	s->w->nsessions++;
+	s->h->sessions = s;
+	s->h->nsessions++;
 }
 
-/* session_unlink - remove from the worker's list */
+/* session_unlink - remove from the host's list */
 static void session_unlink(struct session *s)
 {
 	if (s->prev)
 		s->prev->next = s->next;
 	else
-		s->w->sessions = s->next;
+		s->h->sessions = s->next;
 	if (s->next)
 		s->next->prev = s->prev;
-	s->w->nsessions--;
+	s->h->nsessions--;
 }
 
 /* session_filters - whether this session runs filters at stage */
 static bool session_filters(const struct session *s, enum chain_stage stage)
 {
-	return s->ps && pipeline_wanted(s->w->pipeline, s->ps, stage);
+	return s->ps && pipeline_wanted(s->h->pipeline, s->ps, stage);
 }
 
 /* session_env - what the filters see now */
@@ -172,7 +173,7 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->session_id = s->id;
 	env->addr = s->addr;
 	env->port = s->port;
-	env->listener = s->listener;
+	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
 	env->esmtp = s->esmtp;
 	if (!tx)
@@ -203,7 +204,7 @@ static void session_filter(struct session *s, enum chain_stage stage,
 	if (stage == CHAIN_DATA)
 		env.spool = s->tx->spool;
 	s->wait = WAIT_FILTER;
-	pipeline_run(s->w->pipeline, s->ps, stage, &env, done, s);
+	pipeline_run(s->h->pipeline, s->ps, stage, &env, done, s);
 }
 
 /* session_filters_json - the filter entries for a record, or NULL if none */
@@ -240,7 +241,7 @@ static void session_tx_free(struct session *s)
 	if (s->ps) {
 		struct pipeline_env env;
 		session_env(s, &env);
-		pipeline_tx_end(s->w->pipeline, s->ps, &env);
+		pipeline_tx_end(s->h->pipeline, s->ps, &env);
 	}
 	for (size_t i = 0; i < tx->nparams; i++) {
 		free(tx->params[i].keyword);
@@ -262,7 +263,8 @@ static void session_tx_free(struct session *s)
 /* session_record_client - who the client is, for a decision record */
 static struct record_client session_record_client(const struct session *s)
 {
-	return (struct record_client){ s->addr, s->port, s->helo, s->listener };
+	return (struct record_client){ s->addr, s->port, s->helo,
+				       s->listener ? s->listener->text : NULL };
 }
 
 /*
@@ -322,7 +324,7 @@ static void session_free(struct session *s, const char *action,
 	if (s->ps) {
 		struct pipeline_env env;
 		session_env(s, &env);
-		pipeline_session_end(s->w->pipeline, s->ps, &env);
+		pipeline_session_end(s->h->pipeline, s->ps, &env);
 		s->ps = NULL;
 	}
 	/* Closing the relay here aborts a half-sent message at the backend. */
@@ -334,9 +336,9 @@ static void session_free(struct session *s, const char *action,
 	free(s->rcpt_pending);
 	free(s->line_pending);
 	free(s->helo_pending);
-	struct worker *w = s->w;
+	struct session_host *h = s->h;
 	free(s);
-	worker_session_closed(w);
+	h->closed(h->arg);
 }
 
 /* session_send - queue one reply line "CODE ENH TEXT" */
@@ -399,7 +401,7 @@ static void session_close(struct session *s, int code, const char *enh,
 {
 	char wire[600];
 
-	snprintf(wire, sizeof(wire), "%d %s %s %s", code, enh, s->w->conf->hostname, text);
+	snprintf(wire, sizeof(wire), "%d %s %s %s", code, enh, s->h->conf->hostname, text);
 	session_close_wire(s, wire, "dropped", reason);
 }
 
@@ -411,7 +413,7 @@ static void session_error(struct session *s, int code, const char *enh,
 			  const char *text)
 {
 	session_send(s, code, enh, "%s", text);
-	if (++s->errors >= s->w->conf->max_errors)
+	if (++s->errors >= s->h->conf->max_errors)
 		session_close(s, 421, "4.7.0", "Error: too many errors",
 			      "too many errors");
 }
@@ -425,7 +427,7 @@ static void session_smtp_error(struct session *s, const struct smtp_error *err)
 /* session_arm - set the client timer for what we now wait for */
 static void session_arm(struct session *s)
 {
-	const struct conf *c = s->w->conf;
+	const struct conf *c = s->h->conf;
 	struct timeval tv = { 0, 0 };
 
 	if (s->state == SESSION_CLOSING)
@@ -454,8 +456,8 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 /* session_host_limit - the largest message the host and backend take */
 static unsigned long long session_host_limit(const struct session *s)
 {
-	unsigned long long limit = s->w->conf->message_size_limit;
-	const struct smtp_caps *caps = backend_caps(&s->w->backends);
+	unsigned long long limit = s->h->conf->message_size_limit;
+	const struct smtp_caps *caps = backend_caps(s->h->backends);
 
 	if (caps && caps->size && caps->size_limit &&
 	    caps->size_limit < limit)
@@ -487,7 +489,7 @@ static void session_resume(struct session *s)
 {
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (s->errors >= s->w->conf->max_errors) {
+	if (s->errors >= s->h->conf->max_errors) {
 		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
 		return;
 	}
@@ -535,7 +537,7 @@ static struct relay_client session_relay_client(const struct session *s)
 static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 {
 	static const struct smtp_caps unknown; /* before the first probe: nothing */
-	const struct smtp_caps *caps = backend_caps(&s->w->backends);
+	const struct smtp_caps *caps = backend_caps(s->h->backends);
 	bool known = caps != NULL;
 	struct evbuffer *out = conn_output(s->conn);
 	const char *lines[8];
@@ -550,7 +552,7 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	relay_prepare(s->relay, &client);
 	if (!ehlo) {
 		memset(&s->offer, 0, sizeof(s->offer));
-		session_send(s, 250, NULL, "%s", s->w->conf->hostname);
+		session_send(s, 250, NULL, "%s", s->h->conf->hostname);
 		return;
 	}
 	/*
@@ -561,9 +563,9 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 		caps = &unknown;
 	s->offer.size = known && caps->size;
 	s->offer.size_limit = caps->size_limit ? caps->size_limit
-					       : s->w->conf->message_size_limit;
-	if (s->offer.size_limit > s->w->conf->message_size_limit)
-		s->offer.size_limit = s->w->conf->message_size_limit;
+					       : s->h->conf->message_size_limit;
+	if (s->offer.size_limit > s->h->conf->message_size_limit)
+		s->offer.size_limit = s->h->conf->message_size_limit;
 	if (s->ps) {
 		/* A filter's limit (the size filter's) is what we announce. */
 		unsigned long long f = pipeline_size_limit(s->ps);
@@ -586,7 +588,7 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	if (s->offer.dsn)
 		lines[n++] = "DSN";
 	lines[n++] = "ENHANCEDSTATUSCODES";
-	evbuffer_add_printf(out, "250-%s\r\n", s->w->conf->hostname);
+	evbuffer_add_printf(out, "250-%s\r\n", s->h->conf->hostname);
 	for (size_t i = 0; i < n; i++)
 		evbuffer_add_printf(out, "250%c%s\r\n", i + 1 < n ? '-' : ' ', lines[i]);
 }
@@ -628,8 +630,8 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	 * record. A UTF-8 name only where SMTPUTF8 is on offer (RFC 6531 3.7.1).
 	 */
 	if (!smtp_helo_valid(cmd->arg, cmd->arg_len,
-			     ehlo && backend_caps(&s->w->backends) &&
-			     backend_caps(&s->w->backends)->smtputf8)) {
+			     ehlo && backend_caps(s->h->backends) &&
+			     backend_caps(s->h->backends)->smtputf8)) {
 		session_error(s, 501, "5.5.2", "Error: invalid HELO/EHLO hostname");
 		return;
 	}
@@ -999,7 +1001,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
 		return;
 	}
-	if (s->tx->naccepted >= s->w->conf->max_recipients) {
+	if (s->tx->naccepted >= s->h->conf->max_recipients) {
 		/*
 		 * A client that pipelines more recipients than we take sends
 		 * the rest again in another transaction (RFC 5321 4.5.3.1.10):
@@ -1009,7 +1011,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		 * is counted as erring.
 		 */
 		smtp_path_free(&path);
-		if (++s->overshoot > s->w->conf->recipient_overshoot_limit)
+		if (++s->overshoot > s->h->conf->recipient_overshoot_limit)
 			session_error(s, 452, "4.5.3", "Error: too many recipients");
 		else
 			session_send(s, 452, "4.5.3", "Error: too many recipients");
@@ -1069,13 +1071,13 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 		session_tx_free(s);
 		return;
 	}
-	s->tx->spool = spool_new(s->w->conf->spool_dir, s->w->conf->spool_memory_limit);
+	s->tx->spool = spool_new(s->h->conf->spool_dir, s->h->conf->spool_memory_limit);
 	if (!s->tx->spool || !session_decode_buffer()) {
 		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
 		return;
 	}
 	smtp_data_decoder_init(&s->tx->decoder,
-			       s->w->conf->bare_newline == CONF_BARE_NORMALIZE);
+			       s->h->conf->bare_newline == CONF_BARE_NORMALIZE);
 	session_send(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 	s->state = SESSION_DATA;
 }
@@ -1188,7 +1190,7 @@ static char *session_received(struct session *s)
 		     "\tby %s (Portcullis) with %s id %s.%u%s%s%s;\r\n"
 		     "\t%s\r\n",
 		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
-		     s->w->conf->hostname,
+		     s->h->conf->hostname,
 		     s->tx->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
@@ -1276,7 +1278,7 @@ static void session_data_end(struct session *s)
 
 	s->state = SESSION_COMMAND;
 	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
-	    s->w->conf->bare_newline == CONF_BARE_REJECT) {
+	    s->h->conf->bare_newline == CONF_BARE_REJECT) {
 		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
 		const char *r = "550 5.6.0 Error: message contains bare CR or LF characters";
 		session_send(s, 550, "5.6.0", "Error: message contains bare CR or LF characters");
@@ -1370,7 +1372,7 @@ static bool session_skip_input(struct session *s)
 		s->skipping = false;
 		return true;
 	}
-	if (s->skipped > (size_t)s->w->conf->max_line_length + SESSION_MAX_SKIP) {
+	if (s->skipped > (size_t)s->h->conf->max_line_length + SESSION_MAX_SKIP) {
 		session_close(s, 421, "4.7.0", "Error: line too long, closing connection",
 			      "line too long");
 		return true;
@@ -1385,7 +1387,7 @@ static bool session_command_input(struct session *s)
 	struct evbuffer *in = conn_input(s->conn);
 	size_t avail = evbuffer_get_length(in);
 	size_t window, line_len = 0, consumed = 0;
-	unsigned max = s->w->conf->max_line_length;
+	unsigned max = s->h->conf->max_line_length;
 	const char *buf;
 
 	if (avail == 0)
@@ -1414,7 +1416,7 @@ static bool session_command_input(struct session *s)
 		session_error(s, 500, "5.5.2", "Error: bare CR received");
 		return true;
 	case SMTP_LINE_BARE_LF:
-		if (s->w->conf->bare_newline != CONF_BARE_NORMALIZE) {
+		if (s->h->conf->bare_newline != CONF_BARE_NORMALIZE) {
 			evbuffer_drain(in, consumed);
 			session_error(s, 500, "5.5.2", "Error: bare LF received");
 			return true;
@@ -1533,7 +1535,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 	}
 	if (s->state == SESSION_CLOSING)
 		return;
-	if (s->errors >= s->w->conf->max_errors) {
+	if (s->errors >= s->h->conf->max_errors) {
 		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
 		return;
 	}
@@ -1591,10 +1593,10 @@ static void session_addr(const struct sockaddr *sa, char *addr, size_t cap,
 }
 
 /* session_new_id - a session id unique across workers and restarts */
-static void session_new_id(struct worker *w, char *id, size_t cap)
+static void session_new_id(struct session_host *h, char *id, size_t cap)
 {
-	snprintf(id, cap, "%06x%06llx", w->session_prefix & 0xffffff,
-		 ++w->session_counter & 0xffffffULL);
+	snprintf(id, cap, "%06x%06llx", h->id_prefix & 0xffffff,
+		 ++h->id_counter & 0xffffffULL);
 }
 
 /* session_start - greet a new client */
@@ -1610,32 +1612,31 @@ static void session_connect_done(void *arg, struct pipeline_outcome *out)
 		session_close_wire(s, out->reply, "refused", "refused by a filter");
 		return;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", s->w->conf->hostname);
+	session_send(s, 220, NULL, "%s ESMTP", s->h->conf->hostname);
 	session_resume(s);
 }
 
-struct session *session_start(struct worker *w, evutil_socket_t fd,
+struct session *session_start(struct session_host *h, struct conn *c,
 			      const struct sockaddr *sa, socklen_t salen,
-			      const char *listener)
+			      const struct listener *l)
 {
 	struct session *s = calloc(1, sizeof(*s));
 
+	(void)salen;
 	if (!s) {
-		evutil_closesocket(fd);
+		conn_free(c);
 		return NULL;
 	}
-	s->w = w;
-	s->listener = listener;
-	session_new_id(w, s->id, sizeof(s->id));
+	s->h = h;
+	s->listener = l;
+	s->conn = c;
+	session_new_id(h, s->id, sizeof(s->id));
 	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
-	/* TCP_NODELAY comes from the listening socket (master_listen). */
-	s->conn = conn_new(w->base, fd);
-	s->timer = evtimer_new(w->base, session_timeout, s);
-	s->relay = relay_new(&w->backends, session_relay_done, s);
-	if (pipeline_active(w->pipeline))
-		s->ps = pipeline_session_new(w->pipeline);
-	if (!s->conn || !s->timer || !s->relay || (pipeline_active(w->pipeline) && !s->ps)) {
-		/* conn_new() closes fd when it fails. */
+	s->timer = evtimer_new(h->base, session_timeout, s);
+	s->relay = relay_new(h->backends, session_relay_done, s);
+	if (pipeline_active(h->pipeline))
+		s->ps = pipeline_session_new(h->pipeline);
+	if (!s->timer || !s->relay || (pipeline_active(h->pipeline) && !s->ps)) {
 		conn_free(s->conn);
 		if (s->timer)
 			event_free(s->timer);
@@ -1654,43 +1655,40 @@ struct session *session_start(struct worker *w, evutil_socket_t fd,
 		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
 		return s;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", w->conf->hostname);
+	session_send(s, 220, NULL, "%s ESMTP", h->conf->hostname);
 	session_arm(s);
 	return s;
 }
 
 /* session_refuse - 421 to a client we cannot serve */
-void session_refuse(struct worker *w, evutil_socket_t fd,
+void session_refuse(struct session_host *h, struct conn *c,
 		    const struct sockaddr *sa, const char *reason)
 {
 	char addr[INET6_ADDRSTRLEN], id[24];
 	unsigned port;
-	struct conn *c = conn_new(w->base, fd);
 
-	session_new_id(w, id, sizeof(id));
+	session_new_id(h, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
-	if (c) {
-		/*
-		 * A best effort: the socket is fresh, the line fits its buffer.
-		 * RFC 3463 X.3.2: system not accepting network messages.
-		 */
-		evbuffer_add_printf(conn_output(c), "421 4.3.2 %s %s, try again later\r\n",
-				    w->conf->hostname, reason);
-		conn_flush_now(c);
-		if (conn_errno(c))
-			log_debug("refused client [%s]:%u went away", addr, port);
-		conn_free(c);
-	}
+	/*
+	 * A best effort: the socket is fresh, the line fits its buffer.
+	 * RFC 3463 X.3.2: system not accepting network messages.
+	 */
+	evbuffer_add_printf(conn_output(c), "421 4.3.2 %s %s, try again later\r\n",
+			    h->conf->hostname, reason);
+	conn_flush_now(c);
+	if (conn_errno(c))
+		log_debug("refused client [%s]:%u went away", addr, port);
+	conn_free(c);
 	struct record_client client = { addr, port, NULL, NULL };
 	record_connection(id, &client, "refused", reason, NULL);
 }
 
 /* session_drain_all - close idle sessions, mark the others */
-void session_drain_all(struct worker *w)
+void session_drain_all(struct session_host *h)
 {
 	struct session *s, *next;
 
-	for (s = w->sessions; s; s = next) {
+	for (s = h->sessions; s; s = next) {
 		next = s->next;
 		s->draining = true;
 		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
@@ -1701,18 +1699,18 @@ void session_drain_all(struct worker *w)
 }
 
 /* session_retire_all - mark every session to end at its next command */
-void session_retire_all(struct worker *w)
+void session_retire_all(struct session_host *h)
 {
-	for (struct session *s = w->sessions; s; s = s->next)
+	for (struct session *s = h->sessions; s; s = s->next)
 		s->retiring = true;
 }
 
 /* session_kill_all - the drain deadline passed */
-void session_kill_all(struct worker *w)
+void session_kill_all(struct session_host *h)
 {
 	struct session *s, *next;
 
-	for (s = w->sessions; s; s = next) {
+	for (s = h->sessions; s; s = next) {
 		next = s->next;
 		if (s->state == SESSION_CLOSING)
 			session_free(s, "dropped", "shutting down");

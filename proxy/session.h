@@ -13,35 +13,59 @@
 
 #include <sys/socket.h>
 
-#include <event2/util.h>
+#include <event2/event.h>
 
-#include "worker.h"
+#include "conf.h"
 
+struct backend_pool;
+struct conn;
+struct listener;
+struct pipeline;
 struct session;
 
-/* session_start - greet a new client and serve it; takes fd */
-struct session *session_start(struct worker *w, evutil_socket_t fd,
-			      const struct sockaddr *sa, socklen_t salen,
-			      const char *listener);
+/*
+ * What the sessions of one worker share. The worker owns it and the
+ * sessions; they report up only through closed().
+ */
+struct session_host {
+	struct event_base *base;
+	const struct conf *conf;
+	struct pipeline *pipeline;	 /* the filter chain */
+	struct backend_pool *backends;	 /* what relays connect to */
+	struct session *sessions;	 /* list, linked through the sessions */
+	unsigned nsessions;
+	unsigned id_prefix;		 /* random, tells workers' session ids apart */
+	unsigned long long id_counter;
+	void (*closed)(void *arg);	 /* a session ended */
+	void *arg;
+};
 
-/* session_refuse - answer 421 to a client we cannot serve, and log it */
-void session_refuse(struct worker *w, evutil_socket_t fd,
+/*
+ * session_start - greet a new client on c (taken, with whatever input it
+ * already holds) that came in on listener l from sa, and serve it
+ */
+struct session *session_start(struct session_host *h, struct conn *c,
+			      const struct sockaddr *sa, socklen_t salen,
+			      const struct listener *l);
+
+/* session_refuse - answer 421 on c (taken) to a client we cannot serve, and log it */
+void session_refuse(struct session_host *h, struct conn *c,
 		    const struct sockaddr *sa, const char *reason);
 
 /*
  * session_drain_all - the worker is stopping: idle sessions are closed
  * with 421 now, those in a transaction right after its final reply
  */
-void session_drain_all(struct worker *w);
+void session_drain_all(struct session_host *h);
 
 /*
  * session_retire_all - a reload replaced the worker: each session ends
  * with 421 4.3.2 at its first command outside a transaction (the current
  * transaction finishes), so no client keeps the old configuration
  */
-void session_retire_all(struct worker *w);
+void session_retire_all(struct session_host *h);
 
 /* session_kill_all - the drain deadline passed: close all with 421 now */
-void session_kill_all(struct worker *w);
+void session_kill_all(struct session_host *h);
 
 #endif

@@ -31,11 +31,14 @@
 
 #include <event2/event.h>
 
+#include "backend.h"
 #include "chain.h"
-#include "record.h"
+#include "conn.h"
 #include "dns.h"
+#include "listener.h"
 #include "log.h"
 #include "pipeline.h"
+#include "record.h"
 #include "relay.h"
 #include "session.h"
 #include "worker.h"
@@ -44,22 +47,34 @@
 #define WORKER_ACCEPT_PAUSE_USEC 250000
 #define WORKER_FD_LOG_INTERVAL 10
 
-static struct event *worker_listeners[CONF_MAX_ADDRS];
-static size_t worker_nlisteners;
-static evutil_socket_t worker_listen_fds[CONF_MAX_ADDRS];
-static const char *worker_listen_text[CONF_MAX_ADDRS];
+/* A worker: it owns its listeners, its sessions and its backend pool. */
+struct worker {
+	struct event_base *base;
+	const struct conf *conf;
+	struct listener listeners[CONF_MAX_ADDRS];
+	size_t nlisteners;
+	struct session_host sessions;	/* what the sessions share */
+	struct backend_pool backends;	/* servers, capabilities, parked connections */
+	struct pipeline *pipeline;	/* the filter chain of this worker */
+	bool listening;	/* accepting connections */
+	bool draining;	/* SIGTERM: closing down */
+	bool retiring;	/* SIGUSR2: replaced after a reload */
+};
+
 static struct event *worker_drain_timer;
 static struct event *worker_resume_timer;
 static time_t worker_fd_logged;	  /* when running out was last logged */
 static unsigned worker_fd_pauses; /* pauses since then */
 
-/* worker_listener - the listen setting of a listening socket */
-static const char *worker_listener(evutil_socket_t lfd)
+/* worker_listen - accept on every listener, or on none */
+static void worker_listen(struct worker *w, bool on)
 {
-	for (size_t i = 0; i < worker_nlisteners; i++)
-		if (worker_listen_fds[i] == lfd)
-			return worker_listen_text[i];
-	return "";
+	for (size_t i = 0; i < w->nlisteners; i++) {
+		if (on)
+			listener_enable(&w->listeners[i]);
+		else
+			listener_disable(&w->listeners[i]);
+	}
 }
 
 /* worker_resume_accepting - the pause is over: listen again */
@@ -69,8 +84,7 @@ static void worker_resume_accepting(evutil_socket_t fd, short events, void *arg)
 
 	if (!w->listening || w->draining || w->retiring)
 		return;
-	for (size_t i = 0; i < worker_nlisteners; i++)
-		event_add(worker_listeners[i], NULL);
+	worker_listen(w, true);
 }
 
 /*
@@ -89,14 +103,13 @@ static void worker_pause_accepting(struct worker *w, int err)
 		worker_resume_timer = evtimer_new(w->base, worker_resume_accepting, w);
 	if (!worker_resume_timer)
 		return;
-	for (size_t i = 0; i < worker_nlisteners; i++)
-		event_del(worker_listeners[i]);
+	worker_listen(w, false);
 	evtimer_add(worker_resume_timer, &tv);
 	worker_fd_pauses++;
 	if (now - worker_fd_logged >= WORKER_FD_LOG_INTERVAL) {
 		log_warning("accept: %s: pausing for %d ms (%u sessions; %u pauses "
 			    "in the last %d s)", strerror(err),
-			    WORKER_ACCEPT_PAUSE_USEC / 1000, w->nsessions,
+			    WORKER_ACCEPT_PAUSE_USEC / 1000, w->sessions.nsessions,
 			    worker_fd_pauses, WORKER_FD_LOG_INTERVAL);
 		worker_fd_logged = now;
 		worker_fd_pauses = 0;
@@ -104,48 +117,35 @@ static void worker_pause_accepting(struct worker *w, int err)
 }
 
 /*
- * worker_accept_cb - a new connection on a listening socket. One per
- * call: the event is level-triggered, so a backlog brings us back at the
- * next loop turn, between other sessions' events, and an accept that
- * would only find the backlog empty (one more system call per
- * connection) is never made.
+ * worker_accepted - a listener has a connection for a session, or found
+ * no descriptor for one
  */
-static void worker_accept_cb(evutil_socket_t lfd, short events, void *arg)
+static void worker_accepted(struct listener *l, struct conn *c,
+			    const struct sockaddr *sa, socklen_t salen, int err,
+			    void *arg)
 {
 	struct worker *w = arg;
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	int fd;
 
-	if (w->draining || w->retiring)
-		return;
-	fd = accept4(lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
-		    errno == ENOMEM)
-			worker_pause_accepting(w, errno);
-		/* EAGAIN: another worker took it. */
-		else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-			 errno != ECONNABORTED)
-			log_warning("accept: %s", strerror(errno));
+	if (!c) {
+		if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM)
+			worker_pause_accepting(w, err);
+		else
+			log_warning("accept on %s: %s", l->text, strerror(err));
 		return;
 	}
-	if (w->nsessions >= w->conf->max_sessions) {
-		session_refuse(w, fd, (struct sockaddr *)&ss, "Too many connections");
+	if (w->sessions.nsessions >= w->conf->max_sessions) {
+		session_refuse(&w->sessions, c, sa, "Too many connections");
 		return;
 	}
-	session_start(w, fd, (struct sockaddr *)&ss, len, worker_listener(lfd));
+	session_start(&w->sessions, c, sa, salen, l);
 }
 
 /* worker_stop_listening - accept no more connections */
-static void worker_stop_listening(void)
+static void worker_stop_listening(struct worker *w)
 {
-	for (size_t i = 0; i < worker_nlisteners; i++) {
-		evutil_socket_t fd = event_get_fd(worker_listeners[i]);
-		event_free(worker_listeners[i]);
-		close(fd);
-	}
-	worker_nlisteners = 0;
+	for (size_t i = 0; i < w->nlisteners; i++)
+		listener_close(&w->listeners[i]);
+	w->nlisteners = 0;
 }
 
 /* worker_drain_deadline - sessions still busy when time is up */
@@ -154,8 +154,8 @@ static void worker_drain_deadline(evutil_socket_t fd, short events, void *arg)
 	struct worker *w = arg;
 	struct timeval tv = { 1, 0 };
 
-	log_warning("drain deadline: closing %u sessions", w->nsessions);
-	session_kill_all(w);
+	log_warning("drain deadline: closing %u sessions", w->sessions.nsessions);
+	session_kill_all(&w->sessions);
 	/* Give the 421 replies a moment to leave, then stop regardless. */
 	event_base_loopexit(w->base, &tv);
 }
@@ -168,12 +168,12 @@ static void worker_drain(struct worker *w)
 	if (w->draining)
 		return;
 	w->draining = true;
-	log_info("draining %u sessions", w->nsessions);
-	worker_stop_listening();
+	log_info("draining %u sessions", w->sessions.nsessions);
+	worker_stop_listening(w);
 	backend_pool_close(&w->backends);
 	relay_drop_parked(&w->backends);
-	session_drain_all(w);
-	if (w->nsessions == 0) {
+	session_drain_all(&w->sessions);
+	if (w->sessions.nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
 		return;
 	}
@@ -198,12 +198,12 @@ static void worker_retire(struct worker *w)
 	if (w->retiring || w->draining)
 		return;
 	w->retiring = true;
-	log_info("retiring after a reload: %u sessions left", w->nsessions);
-	worker_stop_listening();
+	log_info("retiring after a reload: %u sessions left", w->sessions.nsessions);
+	worker_stop_listening(w);
 	backend_pool_close(&w->backends);
 	relay_drop_parked(&w->backends);
-	session_retire_all(w);
-	if (w->nsessions == 0) {
+	session_retire_all(&w->sessions);
+	if (w->sessions.nsessions == 0) {
 		event_base_loopexit(w->base, NULL);
 		return;
 	}
@@ -213,9 +213,11 @@ static void worker_retire(struct worker *w)
 }
 
 /* worker_session_closed - a session ended */
-void worker_session_closed(struct worker *w)
+static void worker_session_closed(void *arg)
 {
-	if ((w->draining || w->retiring) && w->nsessions == 0)
+	struct worker *w = arg;
+
+	if ((w->draining || w->retiring) && w->sessions.nsessions == 0)
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -232,8 +234,7 @@ static void worker_backend_ready(void *arg)
 	if (w->listening || w->draining || w->retiring)
 		return;
 	w->listening = true;
-	for (size_t i = 0; i < worker_nlisteners; i++)
-		event_add(worker_listeners[i], NULL);
+	worker_listen(w, true);
 	log_debug("worker accepting connections");
 }
 
@@ -307,7 +308,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		return 1;
 	}
 	clock_gettime(CLOCK_REALTIME, &now);
-	w.session_prefix = (unsigned)(now.tv_nsec ^ (getpid() << 12) ^ now.tv_sec);
+	w.sessions.id_prefix = (unsigned)(now.tv_nsec ^ (getpid() << 12) ^ now.tv_sec);
 	if (backend_pool_init(&w.backends, w.base, conf, relay_probe,
 			      worker_backend_ready, &w) < 0)
 		return 1;
@@ -331,21 +332,29 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		else
 			evsignal_add(sigs[i], NULL);
 	}
-	for (size_t i = 0; i < nfds; i++) {
-		worker_listeners[i] = event_new(w.base, listen_fds[i], EV_READ | EV_PERSIST,
-						worker_accept_cb, &w);
+	w.sessions.base = w.base;
+	w.sessions.conf = conf;
+	w.sessions.pipeline = w.pipeline;
+	w.sessions.backends = &w.backends;
+	w.sessions.closed = worker_session_closed;
+	w.sessions.arg = &w;
+	for (size_t i = 0; i < nfds && i < CONF_MAX_ADDRS; i++) {
 		/* The master opened them in the order of the listen setting. */
-		worker_listen_fds[i] = listen_fds[i];
-		worker_listen_text[i] = i < conf->nlisten ? conf->listen[i].text : "";
+		if (listener_init(&w.listeners[i], w.base, listen_fds[i],
+				  i < conf->nlisten ? conf->listen[i].text : "",
+				  worker_accepted, &w) < 0) {
+			log_error("cannot make the listeners");
+			return 1;
+		}
+		w.nlisteners++;
 	}
-	worker_nlisteners = nfds;
 	backend_pool_start(&w.backends);
 	log_debug("worker ready");
 
 	event_base_dispatch(w.base);
 
 	log_info("worker done");
-	worker_stop_listening();
+	worker_stop_listening(&w);
 	relay_drop_parked(&w.backends);
 	for (size_t i = 0; i < 5; i++)
 		event_free(sigs[i]);
