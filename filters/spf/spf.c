@@ -75,7 +75,8 @@
 
 #include <portcullis/filter.h>
 
-#include "relay_addr.h"
+#include "pc_domain.h"
+#include "pc_netlist.h"
 #include "spf_dns.h"
 
 #define SPF_DEFAULT_TRUSTED "127.0.0.0/8, ::1/128"
@@ -152,7 +153,7 @@ static const char *const spf_options[] = {
 };
 
 struct spf_instance {
-	struct relay_netlist trusted;
+	struct pc_netlist trusted;
 	char *receiver; /* NULL: the authserv-id */
 	enum spf_action action[SPF_NRESULTS];
 };
@@ -181,7 +182,7 @@ static void spf_free(struct spf_instance *si)
 {
 	if (si == NULL)
 		return;
-	relay_netlist_free(&si->trusted);
+	pc_netlist_free(&si->trusted);
 	free(si->receiver);
 	free(si);
 }
@@ -263,7 +264,7 @@ static int spf_init(pc_config *config, void **instance)
 	}
 	if (trusted == NULL)
 		trusted = SPF_DEFAULT_TRUSTED;
-	if (relay_netlist_parse(trusted, &si->trusted, err, sizeof(err)) < 0) {
+	if (pc_netlist_parse(trusted, &si->trusted, err, sizeof(err)) < 0) {
 		pc_config_error(config, "trusted_networks", "%s", err);
 		goto fail;
 	}
@@ -603,7 +604,7 @@ _Static_assert(SPF_DNS_QUERY_TIMEOUT == PC_DNS_TIMEOUT &&
  * spf_evaluate - run check_host() for the client, fill tx; -1 when out of
  * memory, 1 when some answer was not in the cache of the event loop
  */
-static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
+static int spf_evaluate(pc_ctx *ctx, const struct pc_ip *ip,
 			struct spf_tx *tx)
 {
 	SPF_dns_server_t *layer = NULL;
@@ -804,7 +805,7 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 	const char *helo = pc_helo(ctx);
 	const char *receiver;
 	struct spf_tx *tx = NULL;
-	struct relay_ip ip;
+	struct pc_ip ip;
 	char ipbuf[INET6_ADDRSTRLEN];
 	enum spf_action action;
 
@@ -815,13 +816,13 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 		pc_set_reply(ctx, 451, "4.3.0", "Internal error");
 		return PC_TEMPFAIL;
 	}
-	if (addr == NULL || relay_ip_parse(addr, true, &ip) < 0) {
+	if (addr == NULL || pc_ip_parse(addr, strlen(addr), true, &ip) < 0) {
 		/* a client without an IP address (a local socket) */
 		pc_result(ctx, "spf", "skipped");
 		pc_result(ctx, "reason", "no client address");
 		return PC_CONTINUE;
 	}
-	if (relay_netlist_match(&si->trusted, addr)) {
+	if (pc_netlist_match(&si->trusted, addr)) {
 		pc_result(ctx, "spf", "skipped");
 		pc_result(ctx, "reason", "trusted");
 		return PC_CONTINUE;
