@@ -100,7 +100,9 @@
 #include "dkim_dns.h"
 #include "dkim_keycache.h"
 #include "dkim_from.h"
-#include "relay_addr.h"
+#include "pc_domain.h"
+#include "pc_list.h"
+#include "pc_netlist.h"
 
 #define PCDKIM_DEFAULT_TRUSTED "127.0.0.0/8, ::1/128"
 
@@ -176,8 +178,8 @@ struct pcdkim_signer {
 
 struct pcdkim_instance {
 	DKIM_LIB *lib;
-	struct relay_netlist trusted;
-	char (*require)[RELAY_DOMAIN_BUF];
+	struct pc_netlist trusted;
+	char (*require)[PC_DOMAIN_BUF];
 	size_t nrequire;
 	struct pcdkim_signer *signers;
 	size_t nsigners;
@@ -192,7 +194,7 @@ struct pcdkim_instance {
 /* What one verification needs in libopendkim's prescreen callback. */
 struct pcdkim_job {
 	const struct pcdkim_instance *inst;
-	char authors[PCDKIM_MAX_AUTHORS][RELAY_DOMAIN_BUF];
+	char authors[PCDKIM_MAX_AUTHORS][PC_DOMAIN_BUF];
 	size_t nauthors;
 };
 
@@ -200,9 +202,9 @@ struct pcdkim_job {
 struct pcdkim_verdict {
 	enum pcdkim_result result;
 	const char *reason;		/* NULL for pass */
-	char domain[RELAY_DOMAIN_BUF];	/* d= as written, made printable */
-	char ndomain[RELAY_DOMAIN_BUF]; /* d= normalised, "" when invalid */
-	char selector[RELAY_DOMAIN_BUF];
+	char domain[PC_DOMAIN_BUF];	/* d= as written, made printable */
+	char ndomain[PC_DOMAIN_BUF]; /* d= normalised, "" when invalid */
+	char selector[PC_DOMAIN_BUF];
 	char b[64];			/* the start of b= */
 	const char *alg;		/* "rsa-sha256", ... or NULL */
 };
@@ -225,7 +227,7 @@ static void pcdkim_free_instance(struct pcdkim_instance *di)
 		return;
 	if (di->lib)
 		dkim_close(di->lib);
-	relay_netlist_free(&di->trusted);
+	pc_netlist_free(&di->trusted);
 	free(di->require);
 	for (size_t i = 0; i < di->nsigners; i++) {
 		free(di->signers[i].domain);
@@ -241,34 +243,11 @@ static void pcdkim_free_instance(struct pcdkim_instance *di)
 	free(di);
 }
 
-/* pcdkim_list_next - the next item of a comma/space separated list */
-static bool pcdkim_list_next(const char **p, const char **item, size_t *len)
-{
-	*p += strspn(*p, ", \t");
-	if (!**p)
-		return false;
-	*item = *p;
-	*len = strcspn(*p, ", \t");
-	*p += *len;
-	return true;
-}
-
-/* pcdkim_count_items - how many items a list has */
-static size_t pcdkim_count_items(const char *list)
-{
-	const char *item;
-	size_t len, n = 0;
-
-	while (pcdkim_list_next(&list, &item, &len))
-		n++;
-	return n;
-}
-
 /* pcdkim_parse_require - the require list, normalised */
 static int pcdkim_parse_require(pc_config *config, struct pcdkim_instance *di,
 			      const char *list)
 {
-	size_t n = pcdkim_count_items(list), len;
+	size_t n = pc_list_count(list), len;
 	const char *item;
 
 	if (n == 0)
@@ -278,9 +257,9 @@ static int pcdkim_parse_require(pc_config *config, struct pcdkim_instance *di,
 		pc_config_error(config, "require", "out of memory");
 		return -1;
 	}
-	while (pcdkim_list_next(&list, &item, &len)) {
-		if (relay_domain_normalize(item, len, di->require[di->nrequire],
-					   RELAY_DOMAIN_BUF) < 0) {
+	while (pc_list_next(&list, &item, &len)) {
+		if (pc_domain_normalize(item, len, di->require[di->nrequire],
+					   PC_DOMAIN_BUF) < 0) {
 			pc_config_error(config, "require",
 					"\"%.*s\" is not a domain", (int)len,
 					item);
@@ -424,7 +403,7 @@ static int pcdkim_parse_signer(pc_config *config, struct pcdkim_instance *di,
 {
 	struct pcdkim_signer *s = &di->signers[di->nsigners];
 	const char *c1 = memchr(item, ':', len), *c2;
-	char domain[RELAY_DOMAIN_BUF], *path;
+	char domain[PC_DOMAIN_BUF], *path;
 	int rc;
 
 	c2 = c1 ? memchr(c1 + 1, ':', len - (size_t)(c1 - item) - 1) : NULL;
@@ -434,7 +413,7 @@ static int pcdkim_parse_signer(pc_config *config, struct pcdkim_instance *di,
 				(int)len, item);
 		return -1;
 	}
-	if (relay_domain_normalize(item, (size_t)(c1 - item), domain,
+	if (pc_domain_normalize(item, (size_t)(c1 - item), domain,
 				   sizeof(domain)) < 0) {
 		pc_config_error(config, "sign", "\"%.*s\" is not a domain",
 				(int)(c1 - item), item);
@@ -480,7 +459,7 @@ static int pcdkim_parse_signer(pc_config *config, struct pcdkim_instance *di,
 static int pcdkim_parse_sign(pc_config *config, struct pcdkim_instance *di,
 			   const char *list)
 {
-	size_t n = pcdkim_count_items(list), len;
+	size_t n = pc_list_count(list), len;
 	const char *item;
 
 	if (n == 0)
@@ -490,7 +469,7 @@ static int pcdkim_parse_sign(pc_config *config, struct pcdkim_instance *di,
 		pc_config_error(config, "sign", "out of memory");
 		return -1;
 	}
-	while (pcdkim_list_next(&list, &item, &len))
+	while (pc_list_next(&list, &item, &len))
 		if (pcdkim_parse_signer(config, di, item, len) < 0)
 			return -1;
 	return 0;
@@ -511,7 +490,7 @@ static int pcdkim_parse_sign_headers(pc_config *config, struct pcdkim_instance *
 		pc_config_error(config, "sign_headers", "too long a list");
 		return -1;
 	}
-	while (pcdkim_list_next(&list, &item, &len)) {
+	while (pc_list_next(&list, &item, &len)) {
 		/* the names end up in a regular expression: plain names only */
 		for (size_t i = 0; i < len; i++) {
 			if (!isalnum((unsigned char)item[i]) && item[i] != '-') {
@@ -593,7 +572,7 @@ static DKIM_CBSTAT pcdkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 {
 	const struct pcdkim_job *job = dkim_get_user_context(dkim);
 	unsigned kept = 0, keep;
-	char nd[RELAY_DOMAIN_BUF];
+	char nd[PC_DOMAIN_BUF];
 
 	if (!job || nsigs < 0)
 		return DKIM_CBSTAT_CONTINUE;
@@ -613,7 +592,7 @@ static DKIM_CBSTAT pcdkim_prescreen(DKIM *dkim, DKIM_SIGINFO **sigs, int nsigs)
 
 			if (dkim_sig_getflags(sigs[i]) & DKIM_SIGFLAG_IGNORE)
 				continue;
-			if (d && relay_domain_normalize(d, strlen(d), nd,
+			if (d && pc_domain_normalize(d, strlen(d), nd,
 							sizeof(nd)) >= 0)
 				for (size_t a = 0; a < job->nauthors; a++)
 					if (strcmp(nd, job->authors[a]) == 0)
@@ -675,7 +654,7 @@ static int pcdkim_init(pc_config *config, void **instance)
 	trusted = pc_config_get(config, "trusted_networks");
 	if (!trusted)
 		trusted = PCDKIM_DEFAULT_TRUSTED;
-	if (relay_netlist_parse(trusted, &di->trusted, err, sizeof(err)) < 0) {
+	if (pc_netlist_parse(trusted, &di->trusted, err, sizeof(err)) < 0) {
 		pc_config_error(config, "trusted_networks", "%s", err);
 		goto fail;
 	}
@@ -924,7 +903,7 @@ static void pcdkim_verdict_of(DKIM *dkim, DKIM_SIGINFO *sig, struct pcdkim_verdi
 	memset(v, 0, sizeof(*v));
 	v->result = pcdkim_classify(sig, &v->reason);
 	pcdkim_printable(v->domain, sizeof(v->domain), d);
-	if (!d || relay_domain_normalize(d, strlen(d), v->ndomain,
+	if (!d || pc_domain_normalize(d, strlen(d), v->ndomain,
 					 sizeof(v->ndomain)) < 0)
 		v->ndomain[0] = '\0';
 	pcdkim_printable(v->selector, sizeof(v->selector), s);
@@ -1108,7 +1087,7 @@ static enum pc_status pcdkim_policy(pc_ctx *ctx, const struct pcdkim_job *job,
 {
 	const struct pcdkim_instance *di = job->inst;
 	bool passed = false, temperror = false;
-	char note[RELAY_DOMAIN_BUF + 32];
+	char note[PC_DOMAIN_BUF + 32];
 
 	for (size_t a = 0; a < job->nauthors; a++) {
 		bool required = false, ok = false, temp = false;
@@ -1308,7 +1287,7 @@ static enum pc_status pcdkim_verify_message(pc_ctx *ctx,
 static enum pc_status pcdkim_sign_message(pc_ctx *ctx,
 					const struct pcdkim_instance *di)
 {
-	char author[1][RELAY_DOMAIN_BUF];
+	char author[1][PC_DOMAIN_BUF];
 	DKIM *handles[8];
 	const char *from = pc_header_get(ctx, "From", 0);
 	size_t n = 0, bad = 0;
@@ -1457,7 +1436,7 @@ static enum pc_status pcdkim_data(pc_ctx *ctx)
 
 	if (!di)
 		return pcdkim_internal(ctx, "no instance at data");
-	sign = pc_auth_user(ctx) || (addr && relay_netlist_match(&di->trusted, addr));
+	sign = pc_auth_user(ctx) || (addr && pc_netlist_match(&di->trusted, addr));
 	if (pc_on_loop(ctx) && (sign || pcdkim_loop_too_long(ctx, di)))
 		return PC_WOULDBLOCK;
 	if (sign)

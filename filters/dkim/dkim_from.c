@@ -44,12 +44,12 @@ static bool from_domain(const char *addr, size_t len, char *out)
 		end--;
 	if (end == at)
 		return false;
-	return relay_domain_normalize(at, (size_t)(end - at), out,
-				      RELAY_DOMAIN_BUF) >= 0;
+	return pc_domain_normalize(at, (size_t)(end - at), out,
+				      PC_DOMAIN_BUF) >= 0;
 }
 
 /* from_finish - the mailbox is read: store its domain, start the next */
-static void from_finish(struct from_mailbox *m, char (*out)[RELAY_DOMAIN_BUF],
+static void from_finish(struct from_mailbox *m, char (*out)[PC_DOMAIN_BUF],
 			size_t max, size_t *n, size_t *bad)
 {
 	const char *addr = m->has_angle ? m->angle : m->bare;
@@ -70,7 +70,7 @@ static void from_finish(struct from_mailbox *m, char (*out)[RELAY_DOMAIN_BUF],
 }
 
 /* pcdkim_from_domains - the domains of the mailboxes of a From value */
-size_t pcdkim_from_domains(const char *value, char (*out)[RELAY_DOMAIN_BUF],
+size_t pcdkim_from_domains(const char *value, char (*out)[PC_DOMAIN_BUF],
 			   size_t max, size_t *bad)
 {
 	size_t len = strlen(value), n = 0, nbad = 0;

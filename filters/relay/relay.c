@@ -41,6 +41,7 @@
 
 #include <portcullis/filter.h>
 
+#include "pc_list.h"
 #include "relay_addr.h"
 
 #define RELAY_DEFAULT_TRUSTED "127.0.0.0/8, ::1/128"
@@ -60,7 +61,7 @@
 
 struct relay_instance {
 	struct relay_domains domains;
-	struct relay_netlist trusted;
+	struct pc_netlist trusted;
 	struct relay_policy policy;
 };
 
@@ -79,7 +80,7 @@ static void relay_free(struct relay_instance *ri)
 	if (ri == NULL)
 		return;
 	relay_domains_free(&ri->domains);
-	relay_netlist_free(&ri->trusted);
+	pc_netlist_free(&ri->trusted);
 	free(ri);
 }
 
@@ -156,22 +157,17 @@ static int relay_add_addresses(pc_config *config, struct relay_domains *d,
 			       const char *list)
 {
 	char tok[128], err[512];
-	const char *p = list;
+	const char *p = list, *item;
 	size_t n;
 
-	while (*p) {
-		p += strspn(p, ", \t");
-		n = strcspn(p, ", \t");
-		if (n == 0)
-			break;
+	while (pc_list_next(&p, &item, &n)) {
 		if (n >= sizeof(tok)) {
 			pc_config_error(config, "local_addresses",
-					"bad address \"%.40s...\"", p);
+					"bad address \"%.40s...\"", item);
 			return -1;
 		}
-		memcpy(tok, p, n);
+		memcpy(tok, item, n);
 		tok[n] = '\0';
-		p += n;
 		if (relay_domains_add_address(d, tok, err, sizeof(err)) < 0) {
 			pc_config_error(config, "local_addresses", "%s", err);
 			return -1;
@@ -198,7 +194,7 @@ static int relay_init(pc_config *config, void **instance)
 	trusted = pc_config_get(config, "trusted_networks");
 	if (trusted == NULL)
 		trusted = RELAY_DEFAULT_TRUSTED;
-	if (relay_netlist_parse(trusted, &ri->trusted, err, sizeof(err)) < 0) {
+	if (pc_netlist_parse(trusted, &ri->trusted, err, sizeof(err)) < 0) {
 		pc_config_error(config, "trusted_networks", "%s", err);
 		goto fail;
 	}
@@ -279,7 +275,7 @@ static enum pc_status relay_rcpt(pc_ctx *ctx)
 		pc_set_reply(ctx, 451, "4.3.0", "Internal error");
 		return PC_TEMPFAIL;
 	}
-	if (addr != NULL && relay_netlist_match(&ri->trusted, addr)) {
+	if (addr != NULL && pc_netlist_match(&ri->trusted, addr)) {
 		pc_result(ctx, "relay", "trusted");
 		return PC_CONTINUE;
 	}

@@ -11,28 +11,12 @@
  * whatever cannot be parsed is INVALID; only a clean address in a local
  * domain is LOCAL.
  */
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "pc_list.h"
 #include "relay_addr.h"
-
-/* RFC 3492 section 5: the Punycode parameters of IDNA. */
-#define PUNY_BASE 36
-#define PUNY_TMIN 1
-#define PUNY_TMAX 26
-#define PUNY_SKEW 38
-#define PUNY_DAMP 700
-#define PUNY_INITIAL_BIAS 72
-#define PUNY_INITIAL_N 128
-
-/* RFC 1035 2.3.4: a label is at most 63 octets. */
-#define LABEL_MAX 63
-
-/* The separators of option lists: "a, b c". */
-#define LIST_SEPARATORS ", \t\r\n"
 
 /* relay_class_name - "local", "remote" or "invalid" */
 const char *relay_class_name(enum relay_class cls)
@@ -52,13 +36,6 @@ const char *relay_class_name(enum relay_class cls)
 static unsigned char lower(unsigned char c)
 {
 	return (c >= 'A' && c <= 'Z') ? (unsigned char)(c - 'A' + 'a') : c;
-}
-
-/* is_ldh - letter, digit or hyphen: the ASCII of a host name label */
-static bool is_ldh(unsigned char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	       (c >= '0' && c <= '9') || c == '-';
 }
 
 /* is_atext - RFC 5322 atext, the characters of a dot-string atom */
@@ -136,422 +113,11 @@ static bool utf8_valid(const unsigned char *s, size_t len)
 }
 
 /* ---------------------------------------------------------------- */
-/* Addresses and networks */
-
-/*
- * ip_from_mapped - an IPv4-mapped IPv6 address (::ffff:a.b.c.d) becomes
- * the IPv4 address: a dual-stack socket reports IPv4 clients that way,
- * and they must meet the IPv4 networks an administrator wrote
- */
-static void ip_from_mapped(struct relay_ip *ip)
-{
-	static const unsigned char prefix[12] = {0, 0, 0, 0, 0, 0,
-						 0, 0, 0, 0, 0xff, 0xff};
-
-	if (ip->family == 6 && memcmp(ip->addr, prefix, 12) == 0) {
-		memmove(ip->addr, ip->addr + 12, 4);
-		memset(ip->addr + 4, 0, 12);
-		ip->family = 4;
-	}
-}
-
-/* parse_ip - a numeric address in s[0..len) without zone or mapping */
-static int parse_ip(const char *s, size_t len, struct relay_ip *out)
-{
-	char buf[INET6_ADDRSTRLEN + 1];
-
-	memset(out, 0, sizeof(*out));
-	if (len == 0 || len >= sizeof(buf))
-		return -1;
-	memcpy(buf, s, len);
-	buf[len] = '\0';
-	/* inet_pton() takes exactly dotted quads (no octal, no short forms) */
-	if (inet_pton(AF_INET, buf, out->addr) == 1) {
-		out->family = 4;
-		return 0;
-	}
-	if (inet_pton(AF_INET6, buf, out->addr) == 1) {
-		out->family = 6;
-		return 0;
-	}
-	return -1;
-}
-
-/* relay_ip_parse - a numeric address; mapped IPv4 becomes IPv4 */
-int relay_ip_parse(const char *text, bool allow_zone, struct relay_ip *out)
-{
-	size_t len;
-	const char *pct;
-
-	if (text == NULL)
-		return -1;
-	len = strlen(text);
-	pct = memchr(text, '%', len);
-	if (pct != NULL) {
-		if (!allow_zone || memchr(text, ':', len) == NULL)
-			return -1;
-		len = (size_t)(pct - text);
-	}
-	if (parse_ip(text, len, out) < 0)
-		return -1;
-	ip_from_mapped(out);
-	return 0;
-}
-
-/* relay_ip_equal - whether two parsed addresses are the same */
-bool relay_ip_equal(const struct relay_ip *a, const struct relay_ip *b)
-{
-	size_t n = a->family == 4 ? 4 : 16;
-
-	return a->family == b->family && memcmp(a->addr, b->addr, n) == 0;
-}
-
-/* relay_cidr_parse - "net/prefix", "[v6]/prefix" or a host address */
-int relay_cidr_parse(const char *text, struct relay_cidr *out)
-{
-	const char *slash, *addr = text, *end;
-	size_t len, alen, i;
-	unsigned prefix = 0, max, bits;
-	struct relay_ip ip;
-
-	memset(out, 0, sizeof(*out));
-	if (text == NULL || *text == '\0')
-		return -1;
-	len = strlen(text);
-	slash = memchr(text, '/', len);
-	end = slash ? slash : text + len;
-	alen = (size_t)(end - addr);
-	/* Postfix writes IPv6 networks as [2001:db8::]/32; accept both. */
-	if (alen >= 2 && addr[0] == '[' && addr[alen - 1] == ']') {
-		addr++;
-		alen -= 2;
-		if (memchr(addr, ':', alen) == NULL)
-			return -1;
-	}
-	if (parse_ip(addr, alen, &ip) < 0)
-		return -1;
-	max = ip.family == 4 ? 32 : 128;
-	if (slash != NULL) {
-		const char *p = slash + 1;
-
-		if (*p == '\0' || strlen(p) > 3)
-			return -1;
-		for (; *p; p++) {
-			if (*p < '0' || *p > '9')
-				return -1;
-			prefix = prefix * 10 + (unsigned)(*p - '0');
-		}
-		if (prefix > max)
-			return -1;
-	} else {
-		prefix = max;
-	}
-	/* no host bits past the prefix */
-	for (i = 0; i < max / 8; i++) {
-		bits = prefix > i * 8 ? prefix - (unsigned)i * 8 : 0;
-		if (bits >= 8)
-			continue;
-		if (ip.addr[i] & (0xffu >> bits))
-			return -1;
-	}
-	/* ::ffff:10.0.0.0/104 is the IPv4 network 10.0.0.0/8 */
-	if (ip.family == 6 && prefix >= 96) {
-		struct relay_ip v4 = ip;
-
-		ip_from_mapped(&v4);
-		if (v4.family == 4) {
-			ip = v4;
-			prefix -= 96;
-		}
-	}
-	out->net = ip;
-	out->prefix = prefix;
-	return 0;
-}
-
-/* relay_cidr_match - whether ip is inside net */
-bool relay_cidr_match(const struct relay_cidr *net, const struct relay_ip *ip)
-{
-	unsigned full = net->prefix / 8, rest = net->prefix % 8;
-	unsigned char mask;
-
-	if (net->net.family != ip->family)
-		return false;
-	if (memcmp(net->net.addr, ip->addr, full) != 0)
-		return false;
-	if (rest == 0)
-		return true;
-	mask = (unsigned char)(0xff00u >> rest);
-	return (net->net.addr[full] & mask) == (ip->addr[full] & mask);
-}
-
-/* relay_netlist_parse - a list of networks */
-int relay_netlist_parse(const char *list, struct relay_netlist *out,
-			char *err, size_t errsize)
-{
-	const char *p = list;
-	size_t n;
-	char tok[128];
-	struct relay_cidr *nets;
-
-	memset(out, 0, sizeof(*out));
-	while (p != NULL && *p) {
-		p += strspn(p, LIST_SEPARATORS);
-		n = strcspn(p, LIST_SEPARATORS);
-		if (n == 0)
-			break;
-		if (n >= sizeof(tok)) {
-			snprintf(err, errsize, "bad network \"%.40s...\"", p);
-			goto fail;
-		}
-		memcpy(tok, p, n);
-		tok[n] = '\0';
-		p += n;
-		nets = realloc(out->nets, (out->count + 1) * sizeof(*nets));
-		if (nets == NULL) {
-			snprintf(err, errsize, "out of memory");
-			goto fail;
-		}
-		out->nets = nets;
-		if (relay_cidr_parse(tok, &out->nets[out->count]) < 0) {
-			snprintf(err, errsize,
-				 "bad network \"%s\" (expected address/prefix "
-				 "with no host bits set, e.g. 192.0.2.0/24 or "
-				 "2001:db8::/32)",
-				 tok);
-			goto fail;
-		}
-		out->count++;
-	}
-	return 0;
-fail:
-	relay_netlist_free(out);
-	return -1;
-}
-
-/* relay_netlist_match - whether the client address is in the list */
-bool relay_netlist_match(const struct relay_netlist *list, const char *addr)
-{
-	struct relay_ip ip;
-	size_t i;
-
-	if (relay_ip_parse(addr, true, &ip) < 0)
-		return false;
-	for (i = 0; i < list->count; i++)
-		if (relay_cidr_match(&list->nets[i], &ip))
-			return true;
-	return false;
-}
-
-/* relay_netlist_free - release the networks */
-void relay_netlist_free(struct relay_netlist *list)
-{
-	free(list->nets);
-	list->nets = NULL;
-	list->count = 0;
-}
-
-/* ---------------------------------------------------------------- */
-/* Punycode and domains */
-
-/* puny_digit - the basic code point of digit d (0..35): a-z, 0-9 */
-static char puny_digit(uint32_t d)
-{
-	return (char)(d < 26 ? 'a' + d : '0' + (d - 26));
-}
-
-/* puny_adapt - RFC 3492 6.1: the bias after a delta */
-static uint32_t puny_adapt(uint32_t delta, uint32_t numpoints, bool first)
-{
-	uint32_t k = 0;
-
-	delta = first ? delta / PUNY_DAMP : delta / 2;
-	delta += delta / numpoints;
-	while (delta > ((PUNY_BASE - PUNY_TMIN) * PUNY_TMAX) / 2) {
-		delta /= PUNY_BASE - PUNY_TMIN;
-		k += PUNY_BASE;
-	}
-	return k + (PUNY_BASE - PUNY_TMIN + 1) * delta / (delta + PUNY_SKEW);
-}
-
-/* relay_punycode_encode - RFC 3492 6.3 */
-int relay_punycode_encode(const uint32_t *cp, size_t n, char *out,
-			  size_t outsize)
-{
-	uint32_t cur = PUNY_INITIAL_N, delta = 0, bias = PUNY_INITIAL_BIAS;
-	uint32_t h, b, m, q, k, t;
-	size_t j, o = 0;
-
-	if (n > UINT32_MAX / 2 || outsize == 0)
-		return -1;
-	for (j = 0; j < n; j++) {
-		if (cp[j] > 0x10ffff)
-			return -1;
-		if (cp[j] < 0x80) {
-			if (o + 1 >= outsize)
-				return -1;
-			out[o++] = (char)cp[j];
-		}
-	}
-	h = b = (uint32_t)o;
-	if (b > 0) {
-		if (o + 1 >= outsize)
-			return -1;
-		out[o++] = '-';
-	}
-	while (h < n) {
-		m = UINT32_MAX;
-		for (j = 0; j < n; j++)
-			if (cp[j] >= cur && cp[j] < m)
-				m = cp[j];
-		if (m - cur > (UINT32_MAX - delta) / (h + 1))
-			return -1;
-		delta += (m - cur) * (h + 1);
-		cur = m;
-		for (j = 0; j < n; j++) {
-			if (cp[j] < cur && ++delta == 0)
-				return -1;
-			if (cp[j] != cur)
-				continue;
-			q = delta;
-			for (k = PUNY_BASE;; k += PUNY_BASE) {
-				t = k <= bias ? PUNY_TMIN
-				    : k >= bias + PUNY_TMAX ? PUNY_TMAX
-							    : k - bias;
-				if (q < t)
-					break;
-				if (o + 1 >= outsize)
-					return -1;
-				out[o++] = puny_digit(t + (q - t) % (PUNY_BASE - t));
-				q = (q - t) / (PUNY_BASE - t);
-			}
-			if (o + 1 >= outsize)
-				return -1;
-			out[o++] = puny_digit(q);
-			bias = puny_adapt(delta, h + 1, h == b);
-			delta = 0;
-			h++;
-		}
-		delta++;
-		cur++;
-	}
-	out[o] = '\0';
-	return (int)o;
-}
-
-/* is_ideographic_stop - the full stops IDNA reads as '.' (UTS #46) */
-static bool is_ideographic_stop(uint32_t cp)
-{
-	return cp == 0x3002 || cp == 0xff0e || cp == 0xff61;
-}
-
-/*
- * label_append - the label cp[0..n) in its A-label form at out[o..);
- * returns the new o, or -1 when the label is invalid or too long
- */
-static int label_append(const uint32_t *cp, size_t n, char *out, size_t o,
-			size_t outsize)
-{
-	char puny[LABEL_MAX + 2];
-	bool ascii = true;
-	size_t j, plen;
-	int r;
-
-	if (n == 0 || n > LABEL_MAX)
-		return -1;
-	for (j = 0; j < n; j++) {
-		if (cp[j] >= 0x80) {
-			/* C1 controls and noncharacters are no letters */
-			if (cp[j] < 0xa0 || cp[j] == 0xfffe || cp[j] == 0xffff)
-				return -1;
-			ascii = false;
-		} else if (!is_ldh((unsigned char)cp[j])) {
-			return -1;
-		}
-	}
-	if (cp[0] == '-' || cp[n - 1] == '-')
-		return -1;
-	if (ascii) {
-		if (o + n >= outsize)
-			return -1;
-		for (j = 0; j < n; j++)
-			out[o++] = (char)lower((unsigned char)cp[j]);
-		return (int)o;
-	}
-	{
-		uint32_t low[LABEL_MAX];
-
-		for (j = 0; j < n; j++)
-			low[j] = cp[j] < 0x80 ? lower((unsigned char)cp[j]) : cp[j];
-		r = relay_punycode_encode(low, n, puny, sizeof(puny));
-	}
-	if (r < 0 || (size_t)r + 4 > LABEL_MAX)
-		return -1;
-	plen = (size_t)r;
-	if (o + 4 + plen >= outsize)
-		return -1;
-	memcpy(out + o, "xn--", 4);
-	memcpy(out + o + 4, puny, plen);
-	return (int)(o + 4 + plen);
-}
-
-/* relay_domain_normalize - the comparable form of a domain */
-int relay_domain_normalize(const char *in, size_t len, char *out,
-			   size_t outsize)
-{
-	/* a label of more than 63 code points is too long in any form */
-	uint32_t label[LABEL_MAX + 1];
-	const unsigned char *s = (const unsigned char *)in;
-	size_t i = 0, n = 0, step;
-	uint32_t cp;
-	int o = 0;
-	bool end;
-
-	if (in == NULL || len == 0 || outsize == 0)
-		return -1;
-	/* "local.org." is the fully qualified local.org */
-	if (s[len - 1] == '.')
-		len--;
-	else if (len >= 3 && utf8_decode(s + len - 3, 3, &cp) == 3 &&
-		 is_ideographic_stop(cp))
-		len -= 3;
-	if (len == 0 || len > 4 * RELAY_DOMAIN_MAX)
-		return -1;
-	for (;;) {
-		end = i >= len;
-		if (!end) {
-			step = utf8_decode(s + i, len - i, &cp);
-			if (step == 0)
-				return -1;
-			i += step;
-		}
-		if (end || cp == '.' || is_ideographic_stop(cp)) {
-			if (o > 0) {
-				if ((size_t)o + 1 >= outsize)
-					return -1;
-				out[o++] = '.';
-			}
-			o = label_append(label, n, out, (size_t)o, outsize);
-			if (o < 0)
-				return -1;
-			n = 0;
-			if (end)
-				break;
-			continue;
-		}
-		if (n >= LABEL_MAX)
-			return -1;
-		label[n++] = cp;
-	}
-	if (o > RELAY_DOMAIN_MAX)
-		return -1;
-	out[o] = '\0';
-	return o;
-}
+/* Domains and address literals */
 
 /* relay_literal_parse - "[192.0.2.1]", "[IPv6:...]" or a bare address */
 int relay_literal_parse(const char *in, size_t len, bool brackets_optional,
-			struct relay_ip *out)
+			struct pc_ip *out)
 {
 	bool v6tag = false;
 
@@ -573,12 +139,29 @@ int relay_literal_parse(const char *in, size_t len, bool brackets_optional,
 	} else {
 		v6tag = memchr(in, ':', len) != NULL;
 	}
-	if (parse_ip(in, len, out) < 0)
+	/*
+	 * The tag must say what the address is: an IPv6 address has a
+	 * colon (even ::ffff:192.0.2.1, which is read as IPv4 below), an
+	 * IPv4 one has none
+	 */
+	if ((memchr(in, ':', len) != NULL) != v6tag)
 		return -1;
-	if ((out->family == 6) != v6tag)
+	return pc_ip_parse(in, len, false, out);
+}
+
+/* relay_domain_normalize - the normal form of a mail domain */
+int relay_domain_normalize(const char *in, size_t len, char *out,
+			   size_t outsize)
+{
+	int n = pc_domain_normalize(in, len, out, outsize);
+
+	/*
+	 * RFC 5321 4.1.2: a mail domain is letters, digits and hyphens;
+	 * the underscores of DNS names are no host a backend delivers to
+	 */
+	if (n < 0 || memchr(out, '_', (size_t)n) != NULL)
 		return -1;
-	ip_from_mapped(out);
-	return 0;
+	return n;
 }
 
 /* relay_domains_init - an empty set */
@@ -603,9 +186,9 @@ static int push_string(char ***v, size_t *n, const char *s)
 }
 
 /* push_ip - append ip to the literals of d */
-static int push_ip(struct relay_domains *d, const struct relay_ip *ip)
+static int push_ip(struct relay_domains *d, const struct pc_ip *ip)
 {
-	struct relay_ip *nv;
+	struct pc_ip *nv;
 
 	nv = realloc(d->literals, (d->nliterals + 1) * sizeof(*nv));
 	if (nv == NULL)
@@ -619,10 +202,10 @@ static int push_ip(struct relay_domains *d, const struct relay_ip *ip)
 int relay_domains_add(struct relay_domains *d, const char *entry,
 		      char *err, size_t errsize)
 {
-	char norm[RELAY_DOMAIN_BUF];
+	char norm[PC_DOMAIN_BUF];
 	const char *name = entry;
 	bool parent = false;
-	struct relay_ip ip;
+	struct pc_ip ip;
 	size_t len;
 
 	if (entry == NULL || *entry == '\0') {
@@ -664,23 +247,18 @@ nomem:
 int relay_domains_add_list(struct relay_domains *d, const char *list,
 			   char *err, size_t errsize)
 {
-	char tok[4 * RELAY_DOMAIN_MAX + 8];
-	const char *p = list;
+	char tok[PC_DOMAIN_INPUT_MAX + 8];
+	const char *p = list, *item;
 	size_t n;
 
-	while (p != NULL && *p) {
-		p += strspn(p, LIST_SEPARATORS);
-		n = strcspn(p, LIST_SEPARATORS);
-		if (n == 0)
-			break;
+	while (pc_list_next(&p, &item, &n)) {
 		if (n >= sizeof(tok)) {
 			snprintf(err, errsize, "domain too long: \"%.40s...\"",
-				 p);
+				 item);
 			return -1;
 		}
-		memcpy(tok, p, n);
+		memcpy(tok, item, n);
 		tok[n] = '\0';
-		p += n;
 		if (relay_domains_add(d, tok, err, errsize) < 0)
 			return -1;
 	}
@@ -691,7 +269,7 @@ int relay_domains_add_list(struct relay_domains *d, const char *list,
 int relay_domains_add_address(struct relay_domains *d, const char *addr,
 			      char *err, size_t errsize)
 {
-	struct relay_ip ip;
+	struct pc_ip ip;
 
 	if (addr == NULL ||
 	    relay_literal_parse(addr, strlen(addr), true, &ip) < 0) {
@@ -758,12 +336,12 @@ bool relay_domains_match(const struct relay_domains *d, const char *domain)
 
 /* relay_domains_match_ip - whether an address literal is local */
 bool relay_domains_match_ip(const struct relay_domains *d,
-			    const struct relay_ip *ip)
+			    const struct pc_ip *ip)
 {
 	size_t i;
 
 	for (i = 0; i < d->nliterals; i++)
-		if (relay_ip_equal(&d->literals[i], ip))
+		if (pc_ip_equal(&d->literals[i], ip))
 			return true;
 	return false;
 }
@@ -849,11 +427,11 @@ static enum relay_class classify(const struct relay_policy *policy,
 				 const char **reason)
 {
 	char content[RELAY_PATH_MAX + 1];
-	char norm[RELAY_DOMAIN_BUF];
+	char norm[PC_DOMAIN_BUF];
 	const char *local, *domain, *at;
 	size_t llen, dlen, clen = 0, qend, i;
 	bool quoted = rcpt[0] == '"', dlocal;
-	struct relay_ip ip;
+	struct pc_ip ip;
 
 	if (len == 0) {
 		*reason = "empty address";

@@ -5,19 +5,12 @@
  * calls, no globals, so every trick an attacker may try is pinned by a
  * unit test (tests/unit/test_relay_addr.c).
  *
- * Networks. relay_netlist_parse() reads a list of CIDR blocks ("10.0.0.0/8,
- * ::1/128, [2001:db8::]/32", a bare address is a host) and
- * relay_netlist_match() tells whether a numeric client address is inside
- * one. An IPv4-mapped IPv6 client (::ffff:192.0.2.1) is an IPv4 client,
- * so IPv4 networks match it.
- *
- * Domains. relay_domain_normalize() turns a domain as written in an
- * address or in the configuration into the one form that is compared:
- * ASCII lower case, no trailing dot, every label with non-ASCII characters
- * in its IDNA A-label form ("xn--" + RFC 3492 Punycode), so bücher.example
- * and xn--bcher-kva.example are the same domain. struct relay_domains is
- * the set of local domains: exact names, ".parent" entries that match
- * every sub-domain, and address literals ("[192.0.2.1]").
+ * Domains. relay_domain_normalize() is pc_domain_normalize() (the one
+ * form every filter compares: lower case, A-labels, no trailing dot;
+ * filters/common/pc_domain.h) for mail domains: those with an underscore
+ * are no RFC 5321 domain and refused. struct relay_domains is the set of
+ * local domains: exact names, ".parent" entries that match every
+ * sub-domain, and address literals ("[192.0.2.1]").
  *
  * Recipients. relay_classify() decides whether a recipient, as received
  * between the angle brackets of RCPT TO, is delivered to a local domain
@@ -28,9 +21,10 @@
  * them. With the percent hack allowed, user%host@local is judged as
  * user@host, the way Postfix and sendmail rewrite it.
  *
- * Everything here is reentrant; a built struct relay_domains or struct
- * relay_netlist is only read by the matching functions, so threads may
- * share it.
+ * Client addresses and trusted_networks are filters/common/pc_netlist.h.
+ *
+ * Everything here is reentrant; a built struct relay_domains is only read
+ * by the matching functions, so threads may share it.
  */
 #ifndef RELAY_ADDR_H
 #define RELAY_ADDR_H
@@ -38,6 +32,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "pc_domain.h"
+#include "pc_netlist.h"
 
 /*
  * The daemon exports its own symbols to filters (--export-dynamic) and has
@@ -47,13 +44,9 @@
  */
 #pragma GCC visibility push(hidden)
 
-/* RFC 5321 4.5.3.1: the longest local part, domain and path. */
+/* RFC 5321 4.5.3.1: the longest local part and path. */
 #define RELAY_LOCAL_PART_MAX 64
-#define RELAY_DOMAIN_MAX 255
 #define RELAY_PATH_MAX 256
-
-/* A buffer that holds any normalised domain and its NUL. */
-#define RELAY_DOMAIN_BUF (RELAY_DOMAIN_MAX + 1)
 
 /* What a recipient is to this site. */
 enum relay_class {
@@ -62,31 +55,13 @@ enum relay_class {
 	RELAY_INVALID,	/* not a valid address */
 };
 
-/* An IPv4 (family 4, addr[0..4)) or IPv6 (family 6) address. */
-struct relay_ip {
-	int family;
-	unsigned char addr[16];
-};
-
-/* A network: the address with its host bits zero, and the prefix length. */
-struct relay_cidr {
-	struct relay_ip net;
-	unsigned prefix;
-};
-
-/* A list of networks. */
-struct relay_netlist {
-	struct relay_cidr *nets;
-	size_t count;
-};
-
 /* The local domains. Build with relay_domains_add*, then finish. */
 struct relay_domains {
 	char **exact;		 /* "local.org", sorted */
 	size_t nexact;
 	char **parents;		 /* "local.org" of an entry ".local.org", sorted */
 	size_t nparents;
-	struct relay_ip *literals; /* local address literals */
+	struct pc_ip *literals; /* local address literals */
 	size_t nliterals;
 	bool finished;
 };
@@ -101,63 +76,9 @@ struct relay_policy {
 const char *relay_class_name(enum relay_class cls);
 
 /*
- * relay_ip_parse - a numeric IPv4 or IPv6 address; an IPv4-mapped IPv6
- * address gives the IPv4 address. A "%zone" suffix is ignored when
- * allow_zone is true. Returns 0, or -1 when text is not an address.
- */
-int relay_ip_parse(const char *text, bool allow_zone, struct relay_ip *out);
-
-/* relay_ip_equal - whether two parsed addresses are the same */
-bool relay_ip_equal(const struct relay_ip *a, const struct relay_ip *b);
-
-/*
- * relay_cidr_parse - "192.0.2.0/24", "2001:db8::/32", "[::1]/128" or a
- * bare address (a host). The address must have no bits set past the
- * prefix: 10.1.2.3/8 is most likely a typo and is refused. Returns 0, or
- * -1 when invalid.
- */
-int relay_cidr_parse(const char *text, struct relay_cidr *out);
-
-/* relay_cidr_match - whether ip is inside net (same family only) */
-bool relay_cidr_match(const struct relay_cidr *net, const struct relay_ip *ip);
-
-/*
- * relay_netlist_parse - a comma and/or space separated list of networks.
- * Returns 0, or -1 with a message in err (errsize bytes) naming the bad
- * entry; out is then empty. An empty list is valid and matches nothing.
- */
-int relay_netlist_parse(const char *list, struct relay_netlist *out,
-			char *err, size_t errsize);
-
-/*
- * relay_netlist_match - whether the numeric address addr (as the host
- * reports the client) is in one of the networks; false for anything that
- * is not an address
- */
-bool relay_netlist_match(const struct relay_netlist *list, const char *addr);
-
-/* relay_netlist_free - release the networks */
-void relay_netlist_free(struct relay_netlist *list);
-
-/*
- * relay_punycode_encode - RFC 3492 encoding of n code points into out
- * (outsize bytes, NUL-terminated), without the "xn--" prefix. Basic code
- * points are copied as they are. Returns the length written, or -1 when
- * out is too small, a code point is not Unicode, or the arithmetic would
- * overflow.
- */
-int relay_punycode_encode(const uint32_t *cp, size_t n, char *out,
-			  size_t outsize);
-
-/*
- * relay_domain_normalize - the comparable form of the domain in[0..len):
- * one trailing dot dropped, ASCII letters lower-cased, U-labels turned
- * into A-labels ("xn--..."), the ideographic full stops U+3002, U+FF0E
- * and U+FF61 read as dots (as IDNA does). Labels are letters, digits and
- * hyphens (not first or last), 1 to 63 bytes, the whole at most
- * RELAY_DOMAIN_MAX bytes. Non-ASCII letters are not case-folded. Returns
- * the length written to out (outsize >= RELAY_DOMAIN_BUF is always
- * enough), or -1 when the domain is not valid.
+ * relay_domain_normalize - pc_domain_normalize() of the mail domain
+ * in[0..len) into out (PC_DOMAIN_BUF bytes are always enough); -1 as
+ * there, and for a name with an underscore
  */
 int relay_domain_normalize(const char *in, size_t len, char *out,
 			   size_t outsize);
@@ -169,7 +90,7 @@ int relay_domain_normalize(const char *in, size_t len, char *out,
  * or -1 when invalid.
  */
 int relay_literal_parse(const char *in, size_t len, bool brackets_optional,
-			struct relay_ip *out);
+			struct pc_ip *out);
 
 /* relay_domains_init - an empty set */
 void relay_domains_init(struct relay_domains *d);
@@ -212,7 +133,7 @@ bool relay_domains_match(const struct relay_domains *d, const char *domain);
 
 /* relay_domains_match_ip - whether an address literal is local */
 bool relay_domains_match_ip(const struct relay_domains *d,
-			    const struct relay_ip *ip);
+			    const struct pc_ip *ip);
 
 /* relay_domains_free - release the set */
 void relay_domains_free(struct relay_domains *d);

@@ -20,7 +20,9 @@
  * At MAIL the filter evaluates check_host() with libspf2 for the client
  * address (IPv4 or IPv6; an IPv4-mapped IPv6 address is IPv4, RFC 7208
  * 5) and the MAIL FROM identity, or, for MAIL FROM:<>, the HELO identity
- * (RFC 7208 2.3, 2.4). A refusal is answered to MAIL itself (RFC 7208
+ * (RFC 7208 2.3, 2.4). The identity's domain is checked in the form
+ * pc_domain_normalize() gives (A-labels, RFC 8616 3), so every spelling
+ * of one domain gets one result. A refusal is answered to MAIL itself (RFC 7208
  * 8.4, RFC 7372 codes):
  *
  *	fail, softfail, neutral, none	550 5.7.23 / 451 4.7.23
@@ -75,7 +77,8 @@
 
 #include <portcullis/filter.h>
 
-#include "relay_addr.h"
+#include "pc_domain.h"
+#include "pc_netlist.h"
 #include "spf_dns.h"
 
 #define SPF_DEFAULT_TRUSTED "127.0.0.0/8, ::1/128"
@@ -152,7 +155,7 @@ static const char *const spf_options[] = {
 };
 
 struct spf_instance {
-	struct relay_netlist trusted;
+	struct pc_netlist trusted;
 	char *receiver; /* NULL: the authserv-id */
 	enum spf_action action[SPF_NRESULTS];
 };
@@ -164,7 +167,9 @@ struct spf_tx {
 	char *client_ip;    /* as written in client-ip= */
 	char *sender;	    /* MAIL FROM ("" for <>) */
 	char *helo;	    /* NULL without HELO */
-	char *domain;	    /* the identity's domain */
+	char *domain;	    /* the identity's domain, normalised if it can be */
+	char *check_from;   /* MAIL FROM as checked: local@domain */
+	char *check_helo;   /* the HELO as checked: normalised if it can be */
 	char *receiver;
 	char *comment;	    /* libspf2's header comment, or ours */
 	char *mechanism;    /* NULL when none matched */
@@ -181,7 +186,7 @@ static void spf_free(struct spf_instance *si)
 {
 	if (si == NULL)
 		return;
-	relay_netlist_free(&si->trusted);
+	pc_netlist_free(&si->trusted);
 	free(si->receiver);
 	free(si);
 }
@@ -263,7 +268,7 @@ static int spf_init(pc_config *config, void **instance)
 	}
 	if (trusted == NULL)
 		trusted = SPF_DEFAULT_TRUSTED;
-	if (relay_netlist_parse(trusted, &si->trusted, err, sizeof(err)) < 0) {
+	if (pc_netlist_parse(trusted, &si->trusted, err, sizeof(err)) < 0) {
 		pc_config_error(config, "trusted_networks", "%s", err);
 		goto fail;
 	}
@@ -389,6 +394,8 @@ static void spf_tx_free(struct spf_tx *tx)
 	free(tx->sender);
 	free(tx->helo);
 	free(tx->domain);
+	free(tx->check_from);
+	free(tx->check_helo);
 	free(tx->receiver);
 	free(tx->comment);
 	free(tx->mechanism);
@@ -424,6 +431,67 @@ static bool spf_domain_checkable(const char *domain)
 			return false; /* "[192.0.2.1]", "a b": no domain */
 	dot = strchr(domain, '.');
 	return dot != NULL && dot[1] != '\0';
+}
+
+/*
+ * spf_normal_or_clean - the normal form of the domain in[0..len) into
+ * *field (pc_domain.h), or, when it has none, a printable copy for
+ * spf_domain_checkable() to judge; -1 when out of memory
+ */
+static int spf_normal_or_clean(char **field, const char *in, size_t len)
+{
+	char norm[PC_DOMAIN_BUF];
+	char *copy;
+	int rc;
+
+	if (pc_domain_normalize(in, len, norm, sizeof(norm)) >= 0)
+		return spf_set(field, norm);
+	copy = strndup(in, len);
+	if (copy == NULL)
+		return -1;
+	rc = spf_set(field, copy);
+	free(copy);
+	return rc;
+}
+
+/*
+ * spf_identities - the domain to check and what libspf2 gets for MAIL
+ * FROM and HELO; -1 when out of memory.
+ *
+ * RFC 8616 3: an internationalised domain is checked by its A-labels,
+ * the form its SPF record is published under; and however the client
+ * spells it (upper case, NFD, fullwidth letters or full stops), one
+ * domain gets one result. A name IDNA refuses keeps its spelling, made
+ * printable, and RFC 7208 4.3 decides on it (spf_domain_checkable()):
+ * libspf2 and the RFC's test suite pin what a malformed ASCII name gets.
+ */
+static int spf_identities(struct spf_tx *tx, const char *sender,
+			  const char *helo)
+{
+	const char *at = strrchr(sender, '@');
+	size_t need;
+
+	if (helo != NULL &&
+	    spf_normal_or_clean(&tx->check_helo, helo, strlen(helo)) < 0)
+		return -1;
+	if (tx->helo_identity)
+		return spf_set(&tx->domain, tx->check_helo ? tx->check_helo : "");
+	if (at == NULL)
+		return spf_set(&tx->domain, "") < 0 ||
+		       spf_set(&tx->check_from, sender) < 0 ? -1 : 0;
+	if (spf_normal_or_clean(&tx->domain, at + 1, strlen(at + 1)) < 0)
+		return -1;
+	/* the local part as it came (made printable), for %{l} */
+	need = (size_t)(at - sender) + 1 + strlen(tx->domain) + 1;
+	tx->check_from = malloc(need);
+	if (tx->check_from == NULL)
+		return -1;
+	snprintf(tx->check_from, need, "%.*s@%s", (int)(at - sender), sender,
+		 tx->domain);
+	for (char *p = tx->check_from; *p; p++)
+		if ((unsigned char)*p < 0x20 || (unsigned char)*p >= 0x7f)
+			*p = '?';
+	return 0;
 }
 
 /* spf_map_result - libspf2's result in ours */
@@ -603,7 +671,7 @@ _Static_assert(SPF_DNS_QUERY_TIMEOUT == PC_DNS_TIMEOUT &&
  * spf_evaluate - run check_host() for the client, fill tx; -1 when out of
  * memory, 1 when some answer was not in the cache of the event loop
  */
-static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
+static int spf_evaluate(pc_ctx *ctx, const struct pc_ip *ip,
 			struct spf_tx *tx)
 {
 	SPF_dns_server_t *layer = NULL;
@@ -651,14 +719,14 @@ static int spf_evaluate(pc_ctx *ctx, const struct relay_ip *ip,
 	 * (RFC 7208 2.4).
 	 */
 	if (tx->helo_identity) {
-		if (SPF_request_set_helo_dom(req, tx->helo) != SPF_E_SUCCESS ||
+		if (SPF_request_set_helo_dom(req, tx->check_helo) != SPF_E_SUCCESS ||
 		    SPF_request_set_env_from(req, "") != 0)
 			goto out;
 	} else {
-		if (SPF_request_set_env_from(req, tx->sender) != 0)
+		if (SPF_request_set_env_from(req, tx->check_from) != 0)
 			goto out;
-		if (tx->helo != NULL &&
-		    SPF_request_set_helo_dom(req, tx->helo) != SPF_E_SUCCESS)
+		if (tx->check_helo != NULL &&
+		    SPF_request_set_helo_dom(req, tx->check_helo) != SPF_E_SUCCESS)
 			goto out;
 	}
 
@@ -804,7 +872,7 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 	const char *helo = pc_helo(ctx);
 	const char *receiver;
 	struct spf_tx *tx = NULL;
-	struct relay_ip ip;
+	struct pc_ip ip;
 	char ipbuf[INET6_ADDRSTRLEN];
 	enum spf_action action;
 
@@ -815,13 +883,13 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 		pc_set_reply(ctx, 451, "4.3.0", "Internal error");
 		return PC_TEMPFAIL;
 	}
-	if (addr == NULL || relay_ip_parse(addr, true, &ip) < 0) {
+	if (addr == NULL || pc_ip_parse(addr, strlen(addr), true, &ip) < 0) {
 		/* a client without an IP address (a local socket) */
 		pc_result(ctx, "spf", "skipped");
 		pc_result(ctx, "reason", "no client address");
 		return PC_CONTINUE;
 	}
-	if (relay_netlist_match(&si->trusted, addr)) {
+	if (pc_netlist_match(&si->trusted, addr)) {
 		pc_result(ctx, "spf", "skipped");
 		pc_result(ctx, "reason", "trusted");
 		return PC_CONTINUE;
@@ -840,15 +908,8 @@ static enum pc_status spf_mail(pc_ctx *ctx)
 	    spf_set(&tx->sender, sender) < 0 || spf_set(&tx->helo, helo) < 0 ||
 	    spf_set(&tx->receiver, receiver) < 0)
 		goto oom;
-	if (tx->helo_identity) {
-		if (spf_set(&tx->domain, helo) < 0)
-			goto oom;
-	} else {
-		const char *at = strrchr(sender, '@');
-
-		if (spf_set(&tx->domain, at ? at + 1 : "") < 0)
-			goto oom;
-	}
+	if (spf_identities(tx, sender, helo) < 0)
+		goto oom;
 
 	if (!spf_domain_checkable(tx->domain)) {
 		/* RFC 7208 4.3: "none", without a DNS query */

@@ -636,6 +636,20 @@ class RequireTest(DKIMTestCase):
         o = self.run_cases([msg], self.section())[0]
         self.assertRegex(o.reply, r"^550 5\.7\.20 ", o)
 
+    def test_every_spelling_of_a_required_idn_author_domain_is_required(self):
+        # require names the U-label; the From may spell the domain in
+        # upper case, NFD, fullwidth letters or as its A-label
+        froms = ["x@BÜCHER.example", "x@bu\u0308cher.example",
+                 "x@ｂüｃｈｅｒ。example", "x@XN--BCHER-KVA.example"]
+        out = self.run_cases([message(sender=f) for f in froms],
+                             dkim_section(require="bücher.example"))
+        for f, o in zip(froms, out):
+            with self.subTest(sender=f):
+                self.assertRegex(o.reply, r"^550 5\.7\.20 ", o)
+                self.assertEqual(o.results.get("require"),
+                                 "xn--bcher-kva.example: no passing "
+                                 "signature", o)
+
     def test_other_domains_need_nothing(self):
         o = self.run_cases([message(sender="x@example.net")],
                            self.section())[0]

@@ -100,6 +100,9 @@ TRICKS = [
     ("user@[IPv6:::1]", RELAY),
     # IDN: the A-label of a remote domain
     ("user@xn--bcher-kva.example", RELAY),
+    # an A-label IDNA refuses is no domain at all
+    ("user@xn--zz.example", EITHER),
+    ("user@xn--garbage-zzz.example", EITHER),
     # several @: syntax errors, whoever sees them first
     ("user@elsewhere.example@example.test", EITHER),
     ("user@example.test@elsewhere.example", EITHER),
@@ -122,7 +125,19 @@ UTF8_TRICKS = [
     ("jürgen@elsewhere.example", RELAY),
     ("user%bücher.example@example.test", RELAY),
     ("user@example.test。elsewhere.example", EITHER),
+    # what UTS #46 maps: a remote domain in any dress stays remote
+    ("user@example.test\uff0eelsewhere.example", RELAY),
+    ("user@ｅｘａｍｐｌｅ.test．elsewhere.example", RELAY),
+    ("user@ＥＬＳＥＷＨＥＲＥ.example", RELAY),
+    ("user@BU\u0308CHER.example", RELAY),
+    ("user%ｅｌｓｅｗｈｅｒｅ.example@example.test", RELAY),
 ]
+
+# Spellings of the local bücher.example, configured by its A-label: the
+# filter lets each through to Postfix.
+IDN_LOCALS = ["user@bücher.example", "user@BÜCHER.EXAMPLE",
+              "user@bu\u0308cher.example", "user@ｂüｃｈｅｒ。example",
+              "user@XN--BCHER-KVA.example"]
 
 # Recipients the filter must let through to Postfix.
 LOCALS = [BOB, "CAROL@EXAMPLE.TEST", "Alice@Example.Test"]
@@ -292,6 +307,21 @@ class RelayFilterTest(ProxyTestCase):
 
     def test_utf8_relay_tricks_are_refused(self):
         self.run_tricks(UTF8_TRICKS, smtputf8=True)
+
+    def test_every_spelling_of_a_local_idn_domain_reaches_postfix(self):
+        p = self.proxy(domains="example.test, xn--bcher-kva.example")
+        c = self.client(p.port)
+        c.ehlo()
+        self.assertReply(c.cmd("MAIL FROM:<%s> SMTPUTF8" % ALICE), 250)
+        for rcpt in IDN_LOCALS:
+            with self.subTest(rcpt=rcpt):
+                r = c.cmd("RCPT TO:<%s>" % rcpt)
+                self.assertNotIn("Relay access denied", r.text, rcpt)
+                self.assertTrue(wait_for(lambda: any(
+                    rcpt in s for s in self.postfix_rcpts()), 5),
+                    "<%s> did not reach Postfix: %r" % (rcpt, r))
+        c.cmd("RSET")
+        c.cmd("QUIT")
 
     def test_postmaster_without_domain_is_not_refused(self):
         # RFC 5321 4.5.1: <Postmaster> must always be accepted; whatever

@@ -55,10 +55,18 @@ ZONE = {
     "host.cached.test": [{"A": "127.0.0.1"}],
     "partial.test": [{"TXT": "v=spf1 a:host.partial.test -all"}],
     "host.partial.test": [{"A": "127.0.0.1", "ttl": 0}],
+    # an internationalised domain, published under its A-labels
+    # (bücher.test, idn-pass.bücher.test)
+    "xn--bcher-kva.test": [{"TXT": "v=spf1 -all"}],
+    "idn-pass.xn--bcher-kva.test": [{"TXT": "v=spf1 ip4:127.0.0.1 -all"}],
     # "nospf.test": no records at all (NXDOMAIN): none
 }
 
 DNS = None
+
+CAPTURE_KEYWORDS = ("PIPELINING", "8BITMIME", "DSN", "ENHANCEDSTATUSCODES",
+                    "SIZE 10240000", "XFORWARD NAME ADDR PROTO HELO",
+                    "SMTPUTF8")
 
 
 def setUpModule():
@@ -132,7 +140,8 @@ class SPFFilterTest(ProxyTestCase):
     """The daemon with the spf filter in front of a capture backend."""
 
     def proxy(self, section=None, **kw):
-        backend = self.start_capture()
+        # SMTPUTF8, so that the proxy offers it: the IDN tests need it
+        backend = self.start_capture(keywords=CAPTURE_KEYWORDS)
         kw.setdefault("filters", "spf")
         kw.setdefault("filter_dir", FILTER_DIR)
         kw.setdefault("authserv_id", AUTHSERV)
@@ -146,7 +155,9 @@ class SPFFilterTest(ProxyTestCase):
         """EHLO and MAIL FROM:<sender>; (client, MAIL reply)."""
         c = self.client(p.port, host=host)
         c.ehlo(helo)
-        return c, c.cmd("MAIL FROM:<%s>" % sender)
+        # RFC 6531: a UTF-8 address needs the SMTPUTF8 parameter
+        utf8 = "" if sender.isascii() else " SMTPUTF8"
+        return c, c.cmd("MAIL FROM:<%s>%s" % (sender, utf8))
 
     def deliver(self, p, sender, helo="client.example.test",
                 host="127.0.0.1"):
@@ -292,6 +303,44 @@ class SPFFilterTest(ProxyTestCase):
         c, r = self.mail(p, "", helo="helo-fail.test")
         self.assertReply(r, 550, "5.7.23")
         c.cmd("QUIT")
+
+    # -- internationalised domains (RFC 8616) -------------------------
+
+    def test_every_spelling_of_an_idn_sender_domain_gets_its_fail(self):
+        # The record is published under the A-labels; upper case, NFD,
+        # fullwidth letters and full stops are the same domain.
+        p = self.proxy()
+        spellings = ["bücher.test", "BÜCHER.TEST", "bu\u0308cher.test",
+                     "xn--bcher-kva.test", "XN--BCHER-KVA.test",
+                     "bücher\u3002test", "bücher\uff0etest",
+                     "ｂüｃｈｅｒ.test"]
+        for n, domain in enumerate(spellings):
+            with self.subTest(domain=domain):
+                c, r = self.mail(p, "user@" + domain)
+                self.assertReply(r, 550, "5.7.23")
+                c.cmd("QUIT")
+                recs = p.wait_transaction(count=n + 1, timeout=10)
+                res = spf_results(recs[n]) if len(recs) > n else {}
+                self.assertEqual((res.get("spf"), res.get("domain")),
+                                 ("fail", "xn--bcher-kva.test"), res)
+
+    def test_an_idn_sender_that_is_allowed_passes(self):
+        p = self.proxy()
+        raw = self.deliver(p, "user@IDN-PASS.Bu\u0308cher.test")
+        fields = header_lines(raw)
+        self.assertRegex(fields[0][1], r"^pass ")
+        res = spf_results(self.record(p, action="accepted"))
+        self.assertEqual((res.get("spf"), res.get("domain")),
+                         ("pass", "idn-pass.xn--bcher-kva.test"), res)
+
+    def test_a_helo_in_fullwidth_letters_is_its_ascii_domain(self):
+        p = self.proxy()
+        c, r = self.mail(p, "", helo="ＨＥＬＯ-fail．test")
+        self.assertReply(r, 550, "5.7.23")
+        c.cmd("QUIT")
+        res = spf_results(p.wait_transaction(count=1, timeout=10)[-1])
+        self.assertEqual((res.get("identity"), res.get("domain")),
+                         ("helo", "helo-fail.test"), res)
 
     @unittest.skipUnless(has_ipv6(), "no IPv6 loopback")
     def test_ipv6_client_is_checked(self):

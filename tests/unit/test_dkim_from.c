@@ -17,8 +17,8 @@
 /* domains - the domains of value, joined with ' '; *bad gets the rest */
 static const char *domains(const char *value, size_t *bad)
 {
-	static char out[MAXD * RELAY_DOMAIN_BUF];
-	char d[MAXD][RELAY_DOMAIN_BUF];
+	static char out[MAXD * PC_DOMAIN_BUF];
+	char d[MAXD][PC_DOMAIN_BUF];
 	size_t n = pcdkim_from_domains(value, d, MAXD, bad);
 
 	out[0] = '\0';
@@ -116,7 +116,7 @@ static void test_idn_is_normalised(void)
 /* test_max_is_kept - more mailboxes than room: the rest are "bad" */
 static void test_max_is_kept(void)
 {
-	char d[2][RELAY_DOMAIN_BUF];
+	char d[2][PC_DOMAIN_BUF];
 	size_t bad;
 
 	CHECK_UINT_EQ(pcdkim_from_domains("a@a.example, b@b.example, "

@@ -1,12 +1,11 @@
 /*
- * test_relay_addr.c - the relay filter's pure logic: recipients, domains,
- * IDN, networks
+ * test_relay_addr.c - the relay filter's pure logic: recipients and
+ * local domains
  *
  * The heart is the trick table: every way of dressing a relay attempt up
  * as a local recipient that the open-relay guard must see through, next
  * to the plain local addresses it must let pass.
  */
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -140,7 +139,7 @@ static const struct trick tricks[] = {
 	{"user@bücher.example", L, L},
 	{"user@xn--bcher-kva.example", L, L},
 	{"user@XN--BCHER-KVA.EXAMPLE", L, L},
-	{"user@BÜCHER.example", R, R}, /* no Unicode case folding */
+	{"user@BÜCHER.example", L, L},
 	{"user@Bücher.example", L, L},
 	{"user@xn--mnchen-3ya.example", L, L},
 	{"user@münchen.example", L, L},
@@ -150,6 +149,35 @@ static const struct trick tricks[] = {
 	{"jörg@local.org", L, L},
 	{"user@b\xc3\xbc\xc3\x28.example", I, I}, /* bad UTF-8 */
 	{"user@b\xc0\xbc.example", I, I},	  /* overlong */
+	/* what UTS #46 maps: every spelling of a local domain is local */
+	{"user@BÜCHER.EXAMPLE", L, L},			/* upper-case U-label */
+	{"user@MÜNCHEN.example", L, L},			/* local as U-label */
+	{"user@XN--MNCHEN-3YA.EXAMPLE", L, L},		/* ... as A-label */
+	{"user@bu\xcc\x88" "cher.example", L, L},		/* NFD */
+	{"user@MU\xcc\x88NCHEN.example", L, L},		/* NFD upper case */
+	{"user@\xef\xbd\x8c\xef\xbd\x8f\xef\xbd\x83\xef\xbd\x81\xef\xbd\x8c.org", L, L},	/* fullwidth */
+	{"user@\xef\xbc\xac\xef\xbc\xaf\xef\xbc\xa3\xef\xbc\xa1\xef\xbc\xac.org", L, L},	/* FULLWIDTH */
+	{"user@local\xef\xbc\x8e" "org", L, L},		/* U+FF0E */
+	{"user@local\xe3\x80\x82" "org", L, L},		/* U+3002 */
+	{"user@local\xef\xbd\xa1" "org", L, L},		/* U+FF61 */
+	{"user@local.org\xef\xbc\x8e", L, L},		/* trailing U+FF0E */
+	{"user@a\xe3\x80\x82" "hosted.test", L, L},
+	{"user@lo\xc2\xad" "cal.org", L, L},		/* soft hyphen: ignored */
+	/* ... and a spelling of a remote domain stays remote */
+	{"user@local.org\xef\xbc\x8e" "evil.com", R, R},
+	{"user@local\xe3\x80\x82" "org.evil.com", R, R},
+	{"user@\xef\xbd\x92" "emote.example", R, R},
+	{"user@bücher\xe3\x80\x82" "example\xe3\x80\x82" "evil.com", R, R},
+	{"\"user@remote.example\"@ｌocal.org", R, R},
+	{"user%remote.example@ＬＯＣＡＬ.ORG", R, R},
+	{"user%ｌocal.org@local.org", R, L},
+	/* what IDNA refuses is no domain */
+	{"user@xn--zz.example", I, I},			/* bad Punycode */
+	{"user@xn--garbage-zzz.example", I, I},	/* not its own A-label */
+	{"user@ab--cd.local.org", I, I},		/* reserved hyphens */
+	{"user@local.org\xef\xbc\x8e\xef\xbc\x8e", I, I},
+	{"user@b\xc2\x85.example", I, I},		/* C1 control */
+	{"user\xef\xbc\xa0local.org", I, I},		/* fullwidth '@' */
 	/* empty and missing parts */
 	{"", I, I},
 	{"@local.org", I, I},
@@ -297,79 +325,7 @@ static void test_postmaster_is_local_without_any_domain(void)
 }
 
 /* ---------------------------------------------------------------- */
-/* domains */
-
-/* normalize - relay_domain_normalize() of a C string, or "(invalid)" */
-static const char *normalize(const char *in)
-{
-	static char out[RELAY_DOMAIN_BUF];
-
-	if (relay_domain_normalize(in, strlen(in), out, sizeof(out)) < 0)
-		return "(invalid)";
-	return out;
-}
-
-static void test_domains_are_lower_cased_without_trailing_dot(void)
-{
-	CHECK_STR_EQ(normalize("Local.ORG"), "local.org");
-	CHECK_STR_EQ(normalize("local.org."), "local.org");
-	CHECK_STR_EQ(normalize("local.org.."), "(invalid)");
-	CHECK_STR_EQ(normalize("."), "(invalid)");
-	CHECK_STR_EQ(normalize(""), "(invalid)");
-	CHECK_STR_EQ(normalize("a"), "a");
-	CHECK_STR_EQ(normalize("a-b.c"), "a-b.c");
-	CHECK_STR_EQ(normalize("a--b.c"), "a--b.c");
-	CHECK_STR_EQ(normalize("-ab.c"), "(invalid)");
-	CHECK_STR_EQ(normalize("a b.c"), "(invalid)");
-}
-
-static void test_u_labels_become_a_labels(void)
-{
-	CHECK_STR_EQ(normalize("bücher.example"), "xn--bcher-kva.example");
-	CHECK_STR_EQ(normalize("Bücher.Example"), "xn--bcher-kva.example");
-	CHECK_STR_EQ(normalize("XN--BCHER-KVA.example"),
-		     "xn--bcher-kva.example");
-	CHECK_STR_EQ(normalize("münchen.de"), "xn--mnchen-3ya.de");
-	CHECK_STR_EQ(normalize("ü.example"), "xn--tda.example");
-	CHECK_STR_EQ(normalize("bücher。example"), "xn--bcher-kva.example");
-	CHECK_STR_EQ(normalize("bücher．example"), "xn--bcher-kva.example");
-	CHECK_STR_EQ(normalize("bücher.example。"), "xn--bcher-kva.example");
-	/* C1 controls are no letters */
-	CHECK_STR_EQ(normalize("b\xc2\x85.example"), "(invalid)");
-	/* a lone continuation byte */
-	CHECK_STR_EQ(normalize("b\x80.example"), "(invalid)");
-	/* a surrogate, encoded */
-	CHECK_STR_EQ(normalize("b\xed\xa0\x80.example"), "(invalid)");
-}
-
-static void test_domain_length_limits(void)
-{
-	char buf[600];
-	size_t i;
-
-	/* 4 labels of 63 and dots: 255 bytes, the most RFC 5321 allows */
-	buf[0] = '\0';
-	for (i = 0; i < 4; i++) {
-		size_t n = strlen(buf);
-
-		memset(buf + n, 'a' + (char)i, i == 3 ? 61 : 63);
-		buf[n + (i == 3 ? 61 : 63)] = '\0';
-		if (i < 3)
-			strcat(buf, ".");
-	}
-	CHECK_UINT_EQ(strlen(buf), 253);
-	CHECK_INT_EQ(relay_domain_normalize(buf, strlen(buf), (char[256]){0},
-					    256), 253);
-	strcat(buf, "ab");
-	CHECK_INT_EQ(relay_domain_normalize(buf, strlen(buf), (char[256]){0},
-					    256), 255);
-	strcat(buf, ".b");
-	CHECK_INT_EQ(relay_domain_normalize(buf, strlen(buf), (char[300]){0},
-					    300), -1);
-	/* a buffer too small is refused, not overrun */
-	CHECK_INT_EQ(relay_domain_normalize("local.org", 9, (char[5]){0}, 5),
-		     -1);
-}
+/* local domains */
 
 static void test_domain_entries_and_parents(void)
 {
@@ -423,216 +379,6 @@ static void test_bad_domain_entries_are_refused(void)
 	relay_domains_free(&d);
 }
 
-/* ---------------------------------------------------------------- */
-/* Punycode, RFC 3492 section 7.1 */
-
-/* puny - encode the UTF-8 string s */
-static const char *puny(const char *s)
-{
-	static char out[256];
-	uint32_t cp[128];
-	size_t n = 0;
-	const unsigned char *u = (const unsigned char *)s;
-
-	/* a tiny decoder, independent of the one under test */
-	while (*u && n < 128) {
-		if (*u < 0x80) {
-			cp[n++] = *u++;
-		} else if ((*u & 0xe0) == 0xc0) {
-			cp[n++] = ((uint32_t)(u[0] & 0x1f) << 6) | (u[1] & 0x3f);
-			u += 2;
-		} else if ((*u & 0xf0) == 0xe0) {
-			cp[n++] = ((uint32_t)(u[0] & 0x0f) << 12) |
-				  ((uint32_t)(u[1] & 0x3f) << 6) | (u[2] & 0x3f);
-			u += 3;
-		} else {
-			cp[n++] = ((uint32_t)(u[0] & 0x07) << 18) |
-				  ((uint32_t)(u[1] & 0x3f) << 12) |
-				  ((uint32_t)(u[2] & 0x3f) << 6) | (u[3] & 0x3f);
-			u += 4;
-		}
-	}
-	if (relay_punycode_encode(cp, n, out, sizeof(out)) < 0)
-		return "(error)";
-	return out;
-}
-
-static void test_punycode_rfc3492_vectors(void)
-{
-	/* (A) Arabic (Egyptian) */
-	CHECK_STR_EQ(puny("ليهمابتكلموشعربي؟"), "egbpdaj6bu4bxfgehfvwxn");
-	/* (B) Chinese (simplified) */
-	CHECK_STR_EQ(puny("他们为什么不说中文"), "ihqwcrb4cv8a8dqg056pqjye");
-	/* (C) Chinese (traditional) */
-	CHECK_STR_EQ(puny("他們爲什麽不說中文"), "ihqwctvzc91f659drss3x8bo0yb");
-	/* (D) Czech, with its upper-case basic code point */
-	CHECK_STR_EQ(puny("Pročprostěnemluvíčesky"),
-		     "Proprostnemluvesky-uyb24dma41a");
-	/* (L) 3<nen>B<gumi><kinpachi><sensei> */
-	CHECK_STR_EQ(puny("3年B組金八先生"), "3B-ww4c5e180e575a65lsy2b");
-	/* (S) only basic code points */
-	CHECK_STR_EQ(puny("-> $1.00 <-"), "-> $1.00 <--");
-	/* and the IDN examples used elsewhere */
-	CHECK_STR_EQ(puny("bücher"), "bcher-kva");
-	CHECK_STR_EQ(puny("ü"), "tda");
-}
-
-static void test_punycode_refuses_small_buffers_and_non_unicode(void)
-{
-	uint32_t cp[] = {'b', 0xfc, 'c', 'h', 'e', 'r'};
-	uint32_t bad[] = {0x110000};
-	char out[16];
-
-	CHECK_INT_EQ(relay_punycode_encode(cp, 6, out, sizeof(out)), 9);
-	CHECK_STR_EQ(out, "bcher-kva");
-	CHECK_INT_EQ(relay_punycode_encode(cp, 6, out, 9), -1);
-	CHECK_INT_EQ(relay_punycode_encode(cp, 6, out, 10), 9);
-	CHECK_INT_EQ(relay_punycode_encode(bad, 1, out, sizeof(out)), -1);
-	CHECK_INT_EQ(relay_punycode_encode(cp, 0, out, sizeof(out)), 0);
-	CHECK_STR_EQ(out, "");
-}
-
-/* ---------------------------------------------------------------- */
-/* networks */
-
-/* in - whether addr is in the network list text */
-static bool in(const char *list, const char *addr)
-{
-	struct relay_netlist nl;
-	char err[256];
-	bool r;
-
-	if (relay_netlist_parse(list, &nl, err, sizeof(err)) < 0)
-		return false;
-	r = relay_netlist_match(&nl, addr);
-	relay_netlist_free(&nl);
-	return r;
-}
-
-/* valid - whether the network list text parses */
-static bool valid(const char *list)
-{
-	struct relay_netlist nl;
-	char err[256];
-
-	if (relay_netlist_parse(list, &nl, err, sizeof(err)) < 0)
-		return false;
-	relay_netlist_free(&nl);
-	return true;
-}
-
-static void test_cidr_ipv4(void)
-{
-	CHECK(in("127.0.0.0/8", "127.0.0.1"));
-	CHECK(in("127.0.0.0/8", "127.255.255.255"));
-	CHECK(!in("127.0.0.0/8", "128.0.0.1"));
-	CHECK(in("10.0.0.0/8", "10.1.2.3"));
-	CHECK(!in("10.0.0.0/8", "11.0.0.0"));
-	CHECK(in("192.0.2.128/25", "192.0.2.200"));
-	CHECK(!in("192.0.2.128/25", "192.0.2.127"));
-	CHECK(in("192.0.2.7/32", "192.0.2.7"));
-	CHECK(!in("192.0.2.7/32", "192.0.2.6"));
-	CHECK(in("192.0.2.7", "192.0.2.7"));
-	CHECK(!in("192.0.2.7", "192.0.2.8"));
-	CHECK(in("0.0.0.0/0", "203.0.113.9"));
-	CHECK(!in("0.0.0.0/0", "2001:db8::1"));
-	CHECK(in("172.16.0.0/12", "172.31.255.1"));
-	CHECK(!in("172.16.0.0/12", "172.32.0.1"));
-}
-
-static void test_cidr_ipv6(void)
-{
-	CHECK(in("::1/128", "::1"));
-	CHECK(!in("::1/128", "::2"));
-	CHECK(in("2001:db8::/32", "2001:db8:ffff::1"));
-	CHECK(!in("2001:db8::/32", "2001:db9::1"));
-	CHECK(in("2001:db8::/33", "2001:db8:7fff::1"));
-	CHECK(!in("2001:db8::/33", "2001:db8:8000::1"));
-	CHECK(in("[2001:db8::]/32", "2001:db8::5"));
-	CHECK(in("::/0", "2001:db8::1"));
-	CHECK(!in("::/0", "192.0.2.1"));
-	CHECK(in("fe80::/10", "fe80::1%eth0"));
-	CHECK(in("2001:DB8::1", "2001:db8:0:0:0:0:0:1"));
-}
-
-static void test_cidr_ipv4_mapped_clients_match_ipv4_networks(void)
-{
-	CHECK(in("127.0.0.0/8", "::ffff:127.0.0.1"));
-	CHECK(in("10.0.0.0/8", "::FFFF:10.9.8.7"));
-	CHECK(!in("10.0.0.0/8", "::ffff:11.0.0.1"));
-	/* a network written mapped is the IPv4 network */
-	CHECK(in("::ffff:10.0.0.0/104", "10.2.3.4"));
-	CHECK(in("::ffff:10.0.0.0/104", "::ffff:10.2.3.4"));
-	CHECK(!in("::ffff:10.0.0.0/104", "11.2.3.4"));
-	/* IPv4-compatible (::a.b.c.d) is no IPv4 address */
-	CHECK(!in("127.0.0.0/8", "::127.0.0.1"));
-	/* default trusted networks */
-	CHECK(in("127.0.0.0/8, ::1/128", "::1"));
-	CHECK(in("127.0.0.0/8, ::1/128", "127.0.0.1"));
-	CHECK(!in("127.0.0.0/8, ::1/128", "192.0.2.1"));
-}
-
-static void test_cidr_bad_input(void)
-{
-	CHECK(valid(""));
-	CHECK(valid("  ,, "));
-	CHECK(valid("10.0.0.0/8,192.0.2.0/24 2001:db8::/32\t::1"));
-	CHECK(!valid("10.0.0.0/33"));
-	CHECK(!valid("::/129"));
-	CHECK(!valid("10.0.0.0/"));
-	CHECK(!valid("10.0.0.0/-1"));
-	CHECK(!valid("10.0.0.0/+8"));
-	CHECK(!valid("10.0.0.0/8/8"));
-	CHECK(!valid("10.0.0.0/0008"));
-	CHECK(!valid("10.0.0/8"));
-	CHECK(!valid("10.0.0.256/32"));
-	CHECK(!valid("010.0.0.0/8"));
-	CHECK(!valid("10.1.2.3/8"));	/* host bits set */
-	CHECK(!valid("2001:db8::1/32")); /* host bits set */
-	CHECK(!valid("localhost"));
-	CHECK(!valid("10.0.0.0/8, bogus"));
-	CHECK(!valid("[10.0.0.0]/8"));
-	CHECK(!valid("2001:db8::g/32"));
-	CHECK(!valid("/8"));
-
-	struct relay_netlist nl;
-	char err[256];
-
-	CHECK_INT_EQ(relay_netlist_parse("127.0.0.0/8, 10.0.0.0/33", &nl, err,
-					 sizeof(err)), -1);
-	CHECK(strstr(err, "10.0.0.0/33") != NULL);
-	CHECK_UINT_EQ(nl.count, 0);
-	CHECK_NULL(nl.nets);
-
-	/* clients that are no addresses never match */
-	CHECK(!in("0.0.0.0/0, ::/0", ""));
-	CHECK(!in("0.0.0.0/0, ::/0", "unknown"));
-	CHECK(!in("0.0.0.0/0, ::/0", "192.0.2.1%eth0"));
-	CHECK(!in("0.0.0.0/0, ::/0", NULL));
-}
-
-static void test_cidr_prefix_edges(void)
-{
-	struct relay_cidr c;
-	struct relay_ip ip;
-
-	CHECK_INT_EQ(relay_cidr_parse("0.0.0.0/0", &c), 0);
-	CHECK_UINT_EQ(c.prefix, 0);
-	CHECK_INT_EQ(relay_cidr_parse("::/0", &c), 0);
-	CHECK_INT_EQ(c.net.family, 6);
-	CHECK_INT_EQ(relay_cidr_parse("255.255.255.255/32", &c), 0);
-	CHECK_INT_EQ(relay_ip_parse("255.255.255.255", false, &ip), 0);
-	CHECK(relay_cidr_match(&c, &ip));
-	CHECK_INT_EQ(relay_cidr_parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff/128",
-				      &c), 0);
-	CHECK_UINT_EQ(c.prefix, 128);
-	CHECK_INT_EQ(relay_ip_parse("ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe",
-				    false, &ip), 0);
-	CHECK(!relay_cidr_match(&c, &ip));
-	CHECK_INT_EQ(relay_ip_parse("fe80::1%eth0", false, &ip), -1);
-	CHECK_INT_EQ(relay_ip_parse("fe80::1%eth0", true, &ip), 0);
-}
-
 int main(void)
 {
 	RUN(test_site_domains_load);
@@ -640,18 +386,8 @@ int main(void)
 	RUN(test_overlong_addresses_are_invalid);
 	RUN(test_reasons_name_the_trick);
 	RUN(test_postmaster_is_local_without_any_domain);
-	RUN(test_domains_are_lower_cased_without_trailing_dot);
-	RUN(test_u_labels_become_a_labels);
-	RUN(test_domain_length_limits);
 	RUN(test_domain_entries_and_parents);
 	RUN(test_bad_domain_entries_are_refused);
-	RUN(test_punycode_rfc3492_vectors);
-	RUN(test_punycode_refuses_small_buffers_and_non_unicode);
-	RUN(test_cidr_ipv4);
-	RUN(test_cidr_ipv6);
-	RUN(test_cidr_ipv4_mapped_clients_match_ipv4_networks);
-	RUN(test_cidr_bad_input);
-	RUN(test_cidr_prefix_edges);
 	relay_domains_free(&site);
 	return unit_summary();
 }
