@@ -488,18 +488,32 @@ static void relay_try(struct relay *relay)
 	}
 }
 
-/* relay_xtext - append " KEY=xtext(value)" when the backend takes KEY */
+/*
+ * relay_attr - append " KEY=xtext(value)" when the backend takes KEY; a
+ * value is never cut (a cut HELO or address would be a lie told in the
+ * client's name)
+ */
 static void relay_attr(struct evbuffer *out, const char *attrs,
 		       const char *key, const char *value)
 {
-	char text[1024];
+	char text[512];
 	size_t klen = strlen(key);
 
 	/* The backend lists the attributes it takes (Postfix does). */
 	for (const char *p = attrs; (p = strstr(p, key)); p += klen) {
 		if ((p == attrs || p[-1] == ' ') && (p[klen] == ' ' || p[klen] == 0)) {
-			smtp_xtext_encode(value, text, sizeof(text));
-			evbuffer_add_printf(out, " %s=%s", key, text);
+			size_t need = smtp_xtext_encode(value, text, sizeof(text));
+			char *big = need < sizeof(text) ? NULL : malloc(need + 1);
+			const char *v = text;
+			if (big) {
+				smtp_xtext_encode(value, big, need + 1);
+				v = big;
+			} else if (need >= sizeof(text)) {
+				/* Out of memory: unknown, never half (nor the last client's). */
+				v = "[UNAVAILABLE]";
+			}
+			evbuffer_add_printf(out, " %s=%s", key, v);
+			free(big);
 			return;
 		}
 	}

@@ -9,6 +9,7 @@ transaction aborted before "." leaves no dump file; one answered at "."
 (even by -f/-r/-q) leaves one.
 """
 
+import re
 import signal
 import socket
 import threading
@@ -842,6 +843,21 @@ class TestBackendOffer(FaultTest):
         # the backend did answer as the client without them
         self.assertGreaterEqual(sum(1 for c in cap.commands()
                                     if c.startswith(b"XCLIENT ")), 3)
+
+    def test_a_long_utf8_helo_reaches_xclient_whole(self):
+        # each byte of a UTF-8 name is +XX in xtext: 251 bytes become 700+
+        label = "\u00fc" * 31
+        helo = ".".join([label] * 4)
+        cap = self.start_capture(keywords=XCLIENT_KEYWORDS + ("SMTPUTF8",))
+        self.proxy = self.start_proxy(backend_port=cap.port)
+        c = self.client(self.proxy.port)
+        self.assertCode(c.cmd("EHLO " + helo), 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s> SMTPUTF8" % ALICE), 250)
+        x = [l for l in cap.commands() if l.startswith(b"XCLIENT ")][-1]
+        attrs = dict(a.split(b"=", 1) for a in x.split()[1:])
+        decoded = re.sub(rb"\+([0-9A-F]{2})",
+                         lambda m: bytes([int(m.group(1), 16)]), attrs[b"HELO"])
+        self.assertEqual(decoded, helo.encode("utf-8"))
 
 
 class TestDrainDeadline(FaultTest):
