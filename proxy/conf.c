@@ -39,6 +39,7 @@ enum conf_type {
 	CONF_ADDRS,	/* comma-separated host:port list */
 	CONF_MILLIS,	/* seconds with up to three decimals, kept in ms */
 	CONF_IPADDRS,	/* comma-separated IP:port list, may be empty */
+	CONF_NETWORKS,	/* comma or space separated CIDR list, may be empty */
 };
 
 struct conf_param {
@@ -90,6 +91,10 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "filter_dir", CONF_STRING, F(filter_dir), 0, PKGLIBDIR, false, 0, 0, NULL },
 	{ "portcullis", "filter_threads", CONF_UINT, F(filter_threads), 0, "16", false, 1, 1024, NULL },
 	{ "portcullis", "filter_queue", CONF_UINT, F(filter_queue), 0, "1024", false, 1, 1000000, NULL },
+	{ "portcullis", "client_connection_limit", CONF_UINT, F(client_connection_limit), 0, "50", false, 0, 1000000, NULL },
+	{ "portcullis", "client_network_connection_limit", CONF_UINT, F(client_network_connection_limit), 0, "100", false, 0, 1000000, NULL },
+	{ "portcullis", "client_connection_rate_limit", CONF_UINT, F(client_connection_rate_limit), 0, "120", false, 0, 1000000, NULL },
+	{ "portcullis", "client_limit_exceptions", CONF_NETWORKS, F(client_limit_exceptions), F(nclient_limit_exceptions), "", false, 0, 0, NULL },
 	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, true, 0, 0, NULL },
 	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
@@ -263,6 +268,72 @@ static const char *conf_parse_addr(const char *text, size_t len,
 	return NULL;
 }
 
+/*
+ * conf_parse_net - "192.0.2.0/24", "2001:db8::/32", "[2001:db8::]/32" or
+ * a bare address (a host); bits set past the prefix are refused, as the
+ * filters' trusted_networks do (10.1.2.3/8 is most likely a typo)
+ */
+static const char *conf_parse_net(const char *text, size_t len,
+				  struct conf_net *net)
+{
+	const char *bad = "expected a network such as 192.0.2.0/24 or 2001:db8::/32";
+	const char *end = text + len, *slash = memchr(text, '/', len);
+	const char *hend = slash ? slash : end;
+	char host[INET6_ADDRSTRLEN + 2], digits[8];
+	unsigned long long prefix;
+	unsigned max;
+
+	if (hend - text >= 2 && text[0] == '[' && hend[-1] == ']') {
+		text++;
+		hend--;
+	}
+	if (hend == text || (size_t)(hend - text) >= sizeof(host))
+		return bad;
+	memcpy(host, text, (size_t)(hend - text));
+	host[hend - text] = 0;
+	memset(net, 0, sizeof(*net));
+	if (inet_pton(AF_INET, host, net->addr) == 1) {
+		net->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, host, net->addr) == 1) {
+		net->family = AF_INET6;
+		max = 128;
+	} else {
+		return bad;
+	}
+	prefix = max;
+	if (slash) {
+		size_t dlen = (size_t)(end - slash - 1);
+		if (dlen == 0 || dlen >= sizeof(digits))
+			return "bad prefix length";
+		memcpy(digits, slash + 1, dlen);
+		digits[dlen] = 0;
+		if (conf_parse_number(digits, false, &prefix) || prefix > max)
+			return "bad prefix length";
+	}
+	net->prefix = (unsigned)prefix;
+	for (unsigned bit = net->prefix; bit < max; bit++)
+		if (net->addr[bit / 8] & (0x80 >> (bit % 8)))
+			return "host bits set past the prefix length";
+	return NULL;
+}
+
+/* conf_net_match - whether addr is inside one of the networks */
+bool conf_net_match(const struct conf_net *nets, size_t n, int family,
+		    const unsigned char *addr)
+{
+	for (size_t i = 0; i < n; i++) {
+		unsigned whole = nets[i].prefix / 8, rest = nets[i].prefix % 8;
+
+		if (nets[i].family != family || memcmp(nets[i].addr, addr, whole) != 0)
+			continue;
+		if (rest == 0 ||
+		    ((nets[i].addr[whole] ^ addr[whole]) & (0xff00 >> rest) & 0xff) == 0)
+			return true;
+	}
+	return false;
+}
+
 /* conf_set - parse value into the field of param p; NULL or an error */
 static const char *conf_set(struct conf *conf, const struct conf_param *p,
 			    const char *value)
@@ -334,6 +405,37 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 		}
 		if (*count == 0 && p->type == CONF_ADDRS)
 			return "no address given";
+		return NULL;
+	}
+	case CONF_NETWORKS: {
+		struct conf_net **nets = (struct conf_net **)field;
+		size_t *count = (size_t *)((char *)conf + p->count_offset);
+		const char *s = value;
+
+		free(*nets);
+		*nets = NULL;
+		*count = 0;
+		while (*s) {
+			size_t skip = strspn(s, ", \t"), len;
+			struct conf_net *more;
+
+			s += skip;
+			if (!*s)
+				break;
+			len = strcspn(s, ", \t");
+			more = realloc(*nets, (*count + 1) * sizeof(**nets));
+			if (!more)
+				return "out of memory";
+			*nets = more;
+			if ((err = conf_parse_net(s, len, &(*nets)[*count]))) {
+				static char msg[160];
+				snprintf(msg, sizeof(msg), "%s: \"%.*s\"", err,
+					 (int)(len > 80 ? 80 : len), s);
+				return msg;
+			}
+			(*count)++;
+			s += len;
+		}
 		return NULL;
 	}
 	}
@@ -579,6 +681,7 @@ void conf_free(struct conf *conf)
 	for (size_t i = 0; i < NPARAMS; i++)
 		if (conf_params[i].type == CONF_STRING)
 			free(*(char **)((char *)conf + conf_params[i].offset));
+	free(conf->client_limit_exceptions);
 	for (size_t i = 0; i < conf->nchain; i++)
 		conf_free_filter(&conf->chain[i]);
 	free(conf->path);

@@ -40,6 +40,13 @@ struct conf_filter {
 
 #define CONF_MAX_FILTERS 64
 
+/* A network of client_limit_exceptions: the address with its host bits zero. */
+struct conf_net {
+	int family; /* AF_INET or AF_INET6 */
+	unsigned prefix;
+	unsigned char addr[16];
+};
+
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 
 enum conf_identity {
@@ -79,6 +86,12 @@ struct conf {
 	char *filter_dir; /* where "module = NAME" is found as NAME.so */
 	unsigned filter_threads;
 	unsigned filter_queue;
+	/* Per-client limits, counted by the anvil service (anvil.h); 0: none. */
+	unsigned client_connection_limit;	  /* sessions per address */
+	unsigned client_network_connection_limit; /* sessions per /24 or /64 */
+	unsigned client_connection_rate_limit;	  /* new connections per minute */
+	struct conf_net *client_limit_exceptions; /* exempt from all three */
+	size_t nclient_limit_exceptions;
 
 	/* [filter NAME] sections, in the order of the chain */
 	struct conf_filter chain[CONF_MAX_FILTERS];
@@ -135,6 +148,13 @@ int conf_filter_line(const struct conf_filter *f, const char *key);
  */
 const char *conf_parse_number(const char *value, bool suffixes,
 			      unsigned long long *out);
+
+/*
+ * conf_net_match - whether the address (AF_INET: 4 bytes, AF_INET6: 16)
+ * is inside one of the n networks
+ */
+bool conf_net_match(const struct conf_net *nets, size_t n, int family,
+		    const unsigned char *addr);
 
 /* conf_free - release a configuration */
 void conf_free(struct conf *conf);

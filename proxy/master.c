@@ -7,6 +7,12 @@
  * SIGTERM to the old one, which drains. Only a worker of the current
  * generation that dies is restarted; restarts are paced so a plugin
  * that crashes at once cannot make the master spin.
+ *
+ * One more child, the anvil (anvil.h), counts the clients' sessions for
+ * all the workers. The master makes its socket before forking anyone and
+ * keeps it, so a worker can always connect; an anvil that dies is
+ * restarted (with the same pacing), and it is stopped last, after the
+ * workers that ask it.
  */
 #include "config.h"
 
@@ -28,6 +34,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "anvil.h"
 #include "chain.h"
 #include "log.h"
 #include "master.h"
@@ -45,6 +52,8 @@ struct master_worker {
 static struct master_worker master_workers[MASTER_MAX_WORKERS * 2];
 static int master_fds[CONF_MAX_ADDRS];
 static size_t master_nfds;
+static int master_anvil_fd = -1; /* the anvil's listening socket */
+static pid_t master_anvil_pid;
 
 /* master_listen - open every listening socket of the configuration */
 static int master_listen(const struct conf *conf)
@@ -176,6 +185,25 @@ static void master_spawn(const struct conf *conf, unsigned generation,
 	}
 	master_workers[slot].pid = pid;
 	master_workers[slot].generation = generation;
+}
+
+/* master_spawn_anvil - fork the anvil */
+static void master_spawn_anvil(const sigset_t *oldmask)
+{
+	pid_t pid = fork();
+
+	if (pid < 0) {
+		log_error("fork: %s", strerror(errno));
+		return;
+	}
+	if (pid == 0) {
+		/* Only the anvil's socket is ours: not the clients' ports. */
+		for (size_t i = 0; i < master_nfds; i++)
+			close(master_fds[i]);
+		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		_exit(anvil_run(master_anvil_fd));
+	}
+	master_anvil_pid = pid;
 }
 
 /* master_signal_workers - send sig to the workers of a generation (0: all) */
@@ -350,7 +378,7 @@ int master_run(struct conf *conf)
 		log_warning("running as root: set [portcullis] user");
 	}
 	if (master_fd_limit_log(conf) < 0 || master_listen(conf) < 0 ||
-	    master_prepare(conf, pw) < 0)
+	    master_prepare(conf, pw) < 0 || (master_anvil_fd = anvil_listen()) < 0)
 		goto fail;
 	/* Check the chain as the workers will load it: as the user. */
 	if (master_check_chain_as(conf, pw) < 0)
@@ -368,6 +396,8 @@ int master_run(struct conf *conf)
 	sigaddset(&mask, SIGUSR2);
 	sigprocmask(SIG_BLOCK, &mask, &oldmask);
 
+	/* First, so that the workers' first clients find it. */
+	master_spawn_anvil(&oldmask);
 	wanted = master_worker_count(conf);
 	for (unsigned i = 0; i < wanted; i++)
 		master_spawn(conf, generation, &oldmask);
@@ -426,6 +456,24 @@ int master_run(struct conf *conf)
 		}
 
 		while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+			if (pid == master_anvil_pid) {
+				master_anvil_pid = 0;
+				if (stopping)
+					continue;
+				if (WIFSIGNALED(status))
+					log_error("anvil %d killed by signal %d", (int)pid,
+						  WTERMSIG(status));
+				else
+					log_error("anvil %d exited with status %d", (int)pid,
+						  WEXITSTATUS(status));
+				/* Workers serve clients uncounted meanwhile. */
+				if (time(NULL) - last_restart < MASTER_RESTART_PAUSE)
+					sleep(MASTER_RESTART_PAUSE);
+				last_restart = time(NULL);
+				log_info("restarting the anvil");
+				master_spawn_anvil(&oldmask);
+				continue;
+			}
 			for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++) {
 				if (master_workers[i].pid != pid)
 					continue;
@@ -447,8 +495,14 @@ int master_run(struct conf *conf)
 				}
 			}
 		}
-		if (stopping && master_live_workers() == 0)
+		if (stopping && master_live_workers() == 0) {
+			if (master_anvil_pid > 0) {
+				kill(master_anvil_pid, SIGTERM);
+				while (waitpid(master_anvil_pid, &status, 0) < 0 && errno == EINTR)
+					;
+			}
 			break;
+		}
 		if (stopping && time(NULL) > stop_deadline) {
 			log_warning("workers did not stop in time: killing them");
 			master_signal_workers(SIGKILL, 0, true);

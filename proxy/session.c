@@ -337,8 +337,11 @@ static void session_free(struct session *s, const char *action,
 	free(s->line_pending);
 	free(s->helo_pending);
 	struct session_host *h = s->h;
+	char addr[sizeof(s->addr)];
+	unsigned port = s->port;
+	memcpy(addr, s->addr, sizeof(addr));
 	free(s);
-	h->closed(h->arg);
+	h->closed(h->arg, addr, port);
 }
 
 /* session_send - queue one reply line "CODE ENH TEXT" */
@@ -1664,17 +1667,26 @@ struct session *session_start(struct session_host *h, struct conn *c,
 void session_refuse(struct session_host *h, struct conn *c,
 		    const struct sockaddr *sa, const char *reason)
 {
+	char text[256];
+
+	/* RFC 3463 X.3.2: system not accepting network messages. */
+	snprintf(text, sizeof(text), "%s, try again later", reason);
+	session_refuse_reply(h, c, sa, "4.3.2", text, reason);
+}
+
+/* session_refuse_reply - 421 with a given text, before any greeting */
+void session_refuse_reply(struct session_host *h, struct conn *c,
+			  const struct sockaddr *sa, const char *enh,
+			  const char *text, const char *reason)
+{
 	char addr[INET6_ADDRSTRLEN], id[24];
 	unsigned port;
 
 	session_new_id(h, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
-	/*
-	 * A best effort: the socket is fresh, the line fits its buffer.
-	 * RFC 3463 X.3.2: system not accepting network messages.
-	 */
-	evbuffer_add_printf(conn_output(c), "421 4.3.2 %s %s, try again later\r\n",
-			    h->conf->hostname, reason);
+	/* A best effort: the socket is fresh, the line fits its buffer. */
+	evbuffer_add_printf(conn_output(c), "421 %s %s %s\r\n", enh,
+			    h->conf->hostname, text);
 	conn_flush_now(c);
 	if (conn_errno(c))
 		log_debug("refused client [%s]:%u went away", addr, port);

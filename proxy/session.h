@@ -36,7 +36,8 @@ struct session_host {
 	unsigned nsessions;
 	unsigned id_prefix;		 /* random, tells workers' session ids apart */
 	unsigned long long id_counter;
-	void (*closed)(void *arg);	 /* a session ended */
+	/* a session ended: the client's numeric address and port */
+	void (*closed)(void *arg, const char *addr, unsigned port);
 	void *arg;
 };
 
@@ -51,6 +52,14 @@ struct session *session_start(struct session_host *h, struct conn *c,
 /* session_refuse - answer 421 on c (taken) to a client we cannot serve, and log it */
 void session_refuse(struct session_host *h, struct conn *c,
 		    const struct sockaddr *sa, const char *reason);
+
+/*
+ * session_refuse_reply - the same with "421 ENH HOSTNAME TEXT" and the
+ * record's reason given apart (a policy refusal: enh 4.7.0)
+ */
+void session_refuse_reply(struct session_host *h, struct conn *c,
+			  const struct sockaddr *sa, const char *enh,
+			  const char *text, const char *reason);
 
 /*
  * session_drain_all - the worker is stopping: idle sessions are closed

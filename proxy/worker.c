@@ -31,6 +31,7 @@
 
 #include <event2/event.h>
 
+#include "anvil_client.h"
 #include "backend.h"
 #include "chain.h"
 #include "conn.h"
@@ -56,6 +57,7 @@ struct worker {
 	struct session_host sessions;	/* what the sessions share */
 	struct backend_pool backends;	/* servers, capabilities, parked connections */
 	struct pipeline *pipeline;	/* the filter chain of this worker */
+	struct anvil_client *anvil;	/* the per-client limits */
 	bool listening;	/* accepting connections */
 	bool draining;	/* SIGTERM: closing down */
 	bool retiring;	/* SIGUSR2: replaced after a reload */
@@ -137,7 +139,40 @@ static void worker_accepted(struct listener *l, struct conn *c,
 		session_refuse(&w->sessions, c, sa, "Too many connections");
 		return;
 	}
+	/* Per-client limits: the session starts when the anvil said yes. */
+	if (w->anvil && anvil_client_ask(w->anvil, c, sa, salen, l))
+		return;
 	session_start(&w->sessions, c, sa, salen, l);
+}
+
+/*
+ * worker_anvil_answer - the anvil's verdict on a client that waited for
+ * it: refused before the greeting (as Postfix's smtpd does, 421 4.7.0),
+ * or served if the worker still serves
+ */
+static bool worker_anvil_answer(struct conn *c, const struct sockaddr *sa,
+				socklen_t salen, void *data, const char *refusal,
+				const char *limit, void *arg)
+{
+	struct worker *w = arg;
+	char text[200], reason[240];
+
+	if (refusal) {
+		snprintf(text, sizeof(text), "Error: %s", refusal);
+		snprintf(reason, sizeof(reason), "%s (%s)", refusal, limit);
+		session_refuse_reply(&w->sessions, c, sa, "4.7.0", text, reason);
+		return false;
+	}
+	if (w->draining || w->retiring) {
+		session_refuse(&w->sessions, c, sa, "Service shutting down");
+		return false;
+	}
+	/* Others may have started while it waited. */
+	if (w->sessions.nsessions >= w->conf->max_sessions) {
+		session_refuse(&w->sessions, c, sa, "Too many connections");
+		return false;
+	}
+	return session_start(&w->sessions, c, sa, salen, data) != NULL;
 }
 
 /* worker_stop_listening - accept no more connections */
@@ -213,10 +248,12 @@ static void worker_retire(struct worker *w)
 }
 
 /* worker_session_closed - a session ended */
-static void worker_session_closed(void *arg)
+static void worker_session_closed(void *arg, const char *addr, unsigned port)
 {
 	struct worker *w = arg;
 
+	if (w->anvil)
+		anvil_client_done(w->anvil, addr, port);
 	if ((w->draining || w->retiring) && w->sessions.nsessions == 0)
 		event_base_loopexit(w->base, NULL);
 }
@@ -348,6 +385,12 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 		}
 		w.nlisteners++;
 	}
+	/* The master, our parent, named the anvil's socket after its pid. */
+	w.anvil = anvil_client_new(w.base, conf, (int)getppid(), worker_anvil_answer, &w);
+	if (!w.anvil) {
+		log_error("cannot make the anvil client");
+		return 1;
+	}
 	backend_pool_start(&w.backends);
 	log_debug("worker ready");
 
@@ -356,6 +399,7 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	log_info("worker done");
 	worker_stop_listening(&w);
 	relay_drop_parked(&w.backends);
+	anvil_client_free(w.anvil);
 	for (size_t i = 0; i < 5; i++)
 		event_free(sigs[i]);
 	if (worker_drain_timer)

@@ -132,18 +132,20 @@ class TestLongLines(ProxyTestCase):
         self.assertEqual(self.sink.settled_count(), 0)
 
 
-def children(pid):
-    """Process ids whose parent is pid."""
+def children(pid, anvil=False):
+    """Process ids whose parent is pid: the master's workers (its anvil,
+    named pc-anvil, only with anvil=True)."""
     out = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open("/proc/%s/stat" % entry) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                comm, fields = f.read().rsplit(")", 1)
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        fields = fields.split()
+        if int(fields[1]) == pid and (comm.endswith("(pc-anvil") == anvil):
             out.append(int(entry))
     return out
 
