@@ -23,8 +23,8 @@ by the test's own limit; the backend is smtp-sink or the capture server
 import time
 import unittest
 
-from harness import (DOMAIN, ConnectionClosed, ProxyTestCase, ReplyTimeout,
-                     dot_stuff, make_message)
+from harness import (DOMAIN, ConnectionClosed, Portcullis, ProxyTestCase,
+                     ReplyTimeout, dot_stuff, make_message, remove_tree)
 
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
@@ -256,6 +256,38 @@ class TestCommandLimits(DeadlineTest):
         self.assertReply(c.cmd("NOOP"), 421, "4.7.0")
         self.assertTrue(c.wait_closed(5))
         self.assertEqual(sink.settled_count(), 1)
+
+
+class TestConfig(unittest.TestCase):
+    """Each new key's bad value is named with FILE:LINE and the key."""
+
+    def check(self, key, value):
+        p = Portcullis(backend_port=10025)
+        p.dir = None
+        r = p.check_config("[portcullis]\nlisten = 127.0.0.1:2525\n"
+                           "%s = %s\n[backend]\nservers = 127.0.0.1:10025\n"
+                           % (key, value))
+        self.addCleanup(remove_tree, p.dir)
+        return r.returncode, r.stderr.decode(errors="replace"), \
+            "%s/check.conf" % p.dir
+
+    def test_bad_values_are_named_with_file_line_and_key(self):
+        for key, value, why in (
+                ("command_deadline", "soon", "expected a number"),
+                ("min_data_rate", "500k", "expected a number"),
+                ("max_commands", "0", "value out of range"),
+                ("junk_command_limit", "-1", "expected a number")):
+            with self.subTest(key=key):
+                rc, err, path = self.check(key, value)
+                self.assertEqual(rc, 1, err)
+                self.assertIn('%s:3: [portcullis] %s: %s: "%s"'
+                              % (path, key, why, value), err)
+
+    def test_zero_turns_the_deadlines_off_and_passes(self):
+        for key in ("command_deadline", "min_data_rate"):
+            with self.subTest(key=key):
+                rc, err, _ = self.check(key, "0")
+                self.assertNotIn(key, err)
 
 
 if __name__ == "__main__":
