@@ -77,6 +77,10 @@ struct conf {
 	int bare_newline;
 	unsigned timeout_command;
 	unsigned timeout_data;
+	unsigned command_deadline; /* seconds from a command line's first byte to its end, 0: off */
+	unsigned min_data_rate;	   /* bytes/s DATA must keep up past timeout_data, 0: off */
+	unsigned max_commands;	   /* command lines per session */
+	unsigned junk_command_limit; /* NOOP, RSET, VRFY, ETRN, HELP between delivered messages */
 	unsigned drain_timeout;
 	unsigned max_sessions;
 	int max_sessions_line; /* where it was set, 0 for the default (messages) */

@@ -1065,6 +1065,12 @@ bool pipeline_active(const struct pipeline *p)
 	return p && p->chain && p->chain->n > 0;
 }
 
+/* pipeline_saturated - whether the pool would refuse a job now */
+bool pipeline_saturated(const struct pipeline *p)
+{
+	return pipeline_active(p) && p->pool && pool_full(p->pool);
+}
+
 /* pipeline_session_new - fresh per-session state */
 struct pipeline_session *pipeline_session_new(struct pipeline *p)
 {

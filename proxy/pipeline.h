@@ -81,6 +81,12 @@ void pipeline_free(struct pipeline *p);
 /* pipeline_active - whether the chain has any filter */
 bool pipeline_active(const struct pipeline *p);
 
+/*
+ * pipeline_saturated - whether the filter pool is at its limit (a call
+ * now would get its filter's on_error at once); false without filters
+ */
+bool pipeline_saturated(const struct pipeline *p);
+
 /* pipeline_session_new - the filter state of a new session */
 struct pipeline_session *pipeline_session_new(struct pipeline *p);
 

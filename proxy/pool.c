@@ -173,6 +173,15 @@ void pool_detach(struct pool *pool)
 	pool->ev = NULL;
 }
 
+/* pool_full - whether a job would be refused now (as pool_submit() judges) */
+bool pool_full(struct pool *pool)
+{
+	pthread_mutex_lock(&pool->lock);
+	bool full = pool->queued >= pool->max_queue + pool->idle;
+	pthread_mutex_unlock(&pool->lock);
+	return full;
+}
+
 /* pool_busy - threads running a job now */
 unsigned pool_busy(struct pool *pool)
 {

@@ -11,6 +11,8 @@
 #ifndef PORTCULLIS_POOL_H
 #define PORTCULLIS_POOL_H
 
+#include <stdbool.h>
+
 #include <event2/event.h>
 
 struct pool;
@@ -31,6 +33,12 @@ int pool_submit(struct pool *pool, void (*work)(void *), void (*done)(void *),
  * event; the threads and the pool stay, idle, until the process exits
  */
 void pool_detach(struct pool *pool);
+
+/*
+ * pool_full - whether pool_submit() would refuse a job now: every thread
+ * is taken and the queue holds max_queue jobs
+ */
+bool pool_full(struct pool *pool);
 
 /* pool_busy - threads running a job now (for logs) */
 unsigned pool_busy(struct pool *pool);

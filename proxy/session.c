@@ -9,6 +9,16 @@
  * stops when the buffer holds SESSION_MAX_INPUT, so a client that
  * pipelines without reading cannot make us buffer without bound.
  *
+ * The client timer is an idle timeout (timeout_command, timeout_data)
+ * that restarts on every read, and under it two deadlines that do not:
+ * a command line must be complete within command_deadline of its first
+ * byte, and the DATA phase within timeout_data plus one second per
+ * min_data_rate bytes read (Postfix's smtpd_per_request_deadline and
+ * smtpd_min_data_rate), so a client that trickles a byte now and then
+ * cannot hold a session for ever. Every command line counts against
+ * max_commands, and NOOP, RSET, VRFY, ETRN and HELP since the last
+ * delivered message against junk_command_limit.
+ *
  * Commands are dispatched through one table (session_commands[]): a verb
  * maps to its handler. Each handler either answers at once or hands the
  * command to the relay. Message data is decoded by the smtp codec (only
@@ -82,10 +92,15 @@ struct session_tx {
 	unsigned long long prefix_skip; /* spool bytes the prefix replaces */
 	struct smtp_param params[SMTP_MAX_PARAMS]; /* MAIL's, for filters */
 	size_t nparams;
+	long long data_started; /* ms (session_now()) when DATA began, 0 before */
+	unsigned long long data_read; /* bytes read in DATA, dots and CRLFs included */
 };
 
 /* What the session waits for from the relay. */
 enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
+
+/* What the client timer runs for now: its expiry names the limit passed. */
+enum session_limit { LIMIT_IDLE, LIMIT_COMMAND_DEADLINE, LIMIT_DATA_RATE };
 
 struct session {
 	struct session_host *h;
@@ -108,6 +123,11 @@ struct session {
 	unsigned errors;
 	unsigned overshoot; /* RCPTs refused for max_recipients, this session */
 	unsigned ntransactions; /* logged so far */
+	unsigned ncommands;	/* command lines read, for max_commands */
+	unsigned njunk;		/* junk commands since the last delivered message */
+	bool line_open;		/* part of a command line is buffered, no CRLF yet */
+	long long line_started;	/* ms (session_now()) since we wait for its end */
+	enum session_limit timer_for;
 	struct session_tx *tx;
 	struct relay *relay;
 	char *rcpt_pending; /* the address of the RCPT waiting for the backend */
@@ -427,11 +447,45 @@ static void session_smtp_error(struct session *s, const struct smtp_error *err)
 	session_error(s, err->code, err->enh, err->text);
 }
 
-/* session_arm - set the client timer for what we now wait for */
+/* session_now - a monotonic clock in milliseconds, for the deadlines */
+static long long session_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * session_deadline - when the client must be done with what it sends now
+ * (ms, session_now()), or -1 when no deadline runs: the end of a command
+ * line begun, or the end of the message, which may take timeout_data and
+ * one more second per min_data_rate bytes read. The rate is judged once
+ * DATA has bytes: a client silent after 354 meets the idle timeout.
+ */
+static long long session_deadline(const struct session *s)
+{
+	const struct conf *c = s->h->conf;
+	const struct session_tx *tx = s->tx;
+
+	if (s->state == SESSION_COMMAND && s->line_open && c->command_deadline)
+		return s->line_started + 1000LL * c->command_deadline;
+	if (s->state == SESSION_DATA && c->min_data_rate && tx &&
+	    tx->data_started && tx->data_read)
+		return tx->data_started + 1000LL * c->timeout_data +
+		       (long long)(tx->data_read * 1000 / c->min_data_rate);
+	return -1;
+}
+
+/*
+ * session_arm - set the client timer for what we now wait for: the idle
+ * timeout, or the deadline when that comes first
+ */
 static void session_arm(struct session *s)
 {
 	const struct conf *c = s->h->conf;
-	struct timeval tv = { 0, 0 };
+	long long ms, deadline;
+	struct timeval tv;
 
 	if (s->state == SESSION_CLOSING)
 		return;
@@ -440,11 +494,23 @@ static void session_arm(struct session *s)
 		evtimer_del(s->timer);
 		return;
 	}
-	tv.tv_sec = s->state == SESSION_DATA ? c->timeout_data : c->timeout_command;
+	ms = 1000LL * (s->state == SESSION_DATA ? c->timeout_data : c->timeout_command);
+	s->timer_for = LIMIT_IDLE;
+	deadline = session_deadline(s);
+	if (deadline >= 0) {
+		long long left = deadline - session_now();
+		if (left < ms) {
+			ms = left > 0 ? left : 0;
+			s->timer_for = s->state == SESSION_DATA ? LIMIT_DATA_RATE
+								: LIMIT_COMMAND_DEADLINE;
+		}
+	}
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
 }
 
-/* session_timeout - the client was silent too long */
+/* session_timeout - the client was silent too long, or is past a deadline */
 static void session_timeout(evutil_socket_t fd, short events, void *arg)
 {
 	struct session *s = arg;
@@ -453,7 +519,19 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 		session_free(s, "dropped", "client did not read the last reply");
 		return;
 	}
-	session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
+	switch (s->timer_for) {
+	case LIMIT_COMMAND_DEADLINE:
+		session_close(s, 421, "4.4.2", "Error: command deadline exceeded",
+			      "command deadline");
+		break;
+	case LIMIT_DATA_RATE:
+		session_close(s, 421, "4.4.2", "Error: data rate too low",
+			      "data rate too low");
+		break;
+	case LIMIT_IDLE:
+		session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
+		break;
+	}
 }
 
 /* session_host_limit - the largest message the host and backend take */
@@ -1343,6 +1421,7 @@ static bool session_data_input(struct session *s)
 			}
 		}
 		evbuffer_drain(in, used);
+		tx->data_read += used;
 		if (tx->decoder.done) {
 			session_data_end(s);
 			return true;
@@ -1351,6 +1430,51 @@ static bool session_data_input(struct session *s)
 			break;
 	}
 	return false;
+}
+
+/*
+ * session_line_waiting - part of a command line is in, its end is not:
+ * the command deadline runs from the first time we wait for it
+ */
+static void session_line_waiting(struct session *s)
+{
+	if (s->line_open)
+		return;
+	s->line_open = true;
+	s->line_started = session_now();
+}
+
+/*
+ * session_count_command - count one command line (verb UNKNOWN for one
+ * that did not parse); false when it passes a limit and the session was
+ * closed with 421 4.7.0 instead of answering it
+ */
+static bool session_count_command(struct session *s, enum smtp_verb verb)
+{
+	const struct conf *c = s->h->conf;
+
+	if (++s->ncommands > c->max_commands) {
+		session_close(s, 421, "4.7.0", "Error: too many commands",
+			      "too many commands");
+		return false;
+	}
+	/* Postfix's smtpd_junk_command_limit: what moves no mail. */
+	switch (verb) {
+	case SMTP_VERB_NOOP:
+	case SMTP_VERB_RSET:
+	case SMTP_VERB_VRFY:
+	case SMTP_VERB_ETRN:
+	case SMTP_VERB_HELP:
+		if (++s->njunk > c->junk_command_limit) {
+			session_close(s, 421, "4.7.0", "Error: too many junk commands",
+				      "too many junk commands");
+			return false;
+		}
+		break;
+	default:
+		break;
+	}
+	return true;
 }
 
 /*
@@ -1373,6 +1497,7 @@ static bool session_skip_input(struct session *s)
 	s->skipped += consumed;
 	if (found) {
 		s->skipping = false;
+		s->line_open = false;
 		return true;
 	}
 	if (s->skipped > (size_t)s->h->conf->max_line_length + SESSION_MAX_SKIP) {
@@ -1380,6 +1505,7 @@ static bool session_skip_input(struct session *s)
 			      "line too long");
 		return true;
 	}
+	session_line_waiting(s);
 	/* More than four chunks buffered: the loop comes back for the rest. */
 	return n > 4;
 }
@@ -1400,28 +1526,36 @@ static bool session_command_input(struct session *s)
 	window = avail < (size_t)max + 3 ? avail : (size_t)max + 3;
 	buf = (const char *)evbuffer_pullup(in, (ev_ssize_t)window);
 	enum smtp_line_status st = smtp_line_scan(buf, window, max, &line_len, &consumed);
+	if (st != SMTP_LINE_INCOMPLETE && st != SMTP_LINE_TOO_LONG)
+		s->line_open = false; /* its end is here */
 	switch (st) {
 	case SMTP_LINE_INCOMPLETE:
+		session_line_waiting(s);
 		return false;
 	case SMTP_LINE_TOO_LONG:
 		/*
 		 * Answer now, not when the LF comes: a client that sends a
 		 * megabyte without one learns at once, and the rest of the
-		 * line is discarded as it arrives (session_skip_input).
+		 * line is discarded as it arrives (session_skip_input). Its
+		 * deadline still runs from its first byte.
 		 */
 		evbuffer_drain(in, consumed);
 		s->skipping = true;
 		s->skipped = consumed;
-		session_error(s, 500, "5.5.2", "Error: line too long");
+		session_line_waiting(s);
+		if (session_count_command(s, SMTP_VERB_UNKNOWN))
+			session_error(s, 500, "5.5.2", "Error: line too long");
 		return true;
 	case SMTP_LINE_BARE_CR:
 		evbuffer_drain(in, consumed);
-		session_error(s, 500, "5.5.2", "Error: bare CR received");
+		if (session_count_command(s, SMTP_VERB_UNKNOWN))
+			session_error(s, 500, "5.5.2", "Error: bare CR received");
 		return true;
 	case SMTP_LINE_BARE_LF:
 		if (s->h->conf->bare_newline != CONF_BARE_NORMALIZE) {
 			evbuffer_drain(in, consumed);
-			session_error(s, 500, "5.5.2", "Error: bare LF received");
+			if (session_count_command(s, SMTP_VERB_UNKNOWN))
+				session_error(s, 500, "5.5.2", "Error: bare LF received");
 			return true;
 		}
 		break;
@@ -1440,14 +1574,17 @@ static bool session_command_input(struct session *s)
 	memcpy(line, buf, line_len);
 	line[line_len] = 0;
 	evbuffer_drain(in, consumed);
-	if (smtp_command_parse(line, line_len, &cmd, &err) < 0)
-		session_smtp_error(s, &err);
-	else if (s->retiring && !s->tx && cmd.verb != SMTP_VERB_QUIT)
-		/* The 421 answers this command: a pipelining client reads it in order. */
-		session_close(s, 421, "4.3.2", "Service reloaded, try again",
-			      "worker retired after a reload");
-	else
-		session_commands[cmd.verb](s, &cmd);
+	if (smtp_command_parse(line, line_len, &cmd, &err) < 0) {
+		if (session_count_command(s, SMTP_VERB_UNKNOWN))
+			session_smtp_error(s, &err);
+	} else if (session_count_command(s, cmd.verb)) {
+		if (s->retiring && !s->tx && cmd.verb != SMTP_VERB_QUIT)
+			/* The 421 answers this command: a pipelining client reads it in order. */
+			session_close(s, 421, "4.3.2", "Service reloaded, try again",
+				      "worker retired after a reload");
+		else
+			session_commands[cmd.verb](s, &cmd);
+	}
 	free(line);
 	return true;
 }
@@ -1462,6 +1599,8 @@ static void session_process(struct session *s)
 		if (evbuffer_get_length(out) > SESSION_MAX_OUTPUT)
 			break;
 		if (s->state == SESSION_DATA) {
+			if (!s->tx->data_started)
+				s->tx->data_started = session_now();
 			if (!session_data_input(s))
 				break;
 		} else if (!session_command_input(s)) {
@@ -1527,6 +1666,8 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 		session_rcpt_record(s, wire);
 		break;
 	case WAIT_DATA:
+		if (cls == 2)
+			s->njunk = 0; /* as Postfix: a delivered message forgives */
 		session_log_tx(s, cls == 2 ? "accepted" : cls == 4 ? "tempfailed" : "rejected",
 			       wire, backend ? reply : NULL, backend ? NULL : "backend failed");
 		session_tx_done(s);

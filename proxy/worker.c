@@ -139,6 +139,15 @@ static void worker_accepted(struct listener *l, struct conn *c,
 		session_refuse(&w->sessions, c, sa, "Too many connections");
 		return;
 	}
+	/*
+	 * Every filter call of a new client would fail at once: turn it
+	 * away with a 421 now rather than serve it into on_error. Sessions
+	 * already open keep their on_error for the calls that find it full.
+	 */
+	if (pipeline_saturated(w->pipeline)) {
+		session_refuse(&w->sessions, c, sa, "Filter pool full");
+		return;
+	}
 	/* Per-client limits: the session starts when the anvil said yes. */
 	if (w->anvil && anvil_client_ask(w->anvil, c, sa, salen, l))
 		return;

@@ -863,7 +863,10 @@ class TestBackendOffer(FaultTest):
 class TestDrainDeadline(FaultTest):
     """The drain deadline cuts sessions whatever they wait for; one whose
     message is on its way to the backend is cut there too, and is
-    recorded once."""
+    recorded once. The stuck client fills the buffers with thousands of
+    HELPs: the command limits are raised so they do not end it first."""
+
+    LIMITS = dict(max_commands=10000000, junk_command_limit=10000000)
 
     @staticmethod
     def send_queue(local_port, remote_port):
@@ -906,7 +909,8 @@ class TestDrainDeadline(FaultTest):
 
     def test_deadline_while_the_backend_holds_the_final_reply(self):
         cap = self.start_capture(keywords=PLAIN_KEYWORDS, data_delay=1.5)
-        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1)
+        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1,
+                                 **self.LIMITS)
         self.proxy = proxy
         s = self.stuck_client(proxy.port)
         s.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (
@@ -924,7 +928,8 @@ class TestDrainDeadline(FaultTest):
     def test_deadline_while_the_message_streams_to_a_slow_backend(self):
         cap = self.start_capture(keywords=PLAIN_KEYWORDS,
                                  body_reply=b"", body_hold=1.5)
-        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1)
+        proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1,
+                                 **self.LIMITS)
         self.proxy = proxy
         s = self.stuck_client(proxy.port)
         body = (b"z" * 998 + b"\r\n") * 6000

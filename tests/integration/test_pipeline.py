@@ -34,7 +34,8 @@ What is pinned (the contract of the pipeline):
 * the reset and close hooks run for every session;
 * a filter that hangs, or one that crashes its worker, under 50
   concurrent sessions: the other sessions are served, the daemon goes
-  on serving; a full filter pool gets on_error at once ("unavailable").
+  on serving; a full filter pool gets on_error at once ("unavailable")
+  in a session already open, and a new client 421 4.3.2 at accept.
 """
 
 import os
@@ -1406,21 +1407,34 @@ class TestRobustness(PipelineTest):
             SESSIONS // 10)
         self.assertEqual(len(recs), SESSIONS // 10)
 
-    def test_a_full_filter_pool_gets_on_error_at_once(self):
-        # One filter thread and one queue slot: the hung call holds the
-        # thread, the next call waits in the queue for good, and no call
-        # after that can be queued: "unavailable", and on_error at once.
+    def fill_pool(self):
+        """One filter thread and one queue slot: a hung call holds the
+        thread, the next call waits in the queue for good, and no call
+        after that can be queued. Returns (proxy, sink, the session that
+        filled it, a session opened before it did)."""
         sink = self.start_sink()
         px, _ = self.proxy(
             ("hang", dict(stage="rcpt", match="hang@", sleep=3600,
                           timeout=1, on_error="accept")),
             cap=sink, filter_threads=1, filter_queue=1, drain_timeout=3)
+        early = self.client(px.port)
+        self.assertEqual(early.greeting.code, 220)
         first = self.converse(px.port, rcpts=("hang@" + DOMAIN,),
                               message=make_message("first"))
         self.assertAllAccepted(first)
-        second = self.converse(px.port, message=make_message("second"))
-        self.assertAllAccepted(second)
-        self.assertLess(second["elapsed"], 3, "waited for the pool")
+        return px, sink, first, early
+
+    def test_a_full_filter_pool_gets_on_error_at_once(self):
+        # A session opened before the pool filled: each of its calls that
+        # cannot be queued gets on_error at once ("unavailable"). (A
+        # client that arrives once it is full is not served at all: see
+        # the next test.)
+        px, sink, first, early = self.fill_pool()
+        t0 = time.monotonic()
+        self.assertReply(early.ehlo(HELO), 250)
+        r = early.mail_transaction(ALICE, [BOB], make_message("second"))
+        self.assertReply(r["end"], 250)
+        self.assertLess(time.monotonic() - t0, 3, "waited for the pool")
         for subject in (b"first", b"second"):
             self.assertTrue(wait_for(lambda: self.delivered(sink, subject),
                                      10), subject)
@@ -1428,10 +1442,32 @@ class TestRobustness(PipelineTest):
         self.assertEqual([(e["verdict"], e.get("action")) for e in
                           self.entries(rec, "hang", "rcpt")],
                          [("timeout", "accept")], rec)
-        rec = self.record(px, second["port"], type="transaction")
+        rec = self.record(px, early.local_port, type="transaction")
         self.assertEqual([(e["stage"], e["verdict"], e.get("action"))
                           for e in self.entries(rec, "hang")],
-                         [(s, "unavailable", "accept") for s in STAGES], rec)
+                         [("connect", "continue", None)] +
+                         [(s, "unavailable", "accept") for s in STAGES[1:]],
+                         rec)
+
+    def test_a_client_arriving_at_a_full_filter_pool_gets_421_4_3_2(self):
+        # Load shedding: every filter call of a new client would fail, so
+        # it is refused at once, and logged; the open session is served.
+        px, sink, first, early = self.fill_pool()
+        late = self.client(px.port, connect=False)
+        t0 = time.monotonic()
+        late.connect(read_greeting=False)
+        g = late.reply(timeout=10)
+        self.assertEqual(g.lines, ["421 4.3.2 proxy.portcullis.test Filter "
+                                   "pool full, try again later"])
+        self.assertLess(time.monotonic() - t0, 2)
+        self.assertTrue(late.wait_closed(5))
+        recs = px.wait_decisions(lambda d: d.get("action") == "refused")
+        self.assertEqual([(d["type"], d["client"]["port"], d["reason"])
+                          for d in recs],
+                         [("connection", late.local_port,
+                           "Filter pool full")])
+        self.assertReply(early.ehlo(HELO), 250)
+        self.assertReply(early.cmd("NOOP"), 250)
 
     def test_a_crashing_filter_kills_only_its_worker(self):
         # No sanitizer report for the crash the test asks for.
