@@ -10,8 +10,11 @@
  * pipelines without reading cannot make us buffer without bound.
  *
  * Commands are dispatched through one table (session_commands[]): a verb
- * maps to its handler. Each handler either answers at once or hands the
- * command to the relay. Message data is decoded by the smtp codec (only
+ * maps to its handler and to the rules of where it is allowed (before
+ * HELO, in a transaction, before TLS, its argument), which the
+ * dispatcher checks with the codec's smtp_command_check() so handlers
+ * hold only what is particular to their verb. Each handler either
+ * answers at once or hands the command to the relay. Message data is decoded by the smtp codec (only
  * <CRLF>.<CRLF> ends it), checked for bare CR/LF and for size, and kept
  * in a spool until the backend has taken it. The client gets 250 for a
  * message only when the backend answered 250 for it.
@@ -56,15 +59,6 @@ enum session_state {
 	SESSION_CLOSING, /* last reply queued, closing when written */
 };
 
-/* What the client was told in the EHLO reply. */
-struct session_offer {
-	bool size;
-	unsigned long long size_limit;
-	bool eightbitmime;
-	bool smtputf8;
-	bool dsn;
-};
-
 /* One mail transaction, from MAIL to the final reply. */
 struct session_tx {
 	unsigned number;
@@ -97,8 +91,7 @@ struct session {
 	unsigned port;
 	const struct listener *listener; /* the client came in on it */
 	char *helo;
-	bool esmtp;
-	struct session_offer offer;
+	struct smtp_offer offer; /* what the client was told in the EHLO reply */
 	enum session_state state;
 	enum session_wait wait;
 	bool skipping;	    /* discarding the rest of an overlong line */
@@ -175,7 +168,7 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->port = s->port;
 	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
-	env->esmtp = s->esmtp;
+	env->esmtp = s->offer.esmtp;
 	if (!tx)
 		return;
 	env->sender = tx->sender;
@@ -530,7 +523,7 @@ static void session_reset(struct session *s, const char *why)
 /* session_relay_client - who the client is, as the relay tells the backend */
 static struct relay_client session_relay_client(const struct session *s)
 {
-	return (struct relay_client){ s->addr, s->port, s->helo, s->esmtp };
+	return (struct relay_client){ s->addr, s->port, s->helo, s->offer.esmtp };
 }
 
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
@@ -547,11 +540,11 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	session_reset(s, ehlo ? "EHLO" : "HELO");
 	free(s->helo);
 	s->helo = helo;
-	s->esmtp = ehlo;
+	memset(&s->offer, 0, sizeof(s->offer));
+	s->offer.esmtp = ehlo;
 	struct relay_client client = session_relay_client(s);
 	relay_prepare(s->relay, &client);
 	if (!ehlo) {
-		memset(&s->offer, 0, sizeof(s->offer));
 		session_send(s, 250, NULL, "%s", s->h->conf->hostname);
 		return;
 	}
@@ -619,11 +612,6 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
 	char *helo;
 
-	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
-		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
-						   : "Syntax: HELO hostname");
-		return;
-	}
 	/*
 	 * RFC 5321 4.1.1.1: a Domain or an address literal. What is not
 	 * goes neither to the backend (in XCLIENT or Received:) nor to the
@@ -648,130 +636,6 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	session_helo_finish(s, helo, ehlo);
-}
-
-/* session_param_need - a parameter needs an extension we did not offer */
-static bool session_param_need(struct session *s, bool offered,
-			       const char *keyword)
-{
-	if (offered)
-		return true;
-	session_error(s, 555, "5.5.4", "Unsupported parameter");
-	log_debug("session %s: %s parameter refused: extension not offered",
-		  s->id, keyword);
-	return false;
-}
-
-/* session_mail_params - check MAIL's ESMTP parameters (RFC 5321 4.1.1.11) */
-static bool session_mail_params(struct session *s, const struct smtp_path *p,
-				bool *smtputf8)
-{
-	*smtputf8 = false;
-	if (p->nparams && !s->esmtp) {
-		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
-		return false;
-	}
-	for (size_t i = 0; i < p->nparams; i++) {
-		const char *k = p->params[i].keyword, *v = p->params[i].value;
-
-		if (strcmp(k, "SIZE") == 0) {
-			if (!session_param_need(s, s->offer.size, k))
-				return false;
-			char *end;
-			errno = 0;
-			unsigned long long size = v ? strtoull(v, &end, 10) : 0;
-			if (!v || !*v || *end || errno || *v == '-' || *v == '+') {
-				session_error(s, 501, "5.5.4", "Bad SIZE parameter");
-				return false;
-			}
-			/* A filter's lower limit is the filter's to enforce
-			 * here, so its refusal is logged with its reasons. */
-			if (size > session_host_limit(s)) {
-				session_error(s, 552, "5.3.4",
-					      "Message size exceeds fixed maximum message size");
-				return false;
-			}
-		} else if (strcmp(k, "BODY") == 0) {
-			if (!session_param_need(s, s->offer.eightbitmime, k))
-				return false;
-			if (!v || (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME"))) {
-				session_error(s, 501, "5.5.4", "Unsupported BODY parameter");
-				return false;
-			}
-		} else if (strcmp(k, "SMTPUTF8") == 0) {
-			if (!session_param_need(s, s->offer.smtputf8, k))
-				return false;
-			if (v) {
-				session_error(s, 501, "5.5.4", "SMTPUTF8 takes no value");
-				return false;
-			}
-			*smtputf8 = true;
-		} else if (strcmp(k, "RET") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			if (!v || (strcasecmp(v, "FULL") && strcasecmp(v, "HDRS"))) {
-				session_error(s, 501, "5.5.4", "Bad RET parameter");
-				return false;
-			}
-		} else if (strcmp(k, "ENVID") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			if (!v || strlen(v) > 100 || !smtp_xtext_valid(v)) {
-				session_error(s, 501, "5.5.4", "Bad ENVID parameter");
-				return false;
-			}
-		} else {
-			session_error(s, 555, "5.5.4", "Unsupported parameter");
-			return false;
-		}
-	}
-	return true;
-}
-
-/* session_rcpt_params - check RCPT's ESMTP parameters (RFC 3461) */
-static bool session_rcpt_params(struct session *s, const struct smtp_path *p)
-{
-	if (p->nparams && !s->esmtp) {
-		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
-		return false;
-	}
-	for (size_t i = 0; i < p->nparams; i++) {
-		const char *k = p->params[i].keyword, *v = p->params[i].value;
-
-		if (strcmp(k, "NOTIFY") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			bool ok = v && *v;
-			if (ok && strcasecmp(v, "NEVER") != 0) {
-				char buf[64];
-				snprintf(buf, sizeof(buf), "%s", v);
-				for (char *save, *t = strtok_r(buf, ",", &save); t;
-				     t = strtok_r(NULL, ",", &save))
-					if (strcasecmp(t, "SUCCESS") && strcasecmp(t, "FAILURE") &&
-					    strcasecmp(t, "DELAY"))
-						ok = false;
-				if (strlen(v) >= sizeof(buf) || v[strlen(v) - 1] == ',')
-					ok = false;
-			}
-			if (!ok) {
-				session_error(s, 501, "5.5.4", "Bad NOTIFY parameter");
-				return false;
-			}
-		} else if (strcmp(k, "ORCPT") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			const char *semi = v ? strchr(v, ';') : NULL;
-			if (!semi || semi == v || strlen(v) > 500 ||
-			    !smtp_xtext_valid(semi + 1)) {
-				session_error(s, 501, "5.5.4", "Bad ORCPT parameter");
-				return false;
-			}
-		} else {
-			session_error(s, 555, "5.5.4", "Unsupported parameter");
-			return false;
-		}
-	}
-	return true;
 }
 
 /* session_path_line - "VERB:<path> params" rebuilt from what we checked */
@@ -856,14 +720,6 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	bool smtputf8;
 	char *line;
 
-	if (!s->helo) {
-		session_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
-		return;
-	}
-	if (s->tx) {
-		session_error(s, 503, "5.5.1", "Error: nested MAIL command");
-		return;
-	}
 	if (s->draining) {
 		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
 			      "shutting down");
@@ -873,13 +729,12 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 		session_smtp_error(s, &err);
 		return;
 	}
-	if (!session_mail_params(s, &path, &smtputf8)) {
+	/* A filter's lower limit is the filter's to enforce, so its
+	 * refusal is logged with its reasons: SIZE= is held to the host's. */
+	if (smtp_mail_params_check(&path, &s->offer, session_host_limit(s),
+				   &smtputf8, &err) < 0) {
 		smtp_path_free(&path);
-		return;
-	}
-	if (path.utf8 && !smtputf8) {
-		smtp_path_free(&path);
-		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		session_smtp_error(s, &err);
 		return;
 	}
 	line = session_path_line("MAIL FROM:", &path);
@@ -984,21 +839,13 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 	struct smtp_error err;
 	char *line;
 
-	if (!s->tx) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
 	if (smtp_path_parse(cmd->arg, cmd->arg_len, true, &path, &err) < 0) {
 		session_smtp_error(s, &err);
 		return;
 	}
-	if (!session_rcpt_params(s, &path)) {
+	if (smtp_rcpt_params_check(&path, &s->offer, s->tx->smtputf8, &err) < 0) {
 		smtp_path_free(&path);
-		return;
-	}
-	if (path.utf8 && !s->tx->smtputf8) {
-		smtp_path_free(&path);
-		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		session_smtp_error(s, &err);
 		return;
 	}
 	if (s->tx->naccepted >= s->h->conf->max_recipients) {
@@ -1047,14 +894,6 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 /* cmd_data - DATA (RFC 5321 4.1.1.4) */
 static void cmd_data(struct session *s, const struct smtp_command *cmd)
 {
-	if (cmd->arg_len) {
-		session_error(s, 501, "5.5.4", "Syntax: DATA");
-		return;
-	}
-	if (!s->tx) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
 	if (s->tx->nrecipients == 0) {
 		session_error(s, 503, "5.5.1", "Error: need RCPT command");
 		return;
@@ -1113,10 +952,6 @@ static void cmd_quit(struct session *s, const struct smtp_command *cmd)
 /* cmd_vrfy - VRFY: never confirm addresses (RFC 5321 3.5.3) */
 static void cmd_vrfy(struct session *s, const struct smtp_command *cmd)
 {
-	if (cmd->arg_len == 0) {
-		session_error(s, 501, "5.5.4", "Syntax: VRFY address");
-		return;
-	}
 	session_send(s, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
@@ -1138,29 +973,80 @@ static void cmd_unknown(struct session *s, const struct smtp_command *cmd)
 	session_error(s, 500, "5.5.1", "Error: command not recognized");
 }
 
-/* One row per verb: adding a command is adding a row. */
-static void (*const session_commands[SMTP_VERB_COUNT])(struct session *,
-						       const struct smtp_command *) = {
-	[SMTP_VERB_UNKNOWN] = cmd_unknown,
-	[SMTP_VERB_HELO] = cmd_helo,
-	[SMTP_VERB_EHLO] = cmd_helo,
-	[SMTP_VERB_MAIL] = cmd_mail,
-	[SMTP_VERB_RCPT] = cmd_rcpt,
-	[SMTP_VERB_DATA] = cmd_data,
-	[SMTP_VERB_RSET] = cmd_rset,
-	[SMTP_VERB_NOOP] = cmd_noop,
-	[SMTP_VERB_QUIT] = cmd_quit,
-	[SMTP_VERB_VRFY] = cmd_vrfy,
-	[SMTP_VERB_EXPN] = cmd_not_offered,
-	[SMTP_VERB_HELP] = cmd_help,
-	[SMTP_VERB_STARTTLS] = cmd_not_offered,
-	[SMTP_VERB_AUTH] = cmd_not_offered,
-	[SMTP_VERB_BDAT] = cmd_not_offered,
-	[SMTP_VERB_XCLIENT] = cmd_not_offered,
-	[SMTP_VERB_XFORWARD] = cmd_not_offered,
-	[SMTP_VERB_ETRN] = cmd_not_offered,
-	[SMTP_VERB_TURN] = cmd_not_offered,
+/*
+ * One row per verb: its handler and what it may do (SMTP_CMD_*, smtp.h).
+ * session_dispatch() applies the rules before it calls the handler, so a
+ * handler runs only where its verb is allowed. Adding a command is adding
+ * a row.
+ *
+ * SMTP_CMD_PRE_TLS: what RFC 3207 4 lets through before STARTTLS where
+ * a listener requires TLS (EHLO, STARTTLS, NOOP, QUIT), and what gives
+ * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it. No
+ * listener requires TLS yet, so today the flag changes nothing.
+ * SMTP_CMD_LAST: RFC 2920 3.1 (EHLO, DATA, VRFY, EXPN, TURN, QUIT,
+ * NOOP), and HELO, STARTTLS (RFC 3207 4.2) and AUTH, whose replies
+ * change what the client may send next. The dispatcher answers input
+ * pipelined after such a command as it comes (PIPELINING clients do
+ * not send it, and the replies stay in order); a handler for which that
+ * input is dangerous (STARTTLS) asks session_input_follows().
+ */
+struct session_command {
+	void (*handler)(struct session *s, const struct smtp_command *cmd);
+	unsigned flags;
 };
+
+static const struct session_command session_commands[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_UNKNOWN] = { cmd_unknown, 0 },
+	[SMTP_VERB_HELO] = { cmd_helo, SMTP_CMD_PRE_TLS | SMTP_CMD_ARG_ONE | SMTP_CMD_LAST },
+	[SMTP_VERB_EHLO] = { cmd_helo, SMTP_CMD_PRE_TLS | SMTP_CMD_ARG_ONE | SMTP_CMD_LAST },
+	[SMTP_VERB_MAIL] = { cmd_mail, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL },
+	[SMTP_VERB_RCPT] = { cmd_rcpt, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL },
+	[SMTP_VERB_DATA] = { cmd_data, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL |
+					SMTP_CMD_ARG_NONE | SMTP_CMD_LAST },
+	[SMTP_VERB_RSET] = { cmd_rset, SMTP_CMD_PRE_TLS },
+	[SMTP_VERB_NOOP] = { cmd_noop, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_QUIT] = { cmd_quit, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_VRFY] = { cmd_vrfy, SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
+	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
+	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
+	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
+	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
+	[SMTP_VERB_XCLIENT] = { cmd_not_offered, 0 },
+	[SMTP_VERB_XFORWARD] = { cmd_not_offered, 0 },
+	[SMTP_VERB_ETRN] = { cmd_not_offered, 0 },
+	[SMTP_VERB_TURN] = { cmd_not_offered, SMTP_CMD_LAST },
+};
+
+/*
+ * session_input_follows - whether the client sent more than the command
+ * being handled (pipelined after it, not yet read by the dispatcher)
+ */
+static bool session_input_follows(struct session *s)
+{
+	return evbuffer_get_length(conn_input(s->conn)) > 0;
+}
+
+/* session_dispatch - check a command against its row, then run its handler */
+static void session_dispatch(struct session *s, const struct smtp_command *cmd)
+{
+	const struct session_command *row = &session_commands[cmd->verb];
+	/* No listener requires TLS yet: a TLS mode will set these. */
+	struct smtp_cmd_state st = { .tls_required = false,
+				     .tls_active = false,
+				     .helo = s->helo != NULL,
+				     .in_mail = s->tx != NULL };
+	struct smtp_error err;
+
+	if (smtp_command_check(cmd, row->flags, &st, &err) < 0) {
+		session_smtp_error(s, &err);
+		return;
+	}
+	if ((row->flags & SMTP_CMD_LAST) && session_input_follows(s))
+		log_debug("session %s: input pipelined after %s", s->id,
+			  smtp_verb_name(cmd->verb));
+	row->handler(s, cmd);
+}
 
 /* session_rfc5322_date - the date of a Received: header */
 static void session_rfc5322_date(char *buf, size_t cap)
@@ -1191,7 +1077,7 @@ static char *session_received(struct session *s)
 		     "\t%s\r\n",
 		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
 		     s->h->conf->hostname,
-		     s->tx->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+		     s->tx->smtputf8 ? "UTF8SMTP" : s->offer.esmtp ? "ESMTP" : "SMTP",
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
@@ -1444,7 +1330,7 @@ static bool session_command_input(struct session *s)
 		session_close(s, 421, "4.3.2", "Service reloaded, try again",
 			      "worker retired after a reload");
 	else
-		session_commands[cmd.verb](s, &cmd);
+		session_dispatch(s, &cmd);
 	free(line);
 	return true;
 }
