@@ -334,24 +334,46 @@ static void session_free(struct session *s, const char *action,
 	h->closed(h->arg);
 }
 
-/* session_send - queue one reply line "CODE ENH TEXT" */
-static void session_send(struct session *s, int code, const char *enh,
-			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/*
+ * Replies sent from more than one place, written once: each stands for
+ * the code, enhanced code and text arguments of session_send(),
+ * session_error() and session_close().
+ */
+#define REPLY_OK 250, "2.0.0", "Ok"
+#define REPLY_RCPT_OK 250, "2.1.5", "Ok"
+#define REPLY_OOM 451, "4.3.0", "Error: out of memory, try again later"
+#define REPLY_TOO_MANY_RCPTS 452, "4.5.3", "Error: too many recipients"
+#define REPLY_SHUTDOWN 421, "4.3.2", "Service shutting down, try again later"
+#define REPLY_TOO_MANY_ERRORS 421, "4.7.0", "Error: too many errors"
 
-static void session_send(struct session *s, int code, const char *enh,
-			 const char *fmt, ...)
+/* session_send_wire - queue a whole reply line given without CRLF */
+static void session_send_wire(struct session *s, const char *wire)
 {
-	struct evbuffer *out = conn_output(s->conn);
+	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
+}
+
+/*
+ * session_send - queue one reply line "CODE ENH TEXT" and give it back
+ * (without CRLF) for the record, so the text sent and the text logged
+ * are one string; it stays valid until the next reply
+ */
+static const char *session_send(struct session *s, int code, const char *enh,
+				const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static const char *session_send(struct session *s, int code, const char *enh,
+				const char *fmt, ...)
+{
+	/* One loop thread per worker: one line at a time. */
+	static char line[SMTP_REPLY_LINE_MAX];
+	int n = enh ? snprintf(line, sizeof(line), "%d %s ", code, enh)
+		    : snprintf(line, sizeof(line), "%d ", code);
 	va_list ap;
 
-	if (enh)
-		evbuffer_add_printf(out, "%d %s ", code, enh);
-	else
-		evbuffer_add_printf(out, "%d ", code);
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
+	session_send_wire(s, line);
+	return line;
 }
 
 /*
@@ -374,7 +396,7 @@ static void session_closing_timer(struct session *s)
 static void session_close_wire(struct session *s, const char *wire,
 			       const char *action, const char *reason)
 {
-	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
+	session_send_wire(s, wire);
 	s->state = SESSION_CLOSING;
 	conn_read_disable(s->conn);
 	/* Keep the reason for the record written when the socket closes. */
@@ -407,8 +429,7 @@ static void session_error(struct session *s, int code, const char *enh,
 {
 	session_send(s, code, enh, "%s", text);
 	if (++s->errors >= s->h->conf->max_errors)
-		session_close(s, 421, "4.7.0", "Error: too many errors",
-			      "too many errors");
+		session_close(s, REPLY_TOO_MANY_ERRORS, "too many errors");
 }
 
 /* session_smtp_error - answer a parser error */
@@ -483,7 +504,7 @@ static void session_resume(struct session *s)
 	if (s->state == SESSION_CLOSING)
 		return;
 	if (s->errors >= s->h->conf->max_errors) {
-		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
+		session_close(s, REPLY_TOO_MANY_ERRORS, "too many errors");
 		return;
 	}
 	session_process(s);
@@ -504,12 +525,6 @@ static bool session_filter_back(struct session *s)
 	}
 	s->wait = WAIT_NONE;
 	return true;
-}
-
-/* session_send_wire - queue a whole reply line given without CRLF */
-static void session_send_wire(struct session *s, const char *wire)
-{
-	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
 }
 
 /* session_reset - forget the transaction (RSET, HELO, EHLO) */
@@ -625,7 +640,7 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	}
 	helo = strndup(cmd->arg, cmd->arg_len);
 	if (!helo) {
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	if (session_filters(s, CHAIN_HELO)) {
@@ -721,8 +736,7 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	char *line;
 
 	if (s->draining) {
-		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
-			      "shutting down");
+		session_close(s, REPLY_SHUTDOWN, "shutting down");
 		return;
 	}
 	if (smtp_path_parse(cmd->arg, cmd->arg_len, false, &path, &err) < 0) {
@@ -743,7 +757,7 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 		free(line);
 		smtp_path_free(&path);
 		session_tx_free(s);
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	s->tx->number = s->ntransactions + 1;
@@ -812,8 +826,7 @@ static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 	switch (out->status) {
 	case PC_DISCARD:
 		s->tx->discard = true;
-		session_send(s, 250, "2.1.5", "Ok");
-		session_rcpt_record(s, "250 2.1.5 Ok");
+		session_rcpt_record(s, session_send(s, REPLY_RCPT_OK));
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
@@ -859,9 +872,9 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		 */
 		smtp_path_free(&path);
 		if (++s->overshoot > s->h->conf->recipient_overshoot_limit)
-			session_error(s, 452, "4.5.3", "Error: too many recipients");
+			session_error(s, REPLY_TOO_MANY_RCPTS);
 		else
-			session_send(s, 452, "4.5.3", "Error: too many recipients");
+			session_send(s, REPLY_TOO_MANY_RCPTS);
 		return;
 	}
 	line = session_path_line("RCPT TO:", &path);
@@ -870,14 +883,13 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 	smtp_path_free(&path);
 	if (!line || !s->rcpt_pending) {
 		free(line);
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	if (s->tx->discard) {
 		/* The transaction goes nowhere: no need to ask anyone. */
 		free(line);
-		session_send(s, 250, "2.1.5", "Ok");
-		session_rcpt_record(s, "250 2.1.5 Ok");
+		session_rcpt_record(s, session_send(s, REPLY_RCPT_OK));
 		return;
 	}
 	if (session_filters(s, CHAIN_RCPT)) {
@@ -904,15 +916,16 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 	}
 	if (!s->tx->discard && !relay_is_open(s->relay)) {
 		/* The backend went away after RCPT: nothing could be delivered. */
-		session_send(s, 451, "4.4.2", "Lost connection to the backend mail server, try again later");
-		session_log_tx(s, "tempfailed", "451 4.4.2 Lost connection to the backend mail server",
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 451, "4.4.2",
+					    "Lost connection to the backend mail server, try again later"),
 			       NULL, "backend lost before DATA");
 		session_tx_free(s);
 		return;
 	}
 	s->tx->spool = spool_new(s->h->conf->spool_dir, s->h->conf->spool_memory_limit);
 	if (!s->tx->spool || !session_decode_buffer()) {
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	smtp_data_decoder_init(&s->tx->decoder,
@@ -926,13 +939,13 @@ static void cmd_rset(struct session *s, const struct smtp_command *cmd)
 {
 	/* The relay sends RSET itself before the backend's next MAIL. */
 	session_reset(s, "RSET");
-	session_send(s, 250, "2.0.0", "Ok");
+	session_send(s, REPLY_OK);
 }
 
 /* cmd_noop - NOOP (RFC 5321 4.1.1.9) */
 static void cmd_noop(struct session *s, const struct smtp_command *cmd)
 {
-	session_send(s, 250, "2.0.0", "Ok");
+	session_send(s, REPLY_OK);
 }
 
 /* cmd_quit - QUIT (RFC 5321 4.1.1.10) */
@@ -1087,10 +1100,8 @@ static char *session_received(struct session *s)
 /* session_discarded - a filter said DISCARD: 250, and nothing delivered */
 static void session_discarded(struct session *s)
 {
-	const char *r = "250 2.0.0 Ok";
-
-	session_send_wire(s, r);
-	session_log_tx(s, "discarded", r, NULL, "discarded by a filter");
+	session_log_tx(s, "discarded", session_send(s, REPLY_OK), NULL,
+		       "discarded by a filter");
 	session_tx_done(s);
 }
 
@@ -1113,9 +1124,8 @@ static bool session_data_relay(struct session *s, const char *headers,
 		tx->prefix = malloc(rlen + headers_len + 1);
 		if (!tx->prefix) {
 			free(received);
-			session_send(s, 451, "4.3.0", "Error: out of memory, try again later");
-			session_log_tx(s, "tempfailed", "451 4.3.0 Error: out of memory",
-				       NULL, "out of memory");
+			session_log_tx(s, "tempfailed", session_send(s, REPLY_OOM), NULL,
+				       "out of memory");
 			session_tx_done(s);
 			return false;
 		}
@@ -1166,26 +1176,29 @@ static void session_data_end(struct session *s)
 	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
 	    s->h->conf->bare_newline == CONF_BARE_REJECT) {
 		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
-		const char *r = "550 5.6.0 Error: message contains bare CR or LF characters";
-		session_send(s, 550, "5.6.0", "Error: message contains bare CR or LF characters");
-		session_log_tx(s, "rejected", r, NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
+		session_log_tx(s, "rejected",
+			       session_send(s, 550, "5.6.0",
+					    "Error: message contains bare CR or LF characters"),
+			       NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
 		session_tx_free(s);
 		s->errors++;
 		return;
 	}
 	if (tx->too_big) {
-		const char *r = "552 5.3.4 Message size exceeds fixed maximum message size";
-		session_send(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
-		session_log_tx(s, "rejected", r, NULL, "message too big");
+		session_log_tx(s, "rejected",
+			       session_send(s, smtp_error_too_big.code, smtp_error_too_big.enh,
+					    "%s", smtp_error_too_big.text),
+			       NULL, "message too big");
 		session_tx_free(s);
 		return;
 	}
 	if (spool_finish(tx->spool) < 0) {
 		int e = spool_errno(tx->spool);
 		log_error("session %s: spool write failed: %s", s->id, strerror(e));
-		const char *r = "452 4.3.1 Insufficient system storage, try again later";
-		session_send(s, 452, "4.3.1", "Insufficient system storage, try again later");
-		session_log_tx(s, "tempfailed", r, NULL, strerror(e));
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 452, "4.3.1",
+					    "Insufficient system storage, try again later"),
+			       NULL, strerror(e));
 		session_tx_free(s);
 		return;
 	}
@@ -1360,8 +1373,7 @@ static void session_tx_done(struct session *s)
 {
 	session_tx_free(s);
 	if (s->draining)
-		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
-			      "shutting down");
+		session_close(s, REPLY_SHUTDOWN, "shutting down");
 }
 
 /* session_relay_done - the backend (or the relay for it) answered */
@@ -1419,13 +1431,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}
-	if (s->state == SESSION_CLOSING)
-		return;
-	if (s->errors >= s->h->conf->max_errors) {
-		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
-		return;
-	}
-	session_process(s);
+	session_resume(s);
 }
 
 /* session_read_cb - input arrived */
@@ -1485,7 +1491,12 @@ static void session_new_id(struct session_host *h, char *id, size_t cap)
 		 ++h->id_counter & 0xffffffULL);
 }
 
-/* session_start - greet a new client */
+/* session_greet - the 220 greeting (RFC 5321 4.3.1) */
+static void session_greet(struct session *s)
+{
+	session_send(s, 220, NULL, "%s ESMTP", s->h->conf->hostname);
+}
+
 /* session_connect_done - the filters decided on the connection */
 static void session_connect_done(void *arg, struct pipeline_outcome *out)
 {
@@ -1498,10 +1509,11 @@ static void session_connect_done(void *arg, struct pipeline_outcome *out)
 		session_close_wire(s, out->reply, "refused", "refused by a filter");
 		return;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", s->h->conf->hostname);
+	session_greet(s);
 	session_resume(s);
 }
 
+/* session_start - greet a new client */
 struct session *session_start(struct session_host *h, struct conn *c,
 			      const struct sockaddr *sa, socklen_t salen,
 			      const struct listener *l)
@@ -1541,7 +1553,7 @@ struct session *session_start(struct session_host *h, struct conn *c,
 		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
 		return s;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", h->conf->hostname);
+	session_greet(s);
 	session_arm(s);
 	return s;
 }
@@ -1578,9 +1590,7 @@ void session_drain_all(struct session_host *h)
 		next = s->next;
 		s->draining = true;
 		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
-			session_close(s, 421, "4.3.2",
-				      "Service shutting down, try again later",
-				      "shutting down");
+			session_close(s, REPLY_SHUTDOWN, "shutting down");
 	}
 }
 
@@ -1601,8 +1611,6 @@ void session_kill_all(struct session_host *h)
 		if (s->state == SESSION_CLOSING)
 			session_free(s, "dropped", "shutting down");
 		else
-			session_close(s, 421, "4.3.2",
-				      "Service shutting down, try again later",
-				      "drain deadline");
+			session_close(s, REPLY_SHUTDOWN, "drain deadline");
 	}
 }

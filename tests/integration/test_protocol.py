@@ -356,6 +356,29 @@ class TestCommandRules(SinkProxyTest):
                          "555 5.5.4 Parameters need EHLO, not HELO")
 
 
+class TestRepliesInTheRecord(ProxyTestCase):
+    """The reply a client got and the reply its decision record names are
+    one string."""
+
+    def test_backend_lost_before_data_is_recorded_as_sent(self):
+        # a backend that hangs up after a second of silence, between the
+        # client's RCPT and its DATA
+        cap = self.start_capture(idle_timeout=1)
+        proxy = self.start_proxy(backend_port=cap.port)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        wait_for(lambda: cap.sessions and cap.sessions[0]["closed"], 5)
+        time.sleep(0.5)  # for the proxy to see the connection go
+        r = c.cmd("DATA")
+        self.assertEqual(r.lines, ["451 4.4.2 Lost connection to the backend "
+                                   "mail server, try again later"])
+        rec = proxy.wait_transaction(action="tempfailed")
+        self.assertTrue(rec, proxy.decisions())
+        self.assertEqual(rec[0]["reply"], r.lines[0], rec)
+
+
 class TestParametersToCaptureBackend(ProxyTestCase):
 
     def test_size_and_dsn_parameters_reach_the_backend_verbatim(self):
