@@ -527,6 +527,21 @@ static bool session_filter_back(struct session *s)
 	return true;
 }
 
+/*
+ * session_line_back - the filters answered on a MAIL or RCPT: its line,
+ * the caller's now, or NULL when the session no longer waits (closing)
+ */
+static char *session_line_back(struct session *s)
+{
+	char *line;
+
+	if (!session_filter_back(s))
+		return NULL;
+	line = s->line_pending;
+	s->line_pending = NULL;
+	return line;
+}
+
 /* session_reset - forget the transaction (RSET, HELO, EHLO) */
 static void session_reset(struct session *s, const char *why)
 {
@@ -703,11 +718,10 @@ static void session_mail_relay(struct session *s, const char *line)
 static void session_mail_done(void *arg, struct pipeline_outcome *out)
 {
 	struct session *s = arg;
-	char *line = s->line_pending;
+	char *line = session_line_back(s);
 
-	if (!session_filter_back(s))
+	if (!line)
 		return;
-	s->line_pending = NULL;
 	switch (out->status) {
 	case PC_DISCARD:
 		/* 250 to everything, nothing to the backend. */
@@ -818,11 +832,10 @@ static void session_rcpt_record(struct session *s, const char *wire)
 static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 {
 	struct session *s = arg;
-	char *line = s->line_pending;
+	char *line = session_line_back(s);
 
-	if (!session_filter_back(s))
+	if (!line)
 		return;
-	s->line_pending = NULL;
 	switch (out->status) {
 	case PC_DISCARD:
 		s->tx->discard = true;

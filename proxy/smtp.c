@@ -484,8 +484,11 @@ static bool literal_ok(const unsigned char *s, size_t len)
 	return true;
 }
 
-/* smtp_domain_valid - whether s is a valid HELO/EHLO domain */
-bool smtp_domain_valid(const char *s, size_t len, bool utf8)
+/*
+ * name_valid - a domain or an address literal, underscores in labels
+ * when underscore is set; UTF-8 labels only when utf8 is
+ */
+static bool name_valid(const char *s, size_t len, bool utf8, bool underscore)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	bool has8 = false;
@@ -497,27 +500,22 @@ bool smtp_domain_valid(const char *s, size_t len, bool utf8)
 	/* A fully qualified name with its root dot ("mx.example.org."). */
 	if (u[len - 1] == '.')
 		len--;
-	if (!domain_ok(u, len, &has8))
+	if (!domain_scan(u, len, &has8, underscore))
 		return false;
 	return utf8 || !has8;
+}
+
+/* smtp_domain_valid - whether s is a valid HELO/EHLO domain */
+bool smtp_domain_valid(const char *s, size_t len, bool utf8)
+{
+	return name_valid(s, len, utf8, false);
 }
 
 /* smtp_helo_valid - whether s is an acceptable HELO/EHLO argument */
 bool smtp_helo_valid(const char *s, size_t len, bool utf8)
 {
-	const unsigned char *u = (const unsigned char *)s;
-	bool has8 = false;
-
-	if (s == NULL || len == 0)
-		return false;
-	if (u[0] == '[')
-		return len >= 2 && u[len - 1] == ']' && literal_ok(u + 1, len - 2);
-	if (u[len - 1] == '.')
-		len--;
 	/* Underscores: real MTAs send them (Windows host names), Postfix takes them. */
-	if (!domain_scan(u, len, &has8, true))
-		return false;
-	return utf8 || !has8;
+	return name_valid(s, len, utf8, true);
 }
 
 /* ---- MAIL FROM / RCPT TO paths ---- */
