@@ -705,13 +705,14 @@ static void session_tx_refused(struct session *s, const struct pipeline_outcome 
 	session_tx_done(s);
 }
 
-/* session_mail_relay - hand MAIL to the backend */
-static void session_mail_relay(struct session *s, const char *line)
+/* session_mail_relay - hand MAIL to the backend; takes line */
+static void session_mail_relay(struct session *s, char *line)
 {
 	struct relay_client client = session_relay_client(s);
 
 	s->wait = WAIT_MAIL;
 	relay_mail(s->relay, &client, line);
+	free(line);
 }
 
 /* session_mail_done - the filters decided on MAIL */
@@ -734,7 +735,6 @@ static void session_mail_done(void *arg, struct pipeline_outcome *out)
 		break;
 	default:
 		session_mail_relay(s, line);
-		free(line);
 		return; /* the relay's answer resumes the session */
 	}
 	free(line);
@@ -791,7 +791,6 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	session_mail_relay(s, line);
-	free(line);
 }
 
 /*
@@ -828,7 +827,20 @@ static void session_rcpt_record(struct session *s, const char *wire)
 	s->rcpt_pending = NULL;
 }
 
-/* session_rcpt_done - the filters decided on one RCPT */
+/* session_rcpt_relay - hand RCPT to the backend; takes line */
+static void session_rcpt_relay(struct session *s, char *line)
+{
+	s->wait = WAIT_RCPT;
+	relay_command(s->relay, line);
+	free(line);
+}
+
+/*
+ * session_rcpt_done - the filters decided on one RCPT. It reads as
+ * session_mail_done() because both answer a filter verdict on one line;
+ * what each verdict does differs (a refused MAIL ends the transaction, a
+ * refused RCPT only that recipient), so they stay two functions.
+ */
 static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 {
 	struct session *s = arg;
@@ -849,10 +861,8 @@ static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 		s->errors++;
 		break;
 	default:
-		s->wait = WAIT_RCPT;
-		relay_command(s->relay, line);
-		free(line);
-		return;
+		session_rcpt_relay(s, line);
+		return; /* the relay's answer resumes the session */
 	}
 	free(line);
 	session_resume(s);
@@ -911,9 +921,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		session_filter(s, CHAIN_RCPT, session_rcpt_done, NULL, s->rcpt_pending);
 		return;
 	}
-	s->wait = WAIT_RCPT;
-	relay_command(s->relay, line);
-	free(line);
+	session_rcpt_relay(s, line);
 }
 
 /* cmd_data - DATA (RFC 5321 4.1.1.4) */
