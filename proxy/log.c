@@ -42,14 +42,25 @@ bool log_enabled(enum log_level level)
 /* log_msg - write one diagnostic line */
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-	char text[2048];
 	va_list ap;
+
+	va_start(ap, fmt);
+	log_vmsg(level, "", fmt, ap);
+	va_end(ap);
+}
+
+/* log_vmsg - write one diagnostic line: prefix, then fmt formatted */
+void log_vmsg(enum log_level level, const char *prefix, const char *fmt,
+	      va_list ap)
+{
+	char text[2048];
+	size_t n;
 
 	if (!log_enabled(level))
 		return;
-	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
-	va_end(ap);
+	n = (size_t)snprintf(text, sizeof(text), "%s", prefix);
+	if (n < sizeof(text))
+		vsnprintf(text + n, sizeof(text) - n, fmt, ap);
 	if (log_syslog) {
 		syslog(log_priorities[level], "%s: %s", log_names[level], text);
 		return;
@@ -58,17 +69,16 @@ void log_msg(enum log_level level, const char *fmt, ...)
 	char line[2200];
 	struct timespec ts;
 	struct tm tm;
-	int n;
 
 	clock_gettime(CLOCK_REALTIME, &ts);
 	gmtime_r(&ts.tv_sec, &tm);
-	n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ portcullis[%d]: %s: %s\n",
+	int len = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ portcullis[%d]: %s: %s\n",
 		     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
 		     tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, (int)getpid(),
 		     log_names[level], text);
-	if (n > (int)sizeof(line) - 1)
-		n = sizeof(line) - 1;
+	if (len > (int)sizeof(line) - 1)
+		len = sizeof(line) - 1;
 	/* One write per line, so concurrent workers do not interleave. */
-	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+	if (write(STDERR_FILENO, line, (size_t)len) < 0)
 		return;
 }

@@ -9,6 +9,7 @@
 #ifndef PORTCULLIS_LOG_H
 #define PORTCULLIS_LOG_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 
 enum log_level {
@@ -21,6 +22,9 @@ enum log_level {
 void log_open(const char *ident, bool use_syslog, enum log_level level);
 void log_msg(enum log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));
+/* log_vmsg - log_msg() with a va_list, the text after a fixed prefix */
+void log_vmsg(enum log_level level, const char *prefix, const char *fmt,
+	      va_list ap) __attribute__((format(printf, 3, 0)));
 bool log_enabled(enum log_level level);
 
 #define log_debug(...) \

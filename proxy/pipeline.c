@@ -79,14 +79,19 @@ struct op {
 	char *value; /* NULL: remove */
 };
 
-struct pipeline_session {
-	struct pipeline *p;
+/* What the filters of a session keep and decided, by filter index. */
+struct filter_state {
 	void *session_data[CONF_MAX_FILTERS];
 	void *tx_data[CONF_MAX_FILTERS];
 	bool accept_session;
 	bool accept_tx;
 	unsigned long long limit_session;
 	unsigned long long limit_tx;
+};
+
+struct pipeline_session {
+	struct pipeline *p;
+	struct filter_state st;
 	json_t *session_results;
 	json_t *tx_results;
 	struct pipeline_job *running;		  /* submitted, not finished */
@@ -110,13 +115,8 @@ struct pipeline_job {
 	bool headers_read;
 	struct spool *spool; /* a reference, at the data stage */
 
-	/* Copies the filters work on; read back when the job ends. */
-	void *session_data[CONF_MAX_FILTERS];
-	void *tx_data[CONF_MAX_FILTERS];
-	bool accept_session;
-	bool accept_tx;
-	unsigned long long limit_session;
-	unsigned long long limit_tx;
+	/* A copy the filters work on; read back when the job ends. */
+	struct filter_state st;
 
 	/* The data stage: the header, and the changes to replay. */
 	struct message_headers headers;
@@ -632,7 +632,7 @@ static void job_work(void *arg)
 	for (size_t i = job_next_filter(job, job->first); !refusal && i < chain->n;
 	     i = job_next_filter(job, i + 1)) {
 		if (job_decides(job) &&
-		    (job->accept_session || (job->stage >= CHAIN_MAIL && job->accept_tx)))
+		    (job->st.accept_session || (job->stage >= CHAIN_MAIL && job->st.accept_tx)))
 			break;
 		pthread_mutex_lock(&job->lock);
 		if (job->abandoned) {
@@ -669,9 +669,9 @@ static void job_work(void *arg)
 
 		if (st == PC_ACCEPT) {
 			if (job->stage <= CHAIN_HELO)
-				job->accept_session = true;
+				job->st.accept_session = true;
 			else
-				job->accept_tx = true;
+				job->st.accept_tx = true;
 			break;
 		}
 		if (st != PC_CONTINUE) {
@@ -733,20 +733,20 @@ static void job_take_back(struct pipeline_job *job, size_t skip)
 	for (size_t i = 0; i < job->p->chain->n; i++) {
 		if (i == skip) {
 			/* A late call may still change its slot: forget it. */
-			ps->session_data[i] = NULL;
-			ps->tx_data[i] = NULL;
+			ps->st.session_data[i] = NULL;
+			ps->st.tx_data[i] = NULL;
 			continue;
 		}
-		ps->session_data[i] = job->session_data[i];
+		ps->st.session_data[i] = job->st.session_data[i];
 		if (job->stage != CHAIN_RESET)
-			ps->tx_data[i] = job->tx_data[i];
+			ps->st.tx_data[i] = job->st.tx_data[i];
 	}
 	if (!job_decides(job))
 		return;
-	ps->accept_session |= job->accept_session;
-	ps->accept_tx |= job->accept_tx;
-	ps->limit_session = job->limit_session;
-	ps->limit_tx = job->limit_tx;
+	ps->st.accept_session |= job->st.accept_session;
+	ps->st.accept_tx |= job->st.accept_tx;
+	ps->st.limit_session = job->st.limit_session;
+	ps->st.limit_tx = job->st.limit_tx;
 }
 
 /* job_end - a job of the session is over: start the next (loop) */
@@ -792,12 +792,7 @@ static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 	job->done = old->done;
 	job->arg = old->arg;
 	job->first = late + 1;
-	memcpy(job->session_data, ps->session_data, sizeof(job->session_data));
-	memcpy(job->tx_data, ps->tx_data, sizeof(job->tx_data));
-	job->accept_session = ps->accept_session;
-	job->accept_tx = ps->accept_tx;
-	job->limit_session = ps->limit_session;
-	job->limit_tx = ps->limit_tx;
+	job->st = ps->st;
 	job->spool = old->spool ? spool_ref(old->spool) : NULL;
 	json_array_extend(job->entries, old->entries);
 	json_array_append_new(job->entries, entry);
@@ -1000,14 +995,9 @@ static void job_kick(struct pipeline_session *ps)
 		ps->queue_tail = NULL;
 	job->next = NULL;
 	/* The job starts from the state the jobs before it left. */
-	memcpy(job->session_data, ps->session_data, sizeof(job->session_data));
-	memcpy(job->tx_data, ps->tx_data, sizeof(job->tx_data));
+	job->st = ps->st;
 	if (job->stage == CHAIN_RESET)
-		memset(ps->tx_data, 0, sizeof(ps->tx_data));
-	job->accept_session = ps->accept_session;
-	job->accept_tx = ps->accept_tx;
-	job->limit_session = ps->limit_session;
-	job->limit_tx = ps->limit_tx;
+		memset(ps->st.tx_data, 0, sizeof(ps->st.tx_data));
 	ps->running = job;
 	job_submit(job);
 }
@@ -1095,9 +1085,9 @@ unsigned pipeline_sessions(const struct pipeline *p)
 bool pipeline_wanted(const struct pipeline *p, const struct pipeline_session *ps,
 		     enum chain_stage stage)
 {
-	if (!p->chain || !p->chain->any[stage] || ps->accept_session)
+	if (!p->chain || !p->chain->any[stage] || ps->st.accept_session)
 		return false;
-	if (stage >= CHAIN_MAIL && stage <= CHAIN_DATA && ps->accept_tx)
+	if (stage >= CHAIN_MAIL && stage <= CHAIN_DATA && ps->st.accept_tx)
 		return false;
 	return true;
 }
@@ -1129,11 +1119,11 @@ void pipeline_run(struct pipeline *p, struct pipeline_session *ps,
 void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
 		     const struct pipeline_env *env)
 {
-	ps->accept_tx = false;
-	ps->limit_tx = 0;
+	ps->st.accept_tx = false;
+	ps->st.limit_tx = 0;
 	json_array_clear(ps->tx_results);
 	if (!p->chain || !p->chain->any[CHAIN_RESET]) {
-		memset(ps->tx_data, 0, sizeof(ps->tx_data));
+		memset(ps->st.tx_data, 0, sizeof(ps->st.tx_data));
 		return;
 	}
 	struct pipeline_job *job = job_for(ps, CHAIN_RESET, env);
@@ -1163,7 +1153,7 @@ void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
 /* pipeline_size_limit - the lowest limit a filter set */
 unsigned long long pipeline_size_limit(const struct pipeline_session *ps)
 {
-	unsigned long long a = ps->limit_session, b = ps->limit_tx;
+	unsigned long long a = ps->st.limit_session, b = ps->st.limit_tx;
 
 	if (!a)
 		return b;
@@ -1205,22 +1195,22 @@ void *pc_instance(pc_ctx *ctx)
 
 void *pc_session_data(pc_ctx *ctx)
 {
-	return ctx->job->session_data[ctx->index];
+	return ctx->job->st.session_data[ctx->index];
 }
 
 void pc_set_session_data(pc_ctx *ctx, void *data)
 {
-	ctx->job->session_data[ctx->index] = data;
+	ctx->job->st.session_data[ctx->index] = data;
 }
 
 void *pc_tx_data(pc_ctx *ctx)
 {
-	return ctx->job->tx_data[ctx->index];
+	return ctx->job->st.tx_data[ctx->index];
 }
 
 void pc_set_tx_data(pc_ctx *ctx, void *data)
 {
-	ctx->job->tx_data[ctx->index] = data;
+	ctx->job->st.tx_data[ctx->index] = data;
 }
 
 const char *pc_client_addr(pc_ctx *ctx)
@@ -1408,7 +1398,7 @@ void pc_set_size_limit(pc_ctx *ctx, unsigned long long bytes)
 
 	if (!job_decides(job) || bytes == 0)
 		return;
-	limit = job->stage <= CHAIN_HELO ? &job->limit_session : &job->limit_tx;
+	limit = job->stage <= CHAIN_HELO ? &job->st.limit_session : &job->st.limit_tx;
 	if (*limit == 0 || bytes < *limit)
 		*limit = bytes;
 }
@@ -1490,14 +1480,14 @@ void pc_log(pc_ctx *ctx, enum pc_log_level level, const char *fmt, ...)
 	static const enum log_level levels[] = { LOG_LEVEL_DEBUG, LOG_LEVEL_INFO,
 						 LOG_LEVEL_WARNING, LOG_LEVEL_ERROR };
 	enum log_level l = (unsigned)level <= PC_LOG_ERROR ? levels[level] : LOG_LEVEL_ERROR;
-	char text[1024];
+	char prefix[256];
 	va_list ap;
 
 	if (!log_enabled(l))
 		return;
+	snprintf(prefix, sizeof(prefix), "filter %s: session %s: ", ctx->filter->name,
+		 ctx_env(ctx)->session_id);
 	va_start(ap, fmt);
-	vsnprintf(text, sizeof(text), fmt, ap);
+	log_vmsg(l, prefix, fmt, ap);
 	va_end(ap);
-	log_msg(l, "filter %s: session %s: %s", ctx->filter->name,
-		ctx_env(ctx)->session_id, text);
 }

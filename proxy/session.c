@@ -20,8 +20,11 @@
  * delivered message against junk_command_limit.
  *
  * Commands are dispatched through one table (session_commands[]): a verb
- * maps to its handler. Each handler either answers at once or hands the
- * command to the relay. Message data is decoded by the smtp codec (only
+ * maps to its handler and to the rules of where it is allowed (before
+ * HELO, in a transaction, before TLS, its argument), which the
+ * dispatcher checks with the codec's smtp_command_check() so handlers
+ * hold only what is particular to their verb. Each handler either
+ * answers at once or hands the command to the relay. Message data is decoded by the smtp codec (only
  * <CRLF>.<CRLF> ends it), checked for bare CR/LF and for size, and kept
  * in a spool until the backend has taken it. The client gets 250 for a
  * message only when the backend answered 250 for it.
@@ -66,15 +69,6 @@ enum session_state {
 	SESSION_CLOSING, /* last reply queued, closing when written */
 };
 
-/* What the client was told in the EHLO reply. */
-struct session_offer {
-	bool size;
-	unsigned long long size_limit;
-	bool eightbitmime;
-	bool smtputf8;
-	bool dsn;
-};
-
 /* One mail transaction, from MAIL to the final reply. */
 struct session_tx {
 	unsigned number;
@@ -112,8 +106,7 @@ struct session {
 	unsigned port;
 	const struct listener *listener; /* the client came in on it */
 	char *helo;
-	bool esmtp;
-	struct session_offer offer;
+	struct smtp_offer offer; /* what the client was told in the EHLO reply */
 	enum session_state state;
 	enum session_wait wait;
 	bool skipping;	    /* discarding the rest of an overlong line */
@@ -195,7 +188,7 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->port = s->port;
 	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
-	env->esmtp = s->esmtp;
+	env->esmtp = s->offer.esmtp;
 	if (!tx)
 		return;
 	env->sender = tx->sender;
@@ -364,24 +357,46 @@ static void session_free(struct session *s, const char *action,
 	h->closed(h->arg, addr, port);
 }
 
-/* session_send - queue one reply line "CODE ENH TEXT" */
-static void session_send(struct session *s, int code, const char *enh,
-			 const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+/*
+ * Replies sent from more than one place, written once: each stands for
+ * the code, enhanced code and text arguments of session_send(),
+ * session_error() and session_close().
+ */
+#define REPLY_OK 250, "2.0.0", "Ok"
+#define REPLY_RCPT_OK 250, "2.1.5", "Ok"
+#define REPLY_OOM 451, "4.3.0", "Error: out of memory, try again later"
+#define REPLY_TOO_MANY_RCPTS 452, "4.5.3", "Error: too many recipients"
+#define REPLY_SHUTDOWN 421, "4.3.2", "Service shutting down, try again later"
+#define REPLY_TOO_MANY_ERRORS 421, "4.7.0", "Error: too many errors"
 
-static void session_send(struct session *s, int code, const char *enh,
-			 const char *fmt, ...)
+/* session_send_wire - queue a whole reply line given without CRLF */
+static void session_send_wire(struct session *s, const char *wire)
 {
-	struct evbuffer *out = conn_output(s->conn);
+	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
+}
+
+/*
+ * session_send - queue one reply line "CODE ENH TEXT" and give it back
+ * (without CRLF) for the record, so the text sent and the text logged
+ * are one string; it stays valid until the next reply
+ */
+static const char *session_send(struct session *s, int code, const char *enh,
+				const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+static const char *session_send(struct session *s, int code, const char *enh,
+				const char *fmt, ...)
+{
+	/* One loop thread per worker: one line at a time. */
+	static char line[SMTP_REPLY_LINE_MAX];
+	int n = enh ? snprintf(line, sizeof(line), "%d %s ", code, enh)
+		    : snprintf(line, sizeof(line), "%d ", code);
 	va_list ap;
 
-	if (enh)
-		evbuffer_add_printf(out, "%d %s ", code, enh);
-	else
-		evbuffer_add_printf(out, "%d ", code);
 	va_start(ap, fmt);
-	evbuffer_add_vprintf(out, fmt, ap);
+	vsnprintf(line + n, sizeof(line) - (size_t)n, fmt, ap);
 	va_end(ap);
-	evbuffer_add(out, "\r\n", 2);
+	session_send_wire(s, line);
+	return line;
 }
 
 /*
@@ -404,7 +419,7 @@ static void session_closing_timer(struct session *s)
 static void session_close_wire(struct session *s, const char *wire,
 			       const char *action, const char *reason)
 {
-	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
+	session_send_wire(s, wire);
 	s->state = SESSION_CLOSING;
 	conn_read_disable(s->conn);
 	/* Keep the reason for the record written when the socket closes. */
@@ -437,8 +452,7 @@ static void session_error(struct session *s, int code, const char *enh,
 {
 	session_send(s, code, enh, "%s", text);
 	if (++s->errors >= s->h->conf->max_errors)
-		session_close(s, 421, "4.7.0", "Error: too many errors",
-			      "too many errors");
+		session_close(s, REPLY_TOO_MANY_ERRORS, "too many errors");
 }
 
 /* session_smtp_error - answer a parser error */
@@ -571,7 +585,7 @@ static void session_resume(struct session *s)
 	if (s->state == SESSION_CLOSING)
 		return;
 	if (s->errors >= s->h->conf->max_errors) {
-		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
+		session_close(s, REPLY_TOO_MANY_ERRORS, "too many errors");
 		return;
 	}
 	session_process(s);
@@ -594,10 +608,19 @@ static bool session_filter_back(struct session *s)
 	return true;
 }
 
-/* session_send_wire - queue a whole reply line given without CRLF */
-static void session_send_wire(struct session *s, const char *wire)
+/*
+ * session_line_back - the filters answered on a MAIL or RCPT: its line,
+ * the caller's now, or NULL when the session no longer waits (closing)
+ */
+static char *session_line_back(struct session *s)
 {
-	evbuffer_add_printf(conn_output(s->conn), "%s\r\n", wire);
+	char *line;
+
+	if (!session_filter_back(s))
+		return NULL;
+	line = s->line_pending;
+	s->line_pending = NULL;
+	return line;
 }
 
 /* session_reset - forget the transaction (RSET, HELO, EHLO) */
@@ -611,7 +634,7 @@ static void session_reset(struct session *s, const char *why)
 /* session_relay_client - who the client is, as the relay tells the backend */
 static struct relay_client session_relay_client(const struct session *s)
 {
-	return (struct relay_client){ s->addr, s->port, s->helo, s->esmtp };
+	return (struct relay_client){ s->addr, s->port, s->helo, s->offer.esmtp };
 }
 
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
@@ -628,11 +651,11 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	session_reset(s, ehlo ? "EHLO" : "HELO");
 	free(s->helo);
 	s->helo = helo;
-	s->esmtp = ehlo;
+	memset(&s->offer, 0, sizeof(s->offer));
+	s->offer.esmtp = ehlo;
 	struct relay_client client = session_relay_client(s);
 	relay_prepare(s->relay, &client);
 	if (!ehlo) {
-		memset(&s->offer, 0, sizeof(s->offer));
 		session_send(s, 250, NULL, "%s", s->h->conf->hostname);
 		return;
 	}
@@ -700,11 +723,6 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	bool ehlo = cmd->verb == SMTP_VERB_EHLO;
 	char *helo;
 
-	if (cmd->arg_len == 0 || memchr(cmd->arg, ' ', cmd->arg_len)) {
-		session_error(s, 501, "5.5.4", ehlo ? "Syntax: EHLO hostname"
-						   : "Syntax: HELO hostname");
-		return;
-	}
 	/*
 	 * RFC 5321 4.1.1.1: a Domain or an address literal. What is not
 	 * goes neither to the backend (in XCLIENT or Received:) nor to the
@@ -718,7 +736,7 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 	}
 	helo = strndup(cmd->arg, cmd->arg_len);
 	if (!helo) {
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	if (session_filters(s, CHAIN_HELO)) {
@@ -729,130 +747,6 @@ static void cmd_helo(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	session_helo_finish(s, helo, ehlo);
-}
-
-/* session_param_need - a parameter needs an extension we did not offer */
-static bool session_param_need(struct session *s, bool offered,
-			       const char *keyword)
-{
-	if (offered)
-		return true;
-	session_error(s, 555, "5.5.4", "Unsupported parameter");
-	log_debug("session %s: %s parameter refused: extension not offered",
-		  s->id, keyword);
-	return false;
-}
-
-/* session_mail_params - check MAIL's ESMTP parameters (RFC 5321 4.1.1.11) */
-static bool session_mail_params(struct session *s, const struct smtp_path *p,
-				bool *smtputf8)
-{
-	*smtputf8 = false;
-	if (p->nparams && !s->esmtp) {
-		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
-		return false;
-	}
-	for (size_t i = 0; i < p->nparams; i++) {
-		const char *k = p->params[i].keyword, *v = p->params[i].value;
-
-		if (strcmp(k, "SIZE") == 0) {
-			if (!session_param_need(s, s->offer.size, k))
-				return false;
-			char *end;
-			errno = 0;
-			unsigned long long size = v ? strtoull(v, &end, 10) : 0;
-			if (!v || !*v || *end || errno || *v == '-' || *v == '+') {
-				session_error(s, 501, "5.5.4", "Bad SIZE parameter");
-				return false;
-			}
-			/* A filter's lower limit is the filter's to enforce
-			 * here, so its refusal is logged with its reasons. */
-			if (size > session_host_limit(s)) {
-				session_error(s, 552, "5.3.4",
-					      "Message size exceeds fixed maximum message size");
-				return false;
-			}
-		} else if (strcmp(k, "BODY") == 0) {
-			if (!session_param_need(s, s->offer.eightbitmime, k))
-				return false;
-			if (!v || (strcasecmp(v, "7BIT") && strcasecmp(v, "8BITMIME"))) {
-				session_error(s, 501, "5.5.4", "Unsupported BODY parameter");
-				return false;
-			}
-		} else if (strcmp(k, "SMTPUTF8") == 0) {
-			if (!session_param_need(s, s->offer.smtputf8, k))
-				return false;
-			if (v) {
-				session_error(s, 501, "5.5.4", "SMTPUTF8 takes no value");
-				return false;
-			}
-			*smtputf8 = true;
-		} else if (strcmp(k, "RET") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			if (!v || (strcasecmp(v, "FULL") && strcasecmp(v, "HDRS"))) {
-				session_error(s, 501, "5.5.4", "Bad RET parameter");
-				return false;
-			}
-		} else if (strcmp(k, "ENVID") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			if (!v || strlen(v) > 100 || !smtp_xtext_valid(v)) {
-				session_error(s, 501, "5.5.4", "Bad ENVID parameter");
-				return false;
-			}
-		} else {
-			session_error(s, 555, "5.5.4", "Unsupported parameter");
-			return false;
-		}
-	}
-	return true;
-}
-
-/* session_rcpt_params - check RCPT's ESMTP parameters (RFC 3461) */
-static bool session_rcpt_params(struct session *s, const struct smtp_path *p)
-{
-	if (p->nparams && !s->esmtp) {
-		session_error(s, 555, "5.5.4", "Parameters need EHLO, not HELO");
-		return false;
-	}
-	for (size_t i = 0; i < p->nparams; i++) {
-		const char *k = p->params[i].keyword, *v = p->params[i].value;
-
-		if (strcmp(k, "NOTIFY") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			bool ok = v && *v;
-			if (ok && strcasecmp(v, "NEVER") != 0) {
-				char buf[64];
-				snprintf(buf, sizeof(buf), "%s", v);
-				for (char *save, *t = strtok_r(buf, ",", &save); t;
-				     t = strtok_r(NULL, ",", &save))
-					if (strcasecmp(t, "SUCCESS") && strcasecmp(t, "FAILURE") &&
-					    strcasecmp(t, "DELAY"))
-						ok = false;
-				if (strlen(v) >= sizeof(buf) || v[strlen(v) - 1] == ',')
-					ok = false;
-			}
-			if (!ok) {
-				session_error(s, 501, "5.5.4", "Bad NOTIFY parameter");
-				return false;
-			}
-		} else if (strcmp(k, "ORCPT") == 0) {
-			if (!session_param_need(s, s->offer.dsn, k))
-				return false;
-			const char *semi = v ? strchr(v, ';') : NULL;
-			if (!semi || semi == v || strlen(v) > 500 ||
-			    !smtp_xtext_valid(semi + 1)) {
-				session_error(s, 501, "5.5.4", "Bad ORCPT parameter");
-				return false;
-			}
-		} else {
-			session_error(s, 555, "5.5.4", "Unsupported parameter");
-			return false;
-		}
-	}
-	return true;
 }
 
 /* session_path_line - "VERB:<path> params" rebuilt from what we checked */
@@ -892,24 +786,24 @@ static void session_tx_refused(struct session *s, const struct pipeline_outcome 
 	session_tx_done(s);
 }
 
-/* session_mail_relay - hand MAIL to the backend */
-static void session_mail_relay(struct session *s, const char *line)
+/* session_mail_relay - hand MAIL to the backend; takes line */
+static void session_mail_relay(struct session *s, char *line)
 {
 	struct relay_client client = session_relay_client(s);
 
 	s->wait = WAIT_MAIL;
 	relay_mail(s->relay, &client, line);
+	free(line);
 }
 
 /* session_mail_done - the filters decided on MAIL */
 static void session_mail_done(void *arg, struct pipeline_outcome *out)
 {
 	struct session *s = arg;
-	char *line = s->line_pending;
+	char *line = session_line_back(s);
 
-	if (!session_filter_back(s))
+	if (!line)
 		return;
-	s->line_pending = NULL;
 	switch (out->status) {
 	case PC_DISCARD:
 		/* 250 to everything, nothing to the backend. */
@@ -922,7 +816,6 @@ static void session_mail_done(void *arg, struct pipeline_outcome *out)
 		break;
 	default:
 		session_mail_relay(s, line);
-		free(line);
 		return; /* the relay's answer resumes the session */
 	}
 	free(line);
@@ -937,30 +830,20 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	bool smtputf8;
 	char *line;
 
-	if (!s->helo) {
-		session_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
-		return;
-	}
-	if (s->tx) {
-		session_error(s, 503, "5.5.1", "Error: nested MAIL command");
-		return;
-	}
 	if (s->draining) {
-		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
-			      "shutting down");
+		session_close(s, REPLY_SHUTDOWN, "shutting down");
 		return;
 	}
 	if (smtp_path_parse(cmd->arg, cmd->arg_len, false, &path, &err) < 0) {
 		session_smtp_error(s, &err);
 		return;
 	}
-	if (!session_mail_params(s, &path, &smtputf8)) {
+	/* A filter's lower limit is the filter's to enforce, so its
+	 * refusal is logged with its reasons: SIZE= is held to the host's. */
+	if (smtp_mail_params_check(&path, &s->offer, session_host_limit(s),
+				   &smtputf8, &err) < 0) {
 		smtp_path_free(&path);
-		return;
-	}
-	if (path.utf8 && !smtputf8) {
-		smtp_path_free(&path);
-		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		session_smtp_error(s, &err);
 		return;
 	}
 	line = session_path_line("MAIL FROM:", &path);
@@ -969,7 +852,7 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 		free(line);
 		smtp_path_free(&path);
 		session_tx_free(s);
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	s->tx->number = s->ntransactions + 1;
@@ -989,7 +872,6 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 		return;
 	}
 	session_mail_relay(s, line);
-	free(line);
 }
 
 /*
@@ -1026,20 +908,31 @@ static void session_rcpt_record(struct session *s, const char *wire)
 	s->rcpt_pending = NULL;
 }
 
-/* session_rcpt_done - the filters decided on one RCPT */
+/* session_rcpt_relay - hand RCPT to the backend; takes line */
+static void session_rcpt_relay(struct session *s, char *line)
+{
+	s->wait = WAIT_RCPT;
+	relay_command(s->relay, line);
+	free(line);
+}
+
+/*
+ * session_rcpt_done - the filters decided on one RCPT. It reads as
+ * session_mail_done() because both answer a filter verdict on one line;
+ * what each verdict does differs (a refused MAIL ends the transaction, a
+ * refused RCPT only that recipient), so they stay two functions.
+ */
 static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 {
 	struct session *s = arg;
-	char *line = s->line_pending;
+	char *line = session_line_back(s);
 
-	if (!session_filter_back(s))
+	if (!line)
 		return;
-	s->line_pending = NULL;
 	switch (out->status) {
 	case PC_DISCARD:
 		s->tx->discard = true;
-		session_send(s, 250, "2.1.5", "Ok");
-		session_rcpt_record(s, "250 2.1.5 Ok");
+		session_rcpt_record(s, session_send(s, REPLY_RCPT_OK));
 		break;
 	case PC_REJECT:
 	case PC_TEMPFAIL:
@@ -1049,10 +942,8 @@ static void session_rcpt_done(void *arg, struct pipeline_outcome *out)
 		s->errors++;
 		break;
 	default:
-		s->wait = WAIT_RCPT;
-		relay_command(s->relay, line);
-		free(line);
-		return;
+		session_rcpt_relay(s, line);
+		return; /* the relay's answer resumes the session */
 	}
 	free(line);
 	session_resume(s);
@@ -1065,21 +956,13 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 	struct smtp_error err;
 	char *line;
 
-	if (!s->tx) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
 	if (smtp_path_parse(cmd->arg, cmd->arg_len, true, &path, &err) < 0) {
 		session_smtp_error(s, &err);
 		return;
 	}
-	if (!session_rcpt_params(s, &path)) {
+	if (smtp_rcpt_params_check(&path, &s->offer, s->tx->smtputf8, &err) < 0) {
 		smtp_path_free(&path);
-		return;
-	}
-	if (path.utf8 && !s->tx->smtputf8) {
-		smtp_path_free(&path);
-		session_error(s, 553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter");
+		session_smtp_error(s, &err);
 		return;
 	}
 	if (s->tx->naccepted >= s->h->conf->max_recipients) {
@@ -1093,9 +976,9 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		 */
 		smtp_path_free(&path);
 		if (++s->overshoot > s->h->conf->recipient_overshoot_limit)
-			session_error(s, 452, "4.5.3", "Error: too many recipients");
+			session_error(s, REPLY_TOO_MANY_RCPTS);
 		else
-			session_send(s, 452, "4.5.3", "Error: too many recipients");
+			session_send(s, REPLY_TOO_MANY_RCPTS);
 		return;
 	}
 	line = session_path_line("RCPT TO:", &path);
@@ -1104,14 +987,13 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 	smtp_path_free(&path);
 	if (!line || !s->rcpt_pending) {
 		free(line);
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	if (s->tx->discard) {
 		/* The transaction goes nowhere: no need to ask anyone. */
 		free(line);
-		session_send(s, 250, "2.1.5", "Ok");
-		session_rcpt_record(s, "250 2.1.5 Ok");
+		session_rcpt_record(s, session_send(s, REPLY_RCPT_OK));
 		return;
 	}
 	if (session_filters(s, CHAIN_RCPT)) {
@@ -1120,22 +1002,12 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 		session_filter(s, CHAIN_RCPT, session_rcpt_done, NULL, s->rcpt_pending);
 		return;
 	}
-	s->wait = WAIT_RCPT;
-	relay_command(s->relay, line);
-	free(line);
+	session_rcpt_relay(s, line);
 }
 
 /* cmd_data - DATA (RFC 5321 4.1.1.4) */
 static void cmd_data(struct session *s, const struct smtp_command *cmd)
 {
-	if (cmd->arg_len) {
-		session_error(s, 501, "5.5.4", "Syntax: DATA");
-		return;
-	}
-	if (!s->tx) {
-		session_error(s, 503, "5.5.1", "Error: need MAIL command");
-		return;
-	}
 	if (s->tx->nrecipients == 0) {
 		session_error(s, 503, "5.5.1", "Error: need RCPT command");
 		return;
@@ -1146,15 +1018,16 @@ static void cmd_data(struct session *s, const struct smtp_command *cmd)
 	}
 	if (!s->tx->discard && !relay_is_open(s->relay)) {
 		/* The backend went away after RCPT: nothing could be delivered. */
-		session_send(s, 451, "4.4.2", "Lost connection to the backend mail server, try again later");
-		session_log_tx(s, "tempfailed", "451 4.4.2 Lost connection to the backend mail server",
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 451, "4.4.2",
+					    "Lost connection to the backend mail server, try again later"),
 			       NULL, "backend lost before DATA");
 		session_tx_free(s);
 		return;
 	}
 	s->tx->spool = spool_new(s->h->conf->spool_dir, s->h->conf->spool_memory_limit);
 	if (!s->tx->spool || !session_decode_buffer()) {
-		session_error(s, 451, "4.3.0", "Error: out of memory, try again later");
+		session_error(s, REPLY_OOM);
 		return;
 	}
 	smtp_data_decoder_init(&s->tx->decoder,
@@ -1168,13 +1041,13 @@ static void cmd_rset(struct session *s, const struct smtp_command *cmd)
 {
 	/* The relay sends RSET itself before the backend's next MAIL. */
 	session_reset(s, "RSET");
-	session_send(s, 250, "2.0.0", "Ok");
+	session_send(s, REPLY_OK);
 }
 
 /* cmd_noop - NOOP (RFC 5321 4.1.1.9) */
 static void cmd_noop(struct session *s, const struct smtp_command *cmd)
 {
-	session_send(s, 250, "2.0.0", "Ok");
+	session_send(s, REPLY_OK);
 }
 
 /* cmd_quit - QUIT (RFC 5321 4.1.1.10) */
@@ -1194,10 +1067,6 @@ static void cmd_quit(struct session *s, const struct smtp_command *cmd)
 /* cmd_vrfy - VRFY: never confirm addresses (RFC 5321 3.5.3) */
 static void cmd_vrfy(struct session *s, const struct smtp_command *cmd)
 {
-	if (cmd->arg_len == 0) {
-		session_error(s, 501, "5.5.4", "Syntax: VRFY address");
-		return;
-	}
 	session_send(s, 252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery");
 }
 
@@ -1219,29 +1088,80 @@ static void cmd_unknown(struct session *s, const struct smtp_command *cmd)
 	session_error(s, 500, "5.5.1", "Error: command not recognized");
 }
 
-/* One row per verb: adding a command is adding a row. */
-static void (*const session_commands[SMTP_VERB_COUNT])(struct session *,
-						       const struct smtp_command *) = {
-	[SMTP_VERB_UNKNOWN] = cmd_unknown,
-	[SMTP_VERB_HELO] = cmd_helo,
-	[SMTP_VERB_EHLO] = cmd_helo,
-	[SMTP_VERB_MAIL] = cmd_mail,
-	[SMTP_VERB_RCPT] = cmd_rcpt,
-	[SMTP_VERB_DATA] = cmd_data,
-	[SMTP_VERB_RSET] = cmd_rset,
-	[SMTP_VERB_NOOP] = cmd_noop,
-	[SMTP_VERB_QUIT] = cmd_quit,
-	[SMTP_VERB_VRFY] = cmd_vrfy,
-	[SMTP_VERB_EXPN] = cmd_not_offered,
-	[SMTP_VERB_HELP] = cmd_help,
-	[SMTP_VERB_STARTTLS] = cmd_not_offered,
-	[SMTP_VERB_AUTH] = cmd_not_offered,
-	[SMTP_VERB_BDAT] = cmd_not_offered,
-	[SMTP_VERB_XCLIENT] = cmd_not_offered,
-	[SMTP_VERB_XFORWARD] = cmd_not_offered,
-	[SMTP_VERB_ETRN] = cmd_not_offered,
-	[SMTP_VERB_TURN] = cmd_not_offered,
+/*
+ * One row per verb: its handler and what it may do (SMTP_CMD_*, smtp.h).
+ * session_dispatch() applies the rules before it calls the handler, so a
+ * handler runs only where its verb is allowed. Adding a command is adding
+ * a row.
+ *
+ * SMTP_CMD_PRE_TLS: what RFC 3207 4 lets through before STARTTLS where
+ * a listener requires TLS (EHLO, STARTTLS, NOOP, QUIT), and what gives
+ * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it. No
+ * listener requires TLS yet, so today the flag changes nothing.
+ * SMTP_CMD_LAST: RFC 2920 3.1 (EHLO, DATA, VRFY, EXPN, TURN, QUIT,
+ * NOOP), and HELO, STARTTLS (RFC 3207 4.2) and AUTH, whose replies
+ * change what the client may send next. The dispatcher answers input
+ * pipelined after such a command as it comes (PIPELINING clients do
+ * not send it, and the replies stay in order); a handler for which that
+ * input is dangerous (STARTTLS) asks session_input_follows().
+ */
+struct session_command {
+	void (*handler)(struct session *s, const struct smtp_command *cmd);
+	unsigned flags;
 };
+
+static const struct session_command session_commands[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_UNKNOWN] = { cmd_unknown, 0 },
+	[SMTP_VERB_HELO] = { cmd_helo, SMTP_CMD_PRE_TLS | SMTP_CMD_ARG_ONE | SMTP_CMD_LAST },
+	[SMTP_VERB_EHLO] = { cmd_helo, SMTP_CMD_PRE_TLS | SMTP_CMD_ARG_ONE | SMTP_CMD_LAST },
+	[SMTP_VERB_MAIL] = { cmd_mail, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL },
+	[SMTP_VERB_RCPT] = { cmd_rcpt, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL },
+	[SMTP_VERB_DATA] = { cmd_data, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL |
+					SMTP_CMD_ARG_NONE | SMTP_CMD_LAST },
+	[SMTP_VERB_RSET] = { cmd_rset, SMTP_CMD_PRE_TLS },
+	[SMTP_VERB_NOOP] = { cmd_noop, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_QUIT] = { cmd_quit, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_VRFY] = { cmd_vrfy, SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
+	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
+	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
+	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
+	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
+	[SMTP_VERB_XCLIENT] = { cmd_not_offered, 0 },
+	[SMTP_VERB_XFORWARD] = { cmd_not_offered, 0 },
+	[SMTP_VERB_ETRN] = { cmd_not_offered, 0 },
+	[SMTP_VERB_TURN] = { cmd_not_offered, SMTP_CMD_LAST },
+};
+
+/*
+ * session_input_follows - whether the client sent more than the command
+ * being handled (pipelined after it, not yet read by the dispatcher)
+ */
+static bool session_input_follows(struct session *s)
+{
+	return evbuffer_get_length(conn_input(s->conn)) > 0;
+}
+
+/* session_dispatch - check a command against its row, then run its handler */
+static void session_dispatch(struct session *s, const struct smtp_command *cmd)
+{
+	const struct session_command *row = &session_commands[cmd->verb];
+	/* No listener requires TLS yet: a TLS mode will set these. */
+	struct smtp_cmd_state st = { .tls_required = false,
+				     .tls_active = false,
+				     .helo = s->helo != NULL,
+				     .in_mail = s->tx != NULL };
+	struct smtp_error err;
+
+	if (smtp_command_check(cmd, row->flags, &st, &err) < 0) {
+		session_smtp_error(s, &err);
+		return;
+	}
+	if ((row->flags & SMTP_CMD_LAST) && session_input_follows(s))
+		log_debug("session %s: input pipelined after %s", s->id,
+			  smtp_verb_name(cmd->verb));
+	row->handler(s, cmd);
+}
 
 /* session_rfc5322_date - the date of a Received: header */
 static void session_rfc5322_date(char *buf, size_t cap)
@@ -1272,7 +1192,7 @@ static char *session_received(struct session *s)
 		     "\t%s\r\n",
 		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
 		     s->h->conf->hostname,
-		     s->tx->smtputf8 ? "UTF8SMTP" : s->esmtp ? "ESMTP" : "SMTP",
+		     s->tx->smtputf8 ? "UTF8SMTP" : s->offer.esmtp ? "ESMTP" : "SMTP",
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
@@ -1282,10 +1202,8 @@ static char *session_received(struct session *s)
 /* session_discarded - a filter said DISCARD: 250, and nothing delivered */
 static void session_discarded(struct session *s)
 {
-	const char *r = "250 2.0.0 Ok";
-
-	session_send_wire(s, r);
-	session_log_tx(s, "discarded", r, NULL, "discarded by a filter");
+	session_log_tx(s, "discarded", session_send(s, REPLY_OK), NULL,
+		       "discarded by a filter");
 	session_tx_done(s);
 }
 
@@ -1308,9 +1226,8 @@ static bool session_data_relay(struct session *s, const char *headers,
 		tx->prefix = malloc(rlen + headers_len + 1);
 		if (!tx->prefix) {
 			free(received);
-			session_send(s, 451, "4.3.0", "Error: out of memory, try again later");
-			session_log_tx(s, "tempfailed", "451 4.3.0 Error: out of memory",
-				       NULL, "out of memory");
+			session_log_tx(s, "tempfailed", session_send(s, REPLY_OOM), NULL,
+				       "out of memory");
 			session_tx_done(s);
 			return false;
 		}
@@ -1361,26 +1278,29 @@ static void session_data_end(struct session *s)
 	if ((tx->decoder.bare_lf || tx->decoder.bare_cr) &&
 	    s->h->conf->bare_newline == CONF_BARE_REJECT) {
 		/* RFC 5321 2.3.8: a bare CR or LF is where smuggling starts. */
-		const char *r = "550 5.6.0 Error: message contains bare CR or LF characters";
-		session_send(s, 550, "5.6.0", "Error: message contains bare CR or LF characters");
-		session_log_tx(s, "rejected", r, NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
+		session_log_tx(s, "rejected",
+			       session_send(s, 550, "5.6.0",
+					    "Error: message contains bare CR or LF characters"),
+			       NULL, tx->decoder.bare_lf ? "bare LF" : "bare CR");
 		session_tx_free(s);
 		s->errors++;
 		return;
 	}
 	if (tx->too_big) {
-		const char *r = "552 5.3.4 Message size exceeds fixed maximum message size";
-		session_send(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
-		session_log_tx(s, "rejected", r, NULL, "message too big");
+		session_log_tx(s, "rejected",
+			       session_send(s, smtp_error_too_big.code, smtp_error_too_big.enh,
+					    "%s", smtp_error_too_big.text),
+			       NULL, "message too big");
 		session_tx_free(s);
 		return;
 	}
 	if (spool_finish(tx->spool) < 0) {
 		int e = spool_errno(tx->spool);
 		log_error("session %s: spool write failed: %s", s->id, strerror(e));
-		const char *r = "452 4.3.1 Insufficient system storage, try again later";
-		session_send(s, 452, "4.3.1", "Insufficient system storage, try again later");
-		session_log_tx(s, "tempfailed", r, NULL, strerror(e));
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 452, "4.3.1",
+					    "Insufficient system storage, try again later"),
+			       NULL, strerror(e));
 		session_tx_free(s);
 		return;
 	}
@@ -1583,7 +1503,7 @@ static bool session_command_input(struct session *s)
 			session_close(s, 421, "4.3.2", "Service reloaded, try again",
 				      "worker retired after a reload");
 		else
-			session_commands[cmd.verb](s, &cmd);
+			session_dispatch(s, &cmd);
 	}
 	free(line);
 	return true;
@@ -1616,8 +1536,7 @@ static void session_tx_done(struct session *s)
 {
 	session_tx_free(s);
 	if (s->draining)
-		session_close(s, 421, "4.3.2", "Service shutting down, try again later",
-			      "shutting down");
+		session_close(s, REPLY_SHUTDOWN, "shutting down");
 }
 
 /* session_relay_done - the backend (or the relay for it) answered */
@@ -1677,13 +1596,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}
-	if (s->state == SESSION_CLOSING)
-		return;
-	if (s->errors >= s->h->conf->max_errors) {
-		session_close(s, 421, "4.7.0", "Error: too many errors", "too many errors");
-		return;
-	}
-	session_process(s);
+	session_resume(s);
 }
 
 /* session_read_cb - input arrived */
@@ -1743,7 +1656,12 @@ static void session_new_id(struct session_host *h, char *id, size_t cap)
 		 ++h->id_counter & 0xffffffULL);
 }
 
-/* session_start - greet a new client */
+/* session_greet - the 220 greeting (RFC 5321 4.3.1) */
+static void session_greet(struct session *s)
+{
+	session_send(s, 220, NULL, "%s ESMTP", s->h->conf->hostname);
+}
+
 /* session_connect_done - the filters decided on the connection */
 static void session_connect_done(void *arg, struct pipeline_outcome *out)
 {
@@ -1756,10 +1674,11 @@ static void session_connect_done(void *arg, struct pipeline_outcome *out)
 		session_close_wire(s, out->reply, "refused", "refused by a filter");
 		return;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", s->h->conf->hostname);
+	session_greet(s);
 	session_resume(s);
 }
 
+/* session_start - greet a new client */
 struct session *session_start(struct session_host *h, struct conn *c,
 			      const struct sockaddr *sa, socklen_t salen,
 			      const struct listener *l)
@@ -1799,7 +1718,7 @@ struct session *session_start(struct session_host *h, struct conn *c,
 		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
 		return s;
 	}
-	session_send(s, 220, NULL, "%s ESMTP", h->conf->hostname);
+	session_greet(s);
 	session_arm(s);
 	return s;
 }
@@ -1845,9 +1764,7 @@ void session_drain_all(struct session_host *h)
 		next = s->next;
 		s->draining = true;
 		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
-			session_close(s, 421, "4.3.2",
-				      "Service shutting down, try again later",
-				      "shutting down");
+			session_close(s, REPLY_SHUTDOWN, "shutting down");
 	}
 }
 
@@ -1868,8 +1785,6 @@ void session_kill_all(struct session_host *h)
 		if (s->state == SESSION_CLOSING)
 			session_free(s, "dropped", "shutting down");
 		else
-			session_close(s, 421, "4.3.2",
-				      "Service shutting down, try again later",
-				      "drain deadline");
+			session_close(s, REPLY_SHUTDOWN, "drain deadline");
 	}
 }

@@ -2,11 +2,13 @@
  * smtp.c - the pure SMTP protocol codec (RFC 5321 and its extensions)
  *
  * Offers the wire-format half of the proxy, as declared in smtp.h:
- * command line scanning and splitting, MAIL/RCPT path and ESMTP
- * parameter parsing (RFC 5321 4.1.2, RFC 6531 UTF-8), reply reading and
- * writing (RFC 5321 4.2, RFC 3463 enhanced codes), EHLO capability
- * parsing, the DATA transparency decoder and encoder (RFC 5321 4.5.2),
- * RFC 3461 xtext and HELO domain checks.
+ * command line scanning and splitting, the command rules a session's
+ * table carries (smtp_command_check), MAIL/RCPT path and ESMTP
+ * parameter parsing (RFC 5321 4.1.2, RFC 6531 UTF-8) and checking
+ * against what the EHLO reply offered (RFC 1870, 3461, 6152, 6531),
+ * reply reading and writing (RFC 5321 4.2, RFC 3463 enhanced codes),
+ * EHLO capability parsing, the DATA transparency decoder and encoder
+ * (RFC 5321 4.5.2), RFC 3461 xtext and HELO domain checks.
  *
  * Every function works on a caller's buffer and length (never assuming
  * a NUL terminator on input), does no I/O and keeps no state of its own;
@@ -292,6 +294,66 @@ const char *smtp_verb_name(enum smtp_verb verb)
 	return verb_names[verb];
 }
 
+/* The 501 texts of verbs whose argument the command table checks. */
+static const char *const verb_syntax[SMTP_VERB_COUNT] = {
+	[SMTP_VERB_HELO] = "Syntax: HELO hostname",
+	[SMTP_VERB_EHLO] = "Syntax: EHLO hostname",
+	[SMTP_VERB_DATA] = "Syntax: DATA",
+	[SMTP_VERB_VRFY] = "Syntax: VRFY address",
+};
+
+/* smtp_verb_syntax - the 501 text for a verb's argument */
+const char *smtp_verb_syntax(enum smtp_verb verb)
+{
+	if ((int)verb < 0 || verb >= SMTP_VERB_COUNT || verb_syntax[verb] == NULL)
+		return "Error: syntax error";
+	return verb_syntax[verb];
+}
+
+/* arg_fits - whether an argument of len bytes suits the SMTP_CMD_ARG_* flags */
+static bool arg_fits(const struct smtp_command *cmd, unsigned flags)
+{
+	if ((flags & SMTP_CMD_ARG_NONE) && cmd->arg_len > 0)
+		return false;
+	if ((flags & (SMTP_CMD_ARG_ONE | SMTP_CMD_ARG_SOME)) && cmd->arg_len == 0)
+		return false;
+	/* HELO takes one domain; "HELO a b" is a broken client (RFC 5321 4.1.1.1). */
+	if ((flags & SMTP_CMD_ARG_ONE) && memchr(cmd->arg, ' ', cmd->arg_len))
+		return false;
+	return true;
+}
+
+/* smtp_command_check - whether cmd may run now under its row's flags */
+int smtp_command_check(const struct smtp_command *cmd, unsigned flags,
+		       const struct smtp_cmd_state *st, struct smtp_error *err)
+{
+	/* RFC 3207 4: before STARTTLS, only what cannot leak or change mail. */
+	if (st->tls_required && !st->tls_active && !(flags & SMTP_CMD_PRE_TLS)) {
+		set_error(err, 530, "5.7.0", "Must issue a STARTTLS command first");
+		return -1;
+	}
+	if (!arg_fits(cmd, flags)) {
+		set_error(err, 501, "5.5.4", smtp_verb_syntax(cmd->verb));
+		return -1;
+	}
+	if ((flags & SMTP_CMD_NEEDS_MAIL) && !st->in_mail) {
+		set_error(err, 503, "5.5.1", "Error: need MAIL command");
+		return -1;
+	}
+	if ((flags & SMTP_CMD_NEEDS_HELO) && !st->helo) {
+		set_error(err, 503, "5.5.1", "Error: send HELO/EHLO first");
+		return -1;
+	}
+	if ((flags & SMTP_CMD_NOT_IN_MAIL) && st->in_mail) {
+		/* Postfix's words, which clients and their logs know. */
+		set_error(err, 503, "5.5.1",
+			  cmd->verb == SMTP_VERB_MAIL ? "Error: nested MAIL command"
+						      : "Error: MAIL transaction in progress");
+		return -1;
+	}
+	return 0;
+}
+
 /* ---- domains and address literals ---- */
 
 /*
@@ -422,8 +484,11 @@ static bool literal_ok(const unsigned char *s, size_t len)
 	return true;
 }
 
-/* smtp_domain_valid - whether s is a valid HELO/EHLO domain */
-bool smtp_domain_valid(const char *s, size_t len, bool utf8)
+/*
+ * name_valid - a domain or an address literal, underscores in labels
+ * when underscore is set; UTF-8 labels only when utf8 is
+ */
+static bool name_valid(const char *s, size_t len, bool utf8, bool underscore)
 {
 	const unsigned char *u = (const unsigned char *)s;
 	bool has8 = false;
@@ -435,27 +500,22 @@ bool smtp_domain_valid(const char *s, size_t len, bool utf8)
 	/* A fully qualified name with its root dot ("mx.example.org."). */
 	if (u[len - 1] == '.')
 		len--;
-	if (!domain_ok(u, len, &has8))
+	if (!domain_scan(u, len, &has8, underscore))
 		return false;
 	return utf8 || !has8;
+}
+
+/* smtp_domain_valid - whether s is a valid HELO/EHLO domain */
+bool smtp_domain_valid(const char *s, size_t len, bool utf8)
+{
+	return name_valid(s, len, utf8, false);
 }
 
 /* smtp_helo_valid - whether s is an acceptable HELO/EHLO argument */
 bool smtp_helo_valid(const char *s, size_t len, bool utf8)
 {
-	const unsigned char *u = (const unsigned char *)s;
-	bool has8 = false;
-
-	if (s == NULL || len == 0)
-		return false;
-	if (u[0] == '[')
-		return len >= 2 && u[len - 1] == ']' && literal_ok(u + 1, len - 2);
-	if (u[len - 1] == '.')
-		len--;
 	/* Underscores: real MTAs send them (Windows host names), Postfix takes them. */
-	if (!domain_scan(u, len, &has8, true))
-		return false;
-	return utf8 || !has8;
+	return name_valid(s, len, utf8, true);
 }
 
 /* ---- MAIL FROM / RCPT TO paths ---- */
@@ -849,6 +909,226 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path,
 			return &path->params[i];
 	}
 	return NULL;
+}
+
+/* ---- ESMTP parameters of MAIL and RCPT ---- */
+
+const struct smtp_error smtp_error_too_big = {
+	552, "5.3.4", "Message size exceeds fixed maximum message size"
+};
+
+/* RFC 6531 3.4: a UTF-8 mailbox only in a transaction that said SMTPUTF8. */
+static const struct smtp_error error_utf8 = {
+	553, "5.6.7", "Error: UTF-8 address needs the SMTPUTF8 parameter"
+};
+
+/* value_is - whether v is one of the words (case-insensitive), NULL-ended */
+static bool value_is(const char *v, const char *const *words)
+{
+	if (v == NULL)
+		return false;
+	for (; *words != NULL; words++) {
+		if (ascii_ieq(v, strlen(v), *words))
+			return true;
+	}
+	return false;
+}
+
+/* decimal - v as a decimal number; false when it is not one or overflows */
+static bool decimal(const char *v, unsigned long long *out)
+{
+	unsigned long long n = 0;
+
+	if (v == NULL || *v == '\0')
+		return false;
+	for (; *v != '\0'; v++) {
+		unsigned d = (unsigned)(*v - '0');
+
+		if (!is_digit((unsigned char)*v) || n > (ULLONG_MAX - d) / 10)
+			return false;
+		n = n * 10 + d;
+	}
+	*out = n;
+	return true;
+}
+
+/*
+ * notify_ok - RFC 3461 4.1 NOTIFY: "NEVER", or SUCCESS, FAILURE and DELAY
+ * separated by commas, each at most once (so the list is short)
+ */
+static bool notify_ok(const char *v)
+{
+	static const char *const words[] = { "SUCCESS", "FAILURE", "DELAY" };
+	unsigned seen = 0;
+
+	if (v == NULL || *v == '\0')
+		return false;
+	if (ascii_ieq(v, strlen(v), "NEVER"))
+		return true;
+	for (;;) {
+		size_t n = strcspn(v, ",");
+		size_t w;
+
+		for (w = 0; w < 3 && !ascii_ieq(v, n, words[w]); w++)
+			;
+		if (w == 3 || (seen & (1u << w)))
+			return false;
+		seen |= 1u << w;
+		if (v[n] == '\0')
+			return true;
+		v += n + 1;
+	}
+}
+
+/* size_ok - RFC 1870 SIZE=: a decimal number of bytes */
+static bool size_ok(const char *v)
+{
+	unsigned long long size;
+
+	return decimal(v, &size);
+}
+
+/* body_ok - RFC 6152 BODY=7BIT or BODY=8BITMIME */
+static bool body_ok(const char *v)
+{
+	static const char *const words[] = { "7BIT", "8BITMIME", NULL };
+
+	return value_is(v, words);
+}
+
+/* no_value - RFC 6531 3.4: SMTPUTF8 is a bare keyword */
+static bool no_value(const char *v)
+{
+	return v == NULL;
+}
+
+/* ret_ok - RFC 3461 4.3 RET=FULL or RET=HDRS */
+static bool ret_ok(const char *v)
+{
+	static const char *const words[] = { "FULL", "HDRS", NULL };
+
+	return value_is(v, words);
+}
+
+/* envid_ok - RFC 3461 4.4 ENVID=xtext of at most 100 bytes */
+static bool envid_ok(const char *v)
+{
+	return v != NULL && strlen(v) <= 100 && smtp_xtext_valid(v);
+}
+
+/* orcpt_ok - RFC 3461 4.2 ORCPT=addr-type;xtext, at most 500 bytes */
+static bool orcpt_ok(const char *v)
+{
+	const char *semi = v != NULL ? strchr(v, ';') : NULL;
+
+	return semi != NULL && semi != v && strlen(v) <= 500 &&
+	       smtp_xtext_valid(semi + 1);
+}
+
+/* The extension a parameter belongs to, for struct smtp_offer. */
+enum param_ext { EXT_SIZE, EXT_8BITMIME, EXT_SMTPUTF8, EXT_DSN };
+
+/* One ESMTP parameter the proxy knows, for MAIL or for RCPT. */
+struct param_rule {
+	const char *keyword;
+	bool rcpt;
+	enum param_ext ext;
+	bool (*valid)(const char *value); /* value NULL: no '=' */
+	const char *bad;		  /* the 501 text for a bad value */
+};
+
+static const struct param_rule param_rules[] = {
+	{ "SIZE", false, EXT_SIZE, size_ok, "Bad SIZE parameter" },
+	{ "BODY", false, EXT_8BITMIME, body_ok, "Unsupported BODY parameter" },
+	{ "SMTPUTF8", false, EXT_SMTPUTF8, no_value, "SMTPUTF8 takes no value" },
+	{ "RET", false, EXT_DSN, ret_ok, "Bad RET parameter" },
+	{ "ENVID", false, EXT_DSN, envid_ok, "Bad ENVID parameter" },
+	{ "NOTIFY", true, EXT_DSN, notify_ok, "Bad NOTIFY parameter" },
+	{ "ORCPT", true, EXT_DSN, orcpt_ok, "Bad ORCPT parameter" },
+};
+
+/* param_offered - whether the extension of a parameter was offered */
+static bool param_offered(const struct smtp_offer *o, enum param_ext ext)
+{
+	switch (ext) {
+	case EXT_SIZE:
+		return o->size;
+	case EXT_8BITMIME:
+		return o->eightbitmime;
+	case EXT_SMTPUTF8:
+		return o->smtputf8;
+	case EXT_DSN:
+		return o->dsn;
+	}
+	return false;
+}
+
+/* param_rule - the rule for a keyword of MAIL (rcpt false) or RCPT, or NULL */
+static const struct param_rule *param_rule(const char *keyword, bool rcpt)
+{
+	for (size_t i = 0; i < sizeof(param_rules) / sizeof(param_rules[0]); i++) {
+		if (param_rules[i].rcpt == rcpt &&
+		    strcmp(param_rules[i].keyword, keyword) == 0)
+			return &param_rules[i];
+	}
+	return NULL;
+}
+
+/*
+ * params_check - the parameters of MAIL (rcpt false) or RCPT, each in
+ * turn, then the UTF-8 of the path; size_max bounds SIZE=, *smtputf8
+ * is set when SMTPUTF8 is among them
+ */
+static int params_check(const struct smtp_path *p, const struct smtp_offer *o,
+			bool rcpt, unsigned long long size_max, bool *smtputf8,
+			struct smtp_error *err)
+{
+	if (p->nparams > 0 && !o->esmtp) {
+		set_error(err, 555, "5.5.4", "Parameters need EHLO, not HELO");
+		return -1;
+	}
+	for (size_t i = 0; i < p->nparams && i < SMTP_MAX_PARAMS; i++) {
+		const char *v = p->params[i].value;
+		const struct param_rule *r = param_rule(p->params[i].keyword, rcpt);
+		unsigned long long size;
+
+		if (r == NULL || !param_offered(o, r->ext)) {
+			set_error(err, 555, "5.5.4", "Unsupported parameter");
+			return -1;
+		}
+		if (!r->valid(v)) {
+			set_error(err, 501, "5.5.4", r->bad);
+			return -1;
+		}
+		if (r->ext == EXT_SIZE && decimal(v, &size) && size > size_max) {
+			set_error(err, smtp_error_too_big.code, smtp_error_too_big.enh,
+				  smtp_error_too_big.text);
+			return -1;
+		}
+		if (r->ext == EXT_SMTPUTF8)
+			*smtputf8 = true;
+	}
+	if (p->utf8 && !*smtputf8) {
+		set_error(err, error_utf8.code, error_utf8.enh, error_utf8.text);
+		return -1;
+	}
+	return 0;
+}
+
+/* smtp_mail_params_check - MAIL's parameters and path */
+int smtp_mail_params_check(const struct smtp_path *p, const struct smtp_offer *o,
+			   unsigned long long size_max, bool *smtputf8,
+			   struct smtp_error *err)
+{
+	*smtputf8 = false;
+	return params_check(p, o, false, size_max, smtputf8, err);
+}
+
+/* smtp_rcpt_params_check - RCPT's parameters and path */
+int smtp_rcpt_params_check(const struct smtp_path *p, const struct smtp_offer *o,
+			   bool smtputf8, struct smtp_error *err)
+{
+	return params_check(p, o, true, 0, &smtputf8, err);
 }
 
 /* ---- replies ---- */

@@ -137,6 +137,57 @@ int smtp_command_parse(const char *line, size_t len, struct smtp_command *cmd,
 /* smtp_verb_name - the canonical upper-case name of a verb ("MAIL") */
 const char *smtp_verb_name(enum smtp_verb verb);
 
+/*
+ * What a verb may do: the flags of a row of the session's command table
+ * (as Postfix's SMTPD_CMD_FLAG_*). smtp_command_check() applies those a
+ * dispatcher checks before it calls the verb's handler; SMTP_CMD_LAST is
+ * for the handler (a command that changes what the input means, such as
+ * STARTTLS, refuses or discards what was pipelined after it:
+ * CVE-2011-0411).
+ */
+enum smtp_cmd_flag {
+	SMTP_CMD_PRE_TLS = 1u << 0,	/* allowed before STARTTLS where TLS is required (RFC 3207 4) */
+	SMTP_CMD_NEEDS_HELO = 1u << 1,	/* only after HELO/EHLO */
+	SMTP_CMD_NEEDS_MAIL = 1u << 2,	/* only inside a mail transaction */
+	SMTP_CMD_NOT_IN_MAIL = 1u << 3, /* never inside a mail transaction */
+	SMTP_CMD_ARG_NONE = 1u << 4,	/* takes no argument (DATA) */
+	SMTP_CMD_ARG_ONE = 1u << 5,	/* takes one word (HELO, EHLO) */
+	SMTP_CMD_ARG_SOME = 1u << 6,	/* takes a non-empty argument (VRFY) */
+	SMTP_CMD_LAST = 1u << 7,	/* must end a pipelined group (RFC 2920 3.1) */
+};
+
+/* Where the session stands, for smtp_command_check(). */
+struct smtp_cmd_state {
+	bool tls_required; /* the listener requires TLS */
+	bool tls_active;   /* STARTTLS succeeded */
+	bool helo;	   /* HELO or EHLO was accepted */
+	bool in_mail;	   /* a mail transaction is open (MAIL accepted) */
+};
+
+/*
+ * smtp_command_check - whether cmd may run now under its row's flags
+ *
+ * Returns 0, or -1 with err, checked in this order:
+ *   530 5.7.0 Must issue a STARTTLS command first (TLS required, not
+ *             active, verb without SMTP_CMD_PRE_TLS),
+ *   501 5.5.4 smtp_verb_syntax() (argument against SMTP_CMD_ARG_*),
+ *   503 5.5.1 Error: need MAIL command (SMTP_CMD_NEEDS_MAIL),
+ *   503 5.5.1 Error: send HELO/EHLO first (SMTP_CMD_NEEDS_HELO),
+ *   503 5.5.1 Error: nested MAIL command (MAIL), or Error: MAIL
+ *             transaction in progress (another SMTP_CMD_NOT_IN_MAIL verb).
+ * The order keeps what clients were told before the table carried the
+ * rules: "DATA x" outside a transaction is a syntax error, RCPT before
+ * HELO needs MAIL.
+ */
+int smtp_command_check(const struct smtp_command *cmd, unsigned flags,
+		       const struct smtp_cmd_state *st, struct smtp_error *err);
+
+/*
+ * smtp_verb_syntax - the 501 text for a verb's argument ("Syntax: HELO
+ * hostname"), or "Error: syntax error" for a verb without one
+ */
+const char *smtp_verb_syntax(enum smtp_verb verb);
+
 /* One ESMTP parameter: KEYWORD or KEYWORD=VALUE (RFC 5321 4.1.2). */
 struct smtp_param {
 	char *keyword; /* upper-cased */
@@ -203,6 +254,58 @@ void smtp_path_free(struct smtp_path *path);
 /* smtp_path_param - the parameter with this keyword (case-insensitive) */
 const struct smtp_param *smtp_path_param(const struct smtp_path *path,
 					 const char *keyword);
+
+/*
+ * What a server offered in its EHLO reply. A parameter of an extension
+ * not offered is refused, since a parameter accepted must be one the
+ * backend takes.
+ */
+struct smtp_offer {
+	bool esmtp; /* the client said EHLO: parameters at all */
+	bool size;
+	unsigned long long size_limit; /* what SIZE announced */
+	bool eightbitmime;
+	bool smtputf8;
+	bool dsn;
+};
+
+/* The reply to a message or a SIZE= over the limit (RFC 1870 6.1). */
+extern const struct smtp_error smtp_error_too_big;
+
+/*
+ * smtp_mail_params_check - MAIL's parameters (RFC 5321 4.1.1.11) and path
+ *
+ * p is a parsed MAIL FROM:, o what the client was offered, size_max the
+ * largest SIZE= taken. Returns 0 (*smtputf8: SMTPUTF8 was given), or -1
+ * with err (the first parameter in error decides):
+ *   555 5.5.4 Parameters need EHLO, not HELO (any parameter after HELO),
+ *   555 5.5.4 Unsupported parameter (unknown, or its extension not offered),
+ *   501 5.5.4 Bad SIZE parameter (not decimal digits, or past 2^64),
+ *   552 5.3.4 smtp_error_too_big (SIZE over size_max),
+ *   501 5.5.4 Unsupported BODY parameter (not 7BIT or 8BITMIME),
+ *   501 5.5.4 SMTPUTF8 takes no value,
+ *   501 5.5.4 Bad RET parameter (not FULL or HDRS),
+ *   501 5.5.4 Bad ENVID parameter (not xtext, or over 100 bytes),
+ *   553 5.6.7 Error: UTF-8 address needs the SMTPUTF8 parameter.
+ * Values are matched case-insensitively.
+ */
+int smtp_mail_params_check(const struct smtp_path *p, const struct smtp_offer *o,
+			   unsigned long long size_max, bool *smtputf8,
+			   struct smtp_error *err);
+
+/*
+ * smtp_rcpt_params_check - RCPT's parameters (RFC 3461 4) and path
+ *
+ * smtputf8: the transaction's MAIL had SMTPUTF8. Returns 0, or -1 with
+ * err as smtp_mail_params_check() for the EHLO, unsupported and UTF-8
+ * cases, and:
+ *   501 5.5.4 Bad NOTIFY parameter (not NEVER alone, nor a list of
+ *             SUCCESS, FAILURE and DELAY each at most once),
+ *   501 5.5.4 Bad ORCPT parameter (not addr-type ";" xtext, or over 500
+ *             bytes).
+ */
+int smtp_rcpt_params_check(const struct smtp_path *p, const struct smtp_offer *o,
+			   bool smtputf8, struct smtp_error *err);
 
 /*
  * Replies (RFC 5321 4.2). Used by the relay to read the backend's

@@ -12,7 +12,12 @@
  *    is split (all at once, byte by byte, random chunks), and normalize
  *    mode leaves no bare CR or LF;
  *  - decode(encode(x) + end) is x, plus CRLF when x did not end in one;
- *  - xtext encoding is valid xtext that decodes back to the input.
+ *  - xtext encoding is valid xtext that decodes back to the input;
+ *  - the command rules refuse only with their replies, and never a
+ *    command whose row has no flags;
+ *  - the MAIL/RCPT parameter checks refuse only with their replies, take
+ *    no parameter after HELO or of an extension not offered, and what
+ *    they take under some offer they take when everything is offered.
  * Every parser reads a heap copy of exactly the input's size, so ASan
  * reports a read past its end. Build and run it with tests/fuzz/run-fuzz.
  */
@@ -68,6 +73,30 @@ static void rng_seed(const uint8_t *data, size_t size)
 /* check_command - parse one line as a command, and its path if any */
 static void check_path(const char *arg, size_t len, bool is_rcpt);
 
+/* check_rules - smtp_command_check() under random flags and state */
+static void check_rules(const struct smtp_command *cmd)
+{
+	struct smtp_cmd_state st = { false, false, false, false };
+	struct smtp_error err;
+	unsigned flags = rng() & 0xff;
+
+	must(smtp_command_check(cmd, 0, &st, &err) == 0);
+	st.tls_required = rng() & 1;
+	st.tls_active = rng() & 1;
+	st.helo = rng() & 1;
+	st.in_mail = rng() & 1;
+	if (smtp_command_check(cmd, flags, &st, &err) == 0) {
+		must(!(flags & SMTP_CMD_ARG_NONE) || cmd->arg_len == 0);
+		must(!(flags & (SMTP_CMD_ARG_ONE | SMTP_CMD_ARG_SOME)) ||
+		     cmd->arg_len > 0);
+		must(!(flags & SMTP_CMD_NEEDS_MAIL) || st.in_mail);
+		must(!(flags & SMTP_CMD_NOT_IN_MAIL) || !st.in_mail);
+		return;
+	}
+	must(err.code == 530 || err.code == 501 || err.code == 503);
+	must(err.enh != NULL && err.text != NULL);
+}
+
 static void check_command(const char *line, size_t len)
 {
 	struct smtp_command cmd;
@@ -80,6 +109,8 @@ static void check_command(const char *line, size_t len)
 	must(cmd.verb >= SMTP_VERB_UNKNOWN && cmd.verb < SMTP_VERB_COUNT);
 	must(cmd.arg >= line && cmd.arg + cmd.arg_len == line + len);
 	must(smtp_verb_name(cmd.verb) != NULL);
+	must(smtp_verb_syntax(cmd.verb) != NULL);
+	check_rules(&cmd);
 	if (cmd.verb == SMTP_VERB_MAIL)
 		check_path(cmd.arg, cmd.arg_len, false);
 	else if (cmd.verb == SMTP_VERB_RCPT)
@@ -198,6 +229,56 @@ static void check_reparse(const struct smtp_path *p, bool is_rcpt)
 	free(buf);
 }
 
+/* params_rc - the parameter check of a parsed path under offer o */
+static int params_rc(const struct smtp_path *p, bool is_rcpt,
+		     const struct smtp_offer *o, unsigned long long size_max,
+		     bool smtputf8, struct smtp_error *err)
+{
+	bool utf8 = false;
+	int rc;
+
+	if (is_rcpt)
+		return smtp_rcpt_params_check(p, o, smtputf8, err);
+	rc = smtp_mail_params_check(p, o, size_max, &utf8, err);
+	if (rc == 0)
+		must(utf8 == (smtp_path_param(p, "SMTPUTF8") != NULL));
+	return rc;
+}
+
+/* check_params - the ESMTP parameter checks over a parsed path */
+static void check_params(const struct smtp_path *p, bool is_rcpt)
+{
+	static const struct smtp_offer all = { true, true, 0, true, true, true };
+	struct smtp_offer o = { false, false, 0, false, false, false };
+	struct smtp_error err;
+	unsigned long long size_max = rng() % 100000;
+	bool smtputf8 = rng() & 1;
+	int rc;
+
+	/* after HELO: no parameter at all */
+	rc = params_rc(p, is_rcpt, &o, size_max, smtputf8, &err);
+	if (p->nparams > 0)
+		must(rc < 0 && err.code == 555);
+	o.esmtp = true;
+	/* nothing offered: no parameter either */
+	rc = params_rc(p, is_rcpt, &o, size_max, smtputf8, &err);
+	if (p->nparams > 0)
+		must(rc < 0 && err.code == 555);
+	o.size = rng() & 1;
+	o.eightbitmime = rng() & 1;
+	o.smtputf8 = rng() & 1;
+	o.dsn = rng() & 1;
+	rc = params_rc(p, is_rcpt, &o, size_max, smtputf8, &err);
+	if (rc < 0) {
+		must(err.code == 555 || err.code == 501 || err.code == 552 ||
+		     err.code == 553);
+		must(err.enh != NULL && err.text != NULL);
+		return;
+	}
+	/* what a smaller offer takes, everything offered takes */
+	must(params_rc(p, is_rcpt, &all, ~0ULL, true, &err) == 0);
+}
+
 static void check_path(const char *arg, size_t len, bool is_rcpt)
 {
 	struct smtp_path p;
@@ -233,6 +314,7 @@ static void check_path(const char *arg, size_t len, bool is_rcpt)
 		must(smtp_path_param(&p, p.params[i].keyword) == &p.params[i]);
 	}
 	check_reparse(&p, is_rcpt);
+	check_params(&p, is_rcpt);
 	smtp_path_free(&p);
 	must(p.path == NULL && p.nparams == 0);
 	smtp_path_free(&p);

@@ -241,6 +241,144 @@ class TestErrors(SinkProxyTest):
                                          "ORCPT=rfc822;orig@" + DOMAIN})
 
 
+class TestCommandRules(SinkProxyTest):
+    """What the command table lets each verb do, and the exact replies
+    (the table took these checks over from the handlers; clients and
+    their logs see the same lines)."""
+
+    def line(self, c, command):
+        r = c.cmd(command)
+        self.assertEqual(len(r.lines), 1, r)
+        return r.lines[0]
+
+    def test_before_helo_mail_needs_helo_and_rcpt_and_data_need_mail(self):
+        c = self.client(self.proxy.port)
+        self.assertEqual(self.line(c, "MAIL FROM:<%s>" % ALICE),
+                         "503 5.5.1 Error: send HELO/EHLO first")
+        self.assertEqual(self.line(c, "RCPT TO:<%s>" % BOB),
+                         "503 5.5.1 Error: need MAIL command")
+        self.assertEqual(self.line(c, "DATA"),
+                         "503 5.5.1 Error: need MAIL command")
+        # an argument to DATA is a syntax error before anything else
+        self.assertEqual(self.line(c, "DATA now"), "501 5.5.4 Syntax: DATA")
+
+    def test_arguments_are_checked_by_the_table(self):
+        c = self.client(self.proxy.port)
+        self.assertEqual(self.line(c, "HELO"),
+                         "501 5.5.4 Syntax: HELO hostname")
+        self.assertEqual(self.line(c, "EHLO one.example two.example"),
+                         "501 5.5.4 Syntax: EHLO hostname")
+        self.assertEqual(self.line(c, "VRFY"),
+                         "501 5.5.4 Syntax: VRFY address")
+        self.assertEqual(self.line(c, "VRFY bob"),
+                         "252 2.5.2 Cannot VRFY user, but will accept "
+                         "message and attempt delivery")
+
+    def test_mail_inside_a_transaction_is_nested(self):
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertEqual(self.line(c, "MAIL FROM:<%s>" % ALICE),
+                         "503 5.5.1 Error: nested MAIL command")
+        self.assertEqual(self.line(c, "DATA x"), "501 5.5.4 Syntax: DATA")
+        self.assertEqual(self.line(c, "DATA"),
+                         "503 5.5.1 Error: need RCPT command")
+
+    def test_verbs_not_offered_are_502_in_and_out_of_a_transaction(self):
+        c = self.session()
+        for verb in ("STARTTLS", "AUTH PLAIN", "EXPN list", "TURN"):
+            self.assertEqual(self.line(c, verb),
+                             "502 5.5.1 Error: command not implemented")
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertEqual(self.line(c, "STARTTLS"),
+                         "502 5.5.1 Error: command not implemented")
+
+    def test_commands_pipelined_after_last_ones_are_answered_in_order(self):
+        # EHLO, NOOP, VRFY and DATA must end a pipelined group (RFC 2920);
+        # a client that sends more behind them still gets every reply in
+        # order, and a message sent without waiting for 354 is delivered.
+        c = self.client(self.proxy.port)
+        msg = make_message("pipelined")
+        c.send(b"EHLO eager.example.test\r\nNOOP\r\nVRFY bob\r\n"
+               b"MAIL FROM:<" + ALICE.encode() + b">\r\n"
+               b"RCPT TO:<" + BOB.encode() + b">\r\nDATA\r\n" +
+               dot_stuff(msg) + b"QUIT\r\n")
+        replies = c.all_replies(timeout=5)
+        self.assertEqual([r.code for r in replies],
+                         [250, 250, 252, 250, 250, 354, 250, 221], replies)
+        self.assertEqual(self.sink.wait_count(1), 1)
+
+    def test_parameter_replies(self):
+        # a backend that offers SIZE (10240000), 8BITMIME and DSN
+        cap = self.start_capture()
+        c = self.client(self.start_proxy(backend_port=cap.port).port)
+        self.assertIn("SIZE", c.ehlo().keywords)
+        for cmd, want in (
+                ("MAIL FROM:<%s> FOO=BAR" % ALICE,
+                 "555 5.5.4 Unsupported parameter"),
+                ("MAIL FROM:<%s> SIZE=12k" % ALICE,
+                 "501 5.5.4 Bad SIZE parameter"),
+                ("MAIL FROM:<%s> SIZE=99999999999" % ALICE,
+                 "552 5.3.4 Message size exceeds fixed maximum message size"),
+                ("MAIL FROM:<%s> BODY=BINARYMIME" % ALICE,
+                 "501 5.5.4 Unsupported BODY parameter"),
+                ("MAIL FROM:<%s> RET=ALL" % ALICE,
+                 "501 5.5.4 Bad RET parameter"),
+                ("MAIL FROM:<%s> ENVID=a+2b" % ALICE,
+                 "501 5.5.4 Bad ENVID parameter"),
+                ("MAIL FROM:<j\u00f6rg@%s>" % DOMAIN,
+                 "553 5.6.7 Error: UTF-8 address needs the SMTPUTF8 "
+                 "parameter")):
+            self.assertEqual(self.line(c, cmd), want, cmd)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for cmd, want in (
+                ("RCPT TO:<%s> NOTIFY=SOMETIMES" % BOB,
+                 "501 5.5.4 Bad NOTIFY parameter"),
+                ("RCPT TO:<%s> ORCPT=rfc822" % BOB,
+                 "501 5.5.4 Bad ORCPT parameter"),
+                ("RCPT TO:<%s> SIZE=10" % BOB,
+                 "555 5.5.4 Unsupported parameter")):
+            self.assertEqual(self.line(c, cmd), want, cmd)
+
+    def test_notify_with_an_empty_item_is_refused(self):
+        # RFC 3461 4.1: a comma-separated list of SUCCESS, FAILURE, DELAY
+        c = self.session()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        for notify in (",SUCCESS", "SUCCESS,,DELAY", "DELAY,DELAY"):
+            self.assertEqual(
+                self.line(c, "RCPT TO:<%s> NOTIFY=%s" % (BOB, notify)),
+                "501 5.5.4 Bad NOTIFY parameter", notify)
+        self.assertCode(c.cmd("RCPT TO:<%s> NOTIFY=DELAY,SUCCESS" % BOB), 250)
+
+    def test_parameters_after_helo_are_555(self):
+        c = self.client(self.proxy.port)
+        self.assertCode(c.cmd("HELO old.example.test"), 250)
+        self.assertEqual(self.line(c, "MAIL FROM:<%s> BODY=7BIT" % ALICE),
+                         "555 5.5.4 Parameters need EHLO, not HELO")
+
+
+class TestRepliesInTheRecord(ProxyTestCase):
+    """The reply a client got and the reply its decision record names are
+    one string."""
+
+    def test_backend_lost_before_data_is_recorded_as_sent(self):
+        # a backend that hangs up after a second of silence, between the
+        # client's RCPT and its DATA
+        cap = self.start_capture(idle_timeout=1)
+        proxy = self.start_proxy(backend_port=cap.port)
+        c = self.client(proxy.port)
+        c.ehlo()
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        wait_for(lambda: cap.sessions and cap.sessions[0]["closed"], 5)
+        time.sleep(0.5)  # for the proxy to see the connection go
+        r = c.cmd("DATA")
+        self.assertEqual(r.lines, ["451 4.4.2 Lost connection to the backend "
+                                   "mail server, try again later"])
+        rec = proxy.wait_transaction(action="tempfailed")
+        self.assertTrue(rec, proxy.decisions())
+        self.assertEqual(rec[0]["reply"], r.lines[0], rec)
+
+
 class TestParametersToCaptureBackend(ProxyTestCase):
 
     def test_size_and_dsn_parameters_reach_the_backend_verbatim(self):

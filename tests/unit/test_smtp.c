@@ -5,6 +5,7 @@
  * The data codec tests include the SMTP smuggling inputs: only a real
  * <CRLF>.<CRLF> may end the message data.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -1809,6 +1810,358 @@ static void test_xtext_valid(void)
 	CHECK(!smtp_xtext_valid(NULL));
 }
 
+/* ---- command rules (the session's table) ---- */
+
+/* reply_text - "CODE ENH TEXT" of a failed check, or "ok" (static) */
+static const char *reply_text(int rc, const struct smtp_error *e)
+{
+	static char buf[512];
+
+	if (rc == 0)
+		return "ok";
+	snprintf(buf, sizeof(buf), "%d %s %s", e->code, e->enh, e->text);
+	return buf;
+}
+
+/* check_cmd - what smtp_command_check() says of line under flags and st */
+static const char *check_cmd(const char *line, unsigned flags,
+			     struct smtp_cmd_state st)
+{
+	struct smtp_command cmd;
+	struct smtp_error e = { 0, NULL, NULL };
+
+	if (smtp_command_parse(line, strlen(line), &cmd, &e) < 0)
+		return "unparsed";
+	return reply_text(smtp_command_check(&cmd, flags, &st, &e), &e);
+}
+
+static const struct smtp_cmd_state st_new = { false, false, false, false };
+static const struct smtp_cmd_state st_helo = { false, false, true, false };
+static const struct smtp_cmd_state st_mail = { false, false, true, true };
+
+static void test_rule_no_flags_allows_anything_anywhere(void)
+{
+	CHECK_STR_EQ(check_cmd("NOOP", 0, st_new), "ok");
+	CHECK_STR_EQ(check_cmd("NOOP anything", 0, st_mail), "ok");
+	CHECK_STR_EQ(check_cmd("FROB", 0, st_helo), "ok");
+	/* LAST is for the handler: it never refuses a command. */
+	CHECK_STR_EQ(check_cmd("QUIT", SMTP_CMD_LAST, st_new), "ok");
+}
+
+static void test_rule_tls_required_refuses_all_but_pre_tls(void)
+{
+	struct smtp_cmd_state st = { true, false, true, false };
+
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", SMTP_CMD_NEEDS_HELO, st),
+		     "530 5.7.0 Must issue a STARTTLS command first");
+	/* before any other check: a syntax error gives nothing away */
+	CHECK_STR_EQ(check_cmd("DATA x", SMTP_CMD_ARG_NONE, st),
+		     "530 5.7.0 Must issue a STARTTLS command first");
+	CHECK_STR_EQ(check_cmd("EHLO a.example", SMTP_CMD_PRE_TLS | SMTP_CMD_ARG_ONE, st),
+		     "ok");
+	st.tls_active = true;
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", SMTP_CMD_NEEDS_HELO, st), "ok");
+	st.tls_required = false;
+	st.tls_active = false;
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", SMTP_CMD_NEEDS_HELO, st), "ok");
+}
+
+static void test_rule_arg_none_refuses_an_argument(void)
+{
+	CHECK_STR_EQ(check_cmd("DATA", SMTP_CMD_ARG_NONE, st_mail), "ok");
+	CHECK_STR_EQ(check_cmd("DATA now", SMTP_CMD_ARG_NONE, st_mail),
+		     "501 5.5.4 Syntax: DATA");
+}
+
+static void test_rule_arg_one_wants_exactly_one_word(void)
+{
+	CHECK_STR_EQ(check_cmd("HELO a.example", SMTP_CMD_ARG_ONE, st_new), "ok");
+	CHECK_STR_EQ(check_cmd("HELO", SMTP_CMD_ARG_ONE, st_new),
+		     "501 5.5.4 Syntax: HELO hostname");
+	CHECK_STR_EQ(check_cmd("EHLO a.example b", SMTP_CMD_ARG_ONE, st_new),
+		     "501 5.5.4 Syntax: EHLO hostname");
+	/* spaces after the verb are no argument */
+	CHECK_STR_EQ(check_cmd("EHLO    ", SMTP_CMD_ARG_ONE, st_new),
+		     "501 5.5.4 Syntax: EHLO hostname");
+}
+
+static void test_rule_arg_some_wants_an_argument(void)
+{
+	CHECK_STR_EQ(check_cmd("VRFY John Smith", SMTP_CMD_ARG_SOME, st_new), "ok");
+	CHECK_STR_EQ(check_cmd("VRFY", SMTP_CMD_ARG_SOME, st_new),
+		     "501 5.5.4 Syntax: VRFY address");
+}
+
+static void test_rule_syntax_comes_before_the_state(void)
+{
+	/* "DATA x" outside a transaction was always a syntax error */
+	CHECK_STR_EQ(check_cmd("DATA x", SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL |
+					     SMTP_CMD_ARG_NONE, st_new),
+		     "501 5.5.4 Syntax: DATA");
+}
+
+static void test_rule_needs_mail(void)
+{
+	unsigned rcpt = SMTP_CMD_NEEDS_HELO | SMTP_CMD_NEEDS_MAIL;
+
+	CHECK_STR_EQ(check_cmd("RCPT TO:<a@b>", rcpt, st_helo),
+		     "503 5.5.1 Error: need MAIL command");
+	/* before HELO as well: what RCPT lacks first is MAIL */
+	CHECK_STR_EQ(check_cmd("RCPT TO:<a@b>", rcpt, st_new),
+		     "503 5.5.1 Error: need MAIL command");
+	CHECK_STR_EQ(check_cmd("RCPT TO:<a@b>", rcpt, st_mail), "ok");
+}
+
+static void test_rule_needs_helo(void)
+{
+	unsigned mail = SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL;
+
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", mail, st_new),
+		     "503 5.5.1 Error: send HELO/EHLO first");
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", mail, st_helo), "ok");
+}
+
+static void test_rule_not_in_mail(void)
+{
+	unsigned mail = SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL;
+
+	CHECK_STR_EQ(check_cmd("MAIL FROM:<a@b>", mail, st_mail),
+		     "503 5.5.1 Error: nested MAIL command");
+	CHECK_STR_EQ(check_cmd("STARTTLS", SMTP_CMD_NOT_IN_MAIL, st_mail),
+		     "503 5.5.1 Error: MAIL transaction in progress");
+	CHECK_STR_EQ(check_cmd("STARTTLS", SMTP_CMD_NOT_IN_MAIL, st_helo), "ok");
+}
+
+static void test_verb_syntax_texts(void)
+{
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_HELO), "Syntax: HELO hostname");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_EHLO), "Syntax: EHLO hostname");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_DATA), "Syntax: DATA");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_VRFY), "Syntax: VRFY address");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_NOOP), "Error: syntax error");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_COUNT), "Error: syntax error");
+}
+
+/* ---- MAIL and RCPT parameters against the EHLO offer ---- */
+
+static const struct smtp_offer offer_all = { true, true, 1000, true, true, true };
+static const struct smtp_offer offer_none = { true, false, 0, false, false, false };
+static const struct smtp_offer offer_helo = { false, false, 0, false, false, false };
+
+/* mail_params - the reply the MAIL check gives for arg ("FROM:<...> ..."); *utf8 */
+static const char *mail_params(const char *arg, const struct smtp_offer *o,
+			       unsigned long long max, bool *utf8)
+{
+	struct smtp_path p;
+	struct smtp_error e = { 0, NULL, NULL };
+	bool u = false;
+	int rc;
+
+	if (parse_mail(arg, &p, &e) < 0)
+		return "unparsed";
+	rc = smtp_mail_params_check(&p, o, max, &u, &e);
+	smtp_path_free(&p);
+	if (utf8)
+		*utf8 = u;
+	return reply_text(rc, &e);
+}
+
+/* rcpt_params - the reply the RCPT check gives for arg ("TO:<...> ...") */
+static const char *rcpt_params(const char *arg, const struct smtp_offer *o,
+			       bool smtputf8)
+{
+	struct smtp_path p;
+	struct smtp_error e = { 0, NULL, NULL };
+	int rc;
+
+	if (parse_rcpt(arg, &p, &e) < 0)
+		return "unparsed";
+	rc = smtp_rcpt_params_check(&p, o, smtputf8, &e);
+	smtp_path_free(&p);
+	return reply_text(rc, &e);
+}
+
+static void test_params_none_pass_after_helo_and_ehlo(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example>", &offer_helo, 1000, NULL), "ok");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example>", &offer_helo, false), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<>", &offer_none, 1000, NULL), "ok");
+}
+
+static void test_params_after_helo_are_refused(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=10", &offer_helo, 1000, NULL),
+		     "555 5.5.4 Parameters need EHLO, not HELO");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> NOTIFY=NEVER", &offer_helo, false),
+		     "555 5.5.4 Parameters need EHLO, not HELO");
+}
+
+static void test_params_unknown_or_not_offered_are_555(void)
+{
+	static const char *const mail[] = {
+		"FROM:<a@b.example> XYZZY", "FROM:<a@b.example> SIZE=10",
+		"FROM:<a@b.example> BODY=8BITMIME", "FROM:<a@b.example> SMTPUTF8",
+		"FROM:<a@b.example> RET=FULL", "FROM:<a@b.example> ENVID=x",
+	};
+
+	for (size_t i = 0; i < sizeof(mail) / sizeof(mail[0]); i++)
+		CHECK_STR_EQ(mail_params(mail[i], &offer_none, 1000, NULL),
+			     "555 5.5.4 Unsupported parameter");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> NOTIFY=NEVER", &offer_none, false),
+		     "555 5.5.4 Unsupported parameter");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> ORCPT=rfc822;a@b", &offer_none, false),
+		     "555 5.5.4 Unsupported parameter");
+	/* each command has its own: NOTIFY is RCPT's, SIZE is MAIL's */
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> NOTIFY=NEVER", &offer_all, 1000, NULL),
+		     "555 5.5.4 Unsupported parameter");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> SIZE=10", &offer_all, false),
+		     "555 5.5.4 Unsupported parameter");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> XYZZY=1", &offer_all, false),
+		     "555 5.5.4 Unsupported parameter");
+}
+
+static void test_params_size(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=0", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=1000", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=1001", &offer_all, 1000, NULL),
+		     "552 5.3.4 Message size exceeds fixed maximum message size");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=18446744073709551615",
+				 &offer_all, 18446744073709551615ULL, NULL), "ok");
+	static const char *const bad[] = {
+		"FROM:<a@b.example> SIZE", "FROM:<a@b.example> SIZE=abc",
+		"FROM:<a@b.example> SIZE=-1", "FROM:<a@b.example> SIZE=+1",
+		"FROM:<a@b.example> SIZE=1k", "FROM:<a@b.example> SIZE=0x10",
+		"FROM:<a@b.example> SIZE=18446744073709551616",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_STR_EQ(mail_params(bad[i], &offer_all, 18446744073709551615ULL, NULL),
+			     "501 5.5.4 Bad SIZE parameter");
+}
+
+static void test_params_body(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> BODY=7BIT", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> BODY=8bitmime", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> BODY=BINARYMIME", &offer_all, 1000, NULL),
+		     "501 5.5.4 Unsupported BODY parameter");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> BODY", &offer_all, 1000, NULL),
+		     "501 5.5.4 Unsupported BODY parameter");
+}
+
+static void test_params_smtputf8(void)
+{
+	bool utf8 = true;
+
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example>", &offer_all, 1000, &utf8), "ok");
+	CHECK(!utf8);
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SMTPUTF8", &offer_all, 1000, &utf8), "ok");
+	CHECK(utf8);
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SMTPUTF8=yes", &offer_all, 1000, NULL),
+		     "501 5.5.4 SMTPUTF8 takes no value");
+}
+
+static void test_params_ret_and_envid(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> RET=FULL", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> RET=hdrs", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> RET=NONE", &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad RET parameter");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> RET", &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad RET parameter");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> ENVID=QQ+2B1", &offer_all, 1000, NULL), "ok");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> ENVID=a+2b", &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad ENVID parameter");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> ENVID", &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad ENVID parameter");
+
+	char line[200] = "FROM:<a@b.example> ENVID=";
+	size_t n = strlen(line);
+	memset(line + n, 'x', 100);
+	line[n + 100] = 0;
+	CHECK_STR_EQ(mail_params(line, &offer_all, 1000, NULL), "ok");
+	line[n + 100] = 'x';
+	line[n + 101] = 0;
+	CHECK_STR_EQ(mail_params(line, &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad ENVID parameter");
+}
+
+static void test_params_first_in_error_decides(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> SIZE=5000 BODY=BAD", &offer_all, 1000, NULL),
+		     "552 5.3.4 Message size exceeds fixed maximum message size");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> BODY=BAD SIZE=5000", &offer_all, 1000, NULL),
+		     "501 5.5.4 Unsupported BODY parameter");
+	CHECK_STR_EQ(mail_params("FROM:<a@b.example> XYZZY SIZE=x", &offer_all, 1000, NULL),
+		     "555 5.5.4 Unsupported parameter");
+	/* a parameter error comes before the address's UTF-8 */
+	CHECK_STR_EQ(mail_params("FROM:<\xc3\xa9@b.example> RET=x", &offer_all, 1000, NULL),
+		     "501 5.5.4 Bad RET parameter");
+}
+
+static void test_params_utf8_address_needs_smtputf8(void)
+{
+	CHECK_STR_EQ(mail_params("FROM:<\xc3\xa9@b.example>", &offer_all, 1000, NULL),
+		     "553 5.6.7 Error: UTF-8 address needs the SMTPUTF8 parameter");
+	CHECK_STR_EQ(mail_params("FROM:<\xc3\xa9@b.example> SMTPUTF8", &offer_all, 1000, NULL),
+		     "ok");
+	CHECK_STR_EQ(rcpt_params("TO:<\xc3\xa9@b.example>", &offer_all, false),
+		     "553 5.6.7 Error: UTF-8 address needs the SMTPUTF8 parameter");
+	CHECK_STR_EQ(rcpt_params("TO:<\xc3\xa9@b.example>", &offer_all, true), "ok");
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example>", &offer_all, false), "ok");
+}
+
+static void test_params_notify(void)
+{
+	static const char *const good[] = {
+		"TO:<a@b.example> NOTIFY=NEVER", "TO:<a@b.example> NOTIFY=never",
+		"TO:<a@b.example> NOTIFY=SUCCESS", "TO:<a@b.example> NOTIFY=delay,Failure",
+		"TO:<a@b.example> NOTIFY=SUCCESS,FAILURE,DELAY",
+	};
+	static const char *const bad[] = {
+		"TO:<a@b.example> NOTIFY", "TO:<a@b.example> NOTIFY=SOMETIMES",
+		"TO:<a@b.example> NOTIFY=NEVER,SUCCESS", "TO:<a@b.example> NOTIFY=SUCCESS,NEVER",
+		"TO:<a@b.example> NOTIFY=SUCCESS,", "TO:<a@b.example> NOTIFY=,SUCCESS",
+		"TO:<a@b.example> NOTIFY=SUCCESS,,DELAY", "TO:<a@b.example> NOTIFY=SUCCESS,SUCCESS",
+		"TO:<a@b.example> NOTIFY=SUCCESSFAILURE",
+	};
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		CHECK_STR_EQ(rcpt_params(good[i], &offer_all, false), "ok");
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_STR_EQ(rcpt_params(bad[i], &offer_all, false),
+			     "501 5.5.4 Bad NOTIFY parameter");
+}
+
+static void test_params_orcpt(void)
+{
+	CHECK_STR_EQ(rcpt_params("TO:<a@b.example> ORCPT=rfc822;a+40b.example", &offer_all, false),
+		     "ok");
+	static const char *const bad[] = {
+		"TO:<a@b.example> ORCPT", "TO:<a@b.example> ORCPT=rfc822",
+		"TO:<a@b.example> ORCPT=;a@b", "TO:<a@b.example> ORCPT=rfc822;a+4",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		CHECK_STR_EQ(rcpt_params(bad[i], &offer_all, false),
+			     "501 5.5.4 Bad ORCPT parameter");
+
+	char line[600] = "TO:<a@b.example> ORCPT=rfc822;";
+	size_t n = strlen(line), head = strlen("rfc822;");
+	memset(line + n, 'x', 500 - head);
+	line[n + 500 - head] = 0;
+	CHECK_STR_EQ(rcpt_params(line, &offer_all, false), "ok");
+	line[n + 500 - head] = 'x';
+	line[n + 501 - head] = 0;
+	CHECK_STR_EQ(rcpt_params(line, &offer_all, false), "501 5.5.4 Bad ORCPT parameter");
+}
+
+static void test_too_big_reply(void)
+{
+	CHECK_INT_EQ(smtp_error_too_big.code, 552);
+	CHECK_STR_EQ(smtp_error_too_big.enh, "5.3.4");
+	CHECK_STR_EQ(smtp_error_too_big.text, "Message size exceeds fixed maximum message size");
+}
+
 /* ---- HELO domains ---- */
 
 static bool domain(const char *s, bool utf8)
@@ -2057,6 +2410,30 @@ int main(void)
 	RUN(test_xtext_encode_escapes_plus_equals_and_controls);
 	RUN(test_xtext_encode_never_cuts_an_escape);
 	RUN(test_xtext_valid);
+
+	RUN(test_rule_no_flags_allows_anything_anywhere);
+	RUN(test_rule_tls_required_refuses_all_but_pre_tls);
+	RUN(test_rule_arg_none_refuses_an_argument);
+	RUN(test_rule_arg_one_wants_exactly_one_word);
+	RUN(test_rule_arg_some_wants_an_argument);
+	RUN(test_rule_syntax_comes_before_the_state);
+	RUN(test_rule_needs_mail);
+	RUN(test_rule_needs_helo);
+	RUN(test_rule_not_in_mail);
+	RUN(test_verb_syntax_texts);
+
+	RUN(test_params_none_pass_after_helo_and_ehlo);
+	RUN(test_params_after_helo_are_refused);
+	RUN(test_params_unknown_or_not_offered_are_555);
+	RUN(test_params_size);
+	RUN(test_params_body);
+	RUN(test_params_smtputf8);
+	RUN(test_params_ret_and_envid);
+	RUN(test_params_first_in_error_decides);
+	RUN(test_params_utf8_address_needs_smtputf8);
+	RUN(test_params_notify);
+	RUN(test_params_orcpt);
+	RUN(test_too_big_reply);
 
 	RUN(test_domain_valid_names);
 	RUN(test_domain_invalid_names);
