@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <idn2.h>
 
@@ -97,6 +98,31 @@ static int ascii_finish(const char *s, size_t len, char *out, size_t outsize)
 	return (int)len;
 }
 
+/*
+ * a_labels_round_trip - whether the A-labels of the normal form out are
+ * what libidn2 makes of their own U-labels. idn2_lookup_u8() passes an
+ * A-label through once its Punycode decodes, even when the U-label is one
+ * that UTS #46 maps to something else ("xn--bsher" decodes to
+ * parenthesized numbers, mapped to "(3)(11)(5)"): such a label names no
+ * domain, and two spellings must never be judged apart.
+ */
+static bool a_labels_round_trip(const char *out)
+{
+	char *u = NULL;
+	uint8_t *back = NULL;
+	bool ok = false;
+
+	if (!needs_idna(out, strlen(out)))
+		return true;
+	if (idn2_to_unicode_8z8z(out, &u, 0) == IDN2_OK && u != NULL &&
+	    idn2_lookup_u8((const uint8_t *)u, &back, PC_IDN2_FLAGS) == IDN2_OK &&
+	    back != NULL)
+		ok = strcasecmp((const char *)back, out) == 0;
+	idn2_free(u);
+	idn2_free(back);
+	return ok;
+}
+
 /* pc_domain_normalize - the normal form of a domain */
 int pc_domain_normalize(const char *in, size_t len, char *out,
 			size_t outsize)
@@ -122,5 +148,7 @@ int pc_domain_normalize(const char *in, size_t len, char *out,
 	n = ascii_finish((const char *)mapped, strlen((const char *)mapped),
 			 out, outsize);
 	idn2_free(mapped);
+	if (n >= 0 && !a_labels_round_trip(out))
+		return -1;
 	return n;
 }

@@ -97,6 +97,13 @@ static void test_a_labels_idna_refuses_are_no_domains(void)
 	CHECK_STR_EQ(normalize("xn--garbage-zzz.example"), "(invalid)");
 	CHECK_STR_EQ(normalize("xn--.example"), "(invalid)");
 	CHECK_STR_EQ(normalize("xn--a.example"), "(invalid)");
+	/*
+	 * Punycode that decodes, but to what IDNA maps elsewhere: U+2476
+	 * U+247E U+2478 (parenthesized numbers) map to "(3)(11)(5)", so the
+	 * label is not the A-label of any domain (found by fuzz_relay_addr)
+	 */
+	CHECK_STR_EQ(normalize("xn--bsher"), "(invalid)");
+	CHECK_STR_EQ(normalize("XN--BSHER.example"), "(invalid)");
 	/* RFC 5890 2.3.1: only "xn--" may have hyphens third and fourth */
 	CHECK_STR_EQ(normalize("ab--cd.example"), "(invalid)");
 	CHECK_STR_EQ(normalize("ab--cd.bücher.example"), "(invalid)");
