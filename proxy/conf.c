@@ -9,6 +9,14 @@
  *
  * Errors are written as "FILE:LINE: [section] key: message"; errors that
  * belong to no line (a missing required key) use the line 0.
+ *
+ * Listening addresses: [portcullis] listen keeps the simple case (plain
+ * SMTP, the defaults of every listener setting); a [listener NAME]
+ * section gives its addresses (address = ...) settings of their own,
+ * such as the PROXY protocol, from its own table (conf_listener_params).
+ * conf_listeners() then puts every address in conf->listen, in file
+ * order, with a pointer to its settings, so the master opens them all
+ * alike and each worker's listener finds its settings by index.
  */
 #include "config.h"
 
@@ -61,13 +69,16 @@ static const char *const identity_names[] = { "auto", "xclient", "xforward",
 static const char *const diag_names[] = { "stderr", "syslog", NULL };
 static const char *const level_names[] = { "debug", "info", "warning",
 					    "error", NULL };
+/* In the order of enum conf_proxy_protocol (the proxyproto.h masks). */
+static const char *const proxy_names[] = { "off", "v1", "v2", "any", NULL };
 
 #define F(field) offsetof(struct conf, field)
 #define BIG 0xffffffffULL
 
 /* Every parameter of the daemon, with its default. */
 static const struct conf_param conf_params[] = {
-	{ "portcullis", "listen", CONF_ADDRS, F(listen), F(nlisten), NULL, true, 0, 0, NULL },
+	/* Required unless a [listener NAME] section gives addresses (conf_listeners). */
+	{ "portcullis", "listen", CONF_ADDRS, F(listen), F(nlisten), NULL, false, 0, 0, NULL },
 	{ "portcullis", "hostname", CONF_STRING, F(hostname), 0, NULL, false, 0, 0, NULL },
 	{ "portcullis", "authserv_id", CONF_STRING, F(authserv_id), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "workers", CONF_UINT, F(workers), 0, "0", false, 0, 256, NULL },
@@ -125,6 +136,18 @@ static const struct conf_param conf_params[] = {
 
 #define NPARAMS (sizeof(conf_params) / sizeof(conf_params[0]))
 
+#define L(field) offsetof(struct conf_listener, field)
+
+/* The keys of a [listener NAME] section (offsets in struct conf_listener). */
+static const struct conf_param conf_listener_params[] = {
+	{ "listener", "address", CONF_ADDRS, L(addrs), L(naddrs), NULL, true, 0, 0, NULL },
+	{ "listener", "proxy_protocol", CONF_ENUM, L(proxy_protocol), 0, "off", false, 0, 0, proxy_names },
+	{ "listener", "proxy_from", CONF_NETWORKS, L(proxy_from), L(nproxy_from), "", false, 0, 0, NULL },
+	{ "listener", "proxy_timeout", CONF_MILLIS, L(proxy_timeout_ms), 0, "3", false, 1, 300000, NULL },
+};
+
+#define NLPARAMS (sizeof(conf_listener_params) / sizeof(conf_listener_params[0]))
+
 /* The state of one load. */
 struct conf_loader {
 	struct conf *conf;
@@ -136,6 +159,8 @@ struct conf_loader {
 	struct conf_filter sections[CONF_MAX_FILTERS];
 	size_t nsections;
 	int filters_line;
+	bool lseen[CONF_MAX_ADDRS][NLPARAMS]; /* keys given, per listener section */
+	int llines[CONF_MAX_ADDRS][NLPARAMS]; /* and where */
 };
 
 /* conf_error - report one error at the current line */
@@ -338,11 +363,14 @@ bool conf_net_match(const struct conf_net *nets, size_t n, int family,
 	return false;
 }
 
-/* conf_set - parse value into the field of param p; NULL or an error */
-static const char *conf_set(struct conf *conf, const struct conf_param *p,
+/*
+ * conf_set - parse value into the field of param p of base (a struct
+ * conf, or a struct conf_listener for its table); NULL or an error
+ */
+static const char *conf_set(void *base, const struct conf_param *p,
 			    const char *value)
 {
-	char *field = (char *)conf + p->offset;
+	char *field = (char *)base + p->offset;
 	unsigned long long n;
 	const char *err;
 
@@ -383,7 +411,7 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 	case CONF_ADDRS:
 	case CONF_IPADDRS: {
 		struct conf_addr *addrs = (struct conf_addr *)field;
-		size_t *count = (size_t *)((char *)conf + p->count_offset);
+		size_t *count = (size_t *)((char *)base + p->count_offset);
 		const char *s = value;
 
 		*count = 0;
@@ -413,7 +441,7 @@ static const char *conf_set(struct conf *conf, const struct conf_param *p,
 	}
 	case CONF_NETWORKS: {
 		struct conf_net **nets = (struct conf_net **)field;
-		size_t *count = (size_t *)((char *)conf + p->count_offset);
+		size_t *count = (size_t *)((char *)base + p->count_offset);
 		const char *s = value;
 
 		free(*nets);
@@ -573,6 +601,154 @@ static void conf_chain(struct conf_loader *ld)
 	free(list);
 }
 
+/* conf_listener_section - the [listener NAME] section, created on first use */
+static struct conf_listener *conf_listener_section(struct conf_loader *ld,
+						   const char *name, const char *key)
+{
+	struct conf *conf = ld->conf;
+	struct conf_listener *l;
+
+	while (*name == ' ')
+		name++;
+	for (size_t i = 0; i < conf->nlisteners; i++)
+		if (strcmp(conf->listeners[i].name, name) == 0)
+			return &conf->listeners[i];
+	if (!*name) {
+		conf_error(ld, ld->line, "listener", key, "%s",
+			   "a listener section needs a name: [listener NAME]");
+		return NULL;
+	}
+	if (conf->nlisteners == CONF_MAX_ADDRS) {
+		conf_error(ld, ld->line, "listener", name, "too many listener sections (at most %d)",
+			   CONF_MAX_ADDRS);
+		return NULL;
+	}
+	l = &conf->listeners[conf->nlisteners++];
+	l->name = strdup(name);
+	l->line = ld->line;
+	for (size_t i = 0; i < NLPARAMS; i++)
+		if (conf_listener_params[i].def &&
+		    conf_set(l, &conf_listener_params[i], conf_listener_params[i].def))
+			fprintf(ld->errors, "internal error: bad default for %s\n",
+				conf_listener_params[i].key);
+	return l;
+}
+
+/* conf_listener_key - one key of a [listener NAME] section */
+static int conf_listener_key(struct conf_loader *ld, const char *name,
+			     const char *key, const char *value)
+{
+	struct conf_listener *l = conf_listener_section(ld, name, key);
+	char section[300];
+	const char *err;
+	size_t li;
+
+	if (!l)
+		return 1;
+	li = (size_t)(l - ld->conf->listeners);
+	snprintf(section, sizeof(section), "listener %s", l->name);
+	for (size_t i = 0; i < NLPARAMS; i++) {
+		const struct conf_param *p = &conf_listener_params[i];
+
+		if (strcasecmp(key, p->key) != 0)
+			continue;
+		if (ld->lseen[li][i])
+			conf_error(ld, ld->line, section, key, "%s", "given twice");
+		ld->lseen[li][i] = true;
+		ld->llines[li][i] = ld->line;
+		if ((err = conf_set(l, p, value)))
+			conf_error(ld, ld->line, section, key, "%s: \"%s\"", err, value);
+		return 1;
+	}
+	conf_error(ld, ld->line, section, key, "%s", "unknown key");
+	return 1;
+}
+
+/* conf_lgiven - where key of listener li was given, 0 when it was not */
+static int conf_lgiven(struct conf_loader *ld, size_t li, const char *key)
+{
+	for (size_t i = 0; i < NLPARAMS; i++)
+		if (strcmp(conf_listener_params[i].key, key) == 0 && ld->lseen[li][i])
+			return ld->llines[li][i];
+	return 0;
+}
+
+/* conf_lline - where key of listener li was given (the section's line if not) */
+static int conf_lline(struct conf_loader *ld, size_t li, const char *key)
+{
+	int line = conf_lgiven(ld, li, key);
+
+	return line ? line : ld->conf->listeners[li].line;
+}
+
+/* conf_same_addr - whether two listening addresses are the same socket */
+static bool conf_same_addr(const struct conf_addr *a, const struct conf_addr *b)
+{
+	return strcasecmp(a->host, b->host) == 0 && atoi(a->port) == atoi(b->port);
+}
+
+/*
+ * conf_listeners - check each [listener NAME] section and append its
+ * addresses to conf->listen after those of [portcullis] listen, each
+ * with its settings; at least one address in all, none twice
+ */
+static void conf_listeners(struct conf_loader *ld)
+{
+	struct conf *conf = ld->conf;
+
+	for (size_t i = 0; i < conf->nlisten; i++)
+		conf->listen_settings[i] = &conf->plain;
+	for (size_t li = 0; li < conf->nlisteners; li++) {
+		struct conf_listener *l = &conf->listeners[li];
+		char section[300];
+
+		snprintf(section, sizeof(section), "listener %s", l->name);
+		for (size_t i = 0; i < NLPARAMS; i++)
+			if (conf_listener_params[i].required && !ld->lseen[li][i])
+				conf_error(ld, l->line, section, conf_listener_params[i].key,
+					   "%s", "required key missing");
+		/*
+		 * A PROXY listener believes the header only from the balancers;
+		 * with nobody trusted it could serve nobody, and an empty list
+		 * is more likely a forgotten key than a wish.
+		 */
+		if (l->proxy_protocol != CONF_PROXY_OFF && l->nproxy_from == 0)
+			conf_error(ld, conf_lline(ld, li, "proxy_from"), section, "proxy_from",
+				   "%s", "required with proxy_protocol: the networks of the load balancers");
+		if (l->proxy_protocol == CONF_PROXY_OFF) {
+			if (l->nproxy_from)
+				conf_error(ld, conf_lline(ld, li, "proxy_from"), section,
+					   "proxy_from", "%s", "has no effect without proxy_protocol");
+			if (conf_lgiven(ld, li, "proxy_timeout"))
+				conf_error(ld, conf_lline(ld, li, "proxy_timeout"), section,
+					   "proxy_timeout", "%s", "has no effect without proxy_protocol");
+		}
+		for (size_t a = 0; a < l->naddrs; a++) {
+			if (conf->nlisten == CONF_MAX_ADDRS) {
+				conf_error(ld, conf_lline(ld, li, "address"), section, "address",
+					   "more than %d listening addresses in all", CONF_MAX_ADDRS);
+				break;
+			}
+			conf->listen[conf->nlisten] = l->addrs[a];
+			conf->listen_settings[conf->nlisten++] = l;
+		}
+	}
+	for (size_t i = 0; i < conf->nlisten; i++)
+		for (size_t j = 0; j < i; j++)
+			if (conf_same_addr(&conf->listen[i], &conf->listen[j])) {
+				const struct conf_listener *l = conf->listen_settings[i];
+				char section[300];
+				snprintf(section, sizeof(section), "listener %s", l->name ? l->name : "");
+				conf_error(ld, l->name ? conf_lline(ld, (size_t)(l - conf->listeners), "address") : 0,
+					   l->name ? section : "portcullis", l->name ? "address" : "listen",
+					   "%s is listened on twice", conf->listen[i].text);
+				break;
+			}
+	if (conf->nlisten == 0)
+		conf_error(ld, 0, "portcullis", "listen", "%s",
+			   "required key missing (or a [listener NAME] section with an address)");
+}
+
 /* conf_handler - one "key = value" from libinih */
 static int conf_handler(void *user, const char *section, const char *key,
 			const char *value)
@@ -583,6 +759,9 @@ static int conf_handler(void *user, const char *section, const char *key,
 
 	if (strncasecmp(section, "filter ", 7) == 0)
 		return conf_filter_key(ld, section + 7, key, value);
+	if (strncasecmp(section, "listener", 8) == 0 &&
+	    (section[8] == ' ' || section[8] == 0))
+		return conf_listener_key(ld, section + 8, key, value);
 
 	for (size_t i = 0; i < NPARAMS; i++) {
 		const struct conf_param *p = &conf_params[i];
@@ -643,6 +822,7 @@ struct conf *conf_load(const char *path, FILE *errors)
 		ld.nerrors++;
 	}
 	conf_chain(&ld);
+	conf_listeners(&ld);
 	for (size_t i = 0; i < NPARAMS; i++)
 		if (conf_params[i].required && !ld.seen[i])
 			conf_error(&ld, 0, conf_params[i].section,
@@ -686,6 +866,10 @@ void conf_free(struct conf *conf)
 		if (conf_params[i].type == CONF_STRING)
 			free(*(char **)((char *)conf + conf_params[i].offset));
 	free(conf->client_limit_exceptions);
+	for (size_t i = 0; i < conf->nlisteners; i++) {
+		free(conf->listeners[i].name);
+		free(conf->listeners[i].proxy_from);
+	}
 	for (size_t i = 0; i < conf->nchain; i++)
 		conf_free_filter(&conf->chain[i]);
 	free(conf->path);

@@ -47,6 +47,34 @@ struct conf_net {
 	unsigned char addr[16];
 };
 
+/*
+ * The PROXY protocol a listener expects: the values are the version masks
+ * of proxyproto.h (off 0, v1 1, v2 2, any 3).
+ */
+enum conf_proxy_protocol {
+	CONF_PROXY_OFF,
+	CONF_PROXY_V1,
+	CONF_PROXY_V2,
+	CONF_PROXY_ANY,
+};
+
+/*
+ * The settings of listening addresses: those of [portcullis] listen share
+ * the defaults (conf->plain), each [listener NAME] section has its own.
+ * What a TLS mode, certificates, AUTH or trusted XCLIENT will need per
+ * listener belongs here too.
+ */
+struct conf_listener {
+	char *name; /* the section's NAME; NULL for [portcullis] listen */
+	int line;   /* of the section */
+	struct conf_addr addrs[CONF_MAX_ADDRS]; /* address = ... */
+	size_t naddrs;
+	int proxy_protocol;		/* enum conf_proxy_protocol */
+	struct conf_net *proxy_from;	/* who may send the header */
+	size_t nproxy_from;
+	unsigned proxy_timeout_ms;	/* the header must be whole within it */
+};
+
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 
 enum conf_identity {
@@ -59,9 +87,19 @@ enum conf_identity {
 struct conf {
 	char *path;
 
-	/* [portcullis] */
+	/*
+	 * Every listening address: those of [portcullis] listen, then those
+	 * of each [listener NAME] section in file order; listen_settings[i]
+	 * are the settings of listen[i] (&plain or one of listeners[]).
+	 */
 	struct conf_addr listen[CONF_MAX_ADDRS];
 	size_t nlisten;
+	const struct conf_listener *listen_settings[CONF_MAX_ADDRS];
+	struct conf_listener plain;
+	struct conf_listener listeners[CONF_MAX_ADDRS];
+	size_t nlisteners;
+
+	/* [portcullis] */
 	char *hostname;
 	unsigned workers;
 	char *user;

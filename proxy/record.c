@@ -253,6 +253,13 @@ static json_t *record_client_json(const struct record_client *c)
 	json_object_set_new(client, "port", json_integer(c->port));
 	if (c->helo)
 		json_object_set_new(client, "helo", record_cstring(c->helo));
+	if (c->via_address) {
+		/* The PROXY header named the client; this is who sent the header. */
+		json_t *via = json_object();
+		json_object_set_new(via, "address", record_cstring(c->via_address));
+		json_object_set_new(via, "port", json_integer(c->via_port));
+		json_object_set_new(client, "via", via);
+	}
 	return client;
 }
 

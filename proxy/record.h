@@ -36,6 +36,8 @@ struct record_client {
 	unsigned port;
 	const char *helo;     /* NULL before HELO/EHLO */
 	const char *listener; /* the listen setting it came in on (not logged) */
+	const char *via_address; /* the load balancer it came through, or NULL */
+	unsigned via_port;
 };
 
 /* One recipient and the reply it got (the session's own list). */

@@ -104,6 +104,8 @@ struct session {
 	char id[24];
 	char addr[INET6_ADDRSTRLEN];
 	unsigned port;
+	char via_addr[INET6_ADDRSTRLEN]; /* the balancer, on a PROXY listener; else "" */
+	unsigned via_port;
 	const struct listener *listener; /* the client came in on it */
 	char *helo;
 	struct smtp_offer offer; /* what the client was told in the EHLO reply */
@@ -277,7 +279,8 @@ static void session_tx_free(struct session *s)
 static struct record_client session_record_client(const struct session *s)
 {
 	return (struct record_client){ s->addr, s->port, s->helo,
-				       s->listener ? s->listener->text : NULL };
+				       s->listener ? s->listener->text : NULL,
+				       s->via_addr[0] ? s->via_addr : NULL, s->via_port };
 }
 
 /*
@@ -1695,6 +1698,14 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	s->conn = c;
 	session_new_id(h, s->id, sizeof(s->id));
 	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
+	if (l && listener_proxied(l)) {
+		/* sa came from the PROXY header: the socket's peer is the balancer. */
+		struct sockaddr_storage peer;
+		socklen_t plen = sizeof(peer);
+		if (getpeername(conn_fd(c), (struct sockaddr *)&peer, &plen) == 0)
+			session_addr((struct sockaddr *)&peer, s->via_addr,
+				     sizeof(s->via_addr), &s->via_port);
+	}
 	s->timer = evtimer_new(h->base, session_timeout, s);
 	s->relay = relay_new(h->backends, session_relay_done, s);
 	if (pipeline_active(h->pipeline))
@@ -1751,8 +1762,23 @@ void session_refuse_reply(struct session_host *h, struct conn *c,
 	if (conn_errno(c))
 		log_debug("refused client [%s]:%u went away", addr, port);
 	conn_free(c);
-	struct record_client client = { addr, port, NULL, NULL };
+	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
 	record_connection(id, &client, "refused", reason, NULL);
+}
+
+/* session_drop - record a connection that never became a session, and close it */
+void session_drop(struct session_host *h, struct conn *c,
+		  const struct sockaddr *sa, const char *action, const char *reason)
+{
+	char addr[INET6_ADDRSTRLEN], id[24];
+	unsigned port;
+
+	session_new_id(h, id, sizeof(id));
+	session_addr(sa, addr, sizeof(addr), &port);
+	conn_free(c);
+	log_debug("connection from [%s]:%u %s: %s", addr, port, action, reason);
+	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
+	record_connection(id, &client, action, reason, NULL);
 }
 
 /* session_drain_all - close idle sessions, mark the others */

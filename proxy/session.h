@@ -43,7 +43,9 @@ struct session_host {
 
 /*
  * session_start - greet a new client on c (taken, with whatever input it
- * already holds) that came in on listener l from sa, and serve it
+ * already holds) that came in on listener l from sa, and serve it; on a
+ * PROXY listener sa is the client the header named, and the socket's
+ * peer (the balancer) goes into the records as the client's "via"
  */
 struct session *session_start(struct session_host *h, struct conn *c,
 			      const struct sockaddr *sa, socklen_t salen,
@@ -60,6 +62,15 @@ void session_refuse(struct session_host *h, struct conn *c,
 void session_refuse_reply(struct session_host *h, struct conn *c,
 			  const struct sockaddr *sa, const char *enh,
 			  const char *text, const char *reason);
+
+/*
+ * session_drop - close c (taken) from sa without a word, with a
+ * connection record of action ("refused", "dropped") and reason: a
+ * connection that ended before a session could start (a listener's
+ * PROXY pre-session)
+ */
+void session_drop(struct session_host *h, struct conn *c,
+		  const struct sockaddr *sa, const char *action, const char *reason);
 
 /*
  * session_drain_all - the worker is stopping: idle sessions are closed

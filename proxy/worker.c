@@ -155,6 +155,21 @@ static void worker_accepted(struct listener *l, struct conn *c,
 }
 
 /*
+ * worker_dropped - a listener ended a connection before it was handed on
+ * (a PROXY header untrusted, malformed or late): its record, no session
+ */
+static void worker_dropped(struct listener *l, struct conn *c,
+			   const struct sockaddr *sa, socklen_t salen,
+			   const char *action, const char *reason, void *arg)
+{
+	struct worker *w = arg;
+
+	(void)l;
+	(void)salen;
+	session_drop(&w->sessions, c, sa, action, reason);
+}
+
+/*
  * worker_anvil_answer - the anvil's verdict on a client that waited for
  * it: refused before the greeting (as Postfix's smtpd does, 421 4.7.0),
  * or served if the worker still serves
@@ -386,9 +401,12 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	w.sessions.arg = &w;
 	for (size_t i = 0; i < nfds && i < CONF_MAX_ADDRS; i++) {
 		/* The master opened them in the order of the listen setting. */
+		/* A PROXY listener holds no more headers than sessions. */
 		if (listener_init(&w.listeners[i], w.base, listen_fds[i],
 				  i < conf->nlisten ? conf->listen[i].text : "",
-				  worker_accepted, &w) < 0) {
+				  i < conf->nlisten ? conf->listen_settings[i] : NULL,
+				  conf->max_sessions, worker_accepted, worker_dropped,
+				  &w) < 0) {
 			log_error("cannot make the listeners");
 			return 1;
 		}
