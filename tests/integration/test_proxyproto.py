@@ -23,9 +23,12 @@ import struct
 import subprocess
 import time
 
-from harness import (ProxyTestCase, Portcullis, children, free_port,
-                     has_ipv6, make_tempdir, remove_tree, skip_unless_tool,
-                     wait_for, wait_listening, PORTCULLIS_BIN)
+from harness import (BUILD, ProxyTestCase, Portcullis, children, free_port,
+                     make_tempdir, remove_tree, skip_unless_tool,
+                     wait_listening, PORTCULLIS_BIN)
+
+PLUGIN_DIR = os.environ.get("PORTCULLIS_TEST_PLUGIN_DIR") or os.path.join(
+    BUILD, "tests", "plugins", ".libs")
 
 SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 XCLIENT_KEYWORDS = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES",
@@ -75,13 +78,13 @@ def read_to_eof(sock, timeout):
 class ProxyProtoCase(ProxyTestCase):
 
     def start(self, protocol="any", proxy_from="127.0.0.1", timeout="2",
-              **kw):
+              extra_filter="", **kw):
         self.capture = self.start_capture(keywords=XCLIENT_KEYWORDS)
         self.lb_port = free_port()
         self.proxy = self.start_proxy(
             backend_port=self.capture.port,
             extra=listener_section(self.lb_port, protocol, proxy_from,
-                                   timeout), **kw)
+                                   timeout) + extra_filter, **kw)
         self.assertTrue(wait_listening(self.lb_port, 10, self.proxy.proc))
         return self.proxy
 
@@ -207,6 +210,34 @@ class TestProxiedClients(ProxyProtoCase):
         port = self.deliver(c)
         self.assertEqual(self.transaction_record(port)["client"]["address"],
                          "192.0.2.44")
+
+    def test_the_received_header_names_the_proxied_client(self):
+        self.start(protocol="v1", backend_client_identity="header")
+        c = self.via_balancer(b"PROXY TCP4 192.0.2.61 127.0.0.1 7 25\r\n")
+        self.deliver(c)
+        msgs = self.capture.wait_messages(1)
+        self.assertEqual(len(msgs), 1)
+        self.assertTrue(msgs[0].startswith(
+            b"Received: from client.example.test ([192.0.2.61])\r\n"), msgs[0])
+        self.assertEqual(self.xclient_lines(), [])
+
+    def test_filters_see_the_proxied_client(self):
+        probe = os.path.join(PLUGIN_DIR, "probe.so")
+        if not os.path.exists(probe):
+            self.skipTest("probe filter not built (make check): " + probe)
+        self.start(protocol="v1", filters="p", extra_filter=(
+            "\n[filter p]\nmodule = %s\nstage = connect\nverdict = reject\n"
+            "code = 554\nenh = 5.7.1\nmatch = 192.0.2.66\n" % probe))
+        c = self.client(self.lb_port, connect=False)
+        c.connect(read_greeting=False)
+        c.send(b"PROXY TCP4 192.0.2.66 127.0.0.1 8 25\r\n")
+        self.assertEqual(c.reply().lines, ["554 5.7.1 probe reply"])
+        rec = self.connection_record(8)
+        self.assertEqual(rec["action"], "refused")
+        self.assertEqual(rec["client"]["via"]["port"], c.local_port)
+        # Another client behind the same balancer is not the one matched.
+        other = self.via_balancer(b"PROXY TCP4 192.0.2.67 127.0.0.1 9 25\r\n")
+        self.assertEqual(other.cmd("QUIT").code, 221)
 
     def test_the_plain_listener_beside_it_takes_no_header(self):
         self.start(protocol="any")
