@@ -18,6 +18,7 @@ Everything is on loopback; every wait is bounded.
 
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -370,6 +371,23 @@ class TestBadHeaders(ProxyProtoCase):
             self.assertEqual(rec["action"], "dropped")
             self.assertEqual(rec["reason"],
                              "no whole PROXY header within proxy_timeout")
+
+    def test_sigterm_drops_a_connection_still_waiting_for_its_header(self):
+        self.start(protocol="any", timeout="30")
+        s = socket.create_connection(("127.0.0.1", self.lb_port), 5)
+        self.addCleanup(s.close)
+        s.sendall(b"PROXY TCP4 ")
+        time.sleep(0.3)
+        start = time.monotonic()
+        self.proxy.signal(signal.SIGTERM)
+        got, closed = read_to_eof(s, 10)
+        self.assertTrue(closed)
+        self.assertEqual(got, b"")
+        self.assertEqual(self.proxy.wait_exit(10), 0)
+        self.assertLess(time.monotonic() - start, 8)
+        rec = self.connection_record(s.getsockname()[1])
+        self.assertEqual(rec["action"], "dropped")
+        self.assertEqual(rec["reason"], "service shutting down")
 
     def test_a_peer_outside_proxy_from_is_refused_at_once(self):
         self.start(protocol="any", proxy_from="127.0.0.1/32, 10.0.0.0/8")
