@@ -195,6 +195,22 @@ int message_headers_read(struct message_headers *h, struct spool *spool, size_t 
 	return rc;
 }
 
+/* message_headers_refusal - the reply for a header over its limits, or NULL */
+const char *message_headers_refusal(const struct message_headers *h,
+				    size_t hopcount_limit, const char **reason)
+{
+	if (h->too_big) {
+		*reason = "message header too big";
+		return "552 5.3.4 Error: message header size exceeds limit";
+	}
+	if (h->received > hopcount_limit) {
+		/* Postfix's code for a mail loop (RFC 3463 X.4.6 would be the loop). */
+		*reason = "too many hops";
+		return "554 5.4.0 Error: too many hops";
+	}
+	return NULL;
+}
+
 /* message_headers_free - release the list */
 void message_headers_free(struct message_headers *h)
 {

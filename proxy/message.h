@@ -49,6 +49,15 @@ int message_headers_read(struct message_headers *h, struct spool *spool, size_t 
 /* message_headers_parse - the same, from a buffer (tests, fuzzing) */
 int message_headers_parse(struct message_headers *h, const char *buf, size_t len);
 
+/*
+ * message_headers_refusal - the reply that refuses a header block read
+ * with a limit (message_headers_read()) that went past it or has more
+ * Received: fields than hopcount_limit, with *reason for the record; NULL
+ * when it is within both
+ */
+const char *message_headers_refusal(const struct message_headers *h,
+				    size_t hopcount_limit, const char **reason);
+
 /* message_headers_free - release the list */
 void message_headers_free(struct message_headers *h);
 

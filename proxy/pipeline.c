@@ -593,18 +593,8 @@ static void job_strip_forged(struct pipeline_job *job)
  */
 static const char *job_header_refused(struct pipeline_job *job, const char **reason)
 {
-	const struct conf *c = job->p->conf;
-
-	if (job->headers.too_big) {
-		*reason = "message header too big";
-		return "552 5.3.4 Error: message header size exceeds limit";
-	}
-	if (job->headers.received > c->hopcount_limit) {
-		/* Postfix's code for a mail loop (RFC 3463 X.4.6 would be the loop). */
-		*reason = "too many hops";
-		return "554 5.4.0 Error: too many hops";
-	}
-	return NULL;
+	return message_headers_refusal(&job->headers, job->p->conf->hopcount_limit,
+				       reason);
 }
 
 /* job_work - run the job's filters (pool thread) */

@@ -50,6 +50,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "message.h"
 #include "pipeline.h"
 #include "record.h"
 #include "relay.h"
@@ -1272,6 +1273,31 @@ static void session_data_done(void *arg, struct pipeline_outcome *out)
 	session_resume(s);
 }
 
+/*
+ * session_header_refused - with no filter at the data stage nothing else
+ * reads the header: check header_size_limit and hopcount_limit here (one
+ * pass over at most header_size_limit bytes), and refuse the message
+ * when it is past one; false when it is within both
+ */
+static bool session_header_refused(struct session *s)
+{
+	struct message_headers h = { 0 };
+	const char *reply = NULL, *reason = NULL;
+
+	if (message_headers_read(&h, s->tx->spool,
+				 (size_t)s->h->conf->header_size_limit) < 0)
+		return false; /* out of memory or a read error: the backend judges */
+	reply = message_headers_refusal(&h, s->h->conf->hopcount_limit, &reason);
+	message_headers_free(&h);
+	if (!reply)
+		return false;
+	session_send_wire(s, reply);
+	s->errors++;
+	session_log_tx(s, "rejected", reply, NULL, reason);
+	session_tx_done(s);
+	return true;
+}
+
 /* session_data_end - the client sent <CRLF>.<CRLF> */
 static void session_data_end(struct session *s)
 {
@@ -1312,9 +1338,12 @@ static void session_data_end(struct session *s)
 		return;
 	}
 	if (session_filters(s, CHAIN_DATA)) {
+		/* The pipeline reads the header and checks its limits first. */
 		session_filter(s, CHAIN_DATA, session_data_done, NULL, NULL);
 		return;
 	}
+	if (session_header_refused(s))
+		return;
 	session_data_relay(s, NULL, 0, 0);
 }
 

@@ -286,5 +286,20 @@ class TestHeaderLimits(ProxyTestCase):
         self.assertEqual(self.cap.messages(), [])
 
 
+class TestHeaderLimitsWithoutFilters(TestHeaderLimits):
+    """With no filter at all nothing else reads the header: the session
+    checks the same limits itself, with the same replies and records."""
+
+    # The stripping of forged fields is the filter chain's (nothing to
+    # strip for without one).
+    test_forged_authentication_results_do_not_hold_other_sessions = None
+
+    def setUp(self):
+        self.cap = self.start_capture()
+
+    def proxy(self, **kw):
+        return self.start_proxy(backend_port=self.cap.port, workers=1, **kw)
+
+
 if __name__ == "__main__":
     unittest.main()
