@@ -19,18 +19,8 @@
 
 #include "dkim_from.h"
 #include "pc_domain.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* must - abort with a message when a property does not hold */
-#define must(cond)                                                       \
-	do {                                                             \
-		if (!(cond)) {                                           \
-			fprintf(stderr, "%s:%d: property failed: %s\n",  \
-				__FILE__, __LINE__, #cond);              \
-			abort();                                         \
-		}                                                        \
-	} while (0)
 
 #define MAXD 8
 

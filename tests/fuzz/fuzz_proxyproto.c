@@ -24,18 +24,8 @@
 #include <string.h>
 
 #include "proxyproto.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* must - abort with a message when a property does not hold */
-#define must(cond)                                                       \
-	do {                                                             \
-		if (!(cond)) {                                           \
-			fprintf(stderr, "%s:%d: property failed: %s\n",  \
-				__FILE__, __LINE__, #cond);              \
-			abort();                                         \
-		}                                                        \
-	} while (0)
 
 /* parse - proxyproto_parse() on an exact-size copy of n bytes */
 static enum proxyproto_status parse(const uint8_t *data, size_t n, unsigned v,

@@ -34,18 +34,8 @@
 #include "pc_list.h"
 #include "pc_netlist.h"
 #include "relay_addr.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* must - abort with a message when a property does not hold */
-#define must(cond)                                                       \
-	do {                                                             \
-		if (!(cond)) {                                           \
-			fprintf(stderr, "%s:%d: property failed: %s\n",  \
-				__FILE__, __LINE__, #cond);              \
-			abort();                                         \
-		}                                                        \
-	} while (0)
 
 /* The site the recipients are judged against. */
 #define SITE "local.org, xn--bcher-kva.example, münchen.example, " \

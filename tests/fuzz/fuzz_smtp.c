@@ -27,18 +27,8 @@
 #include <string.h>
 
 #include "smtp.h"
+#include "fuzz.h"
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* must - abort with a message when a property does not hold */
-#define must(cond)                                                       \
-	do {                                                             \
-		if (!(cond)) {                                           \
-			fprintf(stderr, "%s:%d: property failed: %s\n",  \
-				__FILE__, __LINE__, #cond);              \
-			abort();                                         \
-		}                                                        \
-	} while (0)
 
 /* xmalloc - malloc that never returns NULL (a fuzzer may just stop) */
 static void *xmalloc(size_t n)

@@ -22,21 +22,10 @@
 #include <strings.h>
 
 #include "spf_syntax.h"
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+#include "fuzz.h"
 
 /* How many terms spf_record_check() reads (its terms[] in spf_syntax.c). */
 #define SPF_TERMS_READ 256
-
-/* must - abort with a message when a property does not hold */
-#define must(cond)                                                       \
-	do {                                                             \
-		if (!(cond)) {                                           \
-			fprintf(stderr, "%s:%d: property failed: %s\n",  \
-				__FILE__, __LINE__, #cond);              \
-			abort();                                         \
-		}                                                        \
-	} while (0)
 
 /* check_family - the properties for a client of one address family */
 static void check_family(const char *rec, size_t len, int family)

@@ -16,7 +16,7 @@ import time
 import unittest
 
 from harness import (BUILD, DOMAIN, ConnectionClosed, ProxyTestCase, Sink,
-                     SMTPClient, dot_stuff, make_message, wait_for)
+                     SMTPClient, children, dot_stuff, make_message, wait_for)
 
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
@@ -130,24 +130,6 @@ class TestLongLines(ProxyTestCase):
                                    "maximum message size"])
         self.assertReply(c.cmd("NOOP"), 250)
         self.assertEqual(self.sink.settled_count(), 0)
-
-
-def children(pid, anvil=False):
-    """Process ids whose parent is pid: the master's workers (its anvil,
-    named pc-anvil, only with anvil=True)."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry) as f:
-                comm, fields = f.read().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = fields.split()
-        if int(fields[1]) == pid and (comm.endswith("(pc-anvil") == anvil):
-            out.append(int(entry))
-    return out
 
 
 def cpu_seconds(pid):
