@@ -907,6 +907,19 @@ class TestDrainDeadline(FaultTest):
         s.sendall(b"HELP\r\n" * 200)
         return s
 
+    def stop_at_the_deadline(self, proxy):
+        """SIGTERM: the daemon exits cleanly at the drain deadline, without
+        a sanitizer report, having written the stuck session's transaction
+        record once, as aborted; that record."""
+        proxy.signal(signal.SIGTERM)
+        rc = proxy.wait_exit(15)
+        self.assertIsNone(proxy.sanitizer_report(), proxy.sanitizer_report())
+        self.assertEqual(rc, 0, proxy.stderr()[-3000:])
+        recs = [d for d in proxy.decisions() if d.get("type") == "transaction"]
+        self.assertEqual(len(recs), 1, recs)
+        self.assertEqual(recs[0]["action"], "aborted", proxy.stderr()[-5000:])
+        return recs[0]
+
     def test_deadline_while_the_backend_holds_the_final_reply(self):
         cap = self.start_capture(keywords=PLAIN_KEYWORDS, data_delay=1.5)
         proxy = self.start_proxy(backend_port=cap.port, drain_timeout=1,
@@ -916,14 +929,8 @@ class TestDrainDeadline(FaultTest):
         s.sendall(b"MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % (
             ALICE.encode(), BOB.encode()) + dot_stuff(make_message("deadline")))
         self.assertTrue(cap.data_received.wait(15), "no message at the backend")
-        proxy.signal(signal.SIGTERM)
-        rc = proxy.wait_exit(15)
-        self.assertIsNone(proxy.sanitizer_report(), proxy.sanitizer_report())
-        self.assertEqual(rc, 0, proxy.stderr()[-3000:])
-        recs = [d for d in proxy.decisions() if d.get("type") == "transaction"]
-        self.assertEqual(len(recs), 1, recs)
-        self.assertEqual(recs[0]["action"], "aborted")
-        self.assertEqual(recs[0]["reason"], "drain deadline")
+        rec = self.stop_at_the_deadline(proxy)
+        self.assertEqual(rec["reason"], "drain deadline")
 
     def test_deadline_while_the_message_streams_to_a_slow_backend(self):
         cap = self.start_capture(keywords=PLAIN_KEYWORDS,
@@ -938,13 +945,7 @@ class TestDrainDeadline(FaultTest):
             dot_stuff(make_message("slow backend", body=body)))
         self.assertTrue(wait_for(lambda: any(len(x["raw"]) > 65536
                                              for x in cap.sessions), 15))
-        proxy.signal(signal.SIGTERM)
-        rc = proxy.wait_exit(15)
-        self.assertIsNone(proxy.sanitizer_report(), proxy.sanitizer_report())
-        self.assertEqual(rc, 0, proxy.stderr()[-3000:])
-        recs = [d for d in proxy.decisions() if d.get("type") == "transaction"]
-        self.assertEqual(len(recs), 1, recs)
-        self.assertEqual(recs[0]["action"], "aborted", proxy.stderr()[-5000:])
+        self.stop_at_the_deadline(proxy)
         self.assertEqual(cap.messages(), [])
 
 
