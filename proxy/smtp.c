@@ -27,6 +27,7 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 #include <limits.h>
+#include <strings.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1637,4 +1638,202 @@ bool smtp_xtext_valid(const char *s)
 		}
 	}
 	return true;
+}
+
+/* ---- XCLIENT and XFORWARD attributes ---- */
+
+static const char *const xattr_names[SMTP_XA_COUNT] = {
+	[SMTP_XA_NAME] = "NAME",	 [SMTP_XA_ADDR] = "ADDR",
+	[SMTP_XA_PORT] = "PORT",	 [SMTP_XA_PROTO] = "PROTO",
+	[SMTP_XA_HELO] = "HELO",	 [SMTP_XA_LOGIN] = "LOGIN",
+	[SMTP_XA_DESTADDR] = "DESTADDR", [SMTP_XA_DESTPORT] = "DESTPORT",
+	[SMTP_XA_IDENT] = "IDENT",	 [SMTP_XA_SOURCE] = "SOURCE",
+};
+
+/* The 501 text of a bad value, one per attribute (the texts are static). */
+static const char *const xattr_bad[SMTP_XA_COUNT] = {
+	[SMTP_XA_NAME] = "Bad NAME syntax",	    [SMTP_XA_ADDR] = "Bad ADDR syntax",
+	[SMTP_XA_PORT] = "Bad PORT syntax",	    [SMTP_XA_PROTO] = "Bad PROTO syntax",
+	[SMTP_XA_HELO] = "Bad HELO syntax",	    [SMTP_XA_LOGIN] = "Bad LOGIN syntax",
+	[SMTP_XA_DESTADDR] = "Bad DESTADDR syntax", [SMTP_XA_DESTPORT] = "Bad DESTPORT syntax",
+	[SMTP_XA_IDENT] = "Bad IDENT syntax",	    [SMTP_XA_SOURCE] = "Bad SOURCE syntax",
+};
+
+/* smtp_xattr_name - the attribute's wire name */
+const char *smtp_xattr_name(enum smtp_xattr a)
+{
+	return (unsigned)a < SMTP_XA_COUNT ? xattr_names[a] : "";
+}
+
+/* xtext_decode - RFC 3461 4 xtext of s[0..len) into out (cap > len); false if not xtext */
+static bool xtext_decode(const char *s, size_t len, char *out, size_t cap)
+{
+	size_t w = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (w + 1 >= cap)
+			return false;
+		if (c == '+') {
+			unsigned char h = i + 1 < len ? (unsigned char)s[i + 1] : 0;
+			unsigned char l = i + 2 < len ? (unsigned char)s[i + 2] : 0;
+			if (!is_upper_hex(h) || !is_upper_hex(l))
+				return false;
+			c = (unsigned char)(((is_digit(h) ? h - '0' : h - 'A' + 10) << 4) |
+					    (is_digit(l) ? l - '0' : l - 'A' + 10));
+			if (c == 0)
+				return false; /* a NUL would cut the value short */
+			i += 2;
+		} else if (c < '!' || c > '~' || c == '=') {
+			return false;
+		}
+		out[w++] = (char)c;
+	}
+	out[w] = '\0';
+	return true;
+}
+
+/* xattr_printable - every byte visible ASCII (LOGIN, IDENT) */
+static bool xattr_printable(const char *v)
+{
+	for (; *v; v++)
+		if ((unsigned char)*v < '!' || (unsigned char)*v > '~')
+			return false;
+	return true;
+}
+
+/*
+ * xattr_addr - ADDR, DESTADDR: IPv4, or "IPV6:" (any case) and IPv6, as
+ * Postfix writes them; the value is rewritten in canonical form untagged
+ */
+static bool xattr_addr(char *v)
+{
+	unsigned char bin[16];
+	char text[INET6_ADDRSTRLEN];
+	int family = AF_INET;
+	const char *p = v;
+
+	if (strncasecmp(v, "IPV6:", 5) == 0) {
+		family = AF_INET6;
+		p = v + 5;
+	}
+	if (inet_pton(family, p, bin) != 1 || !inet_ntop(family, bin, text, sizeof(text)))
+		return false;
+	memcpy(v, text, strlen(text) + 1);
+	return true;
+}
+
+/* xattr_port - PORT, DESTPORT: a decimal 0..65535 */
+static bool xattr_port(const char *v)
+{
+	unsigned long n = 0;
+
+	if (*v == '\0' || strlen(v) > 5)
+		return false;
+	for (; *v; v++) {
+		if (!is_digit((unsigned char)*v))
+			return false;
+		n = n * 10 + (unsigned long)(*v - '0');
+	}
+	return n <= 65535;
+}
+
+/* xattr_proto - XCLIENT: SMTP or ESMTP; XFORWARD: a word of letters and digits */
+static bool xattr_proto(char *v, bool xforward)
+{
+	if (!xforward)
+		return strcasecmp(v, "SMTP") == 0 || strcasecmp(v, "ESMTP") == 0;
+	if (*v == '\0' || strlen(v) > 64)
+		return false;
+	for (; *v; v++)
+		if (!is_alnum((unsigned char)*v))
+			return false;
+	return true;
+}
+
+/* xattr_valid - whether a decoded value is of its attribute's kind */
+static bool xattr_valid(enum smtp_xattr a, char *v, bool xforward)
+{
+	switch (a) {
+	case SMTP_XA_NAME:
+		return smtp_helo_valid(v, strlen(v), false) && v[0] != '[';
+	case SMTP_XA_HELO:
+		return smtp_helo_valid(v, strlen(v), false);
+	case SMTP_XA_ADDR:
+	case SMTP_XA_DESTADDR:
+		return xattr_addr(v);
+	case SMTP_XA_PORT:
+	case SMTP_XA_DESTPORT:
+		return xattr_port(v);
+	case SMTP_XA_PROTO:
+		return xattr_proto(v, xforward);
+	case SMTP_XA_LOGIN:
+	case SMTP_XA_IDENT:
+		return xattr_printable(v);
+	case SMTP_XA_SOURCE:
+		return strcasecmp(v, "LOCAL") == 0 || strcasecmp(v, "REMOTE") == 0;
+	case SMTP_XA_COUNT:
+		break;
+	}
+	return false;
+}
+
+/* smtp_xattrs_parse - XCLIENT or XFORWARD attributes */
+int smtp_xattrs_parse(const char *arg, size_t len, bool xforward,
+		      struct smtp_xattrs *out, struct smtp_error *err)
+{
+	unsigned allowed = xforward ? SMTP_XFORWARD_ATTRS : SMTP_XCLIENT_ATTRS;
+	size_t i = 0;
+	bool any = false;
+
+	memset(out, 0, sizeof(*out));
+	*err = (struct smtp_error){ 501, "5.5.4",
+				    xforward ? "Syntax: XFORWARD attribute=value..."
+					     : "Syntax: XCLIENT attribute=value..." };
+	while (i < len) {
+		size_t start, eq, end;
+		enum smtp_xattr a;
+
+		while (i < len && (arg[i] == ' ' || arg[i] == '\t'))
+			i++;
+		if (i == len)
+			break;
+		start = i;
+		while (i < len && arg[i] != ' ' && arg[i] != '\t')
+			i++;
+		end = i;
+		for (eq = start; eq < end && arg[eq] != '='; eq++)
+			;
+		if (eq == end || eq == start)
+			return -1;
+		for (a = 0; a < SMTP_XA_COUNT; a++)
+			if (ascii_ieq(arg + start, eq - start, xattr_names[a]))
+				break;
+		if (a == SMTP_XA_COUNT || !(allowed & (1u << a))) {
+			err->text = xforward ? "Bad XFORWARD attribute name"
+					     : "Bad XCLIENT attribute name";
+			return -1;
+		}
+		err->text = xattr_bad[a];
+		if (!xtext_decode(arg + eq + 1, end - eq - 1, out->value[a],
+				  sizeof(out->value[a])))
+			return -1;
+		if (strcasecmp(out->value[a], "[UNAVAILABLE]") == 0)
+			out->state[a] = SMTP_XV_UNAVAILABLE;
+		else if (a == SMTP_XA_NAME && strcasecmp(out->value[a], "[TEMPUNAVAIL]") == 0)
+			out->state[a] = SMTP_XV_TEMPUNAVAIL;
+		else if (out->value[a][0] != '\0' && xattr_valid(a, out->value[a], xforward))
+			out->state[a] = SMTP_XV_VALUE;
+		else
+			return -1;
+		if (out->state[a] != SMTP_XV_VALUE)
+			out->value[a][0] = '\0';
+		any = true;
+	}
+	if (!any) {
+		err->text = xforward ? "Syntax: XFORWARD attribute=value..."
+				     : "Syntax: XCLIENT attribute=value...";
+		return -1;
+	}
+	return 0;
 }

@@ -472,6 +472,67 @@ size_t smtp_xtext_encode(const char *in, char *out, size_t cap);
 bool smtp_xtext_valid(const char *s);
 
 /*
+ * XCLIENT and XFORWARD attributes (Postfix's XCLIENT_README and
+ * XFORWARD_README): "NAME=value ..." with xtext values. Each attribute is
+ * given, [UNAVAILABLE], [TEMPUNAVAIL] (NAME only) or a value checked
+ * for its kind: NAME a host name; ADDR,
+ * DESTADDR an IPv4 address or "IPV6:" and an IPv6 address (kept
+ * without the tag); PORT, DESTPORT 0..65535; PROTO SMTP or ESMTP for
+ * XCLIENT, a protocol word for XFORWARD; HELO a HELO argument
+ * (smtp_helo_valid()); LOGIN and IDENT printable; SOURCE LOCAL or
+ * REMOTE. A later occurrence of an attribute replaces an earlier one.
+ */
+enum smtp_xattr {
+	SMTP_XA_NAME,
+	SMTP_XA_ADDR,
+	SMTP_XA_PORT,
+	SMTP_XA_PROTO,
+	SMTP_XA_HELO,
+	SMTP_XA_LOGIN,
+	SMTP_XA_DESTADDR,
+	SMTP_XA_DESTPORT,
+	SMTP_XA_IDENT,
+	SMTP_XA_SOURCE,
+	SMTP_XA_COUNT
+};
+
+/* What each verb takes (bits 1u << SMTP_XA_*), as the EHLO reply lists them. */
+#define SMTP_XCLIENT_ATTRS                                                       \
+	((1u << SMTP_XA_NAME) | (1u << SMTP_XA_ADDR) | (1u << SMTP_XA_PORT) |    \
+	 (1u << SMTP_XA_PROTO) | (1u << SMTP_XA_HELO) | (1u << SMTP_XA_LOGIN) |  \
+	 (1u << SMTP_XA_DESTADDR) | (1u << SMTP_XA_DESTPORT))
+#define SMTP_XFORWARD_ATTRS                                                      \
+	((1u << SMTP_XA_NAME) | (1u << SMTP_XA_ADDR) | (1u << SMTP_XA_PORT) |    \
+	 (1u << SMTP_XA_PROTO) | (1u << SMTP_XA_HELO) | (1u << SMTP_XA_IDENT) |  \
+	 (1u << SMTP_XA_SOURCE))
+
+/* The longest decoded value (Postfix's limit for names and HELO). */
+#define SMTP_XATTR_MAX 255
+
+enum smtp_xvalue { SMTP_XV_ABSENT, SMTP_XV_VALUE, SMTP_XV_UNAVAILABLE, SMTP_XV_TEMPUNAVAIL };
+
+struct smtp_xattrs {
+	enum smtp_xvalue state[SMTP_XA_COUNT];
+	char value[SMTP_XA_COUNT][SMTP_XATTR_MAX + 1]; /* decoded, for SMTP_XV_VALUE */
+};
+
+/* smtp_xattr_name - the attribute's name as written on the wire ("NAME") */
+const char *smtp_xattr_name(enum smtp_xattr a);
+
+/*
+ * smtp_xattrs_parse - parse the argument of XCLIENT (xforward false) or
+ * XFORWARD (true) into out (cleared first). Returns 0, or -1 with err:
+ *   501 5.5.4 Syntax: XCLIENT attribute=value... (empty, or a word without '='),
+ *   501 5.5.4 Bad XCLIENT attribute name (one the verb does not take),
+ *   501 5.5.4 Bad NAME syntax (and one text per attribute: a value that
+ *             is not xtext, decodes to more than SMTP_XATTR_MAX bytes or
+ *             is not of the attribute's kind),
+ * with XFORWARD in place of XCLIENT for XFORWARD.
+ */
+int smtp_xattrs_parse(const char *arg, size_t len, bool xforward,
+		      struct smtp_xattrs *out, struct smtp_error *err);
+
+/*
  * smtp_domain_valid - whether s is a syntactically valid domain for
  * HELO/EHLO: sub-domains of letters, digits and hyphens (UTF-8 allowed
  * when utf8), or an address literal "[...]". Trailing dot tolerated.

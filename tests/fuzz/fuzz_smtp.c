@@ -628,6 +628,54 @@ static char *exact_copy(const uint8_t *data, size_t size)
 	return p;
 }
 
+/*
+ * check_xattrs - XCLIENT/XFORWARD attributes: the answer is 0 with every
+ * value of its kind, or a 501 5.5.4; what one verb takes, re-encoded as
+ * xtext, parses again to the same values (the encoder and the parser agree)
+ */
+static void check_xattrs(const char *in, size_t len, bool xforward)
+{
+	struct smtp_xattrs x, y;
+	struct smtp_error err;
+	char *line, *p;
+	size_t cap;
+
+	if (smtp_xattrs_parse(in, len, xforward, &x, &err) < 0) {
+		must(err.code == 501 && strcmp(err.enh, "5.5.4") == 0 && err.text);
+		return;
+	}
+	cap = SMTP_XA_COUNT * (20 + 3 * SMTP_XATTR_MAX) + 1;
+	line = xmalloc(cap);
+	p = line;
+	*p = '\0';
+	for (int a = 0; a < SMTP_XA_COUNT; a++) {
+		must(strlen(x.value[a]) <= SMTP_XATTR_MAX);
+		if (x.state[a] == SMTP_XV_ABSENT)
+			continue;
+		must(((xforward ? SMTP_XFORWARD_ATTRS : SMTP_XCLIENT_ATTRS) & (1u << a)) != 0);
+		if (x.state[a] != SMTP_XV_VALUE) {
+			must(x.value[a][0] == '\0');
+			p += sprintf(p, " %s=%s", smtp_xattr_name(a),
+				     x.state[a] == SMTP_XV_TEMPUNAVAIL ? "[TEMPUNAVAIL]"
+								       : "[UNAVAILABLE]");
+			continue;
+		}
+		must(x.value[a][0] != '\0');
+		/* addresses come back untagged: IPv6 takes its tag again */
+		p += sprintf(p, " %s=%s", smtp_xattr_name(a),
+			     (a == SMTP_XA_ADDR || a == SMTP_XA_DESTADDR) &&
+					     strchr(x.value[a], ':') ? "IPV6:" : "");
+		p += smtp_xtext_encode(x.value[a], p, (size_t)(line + cap - p));
+	}
+	must(smtp_xattrs_parse(line, strlen(line), xforward, &y, &err) == 0);
+	for (int a = 0; a < SMTP_XA_COUNT; a++) {
+		must(y.state[a] == x.state[a]);
+		/* IPv6 addresses were canonical already; case of PROTO kept */
+		must(strcmp(y.value[a], x.value[a]) == 0);
+	}
+	free(line);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	char *in, *str, *x;
@@ -658,6 +706,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	free(x);
 
 	check_xtext(str);
+	check_xattrs(in, size, false);
+	check_xattrs(in, size, true);
 	(void)smtp_enh_valid(str, size > 0 ? 200 + data[0] % 400 : 0);
 	(void)smtp_domain_valid(in, size, false);
 	(void)smtp_domain_valid(in, size, true);

@@ -2266,6 +2266,185 @@ static void test_domain_address_literals(void)
 	CHECK(!domain("[IPv6:1.2.3.4]", false));
 }
 
+/* ---- XCLIENT and XFORWARD attributes ---- */
+
+/* xattrs - parse a C string as XCLIENT (xforward false) or XFORWARD */
+static int xattrs(const char *arg, bool xforward, struct smtp_xattrs *x,
+		  struct smtp_error *e)
+{
+	return smtp_xattrs_parse(arg, strlen(arg), xforward, x, e);
+}
+
+/* xattr_error - the 501 text arg gets, or "ok" */
+static const char *xattr_error(const char *arg, bool xforward)
+{
+	static struct smtp_xattrs x;
+	struct smtp_error e = { 0, NULL, NULL };
+
+	if (xattrs(arg, xforward, &x, &e) == 0)
+		return "ok";
+	CHECK_INT_EQ(e.code, 501);
+	CHECK_STR_EQ(e.enh, "5.5.4");
+	return e.text;
+}
+
+static void test_xclient_every_attribute_is_parsed(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("NAME=mail.example.org ADDR=192.0.2.7 PORT=4711 PROTO=ESMTP "
+			    "HELO=[192.0.2.7] LOGIN=alice DESTADDR=IPV6:2001:DB8::0:1 DESTPORT=25",
+			    false, &x, &e), 0);
+	CHECK_STR_EQ(x.value[SMTP_XA_NAME], "mail.example.org");
+	CHECK_STR_EQ(x.value[SMTP_XA_ADDR], "192.0.2.7");
+	CHECK_STR_EQ(x.value[SMTP_XA_PORT], "4711");
+	CHECK_STR_EQ(x.value[SMTP_XA_PROTO], "ESMTP");
+	CHECK_STR_EQ(x.value[SMTP_XA_HELO], "[192.0.2.7]");
+	CHECK_STR_EQ(x.value[SMTP_XA_LOGIN], "alice");
+	/* the IPv6 address comes back canonical and without its tag */
+	CHECK_STR_EQ(x.value[SMTP_XA_DESTADDR], "2001:db8::1");
+	CHECK_STR_EQ(x.value[SMTP_XA_DESTPORT], "25");
+	for (int a = 0; a < SMTP_XA_COUNT; a++)
+		CHECK_INT_EQ(x.state[a], (SMTP_XCLIENT_ATTRS & (1u << a)) ? SMTP_XV_VALUE
+									   : SMTP_XV_ABSENT);
+}
+
+static void test_xclient_names_and_tags_in_any_case(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("addr=ipv6:::1 proto=smtp", false, &x, &e), 0);
+	CHECK_STR_EQ(x.value[SMTP_XA_ADDR], "::1");
+	CHECK_INT_EQ(x.state[SMTP_XA_PROTO], SMTP_XV_VALUE);
+}
+
+static void test_xclient_unavailable_and_tempunavail(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("NAME=[TEMPUNAVAIL] ADDR=[UNAVAILABLE] HELO=[unavailable]",
+			    false, &x, &e), 0);
+	CHECK_INT_EQ(x.state[SMTP_XA_NAME], SMTP_XV_TEMPUNAVAIL);
+	CHECK_INT_EQ(x.state[SMTP_XA_ADDR], SMTP_XV_UNAVAILABLE);
+	CHECK_INT_EQ(x.state[SMTP_XA_HELO], SMTP_XV_UNAVAILABLE);
+	CHECK_STR_EQ(x.value[SMTP_XA_NAME], "");
+	/* only a name lookup can fail for a while */
+	CHECK_STR_EQ(xattr_error("HELO=[TEMPUNAVAIL]", false), "Bad HELO syntax");
+}
+
+static void test_xclient_xtext_is_decoded(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("LOGIN=a+2Bb+3Dc HELO=x+2Eexample", false, &x, &e), 0);
+	CHECK_STR_EQ(x.value[SMTP_XA_LOGIN], "a+b=c");
+	CHECK_STR_EQ(x.value[SMTP_XA_HELO], "x.example");
+}
+
+static void test_xclient_bad_xtext_is_refused(void)
+{
+	CHECK_STR_EQ(xattr_error("LOGIN=a+2", false), "Bad LOGIN syntax");
+	CHECK_STR_EQ(xattr_error("LOGIN=a+2b", false), "Bad LOGIN syntax");
+	CHECK_STR_EQ(xattr_error("LOGIN=a+00b", false), "Bad LOGIN syntax");
+	CHECK_STR_EQ(xattr_error("LOGIN=a=b", false), "Bad LOGIN syntax");
+	CHECK_STR_EQ(xattr_error("LOGIN=\xc3\xa9", false), "Bad LOGIN syntax");
+	/* decoded, a space is not a login */
+	CHECK_STR_EQ(xattr_error("LOGIN=a+20b", false), "Bad LOGIN syntax");
+}
+
+static void test_xclient_values_are_checked_for_their_kind(void)
+{
+	CHECK_STR_EQ(xattr_error("ADDR=192.0.2", false), "Bad ADDR syntax");
+	CHECK_STR_EQ(xattr_error("ADDR=2001:db8::1", false), "Bad ADDR syntax");
+	CHECK_STR_EQ(xattr_error("ADDR=IPV6:192.0.2.1", false), "Bad ADDR syntax");
+	CHECK_STR_EQ(xattr_error("DESTADDR=host", false), "Bad DESTADDR syntax");
+	CHECK_STR_EQ(xattr_error("PORT=65536", false), "Bad PORT syntax");
+	CHECK_STR_EQ(xattr_error("PORT=-1", false), "Bad PORT syntax");
+	CHECK_STR_EQ(xattr_error("PORT=000025", false), "Bad PORT syntax");
+	CHECK_STR_EQ(xattr_error("DESTPORT=2x", false), "Bad DESTPORT syntax");
+	CHECK_STR_EQ(xattr_error("PROTO=QMQP", false), "Bad PROTO syntax");
+	CHECK_STR_EQ(xattr_error("HELO=bad..name", false), "Bad HELO syntax");
+	CHECK_STR_EQ(xattr_error("NAME=[192.0.2.1]", false), "Bad NAME syntax");
+	CHECK_STR_EQ(xattr_error("NAME=", false), "Bad NAME syntax");
+	CHECK_STR_EQ(xattr_error("PORT=0", false), "ok");
+	CHECK_STR_EQ(xattr_error("PORT=65535", false), "ok");
+}
+
+static void test_xclient_value_over_255_bytes_is_refused(void)
+{
+	char arg[600];
+
+	strcpy(arg, "LOGIN=");
+	memset(arg + 6, 'a', 255);
+	arg[6 + 255] = 0;
+	CHECK_STR_EQ(xattr_error(arg, false), "ok");
+	strcat(arg, "a");
+	CHECK_STR_EQ(xattr_error(arg, false), "Bad LOGIN syntax");
+	/* its xtext may be longer: what counts is what it decodes to */
+	strcpy(arg, "LOGIN=");
+	for (int i = 0; i < 85; i++)
+		strcat(arg, "+41");
+	CHECK_STR_EQ(xattr_error(arg, false), "ok");
+}
+
+static void test_xclient_syntax_errors(void)
+{
+	CHECK_STR_EQ(xattr_error("", false), "Syntax: XCLIENT attribute=value...");
+	CHECK_STR_EQ(xattr_error("   ", false), "Syntax: XCLIENT attribute=value...");
+	CHECK_STR_EQ(xattr_error("NAME", false), "Syntax: XCLIENT attribute=value...");
+	CHECK_STR_EQ(xattr_error("=x", false), "Syntax: XCLIENT attribute=value...");
+	CHECK_STR_EQ(xattr_error("", true), "Syntax: XFORWARD attribute=value...");
+}
+
+static void test_xclient_and_xforward_take_their_own_attributes(void)
+{
+	CHECK_STR_EQ(xattr_error("IDENT=abc", false), "Bad XCLIENT attribute name");
+	CHECK_STR_EQ(xattr_error("SOURCE=LOCAL", false), "Bad XCLIENT attribute name");
+	CHECK_STR_EQ(xattr_error("FOO=bar", false), "Bad XCLIENT attribute name");
+	CHECK_STR_EQ(xattr_error("LOGIN=a", true), "Bad XFORWARD attribute name");
+	CHECK_STR_EQ(xattr_error("DESTADDR=192.0.2.1", true), "Bad XFORWARD attribute name");
+	CHECK_STR_EQ(xattr_error("NAMES=x", true), "Bad XFORWARD attribute name");
+}
+
+static void test_xforward_attributes(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("NAME=spike.porcupine.org ADDR=168.100.189.2 PORT=1234 "
+			    "PROTO=QMQP HELO=spike IDENT=4Lx2 SOURCE=REMOTE",
+			    true, &x, &e), 0);
+	CHECK_STR_EQ(x.value[SMTP_XA_PROTO], "QMQP");
+	CHECK_STR_EQ(x.value[SMTP_XA_IDENT], "4Lx2");
+	CHECK_STR_EQ(x.value[SMTP_XA_SOURCE], "REMOTE");
+	CHECK_STR_EQ(xattr_error("SOURCE=ELSEWHERE", true), "Bad SOURCE syntax");
+	CHECK_STR_EQ(xattr_error("PROTO=E-SMTP", true), "Bad PROTO syntax");
+	CHECK_STR_EQ(xattr_error("IDENT=[UNAVAILABLE]", true), "ok");
+}
+
+static void test_xattrs_later_attribute_wins_and_earlier_are_kept(void)
+{
+	struct smtp_xattrs x;
+	struct smtp_error e;
+
+	CHECK_INT_EQ(xattrs("ADDR=192.0.2.1 NAME=a.example ADDR=192.0.2.2", true, &x, &e), 0);
+	CHECK_STR_EQ(x.value[SMTP_XA_ADDR], "192.0.2.2");
+	CHECK_STR_EQ(x.value[SMTP_XA_NAME], "a.example");
+	CHECK_INT_EQ(xattrs("ADDR=192.0.2.1 ADDR=[UNAVAILABLE]", true, &x, &e), 0);
+	CHECK_INT_EQ(x.state[SMTP_XA_ADDR], SMTP_XV_UNAVAILABLE);
+	CHECK_STR_EQ(x.value[SMTP_XA_ADDR], "");
+}
+
+static void test_xattr_names(void)
+{
+	CHECK_STR_EQ(smtp_xattr_name(SMTP_XA_DESTPORT), "DESTPORT");
+	CHECK_STR_EQ(smtp_xattr_name(SMTP_XA_COUNT), "");
+}
+
 int main(void)
 {
 	RUN(test_line_crlf_ends_line);
@@ -2442,6 +2621,19 @@ int main(void)
 	RUN(test_helo_takes_underscores_and_literals);
 	RUN(test_helo_refuses_bad_names);
 	RUN(test_domain_address_literals);
+
+	RUN(test_xclient_every_attribute_is_parsed);
+	RUN(test_xclient_names_and_tags_in_any_case);
+	RUN(test_xclient_unavailable_and_tempunavail);
+	RUN(test_xclient_xtext_is_decoded);
+	RUN(test_xclient_bad_xtext_is_refused);
+	RUN(test_xclient_values_are_checked_for_their_kind);
+	RUN(test_xclient_value_over_255_bytes_is_refused);
+	RUN(test_xclient_syntax_errors);
+	RUN(test_xclient_and_xforward_take_their_own_attributes);
+	RUN(test_xforward_attributes);
+	RUN(test_xattrs_later_attribute_wins_and_earlier_are_kept);
+	RUN(test_xattr_names);
 
 	return unit_summary();
 }
