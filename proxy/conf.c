@@ -63,6 +63,7 @@ struct conf_param {
 };
 
 static const char *const bare_names[] = { "reject", "normalize", NULL };
+static const char *const yesno_names[] = { "no", "yes", NULL };
 static const char *const identity_names[] = { "auto", "xclient", "xforward",
 					       "header", NULL };
 /* Index 1 is syslog: the field reads as "use syslog". */
@@ -92,6 +93,7 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "recipient_overshoot_limit", CONF_UINT, F(recipient_overshoot_limit), 0, "1000", false, 0, 1000000, NULL },
 	{ "portcullis", "max_errors", CONF_UINT, F(max_errors), 0, "20", false, 1, 10000, NULL },
 	{ "portcullis", "max_line_length", CONF_UINT, F(max_line_length), 0, "2048", false, 512, 65536, NULL },
+	{ "portcullis", "client_name_lookup", CONF_ENUM, F(client_name_lookup), 0, "yes", false, 0, 0, yesno_names },
 	{ "portcullis", "bare_newline", CONF_ENUM, F(bare_newline), 0, "reject", false, 0, 0, bare_names },
 	{ "portcullis", "timeout_command", CONF_SECONDS, F(timeout_command), 0, "300", false, 1, 86400, NULL },
 	{ "portcullis", "timeout_data", CONF_SECONDS, F(timeout_data), 0, "180", false, 1, 86400, NULL },
@@ -144,6 +146,7 @@ static const struct conf_param conf_listener_params[] = {
 	{ "listener", "proxy_protocol", CONF_ENUM, L(proxy_protocol), 0, "off", false, 0, 0, proxy_names },
 	{ "listener", "proxy_from", CONF_NETWORKS, L(proxy_from), L(nproxy_from), "", false, 0, 0, NULL },
 	{ "listener", "proxy_timeout", CONF_MILLIS, L(proxy_timeout_ms), 0, "3", false, 1, 300000, NULL },
+	{ "listener", "trusted_xclient", CONF_NETWORKS, L(trusted_xclient), L(ntrusted_xclient), "", false, 0, 0, NULL },
 };
 
 #define NLPARAMS (sizeof(conf_listener_params) / sizeof(conf_listener_params[0]))
@@ -869,6 +872,7 @@ void conf_free(struct conf *conf)
 	for (size_t i = 0; i < conf->nlisteners; i++) {
 		free(conf->listeners[i].name);
 		free(conf->listeners[i].proxy_from);
+		free(conf->listeners[i].trusted_xclient);
 	}
 	for (size_t i = 0; i < conf->nchain; i++)
 		conf_free_filter(&conf->chain[i]);

@@ -73,6 +73,8 @@ struct conf_listener {
 	struct conf_net *proxy_from;	/* who may send the header */
 	size_t nproxy_from;
 	unsigned proxy_timeout_ms;	/* the header must be whole within it */
+	struct conf_net *trusted_xclient; /* who may send XCLIENT and XFORWARD */
+	size_t ntrusted_xclient;
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
@@ -120,6 +122,7 @@ struct conf {
 	unsigned max_commands;	   /* command lines per session */
 	unsigned junk_command_limit; /* NOOP, RSET, VRFY, ETRN, HELP between delivered messages */
 	unsigned drain_timeout;
+	int client_name_lookup; /* 1: the client's name by PTR, forward-confirmed */
 	unsigned max_sessions;
 	int max_sessions_line; /* where it was set, 0 for the default (messages) */
 	char *pid_file;

@@ -28,6 +28,10 @@
  * reply and reports ECONNREFUSED, as for a server that is down); the
  * caller reads the rcode. Such replies are never cached or retried.
  *
+ * dns_client_name() is the forward-confirmed reverse lookup of a client's
+ * address, made of such queries (the session runs it on a thread of its
+ * own pool and never waits for it longer than the queries may take).
+ *
  * The cache (dnscache.c) is shared by the threads behind one mutex, never
  * held while a query is on the wire: two threads that miss the same name
  * together both ask. The settings live under the same mutex; each change
@@ -47,6 +51,8 @@
 #include <unistd.h>
 
 #include <ares.h>
+#include <arpa/inet.h>
+#include <netdb.h>
 #include <arpa/nameser.h>
 
 #include <portcullis/filter.h>
@@ -501,4 +507,150 @@ void dns_shutdown(void)
 	dns_settings.servers = NULL;
 	dns_settings.generation++;
 	pthread_mutex_unlock(&dns_lock);
+}
+
+/* dns_reverse_name - the in-addr.arpa or ip6.arpa name of addr; false if not numeric */
+static bool dns_reverse_name(const char *addr, int *family, unsigned char *bin,
+			     char *out, size_t cap)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t w = 0;
+
+	if (inet_pton(AF_INET, addr, bin) == 1) {
+		*family = AF_INET;
+		snprintf(out, cap, "%u.%u.%u.%u.in-addr.arpa", bin[3], bin[2], bin[1], bin[0]);
+		return true;
+	}
+	if (inet_pton(AF_INET6, addr, bin) != 1 || cap < 64 + sizeof("ip6.arpa"))
+		return false;
+	*family = AF_INET6;
+	for (int i = 15; i >= 0; i--) {
+		out[w++] = hex[bin[i] & 15];
+		out[w++] = '.';
+		out[w++] = hex[bin[i] >> 4];
+		out[w++] = '.';
+	}
+	memcpy(out + w, "ip6.arpa", sizeof("ip6.arpa"));
+	return true;
+}
+
+/* dns_rcode - the RCODE of a reply (RFC 1035 4.1.1), or -1 if it is too short */
+static int dns_rcode(const unsigned char *reply, int len)
+{
+	return len >= 12 ? reply[3] & 0x0f : -1;
+}
+
+/*
+ * dns_hostname_ok - whether a PTR target may be a client's name: letters,
+ * digits, hyphens and dots, labels of 1 to 63, at most 253 in all (a
+ * name that is not one would go to headers and XCLIENT: Postfix too
+ * takes such a client as unknown)
+ */
+static bool dns_hostname_ok(const char *s)
+{
+	size_t label = 0, len = strlen(s);
+
+	if (len == 0 || len > 253)
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '.') {
+			if (label == 0)
+				return false;
+			label = 0;
+		} else if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			   (c >= '0' && c <= '9') || c == '-' || c == '_') {
+			if (++label > 63)
+				return false;
+		} else {
+			return false;
+		}
+	}
+	return true;
+}
+
+/*
+ * dns_confirms - whether name's A (AF_INET) or AAAA records hold bin:
+ * 1 yes, 0 no, -1 the query failed (timeout, SERVFAIL)
+ */
+static int dns_confirms(const char *name, int family, const unsigned char *bin)
+{
+	unsigned char reply[4096];
+	int n = pc_dns_query(name, family == AF_INET ? ns_t_a : ns_t_aaaa, reply, sizeof(reply));
+	int rcode = dns_rcode(reply, n < (int)sizeof(reply) ? n : (int)sizeof(reply));
+
+	if (n < 0 || n > (int)sizeof(reply) || (rcode != ns_r_noerror && rcode != ns_r_nxdomain))
+		return -1;
+	if (rcode == ns_r_nxdomain)
+		return 0;
+	if (family == AF_INET) {
+		struct ares_addrttl a[16];
+		int na = 16;
+		if (ares_parse_a_reply(reply, n, NULL, a, &na) != ARES_SUCCESS)
+			return 0;
+		for (int i = 0; i < na; i++)
+			if (memcmp(&a[i].ipaddr, bin, 4) == 0)
+				return 1;
+	} else {
+		struct ares_addr6ttl a[16];
+		int na = 16;
+		if (ares_parse_aaaa_reply(reply, n, NULL, a, &na) != ARES_SUCCESS)
+			return 0;
+		for (int i = 0; i < na; i++)
+			if (memcmp(&a[i].ip6addr, bin, 16) == 0)
+				return 1;
+	}
+	return 0;
+}
+
+/* dns_client_name - the forward-confirmed reverse lookup of addr */
+enum dns_name_status dns_client_name(const char *addr, char *name, size_t namecap,
+				     char *ptr, size_t ptrcap)
+{
+	unsigned char reply[4096], bin[16];
+	char rev[80];
+	const char *tried[DNS_NAME_MAX_TRIED];
+	struct hostent *host = NULL;
+	int family, n, rcode, ntried = 0;
+	bool failed = false;
+	enum dns_name_status st = DNS_NAME_NONE;
+
+	name[0] = ptr[0] = '\0';
+	if (!dns_reverse_name(addr, &family, bin, rev, sizeof(rev)))
+		return DNS_NAME_NONE;
+	n = pc_dns_query(rev, ns_t_ptr, reply, sizeof(reply));
+	if (n < 0 || n > (int)sizeof(reply))
+		return DNS_NAME_TEMPFAIL; /* no reply, or one too big for us to read */
+	rcode = dns_rcode(reply, n);
+	if (rcode == ns_r_nxdomain)
+		return DNS_NAME_NONE;
+	if (rcode != ns_r_noerror)
+		return DNS_NAME_TEMPFAIL;
+	/* c-ares follows the CNAME of a classless delegation (RFC 2317). */
+	if (ares_parse_ptr_reply(reply, n, bin, family == AF_INET ? 4 : 16, family,
+				 &host) != ARES_SUCCESS || !host)
+		return DNS_NAME_NONE; /* NODATA, or nothing usable */
+	if (host->h_name && dns_hostname_ok(host->h_name))
+		tried[ntried++] = host->h_name;
+	for (char **a = host->h_aliases; a && *a && ntried < DNS_NAME_MAX_TRIED; a++)
+		if (dns_hostname_ok(*a))
+			tried[ntried++] = *a;
+	if (ntried > 0) {
+		snprintf(ptr, ptrcap, "%s", tried[0]);
+		st = DNS_NAME_UNCONFIRMED;
+	}
+	for (int i = 0; i < ntried; i++) {
+		int c = dns_confirms(tried[i], family, bin);
+		if (c == 1) {
+			snprintf(name, namecap, "%s", tried[i]);
+			snprintf(ptr, ptrcap, "%s", tried[i]);
+			st = DNS_NAME_CONFIRMED;
+			break;
+		}
+		failed |= c < 0;
+	}
+	ares_free_hostent(host);
+	if (st == DNS_NAME_UNCONFIRMED && failed)
+		st = DNS_NAME_TEMPFAIL;
+	return st;
 }

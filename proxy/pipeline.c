@@ -62,7 +62,7 @@ struct pipeline {
 struct snap {
 	unsigned refs;
 	struct pipeline_env env;
-	char *strings[8];
+	char *strings[16];
 	struct smtp_param *params;
 	char **rcpts;
 };
@@ -194,6 +194,8 @@ static struct snap *snap_new(const struct pipeline_env *env)
 	SNAP_STR(addr);
 	SNAP_STR(listener);
 	SNAP_STR(helo);
+	SNAP_STR(name);
+	SNAP_STR(login);
 	SNAP_STR(sender);
 	SNAP_STR(rcpt);
 #undef SNAP_STR
@@ -1215,7 +1217,7 @@ unsigned pc_client_port(pc_ctx *ctx)
 
 const char *pc_client_name(pc_ctx *ctx)
 {
-	return NULL; /* no verified reverse lookup (yet) */
+	return ctx_env(ctx)->name;
 }
 
 const char *pc_helo(pc_ctx *ctx)
@@ -1230,7 +1232,8 @@ bool pc_tls(pc_ctx *ctx)
 
 const char *pc_auth_user(pc_ctx *ctx)
 {
-	return NULL;
+	/* A trusted peer's XCLIENT LOGIN: the client it speaks for logged in. */
+	return ctx_env(ctx)->login;
 }
 
 const char *pc_listener(pc_ctx *ctx)

@@ -44,6 +44,8 @@ struct pipeline_env {
 	unsigned port;
 	const char *listener;
 	const char *helo;
+	const char *name;     /* the confirmed host name, or NULL */
+	const char *login;    /* XCLIENT LOGIN from a trusted peer, or NULL */
 	bool esmtp;
 	const char *sender; /* NULL before MAIL */
 	const struct smtp_param *params;

@@ -253,11 +253,22 @@ static json_t *record_client_json(const struct record_client *c)
 	json_object_set_new(client, "port", json_integer(c->port));
 	if (c->helo)
 		json_object_set_new(client, "helo", record_cstring(c->helo));
+	if (c->name)
+		json_object_set_new(client, "name", record_cstring(c->name));
+	if (c->reverse_name)
+		json_object_set_new(client, "reverse_name", record_cstring(c->reverse_name));
+	if (c->name_status)
+		json_object_set_new(client, "name_status", json_string(c->name_status));
 	if (c->via_address) {
-		/* The PROXY header named the client; this is who sent the header. */
+		/*
+		 * The PROXY header, or XCLIENT or XFORWARD (command) named the
+		 * client; this is who sent it.
+		 */
 		json_t *via = json_object();
 		json_object_set_new(via, "address", record_cstring(c->via_address));
 		json_object_set_new(via, "port", json_integer(c->via_port));
+		if (c->via_command)
+			json_object_set_new(via, "command", json_string(c->via_command));
 		json_object_set_new(client, "via", via);
 	}
 	return client;

@@ -38,6 +38,11 @@ struct record_client {
 	const char *listener; /* the listen setting it came in on (not logged) */
 	const char *via_address; /* the load balancer it came through, or NULL */
 	unsigned via_port;
+	const char *via_command; /* "XCLIENT" or "XFORWARD" when via sent it, or NULL */
+	const char *name;	  /* the confirmed host name, or NULL */
+	const char *reverse_name; /* the PTR name, confirmed or not, or NULL */
+	const char *name_status;  /* confirmed, unconfirmed, unavailable,
+				   * tempunavail; NULL: not looked up */
 };
 
 /* One recipient and the reply it got (the session's own list). */

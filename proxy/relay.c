@@ -120,6 +120,10 @@ struct relay {
 	unsigned client_port;
 	char *client_helo;
 	bool client_esmtp;
+	char *client_name;	   /* confirmed, or NULL */
+	char *client_reverse_name; /* the PTR name, or NULL */
+	bool client_name_tempfail;
+	bool identity_stale;	   /* the client changed since XCLIENT told it */
 
 	/* Message streaming. */
 	const char *prefix;
@@ -202,6 +206,8 @@ static void relay_destroy(struct relay *relay)
 	free(relay->queued);
 	free(relay->client_addr);
 	free(relay->client_helo);
+	free(relay->client_name);
+	free(relay->client_reverse_name);
 	free(relay);
 }
 
@@ -532,8 +538,14 @@ static void relay_identity(struct relay *relay, const char *verb,
 		 relay->client_addr);
 	snprintf(port, sizeof(port), "%u", relay->client_port);
 	evbuffer_add_printf(out, "%s", verb);
-	/* No reverse lookup is made here: say so rather than pass our own name. */
-	relay_attr(out, attrs, "NAME", "[UNAVAILABLE]");
+	/*
+	 * The session's forward-confirmed name; REVERSE_NAME is what PTR
+	 * said, confirmed or not (Postfix's reverse_client_name).
+	 */
+	const char *unknown = relay->client_name_tempfail ? "[TEMPUNAVAIL]" : "[UNAVAILABLE]";
+	relay_attr(out, attrs, "NAME", relay->client_name ? relay->client_name : unknown);
+	relay_attr(out, attrs, "REVERSE_NAME",
+		   relay->client_reverse_name ? relay->client_reverse_name : unknown);
 	relay_attr(out, attrs, "ADDR", addr);
 	relay_attr(out, attrs, "PORT", port);
 	relay_attr(out, attrs, "PROTO", relay->client_esmtp ? "ESMTP" : "SMTP");
@@ -541,6 +553,8 @@ static void relay_identity(struct relay *relay, const char *verb,
 		   relay->client_helo ? relay->client_helo : "[UNAVAILABLE]");
 	if (state == RELAY_XFORWARD)
 		relay_attr(out, attrs, "SOURCE", "REMOTE");
+	if (state == RELAY_XCLIENT)
+		relay->identity_stale = false;
 	relay_send(relay, state, relay->pool->conf->backend_timeout_command, "%s", "");
 }
 
@@ -552,6 +566,8 @@ static bool relay_wants(const struct relay *relay, int mode)
 	return configured == CONF_IDENTITY_AUTO || configured == mode;
 }
 
+static void relay_start(struct relay *relay);
+
 /* relay_send_mail - XFORWARD (once per transaction) or RSET, then MAIL */
 static void relay_send_mail(struct relay *relay)
 {
@@ -559,6 +575,13 @@ static void relay_send_mail(struct relay *relay)
 
 	if (relay->in_tx) {
 		relay_send(relay, RELAY_RSET, t, "RSET");
+		return;
+	}
+	if (relay->xclient_done && relay->identity_stale) {
+		/* A trusted peer's XCLIENT or XFORWARD named another client. */
+		relay->xclient_done = false;
+		relay->identity_sent = false;
+		relay_start(relay);
 		return;
 	}
 	/* Postfix forgets XFORWARD attributes at the end of each transaction. */
@@ -1042,15 +1065,40 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 			   "timed out");
 }
 
-/* relay_set_client - remember who the client is */
+/* relay_same - whether two optional strings are equal */
+static bool relay_same(const char *a, const char *b)
+{
+	return a == b || (a && b && strcmp(a, b) == 0);
+}
+
+/*
+ * relay_set_client - remember who the client is; when it is not the one
+ * an XCLIENT already told the backend (a trusted peer's XCLIENT or
+ * XFORWARD changed it), the next MAIL tells it again
+ */
 static void relay_set_client(struct relay *relay, const struct relay_client *client)
 {
+	bool same = relay_same(relay->client_addr, client->addr) &&
+		    relay->client_port == client->port &&
+		    relay_same(relay->client_helo, client->helo) &&
+		    relay->client_esmtp == client->esmtp &&
+		    relay_same(relay->client_name, client->name) &&
+		    relay_same(relay->client_reverse_name, client->reverse_name) &&
+		    relay->client_name_tempfail == client->name_tempfail;
+
+	if (!same)
+		relay->identity_stale = true; /* XCLIENT clears it */
 	free(relay->client_addr);
 	free(relay->client_helo);
+	free(relay->client_name);
+	free(relay->client_reverse_name);
 	relay->client_addr = strdup(client->addr);
 	relay->client_helo = client->helo ? strdup(client->helo) : NULL;
 	relay->client_port = client->port;
 	relay->client_esmtp = client->esmtp;
+	relay->client_name = client->name ? strdup(client->name) : NULL;
+	relay->client_reverse_name = client->reverse_name ? strdup(client->reverse_name) : NULL;
+	relay->client_name_tempfail = client->name_tempfail;
 }
 
 /*
@@ -1121,15 +1169,17 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 		smtp_reply_reset(&r);
 		return;
 	}
+	/* Before the check below: a prepared XCLIENT may be stale now. */
+	relay_set_client(relay, client);
 	if (relay->preparing) {
 		/*
 		 * The identity of the client's first HELO/EHLO is on its way;
-		 * relay_start() sends MAIL when the backend has taken it.
+		 * relay_start() sends MAIL when the backend has taken it (after
+		 * another XCLIENT if the client changed meanwhile).
 		 */
 		relay->preparing = false;
 		return;
 	}
-	relay_set_client(relay, client);
 	if (relay->state == RELAY_IDLE) {
 		relay_send_mail(relay);
 		return;

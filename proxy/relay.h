@@ -38,6 +38,9 @@ struct relay_client {
 	unsigned port;
 	const char *helo;  /* NULL before HELO/EHLO */
 	bool esmtp;
+	const char *name;	  /* the confirmed name, or NULL */
+	const char *reverse_name; /* the PTR name, or NULL */
+	bool name_tempfail;	  /* the name is unknown for now: [TEMPUNAVAIL] */
 };
 
 /*

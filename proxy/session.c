@@ -36,6 +36,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,10 +49,12 @@
 #include <jansson.h>
 
 #include "conn.h"
+#include "dns.h"
 #include "listener.h"
 #include "log.h"
 #include "message.h"
 #include "pipeline.h"
+#include "pool.h"
 #include "record.h"
 #include "relay.h"
 #include "session.h"
@@ -91,8 +94,50 @@ struct session_tx {
 	unsigned long long data_read; /* bytes read in DATA, dots and CRLFs included */
 };
 
-/* What the session waits for from the relay. */
-enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
+/* What the session waits for from the relay, the filters or the resolver. */
+enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER, WAIT_NAME };
+
+/* What is known of the client's name. */
+enum session_name {
+	NAME_NONE,	  /* not looked up (client_name_lookup = no, a trusted peer) */
+	NAME_PENDING,	  /* the lookup runs */
+	NAME_CONFIRMED,	  /* name holds it */
+	NAME_UNCONFIRMED, /* a PTR name (reverse_name) that does not lead back */
+	NAME_UNAVAILABLE, /* no PTR record, or a peer said [UNAVAILABLE] */
+	NAME_TEMPUNAVAIL, /* the resolver failed or was too slow, or a peer said so */
+};
+
+/* The client name lookups' threads: few, since most answers are cached. */
+#define SESSION_NAME_THREADS 4
+#define SESSION_NAME_QUEUE 4096
+
+/*
+ * One reverse lookup on a thread of the host's names pool. The session
+ * may stop waiting for it (its deadline, its end) before it is done:
+ * then s is NULL and done() only frees it, and cancelled tells a lookup
+ * still queued not to ask at all.
+ */
+struct session_lookup {
+	struct session *s;  /* loop thread only */
+	atomic_bool cancelled;
+	char addr[INET6_ADDRSTRLEN];
+	enum dns_name_status status;
+	char name[256], ptr[256];
+};
+
+/*
+ * The client of the connection, kept aside while an XFORWARD names the
+ * transaction's client (session_xforward_apply(), session_xforward_end())
+ */
+struct session_saved {
+	char addr[INET6_ADDRSTRLEN];
+	unsigned port;
+	char *helo, *name, *reverse_name, *proto;
+	enum session_name name_status;
+	char via_addr[INET6_ADDRSTRLEN];
+	unsigned via_port;
+	const char *via_command;
+};
 
 /* What the client timer runs for now: its expiry names the limit passed. */
 enum session_limit { LIMIT_IDLE, LIMIT_COMMAND_DEADLINE, LIMIT_DATA_RATE };
@@ -131,10 +176,26 @@ struct session {
 	char *line_pending;  /* MAIL or RCPT line waiting for the filters */
 	char *helo_pending;  /* HELO argument waiting for the filters */
 	bool ehlo_pending;
+	/* Who the client is beyond its address (session_name_*, cmd_xclient, cmd_xforward). */
+	char peer_addr[INET6_ADDRSTRLEN]; /* as accepted: what closed() reports */
+	unsigned peer_port;
+	char *name;	    /* the confirmed name, or NULL */
+	char *reverse_name; /* the PTR name, or NULL */
+	enum session_name name_status;
+	char *login;	    /* a trusted peer's XCLIENT LOGIN */
+	char *proto;	    /* a trusted peer's PROTO, or NULL: what the client spoke */
+	const char *via_command; /* "XCLIENT", "XFORWARD": what via_addr sent */
+	struct session_lookup *lookup; /* under way, or NULL */
+	struct event *name_timer;      /* how long the session waits for it */
+	bool connect_pending;	       /* the connect filters wait for the name */
+	struct smtp_xattrs *xforward;  /* for the next transaction, or NULL */
+	struct session_saved *saved;   /* the connection's client during that one */
 };
 
 static void session_process(struct session *s);
 static void session_tx_done(struct session *s);
+static void session_xforward_end(struct session *s);
+static void session_connect(struct session *s);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
 
@@ -191,6 +252,8 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->port = s->port;
 	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
+	env->name = s->name_status == NAME_CONFIRMED ? s->name : NULL;
+	env->login = s->login;
 	env->esmtp = s->offer.esmtp;
 	if (!tx)
 		return;
@@ -274,6 +337,26 @@ static void session_tx_free(struct session *s)
 	free(tx->prefix);
 	free(tx);
 	s->tx = NULL;
+	session_xforward_end(s);
+}
+
+/* session_name_status - the record's name_status, NULL when not looked up */
+static const char *session_name_status(enum session_name st)
+{
+	switch (st) {
+	case NAME_NONE:
+		return NULL;
+	case NAME_CONFIRMED:
+		return "confirmed";
+	case NAME_UNCONFIRMED:
+		return "unconfirmed";
+	case NAME_UNAVAILABLE:
+		return "unavailable";
+	case NAME_PENDING: /* the session ended before the answer */
+	case NAME_TEMPUNAVAIL:
+		return "tempunavail";
+	}
+	return NULL;
 }
 
 /* session_record_client - who the client is, for a decision record */
@@ -281,7 +364,173 @@ static struct record_client session_record_client(const struct session *s)
 {
 	return (struct record_client){ s->addr, s->port, s->helo,
 				       s->listener ? s->listener->text : NULL,
-				       s->via_addr[0] ? s->via_addr : NULL, s->via_port };
+				       s->via_addr[0] ? s->via_addr : NULL, s->via_port,
+				       s->via_addr[0] ? s->via_command : NULL,
+				       s->name_status == NAME_CONFIRMED ? s->name : NULL,
+				       s->reverse_name, session_name_status(s->name_status) };
+}
+
+/*
+ * session_trusted - whether the client may send XCLIENT and XFORWARD:
+ * its address is in the listener's trusted_xclient. The address is the
+ * session's client: on a PROXY listener the one the header named (not
+ * the balancer, which would trust everyone behind it), and after an
+ * XCLIENT the client it named, as Postfix checks again.
+ */
+static bool session_trusted(const struct session *s)
+{
+	const struct conf_listener *set = s->listener ? s->listener->settings : NULL;
+	unsigned char bin[16];
+
+	if (!set || set->ntrusted_xclient == 0)
+		return false;
+	if (inet_pton(AF_INET, s->addr, bin) == 1)
+		return conf_net_match(set->trusted_xclient, set->ntrusted_xclient, AF_INET, bin);
+	return inet_pton(AF_INET6, s->addr, bin) == 1 &&
+	       conf_net_match(set->trusted_xclient, set->ntrusted_xclient, AF_INET6, bin);
+}
+
+/* session_name_set - what is known of the client's name (name and reverse copied) */
+static void session_name_set(struct session *s, enum session_name st,
+			     const char *name, const char *reverse)
+{
+	free(s->name);
+	free(s->reverse_name);
+	s->name = name && *name ? strdup(name) : NULL;
+	s->reverse_name = reverse && *reverse ? strdup(reverse) : NULL;
+	s->name_status = st;
+	if (st == NAME_CONFIRMED && !s->name)
+		s->name_status = NAME_TEMPUNAVAIL; /* out of memory */
+}
+
+/*
+ * session_name_given - NAME from a trusted peer. Without one, a new ADDR
+ * leaves the name unknown: no lookup is made for an address a peer gave
+ * (it had the client, and the chance to look it up).
+ */
+static void session_name_given(struct session *s, const struct smtp_xattrs *x)
+{
+	switch (x->state[SMTP_XA_NAME]) {
+	case SMTP_XV_VALUE:
+		session_name_set(s, NAME_CONFIRMED, x->value[SMTP_XA_NAME],
+				 x->value[SMTP_XA_NAME]);
+		break;
+	case SMTP_XV_UNAVAILABLE:
+		session_name_set(s, NAME_UNAVAILABLE, NULL, NULL);
+		break;
+	case SMTP_XV_TEMPUNAVAIL:
+		session_name_set(s, NAME_TEMPUNAVAIL, NULL, NULL);
+		break;
+	case SMTP_XV_ABSENT:
+		if (x->state[SMTP_XA_ADDR] != SMTP_XV_ABSENT)
+			session_name_set(s, NAME_UNAVAILABLE, NULL, NULL);
+		break;
+	}
+}
+
+/* session_xattr_dup - a given attribute's value (NULL for [UNAVAILABLE]), or a copy of old */
+static char *session_xattr_dup(const struct smtp_xattrs *x, enum smtp_xattr a,
+			       const char *old)
+{
+	if (x->state[a] == SMTP_XV_ABSENT)
+		return old ? strdup(old) : NULL;
+	return x->state[a] == SMTP_XV_VALUE ? strdup(x->value[a]) : NULL;
+}
+
+/* session_xattr_addr - ADDR and PORT a peer gave, into the session's client */
+static void session_xattr_addr(struct session *s, const struct smtp_xattrs *x)
+{
+	/* [UNAVAILABLE] keeps the address: filters and records need a numeric one. */
+	if (x->state[SMTP_XA_ADDR] == SMTP_XV_VALUE)
+		/* canonical numeric form (smtp_xattrs_parse()): it fits */
+		snprintf(s->addr, sizeof(s->addr), "%.*s", (int)sizeof(s->addr) - 1,
+			 x->value[SMTP_XA_ADDR]);
+	if (x->state[SMTP_XA_PORT] == SMTP_XV_VALUE)
+		s->port = (unsigned)strtoul(x->value[SMTP_XA_PORT], NULL, 10);
+	else if (x->state[SMTP_XA_PORT] == SMTP_XV_UNAVAILABLE)
+		s->port = 0;
+}
+
+/* session_lookup_detach - stop waiting for the name lookup (it frees itself) */
+static void session_lookup_detach(struct session *s)
+{
+	if (!s->lookup)
+		return;
+	atomic_store(&s->lookup->cancelled, true);
+	s->lookup->s = NULL;
+	s->lookup = NULL;
+	evtimer_del(s->name_timer);
+}
+
+/*
+ * session_xforward_apply - the transaction just begun is that of the
+ * client the XFORWARD attributes name (Postfix's smtpd_proxy_filter
+ * sends them before each MAIL): the connection's client is kept aside
+ * until the transaction ends, and the peer becomes the record's via
+ */
+static void session_xforward_apply(struct session *s)
+{
+	struct smtp_xattrs *x = s->xforward;
+	struct session_saved *sv;
+
+	if (!x)
+		return;
+	s->xforward = NULL;
+	sv = calloc(1, sizeof(*sv));
+	if (!sv) {
+		log_error("session %s: out of memory: XFORWARD attributes ignored", s->id);
+		free(x);
+		return;
+	}
+	memcpy(sv->addr, s->addr, sizeof(sv->addr));
+	sv->port = s->port;
+	sv->helo = s->helo;
+	sv->name = s->name;
+	sv->reverse_name = s->reverse_name;
+	sv->proto = s->proto;
+	sv->name_status = s->name_status;
+	memcpy(sv->via_addr, s->via_addr, sizeof(sv->via_addr));
+	sv->via_port = s->via_port;
+	sv->via_command = s->via_command;
+	s->saved = sv;
+
+	s->helo = session_xattr_dup(x, SMTP_XA_HELO, sv->helo);
+	s->proto = session_xattr_dup(x, SMTP_XA_PROTO, sv->proto);
+	s->name = sv->name ? strdup(sv->name) : NULL;
+	s->reverse_name = sv->reverse_name ? strdup(sv->reverse_name) : NULL;
+	session_xattr_addr(s, x);
+	session_name_given(s, x);
+	memcpy(s->via_addr, sv->addr, sizeof(s->via_addr));
+	s->via_port = sv->port;
+	s->via_command = "XFORWARD";
+	log_debug("session %s: transaction %u for [%s]:%u (XFORWARD from [%s]:%u)", s->id,
+		  s->tx ? s->tx->number : 0, s->addr, s->port, sv->addr, sv->port);
+	free(x);
+}
+
+/* session_xforward_end - the transaction ended: the connection's client again */
+static void session_xforward_end(struct session *s)
+{
+	struct session_saved *sv = s->saved;
+
+	if (!sv)
+		return;
+	s->saved = NULL;
+	free(s->helo);
+	free(s->name);
+	free(s->reverse_name);
+	free(s->proto);
+	memcpy(s->addr, sv->addr, sizeof(s->addr));
+	s->port = sv->port;
+	s->helo = sv->helo;
+	s->name = sv->name;
+	s->reverse_name = sv->reverse_name;
+	s->proto = sv->proto;
+	s->name_status = sv->name_status;
+	memcpy(s->via_addr, sv->via_addr, sizeof(s->via_addr));
+	s->via_port = sv->via_port;
+	s->via_command = sv->via_command;
+	free(sv);
 }
 
 /*
@@ -348,15 +597,24 @@ static void session_free(struct session *s, const char *action,
 	relay_free(s->relay);
 	conn_free(s->conn);
 	event_free(s->timer);
+	session_lookup_detach(s);
+	event_free(s->name_timer);
+	session_xforward_end(s);
 	session_unlink(s);
 	free(s->helo);
 	free(s->rcpt_pending);
 	free(s->line_pending);
 	free(s->helo_pending);
+	free(s->name);
+	free(s->reverse_name);
+	free(s->login);
+	free(s->proto);
+	free(s->xforward);
 	struct session_host *h = s->h;
-	char addr[sizeof(s->addr)];
-	unsigned port = s->port;
-	memcpy(addr, s->addr, sizeof(addr));
+	/* The address the connection was counted under, whatever XCLIENT said. */
+	char addr[sizeof(s->peer_addr)];
+	unsigned port = s->peer_port;
+	memcpy(addr, s->peer_addr, sizeof(addr));
 	free(s);
 	h->closed(h->arg, addr, port);
 }
@@ -635,10 +893,20 @@ static void session_reset(struct session *s, const char *why)
 	session_tx_free(s);
 }
 
+/* session_esmtp - whether the client speaks ESMTP (a trusted peer's PROTO first) */
+static bool session_esmtp(const struct session *s)
+{
+	return s->proto ? strcasecmp(s->proto, "SMTP") != 0 : s->offer.esmtp;
+}
+
 /* session_relay_client - who the client is, as the relay tells the backend */
 static struct relay_client session_relay_client(const struct session *s)
 {
-	return (struct relay_client){ s->addr, s->port, s->helo, s->offer.esmtp };
+	return (struct relay_client){ s->addr, s->port, s->helo, session_esmtp(s),
+				      s->name_status == NAME_CONFIRMED ? s->name : NULL,
+				      s->reverse_name,
+				      s->name_status == NAME_TEMPUNAVAIL ||
+					      s->name_status == NAME_PENDING };
 }
 
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
@@ -648,7 +916,7 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	const struct smtp_caps *caps = backend_caps(s->h->backends);
 	bool known = caps != NULL;
 	struct evbuffer *out = conn_output(s->conn);
-	const char *lines[8];
+	const char *lines[12];
 	char size_line[40];
 	size_t n = 0;
 
@@ -695,6 +963,11 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 		lines[n++] = "SMTPUTF8";
 	if (s->offer.dsn)
 		lines[n++] = "DSN";
+	if (session_trusted(s)) {
+		/* What smtp_xattrs_parse() takes: SMTP_XCLIENT_ATTRS, SMTP_XFORWARD_ATTRS. */
+		lines[n++] = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
+		lines[n++] = "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE";
+	}
 	lines[n++] = "ENHANCEDSTATUSCODES";
 	evbuffer_add_printf(out, "250-%s\r\n", s->h->conf->hostname);
 	for (size_t i = 0; i < n; i++)
@@ -861,6 +1134,7 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	}
 	s->tx->number = s->ntransactions + 1;
 	s->tx->smtputf8 = smtputf8;
+	session_xforward_apply(s);
 	for (size_t i = 0; i < path.nparams; i++) {
 		/* Kept for the filters (pc_mail_param()). */
 		struct smtp_param *tp = &s->tx->params[s->tx->nparams++];
@@ -1093,6 +1367,112 @@ static void cmd_unknown(struct session *s, const struct smtp_command *cmd)
 }
 
 /*
+ * session_xattrs - the attributes of XCLIENT or XFORWARD (xforward), or
+ * NULL after the refusal: in Postfix's order, an empty command's syntax
+ * (501 5.5.4), a peer outside trusted_xclient (550 5.7.0, what Postfix
+ * answers a host not in smtpd_authorized_xclient_hosts), then the
+ * attributes (501 5.5.4)
+ */
+static struct smtp_xattrs *session_xattrs(struct session *s, const struct smtp_command *cmd,
+					  bool xforward)
+{
+	struct smtp_xattrs *x = malloc(sizeof(*x));
+	struct smtp_error err;
+
+	if (!x) {
+		session_error(s, REPLY_OOM);
+		return NULL;
+	}
+	if (cmd->arg_len > 0 && !session_trusted(s)) {
+		log_info("session %s: %s refused from [%s]:%u: not in trusted_xclient", s->id,
+			 xforward ? "XFORWARD" : "XCLIENT", s->addr, s->port);
+		session_error(s, 550, "5.7.0", "Error: insufficient authorization");
+		free(x);
+		return NULL;
+	}
+	if (smtp_xattrs_parse(cmd->arg, cmd->arg_len, xforward, x, &err) < 0) {
+		session_smtp_error(s, &err);
+		free(x);
+		return NULL;
+	}
+	return x;
+}
+
+/*
+ * cmd_xclient - XCLIENT (Postfix's XCLIENT_README) from a trusted peer:
+ * the session starts again as a new connection from the client it names
+ * (new filter state, connect filters, a new 220 greeting); what it does
+ * not name is forgotten (HELO, LOGIN, PROTO) or kept (ADDR, PORT)
+ */
+static void cmd_xclient(struct session *s, const struct smtp_command *cmd)
+{
+	struct smtp_xattrs *x = session_xattrs(s, cmd, false);
+	struct pipeline_env env;
+
+	if (!x)
+		return;
+	if (!s->via_command || strcmp(s->via_command, "XCLIENT") != 0) {
+		/* The peer that speaks for the client; a second XCLIENT keeps it. */
+		memcpy(s->via_addr, s->addr, sizeof(s->via_addr));
+		s->via_port = s->port;
+		s->via_command = "XCLIENT";
+	}
+	session_lookup_detach(s);
+	session_xattr_addr(s, x);
+	session_name_given(s, x);
+	free(s->helo);
+	s->helo = session_xattr_dup(x, SMTP_XA_HELO, NULL);
+	free(s->login);
+	s->login = session_xattr_dup(x, SMTP_XA_LOGIN, NULL);
+	free(s->proto);
+	s->proto = session_xattr_dup(x, SMTP_XA_PROTO, NULL);
+	free(s->xforward);
+	s->xforward = NULL;
+	memset(&s->offer, 0, sizeof(s->offer));
+	s->errors = 0;
+	s->njunk = 0;
+	log_info("session %s: XCLIENT from [%s]:%u: client [%s]:%u name %s", s->id,
+		 s->via_addr, s->via_port, s->addr, s->port, s->name ? s->name : "unknown");
+	free(x);
+	if (s->ps) {
+		/* A new connection for the filters too: close hooks, then connect. */
+		session_env(s, &env);
+		pipeline_session_end(s->h->pipeline, s->ps, &env);
+		s->ps = pipeline_session_new(s->h->pipeline);
+		if (!s->ps) {
+			session_close(s, 421, "4.3.0", "Error: out of memory", "out of memory");
+			return;
+		}
+	}
+	session_connect(s);
+}
+
+/*
+ * cmd_xforward - XFORWARD (Postfix's XFORWARD_README) from a trusted
+ * peer: attributes add up until the next MAIL, whose transaction is that
+ * client's (session_xforward_apply())
+ */
+static void cmd_xforward(struct session *s, const struct smtp_command *cmd)
+{
+	struct smtp_xattrs *x = session_xattrs(s, cmd, true);
+
+	if (!x)
+		return;
+	if (!s->xforward) {
+		s->xforward = x;
+	} else {
+		for (int a = 0; a < SMTP_XA_COUNT; a++) {
+			if (x->state[a] == SMTP_XV_ABSENT)
+				continue;
+			s->xforward->state[a] = x->state[a];
+			memcpy(s->xforward->value[a], x->value[a], sizeof(x->value[a]));
+		}
+		free(x);
+	}
+	session_send(s, REPLY_OK);
+}
+
+/*
  * One row per verb: its handler and what it may do (SMTP_CMD_*, smtp.h).
  * session_dispatch() applies the rules before it calls the handler, so a
  * handler runs only where its verb is allowed. Adding a command is adding
@@ -1131,8 +1511,8 @@ static const struct session_command session_commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
 	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
-	[SMTP_VERB_XCLIENT] = { cmd_not_offered, 0 },
-	[SMTP_VERB_XFORWARD] = { cmd_not_offered, 0 },
+	[SMTP_VERB_XCLIENT] = { cmd_xclient, SMTP_CMD_NOT_IN_MAIL | SMTP_CMD_LAST },
+	[SMTP_VERB_XFORWARD] = { cmd_xforward, SMTP_CMD_NOT_IN_MAIL },
 	[SMTP_VERB_ETRN] = { cmd_not_offered, 0 },
 	[SMTP_VERB_TURN] = { cmd_not_offered, SMTP_CMD_LAST },
 };
@@ -1190,13 +1570,16 @@ static char *session_received(struct session *s)
 	int n;
 
 	session_rfc5322_date(date, sizeof(date));
+	/* As Postfix writes it: "from HELO (NAME [ADDR])", NAME "unknown" unless confirmed. */
+	const char *name = s->name_status == NAME_CONFIRMED ? s->name : "unknown";
 	n = asprintf(&text,
-		     "Received: from %s ([%s%s])\r\n"
+		     "Received: from %s (%s [%s%s])\r\n"
 		     "\tby %s (Portcullis) with %s id %s.%u%s%s%s;\r\n"
 		     "\t%s\r\n",
-		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
+		     s->helo ? s->helo : name, name,
+		     strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
 		     s->h->conf->hostname,
-		     s->tx->smtputf8 ? "UTF8SMTP" : s->offer.esmtp ? "ESMTP" : "SMTP",
+		     s->tx->smtputf8 ? "UTF8SMTP" : session_esmtp(s) ? "ESMTP" : "SMTP",
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
@@ -1555,6 +1938,15 @@ static void session_process(struct session *s)
 				s->tx->data_started = session_now();
 			if (!session_data_input(s))
 				break;
+		} else if (s->lookup && evbuffer_get_length(conn_input(s->conn)) > 0) {
+			/*
+			 * Filters, the relay and Received: take the client's name:
+			 * the next command waits for the lookup (at most
+			 * session_name_wait_ms()), which ran while the greeting and
+			 * the command travelled.
+			 */
+			s->wait = WAIT_NAME;
+			break;
 		} else if (!session_command_input(s)) {
 			break;
 		}
@@ -1625,6 +2017,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 		break;
 	case WAIT_NONE:
 	case WAIT_FILTER:
+	case WAIT_NAME:
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}
@@ -1710,6 +2103,140 @@ static void session_connect_done(void *arg, struct pipeline_outcome *out)
 	session_resume(s);
 }
 
+/*
+ * session_connect - a new client (or the one an XCLIENT named): the
+ * connect filters, which wait for the client's name first (they may ask
+ * pc_client_name(); Postfix too looks the name up before its greeting),
+ * or the greeting at once when there are none
+ */
+static void session_connect(struct session *s)
+{
+	if (session_filters(s, CHAIN_CONNECT)) {
+		if (s->lookup) {
+			s->wait = WAIT_NAME;
+			s->connect_pending = true;
+			session_arm(s);
+			return;
+		}
+		/* The greeting waits for the filters' word on the client. */
+		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
+		return;
+	}
+	session_greet(s);
+	session_arm(s);
+}
+
+/* session_name_known - the name is settled: go on with what waited for it */
+static void session_name_known(struct session *s)
+{
+	if (s->wait != WAIT_NAME || s->state == SESSION_CLOSING)
+		return;
+	s->wait = WAIT_NONE;
+	if (s->connect_pending) {
+		s->connect_pending = false;
+		session_connect(s);
+		return;
+	}
+	session_resume(s);
+}
+
+/* session_lookup_work - the lookup, on a thread of the names pool */
+static void session_lookup_work(void *arg)
+{
+	struct session_lookup *l = arg;
+
+	if (atomic_load(&l->cancelled)) {
+		l->status = DNS_NAME_TEMPFAIL; /* nobody waits: ask nothing */
+		return;
+	}
+	l->status = dns_client_name(l->addr, l->name, sizeof(l->name), l->ptr, sizeof(l->ptr));
+}
+
+/* session_lookup_done - the lookup's answer, back on the loop */
+static void session_lookup_done(void *arg)
+{
+	static const enum session_name names[] = {
+		[DNS_NAME_CONFIRMED] = NAME_CONFIRMED,
+		[DNS_NAME_UNCONFIRMED] = NAME_UNCONFIRMED,
+		[DNS_NAME_NONE] = NAME_UNAVAILABLE,
+		[DNS_NAME_TEMPFAIL] = NAME_TEMPUNAVAIL,
+	};
+	struct session_lookup *l = arg;
+	struct session *s = l->s;
+
+	if (!s) {
+		free(l);
+		return;
+	}
+	s->lookup = NULL;
+	evtimer_del(s->name_timer);
+	session_name_set(s, names[l->status], l->name, l->ptr);
+	log_debug("session %s: client [%s] name %s (%s)", s->id, s->addr,
+		  l->ptr[0] ? l->ptr : "-", session_name_status(s->name_status));
+	free(l);
+	session_name_known(s);
+}
+
+/* session_name_timeout - the lookup took longer than the resolver may */
+static void session_name_timeout(evutil_socket_t fd, short events, void *arg)
+{
+	struct session *s = arg;
+
+	log_info("session %s: the name of [%s] is unknown for now: DNS too slow", s->id,
+		 s->addr);
+	session_lookup_detach(s);
+	session_name_set(s, NAME_TEMPUNAVAIL, NULL, NULL);
+	session_name_known(s);
+}
+
+/*
+ * session_name_wait_ms - how long the session waits for the name at
+ * most: what one query may take ([dns] timeout, for each server, 1 +
+ * retries rounds; three servers when they are the system's), and half
+ * a second for the threads. The lookup's further queries (the forward
+ * confirmation) fit in it when the servers answer; when they do not,
+ * the name is [TEMPUNAVAIL] and the session goes on.
+ */
+static long long session_name_wait_ms(const struct conf *c)
+{
+	unsigned long long servers = c->ndns_servers ? c->ndns_servers : 3;
+
+	return (long long)((unsigned long long)c->dns_timeout_ms * (c->dns_retries + 1ULL) *
+			   servers) + 500;
+}
+
+/*
+ * session_lookup_start - look the client's name up while the greeting
+ * goes out (client_name_lookup); a peer in trusted_xclient is an MTA
+ * that names its clients itself, and gets none
+ */
+static void session_lookup_start(struct session *s)
+{
+	struct session_host *h = s->h;
+	struct session_lookup *l;
+	long long ms = session_name_wait_ms(h->conf);
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	if (!h->conf->client_name_lookup || session_trusted(s))
+		return;
+	if (!h->names)
+		h->names = pool_new(h->base, SESSION_NAME_THREADS, SESSION_NAME_QUEUE);
+	l = calloc(1, sizeof(*l));
+	if (!h->names || !l || pool_submit(h->names, session_lookup_work,
+					   session_lookup_done, l) < 0) {
+		log_warning("session %s: cannot look up the name of [%s]: %s", s->id, s->addr,
+			    h->names && l ? "too many lookups waiting" : "out of memory");
+		free(l);
+		s->name_status = NAME_TEMPUNAVAIL;
+		return;
+	}
+	l->s = s;
+	memcpy(l->addr, s->addr, sizeof(l->addr));
+	s->lookup = l;
+	s->name_status = NAME_PENDING;
+	evtimer_add(s->name_timer, &tv);
+}
+
 /* session_start - greet a new client */
 struct session *session_start(struct session_host *h, struct conn *c,
 			      const struct sockaddr *sa, socklen_t salen,
@@ -1727,6 +2254,8 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	s->conn = c;
 	session_new_id(h, s->id, sizeof(s->id));
 	session_addr(sa, s->addr, sizeof(s->addr), &s->port);
+	memcpy(s->peer_addr, s->addr, sizeof(s->peer_addr));
+	s->peer_port = s->port;
 	if (l && listener_proxied(l)) {
 		/* sa came from the PROXY header: the socket's peer is the balancer. */
 		struct sockaddr_storage peer;
@@ -1736,13 +2265,17 @@ struct session *session_start(struct session_host *h, struct conn *c,
 				     sizeof(s->via_addr), &s->via_port);
 	}
 	s->timer = evtimer_new(h->base, session_timeout, s);
+	s->name_timer = evtimer_new(h->base, session_name_timeout, s);
 	s->relay = relay_new(h->backends, session_relay_done, s);
 	if (pipeline_active(h->pipeline))
 		s->ps = pipeline_session_new(h->pipeline);
-	if (!s->timer || !s->relay || (pipeline_active(h->pipeline) && !s->ps)) {
+	if (!s->timer || !s->name_timer || !s->relay ||
+	    (pipeline_active(h->pipeline) && !s->ps)) {
 		conn_free(s->conn);
 		if (s->timer)
 			event_free(s->timer);
+		if (s->name_timer)
+			event_free(s->name_timer);
 		relay_free(s->relay);
 		free(s->ps);
 		free(s);
@@ -1753,13 +2286,8 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	conn_read_limit(s->conn, SESSION_MAX_INPUT);
 	conn_read_enable(s->conn);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
-	if (session_filters(s, CHAIN_CONNECT)) {
-		/* The greeting waits for the filters' word on the client. */
-		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
-		return s;
-	}
-	session_greet(s);
-	session_arm(s);
+	session_lookup_start(s);
+	session_connect(s);
 	return s;
 }
 
@@ -1791,7 +2319,7 @@ void session_refuse_reply(struct session_host *h, struct conn *c,
 	if (conn_errno(c))
 		log_debug("refused client [%s]:%u went away", addr, port);
 	conn_free(c);
-	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
+	struct record_client client = { .address = addr, .port = port };
 	record_connection(id, &client, "refused", reason, NULL);
 }
 
@@ -1806,7 +2334,7 @@ void session_drop(struct session_host *h, struct conn *c,
 	session_addr(sa, addr, sizeof(addr), &port);
 	conn_free(c);
 	log_debug("connection from [%s]:%u %s: %s", addr, port, action, reason);
-	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
+	struct record_client client = { .address = addr, .port = port };
 	record_connection(id, &client, action, reason, NULL);
 }
 
@@ -1818,7 +2346,8 @@ void session_drain_all(struct session_host *h)
 	for (s = h->sessions; s; s = next) {
 		next = s->next;
 		s->draining = true;
-		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
+		if (!s->tx && (s->wait == WAIT_NONE || s->wait == WAIT_NAME) &&
+		    s->state == SESSION_COMMAND)
 			session_close(s, REPLY_SHUTDOWN, "shutting down");
 	}
 }

@@ -7,6 +7,14 @@
  * ones until the backend replied. The transaction (struct session_tx)
  * lives from MAIL to the final reply; every transaction and every
  * connection without one ends in a decision record.
+ *
+ * Who the client is: the address the connection came from (or the one
+ * a PROXY header named), its name, forward-confirmed by a reverse lookup
+ * started with the session (client_name_lookup), and what a trusted
+ * peer (the listener's trusted_xclient) says with XCLIENT (a new session
+ * for that client, greeted again) or XFORWARD (the next transaction's
+ * client). Filters, the relay, the Received: header and the records all
+ * see that one client.
  */
 #ifndef PORTCULLIS_SESSION_H
 #define PORTCULLIS_SESSION_H
@@ -21,6 +29,7 @@ struct backend_pool;
 struct conn;
 struct listener;
 struct pipeline;
+struct pool;
 struct session;
 
 /*
@@ -36,6 +45,7 @@ struct session_host {
 	unsigned nsessions;
 	unsigned id_prefix;		 /* random, tells workers' session ids apart */
 	unsigned long long id_counter;
+	struct pool *names;		 /* the client name lookups' threads (made at the first) */
 	/* a session ended: the client's numeric address and port */
 	void (*closed)(void *arg, const char *addr, unsigned port);
 	void *arg;

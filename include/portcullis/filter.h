@@ -221,7 +221,15 @@ const char *pc_client_addr(pc_ctx *ctx);
 /* pc_client_port - the client's TCP port */
 unsigned pc_client_port(pc_ctx *ctx);
 
-/* pc_client_name - the client's verified host name, or NULL when unknown */
+/*
+ * pc_client_name - the client's host name, forward-confirmed (its PTR
+ * name whose A/AAAA records hold the address, or the NAME a trusted
+ * XCLIENT/XFORWARD peer gave), or NULL when it is unknown, unconfirmed
+ * or the lookup failed. The session waits for the lookup (bounded by the
+ * [dns] timeouts) before any filter stage, so a filter never sees NULL
+ * just because the answer was late; with client_name_lookup = no it is
+ * NULL unless a trusted peer named the client.
+ */
 const char *pc_client_name(pc_ctx *ctx);
 
 /* pc_helo - the HELO/EHLO argument, or NULL before it */

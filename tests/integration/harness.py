@@ -1281,6 +1281,9 @@ class Portcullis:
             # The suites open hundreds of sessions a minute from
             # 127.0.0.1; test_anvil tests the limits from 127.0.0.2 on.
             "client_limit_exceptions": "127.0.0.1",
+            # Most suites have no DNS server: the client's name is looked
+            # up only where a test serves it (test_identity).
+            "client_name_lookup": "no",
         },
         "backend": {
             "client_identity": "auto",
