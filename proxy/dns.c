@@ -46,6 +46,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
@@ -632,9 +633,14 @@ enum dns_name_status dns_client_name(const char *addr, char *name, size_t nameca
 		return DNS_NAME_NONE; /* NODATA, or nothing usable */
 	if (host->h_name && dns_hostname_ok(host->h_name))
 		tried[ntried++] = host->h_name;
-	for (char **a = host->h_aliases; a && *a && ntried < DNS_NAME_MAX_TRIED; a++)
-		if (dns_hostname_ok(*a))
+	/* c-ares lists every PTR name among the aliases, the first one too. */
+	for (char **a = host->h_aliases; a && *a && ntried < DNS_NAME_MAX_TRIED; a++) {
+		bool seen = false;
+		for (int i = 0; i < ntried; i++)
+			seen |= strcasecmp(tried[i], *a) == 0;
+		if (!seen && dns_hostname_ok(*a))
 			tried[ntried++] = *a;
+	}
 	if (ntried > 0) {
 		snprintf(ptr, ptrcap, "%s", tried[0]);
 		st = DNS_NAME_UNCONFIRMED;

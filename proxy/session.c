@@ -1533,7 +1533,8 @@ static void session_dispatch(struct session *s, const struct smtp_command *cmd)
 	/* No listener requires TLS yet: a TLS mode will set these. */
 	struct smtp_cmd_state st = { .tls_required = false,
 				     .tls_active = false,
-				     .helo = s->helo != NULL,
+				     /* the connection's HELO, not an XFORWARD's */
+				     .helo = (s->saved ? s->saved->helo : s->helo) != NULL,
 				     .in_mail = s->tx != NULL };
 	struct smtp_error err;
 

@@ -35,6 +35,9 @@
  *				after it removes that field
  *	count_file = PATH	append "STAGE SESSION-ID\n" for every hook
  *				call, reset and close included
+ *	report_client = yes	pc_result("client", "ADDR PORT NAME HELO LOGIN")
+ *				in the acting hook, "-" for each one unknown:
+ *				who the filters see as the client
  *	report_thread = yes	pc_result_int("loop_thread", 1 or 0) in the
  *				acting hook: whether it runs on the worker's
  *				main thread (the event loop) or a pool thread
@@ -133,6 +136,7 @@ struct probe {
 	struct probe_field add, insert, change;
 	char *count_file;
 	bool report_thread;
+	bool report_client;
 	bool loop_wouldblock;
 };
 
@@ -319,6 +323,7 @@ static int probe_init_action(pc_config *config, struct probe *p)
 	}
 	if (probe_yes_no(config, "crash", &p->crash) < 0 ||
 	    probe_yes_no(config, "report_thread", &p->report_thread) < 0 ||
+	    probe_yes_no(config, "report_client", &p->report_client) < 0 ||
 	    probe_yes_no(config, "loop_wouldblock", &p->loop_wouldblock) < 0)
 		return -1;
 	if ((v = pc_config_get(config, "result")) &&
@@ -532,6 +537,15 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 		pc_result_int(ctx, p->result_int_key, p->result_int);
 	if (p->report_thread)
 		pc_result_int(ctx, "loop_thread", gettid() == getpid());
+	if (p->report_client) {
+		char who[1200];
+		const char *name = pc_client_name(ctx), *helo = pc_helo(ctx);
+		const char *login = pc_auth_user(ctx);
+		snprintf(who, sizeof(who), "%s %u %s %s %s", pc_client_addr(ctx),
+			 pc_client_port(ctx), name ? name : "-", helo ? helo : "-",
+			 login ? login : "-");
+		pc_result(ctx, "client", who);
+	}
 	if (p->size_limit)
 		pc_set_size_limit(ctx, p->size_limit);
 	if (p->sleep > 0)
@@ -598,7 +612,7 @@ static const char *const probe_options[] = {
 	"stage",	"verdict",	 "code",	  "enh",
 	"text",		"match",	 "sleep",	  "crash",
 	"result",	"result_int",	 "size_limit",	  "add_header",
-	"insert_header", "change_header", "count_file",	  "report_thread",
+	"insert_header", "change_header", "count_file",	  "report_thread", "report_client",
 	"loop_wouldblock", NULL,
 };
 
