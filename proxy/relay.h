@@ -16,6 +16,8 @@
  * transaction open) and [backend] reuse allows: the next session adopts
  * it and says who its client is by XCLIENT again, from relay_prepare() at
  * its HELO/EHLO when the connection takes XCLIENT, else at relay_mail().
+ * When the session's client changed since (a trusted peer's XCLIENT or
+ * XFORWARD), relay_mail() sends XCLIENT again before MAIL.
  * A reused connection that fails before its first reply is replaced by a
  * new one, invisibly to the client (before MAIL: MAIL opens one). Otherwise relay_free() closes it:
  * QUIT when idle, a plain close in the middle of a transaction so the
