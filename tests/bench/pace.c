@@ -1,5 +1,6 @@
 /*
- * pace.c - an open-loop SMTP load generator at a fixed rate
+ * pace.c - an SMTP load generator: open loop at a fixed rate, closed loop
+ * with a fixed number of sessions, STARTTLS, and idle TLS connections
  *
  * smtp-source sends as fast as its sessions allow, which measures the
  * maximum; this one starts transactions on a schedule (one every
@@ -7,7 +8,10 @@
  * measures what a client sees at a given load: the latency of each
  * transaction and how many were accepted. The benchmark runner
  * (tests/bench/run-bench) uses it for the added latency at half the
- * maximum rate and for the soak.
+ * maximum rate and for the soak. With -s it keeps SESSIONS transactions
+ * open instead, starting the next as soon as one ends (what smtp-source
+ * -s does), which run-bench uses for the STARTTLS throughput that
+ * smtp-source cannot measure.
  *
  * Each transaction is one connection, as smtp-source makes by default:
  * greeting, HELO, MAIL, RCPT, DATA, the message (a file, sent with CRLF
@@ -15,22 +19,47 @@
  * Its latency runs from connect() to the reply to ".". Only 127.0.0.1
  * and ::1 are accepted as targets.
  *
+ * With -S the transaction is greeting, EHLO, STARTTLS, the TLS handshake
+ * (OpenSSL, non-blocking in the same event loop), EHLO, MAIL ... QUIT,
+ * with a TLS session of its own for every connection (a full handshake);
+ * -R resumes instead: every handshake offers the last session the server
+ * gave (a TLS 1.3 ticket or a TLS 1.2 session), so full and resumed
+ * handshakes are measured apart; the output counts which were which.
+ * -C CAFILE verifies the server's certificate against it (a handshake
+ * that fails to verify fails the transaction); -N NAME sends SNI.
+ *
+ * With -i N (and -S) it opens N connections at RATE a second, takes each
+ * through EHLO, STARTTLS, the handshake and EHLO, and holds it idle:
+ * it prints one JSON line when every connection is held or failed, and
+ * closes them all when its standard input ends or SECONDS pass. The
+ * runner measures the server's memory in between.
+ *
  * Usage: pace -r RATE -n COUNT -T SECONDS -F FILE [-f FROM] [-t TO]
- *             [-M HELO] [-c MAXOPEN] [-6] PORT
- * It stops after COUNT transactions or SECONDS, whichever comes first
- * (unfinished ones are counted as such), and prints one JSON object:
+ *             [-M HELO] [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]] PORT
+ *        pace -s SESSIONS -n COUNT -T SECONDS -F FILE [...] PORT
+ *        pace -i N -r RATE -T SECONDS -S [-R] [-C CAFILE] [-N NAME] PORT
+ * It stops after COUNT transactions or SECONDS, whichever comes first, or
+ * at SIGTERM (unfinished ones are counted as such), and prints one JSON
+ * object:
  * started, accepted (250 to "."), rejected (any other reply), failed
- * (connection refused, reset, closed or timed out; failed_connect,
- * failed_closed and failed_timeout say which), unfinished, late
- * (started more than 10 ms after their time because MAXOPEN were open),
- * elapsed seconds, and latency percentiles in microseconds.
+ * (connection refused, reset, closed, timed out or a failed handshake;
+ * failed_connect, failed_closed, failed_timeout and failed_tls say
+ * which), unfinished, late (started more than 10 ms after their time
+ * because MAXOPEN were open; always 0 with -s), elapsed seconds, latency
+ * percentiles in microseconds, and with -S the handshakes: full,
+ * resumed, and the protocol and cipher of the last one.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -45,21 +74,36 @@
 #define PACE_IO_TIMEOUT_US (30 * 1000000LL)
 #define PACE_LATE_US 10000
 
+/* The states in the order a transaction goes through them; pace_cmd[s] is
+ * the command sent on entering s. */
 enum pace_state {
 	PACE_CONNECT,
 	PACE_GREETING,
-	PACE_HELO,
+	PACE_HELO, /* HELO, or with -S the EHLO before STARTTLS */
+	PACE_STARTTLS,
+	PACE_HANDSHAKE,
+	PACE_EHLO, /* EHLO again, under TLS */
 	PACE_MAIL,
 	PACE_RCPT,
 	PACE_DATA,
-	PACE_BODY,
 	PACE_END,
 	PACE_QUIT,
+	PACE_IDLE, /* -i: held after the last EHLO */
+};
+
+/* Why a transaction failed: the return of the I/O functions below */
+enum pace_fail {
+	PACE_FAIL_CLOSED = -1, /* closed, reset, or a reply out of turn */
+	PACE_FAIL_TLS = -2,    /* the handshake failed */
+	PACE_FAIL_CONNECT = -3, /* refused */
 };
 
 struct pace_tx {
 	int fd;
+	SSL *ssl;
+	bool offered; /* -R offered pace_session */
 	enum pace_state state;
+	uint32_t events; /* what epoll watches for fd */
 	int64_t start_us;
 	int64_t last_us;
 	char in[4096];
@@ -76,11 +120,30 @@ static char *pace_body; /* the dot-stuffed message with ".\r\n" */
 static size_t pace_bodylen;
 static char pace_cmd[PACE_QUIT + 1][512];
 
+static SSL_CTX *pace_tls;            /* -S: the client context */
+static bool pace_resume;             /* -R: offer the last session */
+static SSL_SESSION *pace_session;    /* the session -R offers */
+static bool pace_session_ok;         /* the server took it when offered */
+static const char *pace_sni;         /* -N */
+static bool pace_idle;               /* -i */
+static char pace_tls_version[32], pace_tls_cipher[64], pace_tls_key[32], pace_tls_group[32];
+
 static uint64_t n_started, n_accepted, n_rejected, n_failed, n_late;
-/* why transactions failed: connect refused, closed or reset, timed out */
-static uint64_t f_connect, f_closed, f_timeout;
+/* why transactions failed: connect refused, closed or reset, timed out,
+ * a failed handshake */
+static uint64_t f_connect, f_closed, f_timeout, f_tls;
+static uint64_t n_tls_full, n_tls_resumed;
+static uint64_t n_held; /* -i: connections held idle now */
 static int64_t *pace_lat;
 static size_t pace_nlat;
+static volatile sig_atomic_t pace_stop; /* SIGTERM: report and end now */
+
+/* pace_on_term - SIGTERM ends the run with a report of what was done */
+static void pace_on_term(int sig)
+{
+	(void)sig;
+	pace_stop = 1;
+}
 
 /* pace_now - monotonic microseconds */
 static int64_t pace_now(void)
@@ -153,11 +216,31 @@ static int pace_reply(struct pace_tx *tx)
 	return 0;
 }
 
+/* pace_watch - have epoll watch tx's socket for input, and output if out */
+static void pace_watch(int ep, struct pace_tx *tx, bool out)
+{
+	uint32_t events = EPOLLIN | (out ? EPOLLOUT : 0);
+
+	if (events == tx->events)
+		return;
+	struct epoll_event ev = { .events = events, .data.ptr = tx };
+	epoll_ctl(ep, EPOLL_CTL_MOD, tx->fd, &ev);
+	tx->events = events;
+}
+
 /* pace_close - end a transaction and free its slot */
 static void pace_close(int ep, struct pace_tx *tx, struct pace_tx **freelist,
 		       size_t *open)
 {
+	if (tx->state == PACE_IDLE)
+		n_held--;
 	epoll_ctl(ep, EPOLL_CTL_DEL, tx->fd, NULL);
+	/* close_notify, as a client does after QUIT; without it OpenSSL
+	 * marks the session unfit to resume (the ticket -R would offer) */
+	if (tx->ssl && tx->state == PACE_QUIT)
+		SSL_shutdown(tx->ssl);
+	SSL_free(tx->ssl);
+	tx->ssl = NULL;
 	close(tx->fd);
 	tx->fd = -1;
 	tx->next_free = *freelist;
@@ -165,24 +248,69 @@ static void pace_close(int ep, struct pace_tx *tx, struct pace_tx **freelist,
 	(*open)--;
 }
 
+/*
+ * pace_tls_wait - after an OpenSSL call on tx returned r <= 0: watch what
+ * it waits for and return 0, or return -1 when it failed.
+ */
+static int pace_tls_wait(int ep, struct pace_tx *tx, int r)
+{
+	switch (SSL_get_error(tx->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		pace_watch(ep, tx, false);
+		return 0;
+	case SSL_ERROR_WANT_WRITE:
+		pace_watch(ep, tx, true);
+		return 0;
+	default:
+		ERR_clear_error();
+		return -1;
+	}
+}
+
 /* pace_write - write what is pending; 1 done, 0 more, -1 error */
 static int pace_write(int ep, struct pace_tx *tx)
 {
 	while (tx->outoff < tx->outlen) {
-		ssize_t n = write(tx->fd, tx->out + tx->outoff, tx->outlen - tx->outoff);
+		size_t left = tx->outlen - tx->outoff;
+		if (tx->ssl) {
+			int n = SSL_write(tx->ssl, tx->out + tx->outoff,
+					  left > INT_MAX ? INT_MAX : (int)left);
+			if (n <= 0)
+				return pace_tls_wait(ep, tx, n);
+			tx->outoff += (size_t)n;
+			continue;
+		}
+		ssize_t n = write(tx->fd, tx->out + tx->outoff, left);
 		if (n < 0) {
 			if (errno == EAGAIN) {
-				struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT, .data.ptr = tx };
-				epoll_ctl(ep, EPOLL_CTL_MOD, tx->fd, &ev);
+				pace_watch(ep, tx, true);
 				return 0;
 			}
 			return -1;
 		}
 		tx->outoff += (size_t)n;
 	}
-	struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tx };
-	epoll_ctl(ep, EPOLL_CTL_MOD, tx->fd, &ev);
+	pace_watch(ep, tx, false);
 	return 1;
+}
+
+/* pace_read - read into tx->in: bytes read, 0 at the end, -1 error, -2 none yet */
+static ssize_t pace_read(int ep, struct pace_tx *tx)
+{
+	size_t room = sizeof(tx->in) - tx->inlen;
+
+	if (tx->ssl) {
+		int n = SSL_read(tx->ssl, tx->in + tx->inlen, (int)room);
+		if (n > 0)
+			return n;
+		if (SSL_get_error(tx->ssl, n) == SSL_ERROR_ZERO_RETURN)
+			return 0;
+		return pace_tls_wait(ep, tx, n) == 0 ? -2 : -1;
+	}
+	ssize_t n = read(tx->fd, tx->in + tx->inlen, room);
+	if (n < 0 && errno == EAGAIN)
+		return -2;
+	return n;
 }
 
 /* pace_send - start writing s (static) and move to state next */
@@ -193,20 +321,99 @@ static int pace_send(int ep, struct pace_tx *tx, const char *s, size_t len,
 	tx->outlen = len;
 	tx->outoff = 0;
 	tx->state = next;
-	return pace_write(ep, tx) < 0 ? -1 : 0;
+	return pace_write(ep, tx) < 0 ? PACE_FAIL_CLOSED : 0;
+}
+
+/*
+ * pace_new_session - keep a session the server gave, for -R: the first one
+ * for as long as it resumes (servers take a ticket again, and one session
+ * makes every handshake after the first a resumed one), then the next
+ */
+static int pace_new_session(SSL *ssl, SSL_SESSION *sess)
+{
+	(void)ssl;
+	if (pace_session && SSL_SESSION_is_resumable(pace_session) && pace_session_ok)
+		return 0; /* not kept: OpenSSL frees it */
+	SSL_SESSION_free(pace_session);
+	pace_session = sess;
+	pace_session_ok = true;
+	return 1; /* the reference is ours */
+}
+
+/* pace_handshake_done - note what was negotiated */
+static void pace_handshake_done(struct pace_tx *tx)
+{
+	if (SSL_session_reused(tx->ssl)) {
+		n_tls_resumed++;
+	} else {
+		n_tls_full++;
+		/* offered and refused (expired, or a key the server rotated):
+		 * the next session the server gives replaces it */
+		if (tx->offered)
+			pace_session_ok = false;
+	}
+	snprintf(pace_tls_version, sizeof(pace_tls_version), "%s", SSL_get_version(tx->ssl));
+	snprintf(pace_tls_cipher, sizeof(pace_tls_cipher), "%s", SSL_get_cipher_name(tx->ssl));
+	const char *group = SSL_group_to_name(tx->ssl, SSL_get_negotiated_group(tx->ssl));
+	snprintf(pace_tls_group, sizeof(pace_tls_group), "%s", group ? group : "");
+	/* the server's key: a resumed session still names its certificate */
+	X509 *cert = SSL_get0_peer_certificate(tx->ssl);
+	EVP_PKEY *key = cert ? X509_get0_pubkey(cert) : NULL;
+	if (key)
+		snprintf(pace_tls_key, sizeof(pace_tls_key), "%s %d",
+			 EVP_PKEY_get0_type_name(key), EVP_PKEY_get_bits(key));
+}
+
+/* pace_handshake - go on with tx's handshake; at its end send EHLO */
+static int pace_handshake(int ep, struct pace_tx *tx)
+{
+	int r = SSL_do_handshake(tx->ssl);
+
+	if (r != 1)
+		return pace_tls_wait(ep, tx, r) == 0 ? 0 : PACE_FAIL_TLS;
+	pace_handshake_done(tx);
+	return pace_send(ep, tx, pace_cmd[PACE_EHLO], strlen(pace_cmd[PACE_EHLO]), PACE_EHLO);
+}
+
+/* pace_starttls - the server said 220 to STARTTLS: start the handshake */
+static int pace_starttls(int ep, struct pace_tx *tx)
+{
+	/* a byte after the 220 would be injected into the TLS session's
+	 * plaintext by whoever sent it (CVE-2011-0411): refuse it */
+	if (tx->inlen != 0)
+		return PACE_FAIL_CLOSED;
+	tx->ssl = SSL_new(pace_tls);
+	if (!tx->ssl || !SSL_set_fd(tx->ssl, tx->fd))
+		return PACE_FAIL_TLS;
+	SSL_set_connect_state(tx->ssl);
+	if (pace_sni) {
+		SSL_set_tlsext_host_name(tx->ssl, pace_sni);
+		SSL_set1_host(tx->ssl, pace_sni);
+	}
+	tx->offered = pace_resume && pace_session && SSL_set_session(tx->ssl, pace_session);
+	tx->state = PACE_HANDSHAKE;
+	return pace_handshake(ep, tx);
 }
 
 /*
  * pace_step - a reply arrived (code) in tx's state: send what follows.
- * Returns 1 when the transaction is over, 0 to go on.
+ * Returns 1 when the transaction is over, 0 to go on, or a pace_fail.
  */
 static int pace_step(int ep, struct pace_tx *tx, int code)
 {
 	enum pace_state s = tx->state;
-	int want = s == PACE_GREETING ? 220 : s == PACE_DATA ? 354 : s == PACE_QUIT ? 221 : 250;
+	int want = s == PACE_GREETING || s == PACE_STARTTLS ? 220
+		 : s == PACE_DATA			    ? 354
+		 : s == PACE_QUIT			    ? 221
+							    : 250;
 
 	if (s == PACE_QUIT)
 		return 1;
+	if (s == PACE_IDLE || s == PACE_HANDSHAKE) {
+		/* a held connection the server ended (421), or plaintext
+		 * in the middle of a handshake */
+		return PACE_FAIL_CLOSED;
+	}
 	if (code != want) {
 		if (s == PACE_END)
 			pace_lat[pace_nlat++] = pace_now() - tx->start_us;
@@ -215,19 +422,79 @@ static int pace_step(int ep, struct pace_tx *tx, int code)
 	}
 	switch (s) {
 	case PACE_GREETING:
+		return pace_send(ep, tx, pace_cmd[PACE_HELO], strlen(pace_cmd[PACE_HELO]), PACE_HELO);
 	case PACE_HELO:
+		/* a plain session goes on as one does after the EHLO under TLS */
+		if (pace_tls)
+			return pace_send(ep, tx, pace_cmd[PACE_STARTTLS],
+					 strlen(pace_cmd[PACE_STARTTLS]), PACE_STARTTLS);
+		/* fall through */
+	case PACE_EHLO:
+		if (pace_idle) {
+			tx->state = PACE_IDLE;
+			n_held++;
+			return 0;
+		}
+		return pace_send(ep, tx, pace_cmd[PACE_MAIL], strlen(pace_cmd[PACE_MAIL]), PACE_MAIL);
+	case PACE_STARTTLS:
+		return pace_starttls(ep, tx);
 	case PACE_MAIL:
 	case PACE_RCPT:
-		return pace_send(ep, tx, pace_cmd[s + 1], strlen(pace_cmd[s + 1]), s + 1) < 0 ? -1 : 0;
+		return pace_send(ep, tx, pace_cmd[s + 1], strlen(pace_cmd[s + 1]), s + 1);
 	case PACE_DATA:
-		return pace_send(ep, tx, pace_body, pace_bodylen, PACE_END) < 0 ? -1 : 0;
+		return pace_send(ep, tx, pace_body, pace_bodylen, PACE_END) < 0 ? PACE_FAIL_CLOSED : 0;
 	case PACE_END:
 		pace_lat[pace_nlat++] = pace_now() - tx->start_us;
 		n_accepted++;
 		return pace_send(ep, tx, "QUIT\r\n", 6, PACE_QUIT) < 0 ? 1 : 0;
 	default:
-		return -1;
+		return PACE_FAIL_CLOSED;
 	}
+}
+
+/* pace_input - read and act on what arrived for tx; as pace_step */
+static int pace_input(int ep, struct pace_tx *tx)
+{
+	int rc = 0;
+
+	/* OpenSSL may hold a decrypted record the socket no longer signals:
+	 * read until it has nothing more (a plain socket once a wake-up) */
+	do {
+		ssize_t r = pace_read(ep, tx);
+		if (r == -2)
+			break;
+		if (r <= 0)
+			return tx->state == PACE_QUIT ? 1 : PACE_FAIL_CLOSED;
+		tx->inlen += (size_t)r;
+		int code;
+		while (rc == 0 && tx->state != PACE_HANDSHAKE && (code = pace_reply(tx)) != 0)
+			rc = pace_step(ep, tx, code);
+	} while (rc == 0 && tx->ssl && tx->state != PACE_HANDSHAKE);
+	return rc;
+}
+
+/* pace_event - the socket of tx is ready (events); as pace_step */
+static int pace_event(int ep, struct pace_tx *tx, uint32_t events)
+{
+	if (tx->state == PACE_CONNECT) {
+		int err = 0;
+		socklen_t len = sizeof(err);
+		getsockopt(tx->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+		if (err)
+			return PACE_FAIL_CONNECT;
+		tx->state = PACE_GREETING;
+		pace_watch(ep, tx, false);
+	}
+	if (tx->state == PACE_HANDSHAKE)
+		return pace_handshake(ep, tx);
+	/* under TLS a write may have waited for input too */
+	if (tx->outoff < tx->outlen && ((events & EPOLLOUT) || tx->ssl)) {
+		if (pace_write(ep, tx) < 0)
+			return PACE_FAIL_CLOSED;
+	}
+	if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+		return pace_input(ep, tx);
+	return 0;
 }
 
 /* pace_cmp - qsort order of latencies */
@@ -247,10 +514,79 @@ static int64_t pace_pct(double p)
 	return pace_lat[i];
 }
 
+/* pace_report - print the JSON object of what happened so far */
+static void pace_report(double rate, uint64_t count, size_t sessions, int64_t elapsed,
+			uint64_t unfinished)
+{
+	double mean = 0;
+	for (size_t i = 0; i < pace_nlat; i++)
+		mean += (double)pace_lat[i];
+	if (pace_nlat)
+		mean /= (double)pace_nlat;
+	printf("{\"rate\": %.3f, \"sessions\": %zu, \"count\": %llu, \"started\": %llu, "
+	       "\"accepted\": %llu, \"rejected\": %llu, \"failed\": %llu, \"failed_connect\": %llu, "
+	       "\"failed_closed\": %llu, \"failed_timeout\": %llu, \"failed_tls\": %llu, "
+	       "\"unfinished\": %llu, \"late\": %llu, "
+	       "\"elapsed\": %.6f, \"latency_us\": {\"p50\": %lld, \"p90\": %lld, \"p99\": %lld, "
+	       "\"max\": %lld, \"mean\": %.1f, \"n\": %zu}",
+	       rate, sessions, (unsigned long long)count, (unsigned long long)n_started,
+	       (unsigned long long)n_accepted, (unsigned long long)n_rejected,
+	       (unsigned long long)n_failed, (unsigned long long)f_connect,
+	       (unsigned long long)f_closed, (unsigned long long)f_timeout,
+	       (unsigned long long)f_tls, (unsigned long long)unfinished,
+	       (unsigned long long)n_late, (double)elapsed / 1e6, (long long)pace_pct(50),
+	       (long long)pace_pct(90), (long long)pace_pct(99),
+	       (long long)(pace_nlat ? pace_lat[pace_nlat - 1] : -1), mean, pace_nlat);
+	if (pace_tls)
+		printf(", \"tls\": {\"full\": %llu, \"resumed\": %llu, \"version\": \"%s\", "
+		       "\"cipher\": \"%s\", \"group\": \"%s\", \"server_key\": \"%s\", \"resume\": %s}",
+		       (unsigned long long)n_tls_full, (unsigned long long)n_tls_resumed,
+		       pace_tls_version, pace_tls_cipher, pace_tls_group, pace_tls_key,
+		       pace_resume ? "true" : "false");
+	if (pace_idle)
+		printf(", \"held\": %llu", (unsigned long long)n_held);
+	printf("}\n");
+	fflush(stdout);
+}
+
+/* pace_tls_init - the client context of -S; NULL (said why) if it fails */
+static SSL_CTX *pace_tls_init(const char *cafile)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+
+	if (!ctx)
+		return NULL;
+	/* pace_write goes on from where a write stopped, with the same
+	 * bytes at the same place or moved: what these modes allow */
+	SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+				      SSL_MODE_RELEASE_BUFFERS);
+	if (cafile) {
+		if (SSL_CTX_load_verify_locations(ctx, cafile, NULL) != 1) {
+			fprintf(stderr, "pace: cannot load %s\n", cafile);
+			ERR_print_errors_fp(stderr);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	}
+	if (pace_resume) {
+		/* the sessions go to pace_new_session, not to a cache */
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT |
+							    SSL_SESS_CACHE_NO_INTERNAL_STORE);
+		SSL_CTX_sess_set_new_cb(ctx, pace_new_session);
+	} else {
+		SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	}
+	return ctx;
+}
+
 static void pace_usage(void)
 {
-	fprintf(stderr, "usage: pace -r RATE -n COUNT -T SECONDS -F FILE [-f FROM] [-t TO] "
-			"[-M HELO] [-c MAXOPEN] [-6] PORT\n");
+	fprintf(stderr,
+		"usage: pace -r RATE -n COUNT -T SECONDS -F FILE [-f FROM] [-t TO] [-M HELO]\n"
+		"            [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]] PORT\n"
+		"       pace -s SESSIONS -n COUNT -T SECONDS -F FILE [...] PORT\n"
+		"       pace -i N -r RATE -T SECONDS [-S [-R] [-C CAFILE] [-N NAME]] PORT\n");
 	exit(2);
 }
 
@@ -258,12 +594,12 @@ int main(int argc, char **argv)
 {
 	double rate = 0, seconds = 0;
 	uint64_t count = 0;
-	size_t maxopen = 2000, open = 0;
-	const char *file = NULL;
-	bool six = false;
+	size_t maxopen = 2000, open = 0, sessions = 0;
+	const char *file = NULL, *cafile = NULL;
+	bool six = false, starttls = false;
 	int c;
 
-	while ((c = getopt(argc, argv, "r:n:T:F:f:t:M:c:6")) != -1) {
+	while ((c = getopt(argc, argv, "r:n:T:F:f:t:M:c:6s:i:SRC:N:")) != -1) {
 		switch (c) {
 		case 'r': rate = atof(optarg); break;
 		case 'n': count = strtoull(optarg, NULL, 10); break;
@@ -274,17 +610,47 @@ int main(int argc, char **argv)
 		case 'M': pace_helo = optarg; break;
 		case 'c': maxopen = strtoul(optarg, NULL, 10); break;
 		case '6': six = true; break;
+		case 's': sessions = strtoul(optarg, NULL, 10); break;
+		case 'i':
+			pace_idle = true;
+			count = strtoull(optarg, NULL, 10);
+			break;
+		case 'S': starttls = true; break;
+		case 'R': pace_resume = true; break;
+		case 'C': cafile = optarg; break;
+		case 'N': pace_sni = optarg; break;
 		default: pace_usage();
 		}
 	}
-	if (optind != argc - 1 || rate <= 0 || count == 0 || seconds <= 0 || !file || maxopen == 0)
+	if (sessions) {
+		/* closed loop: the next transaction as soon as one ends */
+		maxopen = sessions;
+		rate = 1e9;
+	}
+	if (pace_idle) {
+		maxopen = count;
+		if (sessions || file)
+			pace_usage();
+	} else if (!file) {
+		pace_usage();
+	}
+	if (optind != argc - 1 || rate <= 0 || count == 0 || seconds <= 0 || maxopen == 0 ||
+	    ((pace_resume || cafile || pace_sni) && !starttls))
 		pace_usage();
 	int port = atoi(argv[optind]);
 	if (port <= 0 || port > 65535)
 		pace_usage();
-	if (pace_load(file) < 0)
+	if (file && pace_load(file) < 0)
 		return 2;
-	snprintf(pace_cmd[PACE_HELO], sizeof(pace_cmd[0]), "HELO %s\r\n", pace_helo);
+	if (starttls && !(pace_tls = pace_tls_init(cafile)))
+		return 2;
+	signal(SIGPIPE, SIG_IGN);
+	struct sigaction sa_term = { .sa_handler = pace_on_term };
+	sigaction(SIGTERM, &sa_term, NULL);
+	snprintf(pace_cmd[PACE_HELO], sizeof(pace_cmd[0]), "%s %s\r\n",
+		 starttls || pace_idle ? "EHLO" : "HELO", pace_helo);
+	snprintf(pace_cmd[PACE_STARTTLS], sizeof(pace_cmd[0]), "STARTTLS\r\n");
+	snprintf(pace_cmd[PACE_EHLO], sizeof(pace_cmd[0]), "EHLO %s\r\n", pace_helo);
 	snprintf(pace_cmd[PACE_MAIL], sizeof(pace_cmd[0]), "MAIL FROM:<%s>\r\n", pace_from);
 	snprintf(pace_cmd[PACE_RCPT], sizeof(pace_cmd[0]), "RCPT TO:<%s>\r\n", pace_to);
 	snprintf(pace_cmd[PACE_DATA], sizeof(pace_cmd[0]), "DATA\r\n");
@@ -331,20 +697,30 @@ int main(int argc, char **argv)
 	int64_t t0 = pace_now(), deadline = t0 + (int64_t)(seconds * 1e6);
 	double interval = 1e6 / rate;
 	int64_t last_sweep = t0;
+	/* -i: the end of standard input releases the held connections */
+	bool ready = false, released = false;
+	if (pace_idle) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.ptr = NULL };
+		epoll_ctl(ep, EPOLL_CTL_ADD, STDIN_FILENO, &ev);
+	}
 
 	for (;;) {
 		int64_t now = pace_now();
+		if (pace_stop)
+			break;
 		/* start every transaction whose time has come */
 		while (n_started < count && freelist &&
-		       t0 + (int64_t)((double)n_started * interval) <= now && now < deadline) {
+		       (sessions || t0 + (int64_t)((double)n_started * interval) <= now) &&
+		       now < deadline) {
 			struct pace_tx *tx = freelist;
 			int64_t due = t0 + (int64_t)((double)n_started * interval);
 			freelist = tx->next_free;
 			open++;
 			n_started++;
-			if (now - due > PACE_LATE_US)
+			if (!sessions && now - due > PACE_LATE_US)
 				n_late++;
 			tx->fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+			tx->ssl = NULL;
 			tx->inlen = 0;
 			tx->out = NULL;
 			tx->outlen = tx->outoff = 0;
@@ -359,7 +735,8 @@ int main(int argc, char **argv)
 			}
 			int one = 1;
 			setsockopt(tx->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-			struct epoll_event ev = { .events = EPOLLOUT | EPOLLIN, .data.ptr = tx };
+			tx->events = EPOLLOUT | EPOLLIN;
+			struct epoll_event ev = { .events = tx->events, .data.ptr = tx };
 			epoll_ctl(ep, EPOLL_CTL_ADD, tx->fd, &ev);
 			if (connect(tx->fd, (struct sockaddr *)&sa, salen) == 0)
 				tx->state = PACE_GREETING;
@@ -369,13 +746,23 @@ int main(int argc, char **argv)
 				pace_close(ep, tx, &freelist, &open);
 			}
 		}
-		if ((n_started >= count || now >= deadline) && open == 0)
-			break;
-		if (now >= deadline + PACE_IO_TIMEOUT_US)
-			break;
+		bool starting = n_started < count && now < deadline;
+		if (pace_idle) {
+			if (!ready && !starting && open == n_held) {
+				ready = true;
+				pace_report(rate, count, 0, now - t0, 0);
+			}
+			if (released || now >= deadline + (ready ? 0 : PACE_IO_TIMEOUT_US))
+				break;
+		} else {
+			if (!starting && open == 0)
+				break;
+			if (now >= deadline + PACE_IO_TIMEOUT_US)
+				break;
+		}
 
 		int timeout = 100;
-		if (n_started < count && now < deadline) {
+		if (starting && !sessions) {
 			int64_t next = t0 + (int64_t)((double)n_started * interval);
 			int64_t wait = next - now;
 			timeout = wait <= 0 ? 0 : (int)((wait + 999) / 1000);
@@ -386,54 +773,37 @@ int main(int argc, char **argv)
 		now = pace_now();
 		for (int i = 0; i < n; i++) {
 			struct pace_tx *tx = evs[i].data.ptr;
-			int rc = 0;
+			if (!tx) {
+				/* standard input: its end (or anything) releases */
+				released = true;
+				continue;
+			}
 			if (tx->fd < 0)
 				continue;
 			tx->last_us = now;
-			if (tx->state == PACE_CONNECT) {
-				int err = 0;
-				socklen_t len = sizeof(err);
-				getsockopt(tx->fd, SOL_SOCKET, SO_ERROR, &err, &len);
-				if (err) {
-					n_failed++;
-					f_connect++;
-					pace_close(ep, tx, &freelist, &open);
-					continue;
-				}
-				tx->state = PACE_GREETING;
-				struct epoll_event ev = { .events = EPOLLIN, .data.ptr = tx };
-				epoll_ctl(ep, EPOLL_CTL_MOD, tx->fd, &ev);
-			}
-			if ((evs[i].events & EPOLLOUT) && tx->outoff < tx->outlen) {
-				if (pace_write(ep, tx) < 0)
-					rc = -1;
-			}
-			if (rc == 0 && (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) {
-				ssize_t r = read(tx->fd, tx->in + tx->inlen, sizeof(tx->in) - tx->inlen);
-				if (r <= 0 && !(r < 0 && errno == EAGAIN)) {
-					rc = tx->state == PACE_QUIT ? 1 : -1;
-				} else if (r > 0) {
-					tx->inlen += (size_t)r;
-					int code;
-					while (rc == 0 && (code = pace_reply(tx)) != 0)
-						rc = pace_step(ep, tx, code);
-				}
-			}
+			int rc = pace_event(ep, tx, evs[i].events);
 			if (rc < 0) {
-				if (tx->state != PACE_QUIT) {
+				if (rc == PACE_FAIL_CONNECT) {
+					f_connect++;
 					n_failed++;
-					f_closed++;
+				} else if (tx->state != PACE_QUIT) {
+					n_failed++;
+					if (rc == PACE_FAIL_TLS)
+						f_tls++;
+					else
+						f_closed++;
 				}
 				pace_close(ep, tx, &freelist, &open);
 			} else if (rc > 0) {
 				pace_close(ep, tx, &freelist, &open);
 			}
 		}
-		/* a transaction silent for too long has failed */
+		/* a transaction silent for too long has failed; a held one waits */
 		if (now - last_sweep > 1000000) {
 			last_sweep = now;
 			for (size_t i = 0; i < maxopen; i++) {
-				if (txs[i].fd >= 0 && now - txs[i].last_us > PACE_IO_TIMEOUT_US) {
+				if (txs[i].fd >= 0 && txs[i].state != PACE_IDLE &&
+				    now - txs[i].last_us > PACE_IO_TIMEOUT_US) {
 					if (txs[i].state != PACE_QUIT) {
 						n_failed++;
 						f_timeout++;
@@ -447,28 +817,13 @@ int main(int argc, char **argv)
 	uint64_t unfinished = 0;
 	for (size_t i = 0; i < maxopen; i++) {
 		if (txs[i].fd >= 0) {
-			if (txs[i].state != PACE_QUIT)
+			if (txs[i].state != PACE_QUIT && txs[i].state != PACE_IDLE)
 				unfinished++;
+			SSL_free(txs[i].ssl);
 			close(txs[i].fd);
 		}
 	}
 	qsort(pace_lat, pace_nlat, sizeof(*pace_lat), pace_cmp);
-	double mean = 0;
-	for (size_t i = 0; i < pace_nlat; i++)
-		mean += (double)pace_lat[i];
-	if (pace_nlat)
-		mean /= (double)pace_nlat;
-	printf("{\"rate\": %.3f, \"count\": %llu, \"started\": %llu, \"accepted\": %llu, "
-	       "\"rejected\": %llu, \"failed\": %llu, \"failed_connect\": %llu, "
-	       "\"failed_closed\": %llu, \"failed_timeout\": %llu, \"unfinished\": %llu, \"late\": %llu, "
-	       "\"elapsed\": %.6f, \"latency_us\": {\"p50\": %lld, \"p90\": %lld, \"p99\": %lld, "
-	       "\"max\": %lld, \"mean\": %.1f, \"n\": %zu}}\n",
-	       rate, (unsigned long long)count, (unsigned long long)n_started,
-	       (unsigned long long)n_accepted, (unsigned long long)n_rejected,
-	       (unsigned long long)n_failed, (unsigned long long)f_connect,
-	       (unsigned long long)f_closed, (unsigned long long)f_timeout, (unsigned long long)unfinished,
-	       (unsigned long long)n_late, (double)elapsed / 1e6, (long long)pace_pct(50),
-	       (long long)pace_pct(90), (long long)pace_pct(99),
-	       (long long)(pace_nlat ? pace_lat[pace_nlat - 1] : -1), mean, pace_nlat);
+	pace_report(sessions ? 0 : rate, count, sessions, elapsed, unfinished);
 	return 0;
 }
