@@ -256,6 +256,13 @@ static bool message_value_valid(const char *value)
 int message_header_add(struct message_headers *h, const char *name,
 		       const char *value, bool top)
 {
+	return message_header_insert(h, top ? 0 : h->n, name, value);
+}
+
+/* message_header_insert - insert before field pos, or append */
+int message_header_insert(struct message_headers *h, size_t pos, const char *name,
+			  const char *value)
+{
 	if (!message_header_name_valid(name) || !value || !message_value_valid(value) ||
 	    message_grow(h) < 0)
 		return -1;
@@ -265,12 +272,10 @@ int message_header_add(struct message_headers *h, const char *name,
 		free(f.value);
 		return -1;
 	}
-	if (top) {
-		memmove(h->fields + 1, h->fields, h->n * sizeof(*h->fields));
-		h->fields[0] = f;
-	} else {
-		h->fields[h->n] = f;
-	}
+	if (pos > h->n)
+		pos = h->n;
+	memmove(h->fields + pos + 1, h->fields + pos, (h->n - pos) * sizeof(*h->fields));
+	h->fields[pos] = f;
 	h->n++;
 	h->changed = true;
 	return 0;

@@ -68,6 +68,10 @@ long message_header_find(const struct message_headers *h, const char *name, size
 int message_header_add(struct message_headers *h, const char *name,
 		       const char *value, bool top);
 
+/* message_header_insert - insert before field pos (pos >= the count: append) */
+int message_header_insert(struct message_headers *h, size_t pos, const char *name,
+			  const char *value);
+
 /* message_header_change - new value for field i; NULL removes it */
 int message_header_change(struct message_headers *h, size_t i, const char *value);
 

@@ -316,7 +316,7 @@ static int op_apply(struct message_headers *h, const struct op *op)
 	case OP_ADD:
 		return message_header_add(h, op->name, op->value, false);
 	case OP_INSERT:
-		return message_header_add(h, op->name, op->value, true);
+		return message_header_insert(h, op->n, op->name, op->value);
 	case OP_CHANGE:
 		i = message_header_find(h, op->name, op->n);
 		return i < 0 ? -1 : message_header_change(h, (size_t)i, op->value);
@@ -449,6 +449,7 @@ static const char *status_name(enum pc_status st)
 	case PC_TEMPFAIL: return "tempfail";
 	case PC_DISCARD: return "discard";
 	case PC_WOULDBLOCK: return "wouldblock";
+	case PC_FAILED: return "failed";
 	}
 	return "invalid";
 }
@@ -532,17 +533,24 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 		return PC_CONTINUE;
 	}
 	json_t *e = entry_new(job, i);
-	if ((unsigned)st > PC_DISCARD ||
-	    (st == PC_DISCARD && (job->stage == CHAIN_CONNECT || job->stage == CHAIN_HELO)))
+	if (st == PC_FAILED)
+		error = "the filter failed";
+	else if ((unsigned)st > PC_DISCARD ||
+		 (st == PC_DISCARD && (job->stage == CHAIN_CONNECT || job->stage == CHAIN_HELO)))
 		error = "invalid verdict";
 	json_object_set_new(e, "verdict", record_cstring(status_name(st)));
 	json_object_set_new(e, "usec", json_integer(us));
 	if (ctx.results)
 		json_object_set_new(e, "results", ctx.results);
 	if (error) {
-		log_error("filter %s: session %s: %s %d at %s: using on_error (%s)", f->name,
-			  job->snap->env.session_id, error, (int)st,
-			  chain_stage_name(job->stage), on_error_name(f->on_error));
+		if (st == PC_FAILED)
+			log_warning("filter %s: session %s: failed at %s: using on_error (%s)",
+				    f->name, job->snap->env.session_id,
+				    chain_stage_name(job->stage), on_error_name(f->on_error));
+		else
+			log_error("filter %s: session %s: %s %d at %s: using on_error (%s)", f->name,
+				  job->snap->env.session_id, error, (int)st,
+				  chain_stage_name(job->stage), on_error_name(f->on_error));
 		json_object_set_new(e, "error", record_cstring(error));
 		json_object_set_new(e, "action", record_cstring(on_error_name(f->on_error)));
 		st = f->on_error;
@@ -1364,6 +1372,11 @@ int pc_header_add(pc_ctx *ctx, const char *name, const char *value)
 int pc_header_insert(pc_ctx *ctx, const char *name, const char *value)
 {
 	return ctx_header_op(ctx, OP_INSERT, name, 0, value);
+}
+
+int pc_header_insert_at(pc_ctx *ctx, size_t index, const char *name, const char *value)
+{
+	return ctx_header_op(ctx, OP_INSERT, name, index, value);
 }
 
 int pc_header_change(pc_ctx *ctx, const char *name, size_t n, const char *value)

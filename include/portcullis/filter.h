@@ -37,6 +37,10 @@
  *                the transaction is logged as discarded
  *   PC_WOULDBLOCK  a nonblocking hook on the event loop that must wait
  *                after all: run it on a thread (see "Threads and time")
+ *   PC_FAILED    the filter could not decide: a service it needs is down,
+ *                too slow or answered nonsense. Its "on_error" action
+ *                applies, as for a call past its deadline; say why with
+ *                pc_result() and pc_log().
  *
  * At each stage the filters run in chain order and the first REJECT,
  * TEMPFAIL or DISCARD decides. Header changes of several filters apply in
@@ -115,6 +119,7 @@ enum pc_status {
 	PC_TEMPFAIL,
 	PC_DISCARD,
 	PC_WOULDBLOCK, /* on the event loop: call me again on a thread */
+	PC_FAILED,     /* could not decide: the filter's on_error applies */
 };
 
 /* One hook call: the session, the transaction and the filter. Opaque. */
@@ -325,6 +330,13 @@ int pc_header_add(pc_ctx *ctx, const char *name, const char *value);
 
 /* pc_header_insert - insert a field at the top of the header */
 int pc_header_insert(pc_ctx *ctx, const char *name, const char *value);
+
+/*
+ * pc_header_insert_at - insert a field before the index-th field as the
+ * header is at that point of the chain (0: at the top, as
+ * pc_header_insert(); past the last field: at the end)
+ */
+int pc_header_insert_at(pc_ctx *ctx, size_t index, const char *name, const char *value);
 
 /*
  * pc_header_change - set the value of the n-th field called name; a NULL

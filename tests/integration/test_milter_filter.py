@@ -1,0 +1,506 @@
+"""
+The built-in milter filter (filters/milter): an external milter in the
+chain, spoken to over the Sendmail milter protocol 6.
+
+The milter is tests/tools/testmilter, built with libmilter (the library
+every real milter uses), which does what the message asks (see its
+comment): each reply and each header change a milter can make. A milter
+that is down, slow, or sends garbage is a small Python server here, since
+no real milter misbehaves on demand. The capture server is the backend
+and keeps the exact bytes it got.
+
+TESTMILTER names the test milter (default: beside FILTERHOST, else
+tests/tools/testmilter in the tree).
+"""
+
+import os
+import socket
+import struct
+import subprocess
+import threading
+import time
+import unittest
+
+from harness import (DOMAIN, PROJECT, ProxyTestCase, make_message,
+                     make_tempdir, remove_tree, wait_for, filter_entries,
+                     header_fields)
+import harness  # noqa: E402
+
+
+def setUpModule():
+    harness.require_filters()
+
+
+FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
+    PROJECT, "filters", ".libs")
+TESTMILTER = os.environ.get("TESTMILTER") or (
+    os.path.join(os.path.dirname(os.environ["FILTERHOST"]), "testmilter")
+    if os.environ.get("FILTERHOST") else
+    os.path.join(PROJECT, "tests", "tools", "testmilter"))
+
+ALICE = "alice@" + DOMAIN
+BOB = "bob@" + DOMAIN
+CAROL = "carol@" + DOMAIN
+
+
+def milter_section(sock, **options):
+    options = dict({"timeout": "5", "on_error": "tempfail"}, **options)
+    lines = ["", "[filter milter]", "module = milter", "socket = %s" % sock]
+    lines += ["%s = %s" % (k, v) for k, v in options.items()]
+    return "\n".join(lines) + "\n"
+
+
+class TestMilter:
+    """testmilter on a UNIX socket, with its event log."""
+
+    def __init__(self, connect_action=None):
+        self.dir = make_tempdir("portcullis-milter-")
+        self.sock = os.path.join(self.dir, "milter.sock")
+        self.log = os.path.join(self.dir, "milter.log")
+        args = [TESTMILTER, "-l", self.log]
+        if connect_action:
+            args += ["-c", connect_action]
+        self.proc = subprocess.Popen(args + ["unix:" + self.sock],
+                                     stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        if not wait_for(lambda: os.path.exists(self.sock), 10):
+            self.stop()
+            raise AssertionError("testmilter did not open %s" % self.sock)
+
+    @property
+    def spec(self):
+        return "unix:" + self.sock
+
+    def events(self):
+        try:
+            with open(self.log) as f:
+                return [line.rstrip("\n") for line in f]
+        except OSError:
+            return []
+
+    def wait_event(self, prefix, count=1, timeout=10):
+        def look():
+            found = [e for e in self.events() if e.startswith(prefix)]
+            return found if len(found) >= count else None
+        return wait_for(look, timeout) or []
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        remove_tree(self.dir)
+
+
+class FakeMilter:
+    """A misbehaving milter on a UNIX socket: answer(conn) is called for
+    each connection after the negotiation packet is read."""
+
+    def __init__(self, answer):
+        self.dir = make_tempdir("portcullis-fakemilter-")
+        self.sock_path = os.path.join(self.dir, "fake.sock")
+        self.answer = answer
+        self.connections = 0
+        self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.srv.bind(self.sock_path)
+        self.srv.listen(8)
+        self.srv.settimeout(0.2)
+        self.stopping = False
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    @property
+    def spec(self):
+        return "unix:" + self.sock_path
+
+    def _loop(self):
+        while not self.stopping:
+            try:
+                conn, _ = self.srv.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,),
+                             daemon=True).start()
+
+    def _serve(self, conn):
+        try:
+            conn.settimeout(10)
+            head = conn.recv(4)
+            if len(head) == 4:
+                n = struct.unpack(">I", head)[0]
+                while n > 0:
+                    got = conn.recv(n)
+                    if not got:
+                        break
+                    n -= len(got)
+            self.answer(conn)
+            # hold the connection until the filter closes it
+            conn.settimeout(3)
+            while conn.recv(4096):
+                pass
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        self.srv.close()
+        self.thread.join(2)
+        remove_tree(self.dir)
+
+
+def packet(cmd, data=b""):
+    return struct.pack(">I", len(data) + 1) + cmd + data
+
+
+OPTNEG = packet(b"O", struct.pack(">III", 6, 0, 0))
+
+
+class MilterFilterTest(ProxyTestCase):
+
+    def setUp(self):
+        for path in (os.path.join(FILTER_DIR, "milter.so"), TESTMILTER):
+            if not os.access(path, os.R_OK):
+                self.skipTest("not built: %s" % path)
+        self.cap = self.start_capture()
+
+    def start_milter(self, **kw):
+        m = TestMilter(**kw)
+        self.addCleanup(m.stop)
+        return m
+
+    def proxy(self, spec, **options):
+        return self.start_proxy(backend_port=self.cap.port, filters="milter",
+                                filter_dir=FILTER_DIR,
+                                extra=milter_section(spec, **options))
+
+    def session(self, proxy, helo="client.example.test"):
+        c = self.client(proxy.port)
+        self.assertCode(c.ehlo(helo), 250)
+        return c
+
+    def send(self, c, sender, rcpts, message):
+        return c.mail_transaction(sender, rcpts, message)
+
+    def milter_results(self, record):
+        entries = filter_entries(record, "milter")
+        self.assertTrue(entries, "no milter entry in %r" % record)
+        return entries
+
+
+class TestHeaderChanges(MilterFilterTest):
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.start_milter()
+        self.p = self.proxy(self.m.spec)
+
+    def test_changes_reach_the_backend_in_the_milters_order(self):
+        body = b"line one\r\nline two\r\n"
+        msg = make_message("change me", body=body,
+                           extra_headers=["X-Remove-Me: please",
+                                          "X-Folded: first part\r\n\tsecond part"])
+        c = self.session(self.p)
+        r = self.send(c, ALICE, [BOB, CAROL], msg)
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        fields = header_fields(got)
+        names = [n for n, _ in fields]
+        self.assertEqual(names[0], b"x-testmilter-top", names)
+        self.assertEqual(names[1], b"x-testmilter-second", names)
+        self.assertNotIn(b"x-remove-me", names)
+        self.assertIn(b"Subject: changed by testmilter\r\n", got)
+        seen = dict(fields)[b"x-testmilter"]
+        # 5 fields of make_message + 2 extra; the body byte for byte
+        self.assertIn(b"from=<%s> rcpts=2 headers=7 body=%d chunks=1"
+                      % (ALICE.encode(), len(body)), seen)
+        self.assertTrue(got.endswith(b"\r\n\r\n" + body), got)
+        # the folded field went to the milter with its fold as a newline
+        self.m.wait_event("eom")
+        with open(self.m.log) as f:
+            self.assertIn("header X-Folded: [first part\n\tsecond part]\n",
+                          f.read())
+        rec = self.p.wait_transaction(action="accepted")[0]
+        res = self.milter_results(rec)[-1]
+        self.assertEqual(res["results"]["milter"], "continue")
+        self.assertEqual(res["results"]["changes"], 7)
+
+    def test_macros_and_client(self):
+        c = self.session(self.p, helo="helo.example.test")
+        r = self.send(c, ALICE, [BOB], make_message("macros"))
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        rec = self.p.wait_transaction(action="accepted")[0]
+        fields = dict(header_fields(got))
+        macros = fields[b"x-testmilter-macros"].decode()
+        sid = rec["session"]
+        self.assertIn(" i=%s " % sid, macros + " ")
+        self.assertIn("{daemon_name}=127.0.0.1:%d" % self.p.port, macros)
+        self.assertIn("_=unknown [127.0.0.1]", macros)
+        self.assertIn("{auth_authen}=-", macros)
+        client = fields[b"x-testmilter-client"].decode()
+        self.assertIn("[127.0.0.1] helo=helo.example.test", client)
+        mail = self.m.wait_event("mail")[0]
+        self.assertIn("{mail_addr}=%s" % ALICE, mail)
+        self.assertIn("<%s>" % ALICE, mail)
+
+    def test_body_in_chunks_of_at_most_64k(self):
+        body = b"".join(b"%078d\r\n" % i for i in range(2500))  # 200,000 bytes
+        c = self.session(self.p)
+        r = self.send(c, ALICE, [BOB], make_message("big", body=body))
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        seen = dict(header_fields(got))[b"x-testmilter"]
+        self.assertIn(b"body=200000 chunks=4", seen)
+        sizes = [int(e.split()[1]) for e in self.m.events() if e.startswith("body ")]
+        self.assertEqual(sum(sizes), 200000)
+        self.assertTrue(all(s <= 65535 for s in sizes), sizes)
+
+    def test_skip_stops_the_body(self):
+        body = b"".join(b"%078d\r\n" % i for i in range(2500))
+        c = self.session(self.p)
+        r = self.send(c, "skip@" + DOMAIN, [BOB], make_message("skip", body=body))
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        self.assertIn(b"chunks=1", dict(header_fields(got))[b"x-testmilter"])
+        # the whole message still reaches the backend
+        self.assertTrue(got.endswith(body))
+
+    def test_one_connection_per_session_and_abort(self):
+        c = self.session(self.p)
+        self.assertCode(self.send(c, ALICE, [BOB], make_message("one"))["end"], 250)
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RSET"), 250)
+        self.assertCode(self.send(c, ALICE, [BOB], make_message("two"))["end"], 250)
+        c.cmd("QUIT")
+        self.m.wait_event("close")
+        ev = [e.split()[0] for e in self.m.events()]
+        self.assertEqual(ev.count("connect"), 1, ev)
+        self.assertEqual(ev.count("mail"), 3, ev)
+        self.assertEqual(ev.count("eom"), 2, ev)
+        self.assertEqual(ev.count("abort"), 1, ev)
+        self.assertEqual(ev[-1], "close")
+
+
+class TestVerdicts(MilterFilterTest):
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.start_milter()
+        self.p = self.proxy(self.m.spec)
+
+    def test_sender_refused_with_the_milters_reply(self):
+        c = self.session(self.p)
+        r = c.cmd("MAIL FROM:<reject@%s>" % DOMAIN)
+        self.assertReply(r, 550, "5.7.1")
+        self.assertIn("Sender refused by testmilter", r.text)
+        rec = self.p.wait_transaction(action="rejected")[0]
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["milter"], "replycode")
+
+    def test_tempfail_gets_the_default_reply(self):
+        c = self.session(self.p)
+        self.assertReply(c.cmd("MAIL FROM:<tempfail@%s>" % DOMAIN), 451, "4.7.1")
+
+    def test_multiline_reply_gives_its_first_line(self):
+        c = self.session(self.p)
+        r = c.cmd("MAIL FROM:<multiline@%s>" % DOMAIN)
+        self.assertReply(r, 550, "5.7.1")
+        self.assertIn("first line", r.text)
+
+    def test_recipient_refused_alone(self):
+        c = self.session(self.p)
+        r = self.send(c, ALICE, [BOB, "refused@" + DOMAIN], make_message("rcpt"))
+        self.assertCode(r["rcpt"][0], 250)
+        self.assertReply(r["rcpt"][1], 550, "5.1.1")
+        self.assertIn("Recipient refused by testmilter", r["rcpt"][1].text)
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        self.assertIn(b"rcpts=1", dict(header_fields(got))[b"x-testmilter"])
+        self.assertNotIn("RCPT TO:<refused@%s>" % DOMAIN, self.cap.commands())
+
+    def test_discard_takes_and_delivers_nothing(self):
+        c = self.session(self.p)
+        r = self.send(c, "discard@" + DOMAIN, [BOB], make_message("discard"))
+        self.assertCode(r["end"], 250)
+        self.p.wait_transaction(action="discarded")
+        self.assertEqual(self.cap.messages(), [])
+
+    def test_message_refused_at_its_end(self):
+        c = self.session(self.p)
+        r = self.send(c, "eomreject@" + DOMAIN, [BOB], make_message("eom"))
+        self.assertReply(r["end"], 554, "5.7.1")
+        self.assertIn("Message refused by testmilter", r["end"].text)
+        self.assertEqual(self.cap.messages(), [])
+
+    def test_accept_leaves_the_message_alone(self):
+        c = self.session(self.p)
+        msg = make_message("accepted")
+        r = self.send(c, "accept@" + DOMAIN, [BOB], msg)
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        self.assertNotIn(b"X-Testmilter", got)
+        self.assertNotIn("eom", [e.split()[0] for e in self.m.events()])
+
+    def test_helo_refused(self):
+        c = self.client(self.p.port)
+        r = c.ehlo("reject.helo")
+        self.assertReply(r, 550, "5.7.1")
+        self.assertIn("HELO refused by testmilter", r.text)
+
+    def test_progress_keeps_a_slow_milter_in_time(self):
+        p = self.proxy(self.m.spec, content_timeout="2s")
+        c = self.session(p)
+        r = self.send(c, "progress@" + DOMAIN, [BOB], make_message("progress"))
+        self.assertCode(r["end"], 250)
+        self.assertEqual(len(self.cap.wait_messages(1)), 1)
+
+
+class TestConnectVerdict(MilterFilterTest):
+
+    def test_connection_refused_by_the_milter(self):
+        m = self.start_milter(connect_action="reject")
+        p = self.proxy(m.spec)
+        c = self.client(p.port, connect=False)
+        c.connect(read_greeting=False)
+        r = c.reply()
+        self.assertCode(r, 5)
+
+
+class TestFailures(MilterFilterTest):
+
+    def test_milter_down_tempfails_by_default(self):
+        d = make_tempdir("portcullis-nomilter-")
+        self.addCleanup(remove_tree, d)
+        p = self.proxy("unix:" + os.path.join(d, "absent.sock"))
+        c = self.client(p.port, connect=False)
+        c.connect(read_greeting=False)
+        r = c.reply()
+        self.assertReply(r, 421, "4.3.0")
+        rec = p.wait_decisions(lambda d: d.get("type") == "connection")[0]
+        e = self.milter_results(rec)[-1]
+        self.assertEqual(e["error"], "the filter failed")
+        self.assertEqual(e["results"]["error"], "cannot connect to the milter")
+
+    def test_milter_down_with_on_error_accept_delivers(self):
+        d = make_tempdir("portcullis-nomilter-")
+        self.addCleanup(remove_tree, d)
+        p = self.proxy("unix:" + os.path.join(d, "absent.sock"), on_error="accept")
+        c = self.session(p)
+        r = self.send(c, ALICE, [BOB], make_message("down"))
+        self.assertCode(r["end"], 250)
+        self.assertEqual(len(self.cap.wait_messages(1)), 1)
+        rec = p.wait_transaction(action="accepted")[0]
+        errors = [e["results"]["error"] for e in self.milter_results(rec)
+                  if "results" in e and "error" in e["results"]]
+        self.assertIn("cannot connect to the milter", errors)
+
+    def test_slow_milter_gets_on_error_in_time(self):
+        m = self.start_milter()
+        p = self.proxy(m.spec, content_timeout="1s")
+        c = self.session(p)
+        t0 = time.monotonic()
+        r = self.send(c, "sleep@" + DOMAIN, [BOB], make_message("slow"))
+        self.assertReply(r["end"], 451, "4.3.0")
+        self.assertLess(time.monotonic() - t0, 2.9)
+        rec = p.wait_transaction()[0]
+        errs = [e["results"]["error"] for e in self.milter_results(rec)
+                if "error" in e.get("results", {})]
+        self.assertIn("the milter did not answer in time", errs)
+        self.assertEqual(self.cap.messages(), [])
+        # a new session gets a new connection and goes through
+        c2 = self.session(p)
+        self.assertCode(self.send(c2, ALICE, [BOB], make_message("next"))["end"], 250)
+
+    def fake(self, answer, **options):
+        f = FakeMilter(answer)
+        self.addCleanup(f.stop)
+        return f, self.proxy(f.spec, **options)
+
+    def check_refused_with(self, answer, why):
+        f, p = self.fake(answer)
+        c = self.client(p.port, connect=False)
+        c.connect(read_greeting=False)
+        self.assertReply(c.reply(), 421, "4.3.0")
+        rec = p.wait_decisions(lambda d: d.get("type") == "connection")[0]
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["error"], why)
+        # the worker is still there and serving
+        self.assertTrue(p.running())
+        self.assertEqual(f.connections, 1)
+
+    def test_garbage_and_hostile_packets(self):
+        cases = [
+            (lambda s: s.sendall(struct.pack(">I", 1 << 30) + b"b"),
+             "a packet longer than the most accepted"),
+            (lambda s: s.sendall(struct.pack(">I", 0)),
+             "a packet of length 0 (no command)"),
+            (lambda s: s.sendall(packet(b"Z")),
+             "an unknown reply"),
+            (lambda s: s.sendall(packet(b"O", b"\0\0\0\6")),
+             "a negotiation shorter than its 12 bytes"),
+            (lambda s: s.sendall(packet(b"c")),
+             "the milter answered the negotiation with something else"),
+            (lambda s: s.sendall(packet(b"O", struct.pack(">III", 6, 0x2, 0))),
+             "the milter wants to make changes this filter does not offer"),
+            (lambda s: s.sendall(packet(b"O", struct.pack(">III", 9, 0, 0))),
+             "the milter speaks a protocol version other than 2 to 6"),
+            (lambda s: s.sendall(b"\0\0"),
+             "the milter closed the connection"),
+            (lambda s: s.sendall(OPTNEG + packet(b"y", b"250 2.0.0 fine\0")),
+             "a reply code that is not 4xx or 5xx"),
+            (lambda s: s.sendall(OPTNEG + packet(b"h", b"X-Early\0v\0")),
+             "a reply that does not belong here"),
+        ]
+        for answer, why in cases:
+            with self.subTest(why=why):
+                self.check_refused_with(answer, why)
+
+    def test_silent_milter_times_out(self):
+        f, p = self.fake(lambda s: time.sleep(4), connect_timeout="1s")
+        c = self.client(p.port, connect=False)
+        t0 = time.monotonic()
+        c.connect(read_greeting=False)
+        self.assertReply(c.reply(), 421, "4.3.0")
+        self.assertLess(time.monotonic() - t0, 3)
+        rec = p.wait_decisions(lambda d: d.get("type") == "connection")[0]
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["error"],
+                         "the milter did not answer in time")
+
+
+class TestConfig(MilterFilterTest):
+
+    def check(self, section, key, needle):
+        p = harness.Portcullis(backend_port=self.cap.port)
+        self.addCleanup(p.stop)
+        text = harness.filter_config_text(p, "milter", section, FILTER_DIR)
+        r = p.check_config(text)
+        self.assertNotEqual(r.returncode, 0)
+        err = r.stderr.decode()
+        self.assertIn("[filter milter] %s:" % key, err)
+        self.assertIn(needle, err)
+        self.assertRegex(err, r"check\.conf:\d+:")
+
+    def test_errors_name_the_key(self):
+        self.check("\n[filter milter]\nmodule = milter\n", "socket", "required")
+        self.check("\n[filter milter]\nmodule = milter\nsocket = tcp:1@x\n",
+                   "socket", "expected inet:PORT@HOST")
+        self.check("\n[filter milter]\nmodule = milter\nsocket = unix:relative\n",
+                   "socket", "absolute path")
+        self.check("\n[filter milter]\nmodule = milter\nsocket = unix:/x\n"
+                   "command_timeout = soon\n", "command_timeout", "expected a duration")
+        self.check("\n[filter milter]\nmodule = milter\nsocket = unix:/x\n"
+                   "mail_macros = i {nonsense}\n", "mail_macros",
+                   "a macro this filter cannot give: \"{nonsense}\"")
+
+
+if __name__ == "__main__":
+    unittest.main()
