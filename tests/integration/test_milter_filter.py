@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import subprocess
+import tempfile
 import threading
 import time
 import unittest
@@ -476,7 +477,135 @@ class TestFailures(MilterFilterTest):
                          "the milter did not answer in time")
 
 
+def openssl(*args, data=None):
+    return subprocess.run(["openssl"] + list(args), input=data,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          check=True).stdout
+
+
+def rsa_key():
+    """(private key PEM, the TXT record of its public key)"""
+    import base64
+    pem = openssl("genrsa", "-traditional", "2048")
+    der = openssl("rsa", "-pubout", "-outform", "DER", data=pem)
+    return pem, "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+
+
+class OpenDKIM:
+    """Debian's opendkim as a milter on a UNIX socket: mode "s" signs mail
+    from internal (127.0.0.1) for example.test with selector "sel"; mode
+    "v" verifies, finding the key of sel._domainkey.example.test in its
+    test DNS data (txt)."""
+
+    def __init__(self, mode, pem, txt, internal="127.0.0.1"):
+        # opendkim refuses a configuration under a directory others may
+        # write to (/tmp): /run is root's alone
+        if not os.access("/run", os.W_OK):
+            raise unittest.SkipTest("opendkim's files need a safe directory: "
+                                    "run as root (/run)")
+        self.dir = tempfile.mkdtemp(prefix="portcullis-opendkim-", dir="/run")
+        self.sock = os.path.join(self.dir, "opendkim.sock")
+        key = os.path.join(self.dir, "sel.private")
+        with open(key, "wb") as f:
+            f.write(pem)
+        os.chmod(key, 0o600)
+        dns = os.path.join(self.dir, "dns")
+        with open(dns, "w") as f:
+            f.write("sel._domainkey.%s %s\n" % (DOMAIN, txt))
+        conf = os.path.join(self.dir, "opendkim.conf")
+        with open(conf, "w") as f:
+            f.write("\n".join([
+                "Syslog no", "Mode %s" % mode, "Socket local:%s" % self.sock,
+                "PidFile %s" % os.path.join(self.dir, "opendkim.pid"),
+                "Domain %s" % DOMAIN, "Selector sel", "KeyFile %s" % key,
+                "InternalHosts %s" % internal, "Canonicalization relaxed/simple",
+                "AuthservID mx.%s" % DOMAIN, "TestDNSData %s" % dns,
+                "UMask 007", ""]))
+        self.proc = subprocess.Popen(["opendkim", "-f", "-x", conf],
+                                     stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        if not wait_for(lambda: os.path.exists(self.sock) or
+                        self.proc.poll() is not None, 10) or \
+                not os.path.exists(self.sock):
+            err = self.stop()
+            raise AssertionError("opendkim did not start: %r" % err)
+
+    def stop(self):
+        err = b""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+        try:
+            err, _ = self.proc.communicate(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            err, _ = self.proc.communicate()
+        remove_tree(self.dir)
+        return err
+
+
+class TestOpenDKIM(MilterFilterTest):
+    """The filter in front of the real OpenDKIM milter, and dkimpy as an
+    independent DKIM implementation on the other side."""
+
+    def setUp(self):
+        super().setUp()
+        harness.skip_unless_tool("opendkim")
+        try:
+            import dkim  # noqa: F401  (dkimpy)
+        except ImportError:
+            self.skipTest("dkimpy not installed (python3-dkim)")
+        self.pem, self.txt = rsa_key()
+
+    def start_opendkim(self, mode, **kw):
+        o = OpenDKIM(mode, self.pem, self.txt, **kw)
+        self.addCleanup(o.stop)
+        return self.proxy("unix:" + o.sock)
+
+    def dnsfunc(self, name, timeout=5):
+        if name.rstrip(b".") == b"sel._domainkey." + DOMAIN.encode():
+            return self.txt.encode()
+        return b""
+
+    def test_opendkim_signs_and_dkimpy_verifies(self):
+        import dkim
+        p = self.start_opendkim("s")
+        c = self.session(p)
+        msg = make_message("signed by opendkim", sender=ALICE)
+        self.assertCode(self.send(c, ALICE, [BOB], msg)["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        sig = dict(header_fields(got)).get(b"dkim-signature", b"")
+        self.assertIn(b"d=%s" % DOMAIN.encode(), sig)
+        self.assertIn(b"s=sel", sig)
+        self.assertTrue(dkim.verify(got, dnsfunc=self.dnsfunc),
+                        "dkimpy does not verify what opendkim signed: %r" % got)
+        rec = p.wait_transaction(action="accepted")[0]
+        self.assertGreaterEqual(self.milter_results(rec)[-1]["results"]["changes"], 1)
+
+    def verify(self, tamper):
+        import dkim
+        p = self.start_opendkim("v", internal="192.0.2.1")
+        msg = make_message("signed by dkimpy", sender=ALICE)
+        signed = dkim.sign(msg, b"sel", DOMAIN.encode(), self.pem,
+                           include_headers=[b"from", b"to", b"subject", b"date"])
+        signed = signed + msg
+        if tamper:
+            signed = signed.replace(b"signed by dkimpy", b"signed by someone")
+        c = self.session(p)
+        self.assertCode(self.send(c, ALICE, [BOB], signed)["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        ar = dict(header_fields(got)).get(b"authentication-results", b"")
+        self.assertIn(b"mx.%s" % DOMAIN.encode(), ar)
+        return ar
+
+    def test_opendkim_verifies_what_dkimpy_signed(self):
+        self.assertIn(b"dkim=pass", self.verify(tamper=False))
+
+    def test_opendkim_fails_a_changed_message(self):
+        self.assertIn(b"dkim=fail", self.verify(tamper=True))
+
+
 class TestConfig(MilterFilterTest):
+
 
     def check(self, section, key, needle):
         p = harness.Portcullis(backend_port=self.cap.port)
