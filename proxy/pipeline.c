@@ -194,6 +194,7 @@ static struct snap *snap_new(const struct pipeline_env *env)
 	SNAP_STR(addr);
 	SNAP_STR(listener);
 	SNAP_STR(helo);
+	SNAP_STR(auth_user);
 	SNAP_STR(sender);
 	SNAP_STR(rcpt);
 #undef SNAP_STR
@@ -1230,7 +1231,7 @@ bool pc_tls(pc_ctx *ctx)
 
 const char *pc_auth_user(pc_ctx *ctx)
 {
-	return NULL;
+	return ctx_env(ctx)->auth_user;
 }
 
 const char *pc_listener(pc_ctx *ctx)

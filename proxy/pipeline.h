@@ -45,6 +45,7 @@ struct pipeline_env {
 	const char *listener;
 	const char *helo;
 	bool esmtp;
+	const char *auth_user; /* the AUTH login, or NULL */
 	const char *sender; /* NULL before MAIL */
 	const struct smtp_param *params;
 	size_t nparams;

@@ -38,6 +38,9 @@ struct record_client {
 	const char *listener; /* the listen setting it came in on (not logged) */
 	const char *via_address; /* the load balancer it came through, or NULL */
 	unsigned via_port;
+	const char *auth_user;	 /* the AUTH login, or NULL */
+	const char *auth_mechanism; /* its mechanism ("" or NULL: none) */
+	unsigned auth_failures;	 /* failed AUTH attempts of the session */
 };
 
 /* One recipient and the reply it got (the session's own list). */
