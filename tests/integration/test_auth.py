@@ -154,7 +154,8 @@ class AuthTestBase(ProxyTestCase):
         p = self.start_proxy(
             backend_port=backend_port,
             extra=listener(self.sub_port,
-                           socket_path=socket_path or self.dovecot.socket_path,
+                           socket_path=(self.dovecot.socket_path
+                                        if socket_path is None else socket_path),
                            **keys) + extra, **kw)
         self.assertTrue(wait_for(lambda: harness.is_listening(self.sub_port), 10))
         return p
@@ -384,6 +385,59 @@ class FiltersTrustTheLoginTest(AuthTestBase):
         self.assertReply(c.cmd("RCPT TO:<%s>" % ELSEWHERE), 250)
         rcpts = [x for x in backend.commands() if x.startswith(b"RCPT")]
         self.assertEqual(rcpts, [b"RCPT TO:<%s>" % ELSEWHERE.encode()])
+
+
+
+class RelayedAuthTest(AuthTestBase):
+    """auth = relay: Postfix holds the passwords (its own SASL is the
+    same Dovecot); Portcullis passes each line through and takes the
+    login only from Postfix's 235."""
+
+    def setUp(self):
+        super().setUp()
+        self.postfix = self.start_postfix(extra_main={
+            "smtpd_sasl_auth_enable": "yes",
+            "smtpd_sasl_type": "dovecot",
+            "smtpd_sasl_path": self.dovecot.socket_path,
+            "smtpd_tls_auth_only": "no",
+        })
+        self.p = self.proxy(self.postfix.port, auth="relay", socket_path="",
+                            auth_failure_delay="0.1")
+
+    def test_ehlo_offers_what_the_backend_offers(self):
+        c = self.sub_client()
+        self.assertEqual(c.ehlo().keywords.get("AUTH"), "PLAIN LOGIN")
+
+    def test_plain_and_login_are_relayed_and_the_login_is_recorded(self):
+        for mech in ("PLAIN", "LOGIN"):
+            r = run_swaks(["--server", "127.0.0.1:%d" % self.sub_port,
+                           "--from", ALICE, "--to", "bob@" + DOMAIN,
+                           "--auth", mech, "--auth-user", ALICE,
+                           "--auth-password", PASSWORD, "--timeout", "20"])
+            self.assertEqual(r.returncode, 0, r.stdout)
+            self.assertIn("235 2.7.0 Authentication successful", r.stdout)
+        self.postfix.wait_messages("bob", 2)
+        self.assertRegex(self.postfix.maillog(),
+                         r"sasl_method=LOGIN, sasl_username=alice@example\.test")
+        self.assertRegex(self.postfix.maillog(),
+                         r"sasl_method=PLAIN, sasl_username=alice@example\.test")
+        recs = self.p.wait_decisions(lambda d: d.get("action") == "accepted", 2)
+        self.assertEqual(sorted(d["auth"]["mechanism"] for d in recs), ["LOGIN", "PLAIN"])
+        for d in recs:
+            self.assertEqual(d["auth"]["user"], ALICE)
+        self.assertNoPassword(self.p)
+
+    def test_the_backends_refusal_is_a_failure_and_no_login(self):
+        c = self.sub_client(source="127.0.0.5")
+        c.ehlo()
+        r = c.cmd("AUTH PLAIN " + PLAIN_BAD)
+        self.assertReply(r, 535, "5.7.8")
+        self.assertEqual(c.cmd("AUTH LOGIN").lines, ["334 VXNlcm5hbWU6"])
+        self.assertEqual(c.cmd("*").lines, ["501 5.0.0 Authentication aborted"])
+        c.cmd("QUIT")
+        rec = self.p.wait_decisions(lambda d: d.get("type") == "connection")[0]
+        self.assertEqual(rec["auth"], {"failures": 1})
+        self.assertNoPassword(self.p)
 
 
 if __name__ == "__main__":
