@@ -149,7 +149,7 @@ class AuthTestBase(ProxyTestCase):
         auth go to [listener submission], require_tls too, the rest to
         the daemon."""
         keys = {k: kw.pop(k) for k in list(kw)
-                if k.startswith("auth") or k == "require_tls"}
+                if k.startswith("auth_") or k in ("auth", "require_tls")}
         self.sub_port = free_port()
         p = self.start_proxy(
             backend_port=backend_port,
@@ -386,6 +386,43 @@ class FiltersTrustTheLoginTest(AuthTestBase):
         rcpts = [x for x in backend.commands() if x.startswith(b"RCPT")]
         self.assertEqual(rcpts, [b"RCPT TO:<%s>" % ELSEWHERE.encode()])
 
+
+
+class DKIMSignsTheLoginsMailTest(AuthTestBase):
+    """The dkim filter signs for pc_auth_user(): the keys, zone and DNS
+    server of test_dkim_filter, a client it does not trust by address."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        import test_dkim_filter as td
+        cls.td = td
+        td.setUpModule()
+        cls.addClassCleanup(td.tearDownModule)
+
+    def test_the_authenticated_users_mail_is_signed_and_dkimpy_verifies_it(self):
+        td = self.td
+        backend = self.start_capture(keywords=XCLIENT_KEYWORDS)
+        self.proxy(backend.port, filters="dkim", filter_dir=FILTER_DIR,
+                   authserv_id=td.AUTHSERV,
+                   extra=td.sign_section(trusted=td.UNTRUSTED))
+        sender = "alice@signer.test"
+        c = self.sub_client()
+        c.ehlo()
+        self.assertReply(c.cmd("AUTH PLAIN " + PLAIN_OK), 235)
+        r = c.mail_transaction(sender, ["bob@example.org"], td.message(sender=sender))
+        self.assertReply(r["end"], 250)
+        anon = self.sub_client()
+        anon.ehlo()
+        r = anon.mail_transaction(sender, ["bob@example.org"], td.message(sender=sender))
+        self.assertReply(r["end"], 250)
+        signed, unsigned = backend.wait_messages(2)
+        n = len(re.findall(rb"(?im)^DKIM-Signature:", td.header_block(signed)))
+        self.assertEqual(n, 2, signed[:1500])
+        d = td.dkim.DKIM(signed)
+        self.assertEqual([d.verify(idx=i, dnsfunc=td.zone_dnsfunc) for i in range(n)],
+                         [True, True])
+        self.assertNotRegex(td.header_block(unsigned), rb"(?im)^DKIM-Signature:")
 
 
 class RelayedAuthTest(AuthTestBase):
