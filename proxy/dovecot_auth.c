@@ -339,6 +339,8 @@ static void req_timer_cb(evutil_socket_t fd, short events, void *arg)
 	struct dovecot_req *q = arg;
 	struct dovecot_auth *da = q->da;
 
+	(void)fd;
+	(void)events;
 	if (!q->failed) {
 		/* A service that sits on one request is stuck for all of them. */
 		char why[96];
