@@ -153,6 +153,7 @@ static const struct conf_param conf_listener_params[] = {
 	{ "listener", "auth_timeout", CONF_MILLIS, L(auth_timeout_ms), 0, "10", false, 1, 300000, NULL },
 	{ "listener", "auth_failure_limit", CONF_UINT, L(auth_failure_limit), 0, "5", false, 0, 1000, NULL },
 	{ "listener", "auth_failure_delay", CONF_MILLIS, L(auth_failure_delay_ms), 0, "1", false, 0, 60000, NULL },
+	{ "listener", "auth_failure_window", CONF_SECONDS, L(auth_failure_window), 0, "600", false, 1, 86400, NULL },
 };
 
 #define NLPARAMS (sizeof(conf_listener_params) / sizeof(conf_listener_params[0]))
@@ -705,7 +706,8 @@ static void conf_listener_auth(struct conf_loader *ld, size_t li, const char *se
 {
 	const struct conf_listener *l = &ld->conf->listeners[li];
 	static const char *const auth_keys[] = { "auth_require_tls", "auth_timeout",
-						 "auth_failure_limit", "auth_failure_delay" };
+						 "auth_failure_limit", "auth_failure_delay",
+						 "auth_failure_window" };
 
 	if (l->auth == CONF_AUTH_DOVECOT && (!l->auth_socket || !*l->auth_socket))
 		conf_error(ld, conf_lline(ld, li, "auth_socket"), section, "auth_socket",

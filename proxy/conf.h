@@ -86,6 +86,7 @@ struct conf_listener {
 	unsigned auth_timeout_ms;	/* for the checker's answer */
 	unsigned auth_failure_limit;	/* failed AUTHs before 421, 0: none */
 	unsigned auth_failure_delay_ms;	/* the first failure's delay, doubling */
+	unsigned auth_failure_window;	/* seconds failures of an address are counted */
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };

@@ -144,7 +144,9 @@ struct session {
 	char *auth_reply;	      /* a failure's reply, waiting for its delay */
 	char *auth_user;	      /* the login, once 235 went out */
 	enum auth_mech auth_mech;
-	unsigned auth_failures;
+	unsigned auth_failures;	      /* this session's */
+	unsigned auth_count;	      /* the address's, across workers, at the last one */
+	unsigned long auth_anvil;     /* the anvil counts the last failure */
 };
 
 static void session_process(struct session *s);
@@ -374,6 +376,8 @@ static void session_free(struct session *s, const char *action,
 	free(s->line_pending);
 	free(s->helo_pending);
 	session_auth_end(s);
+	if (s->auth_anvil && s->h->auth_failed_cancel)
+		s->h->auth_failed_cancel(s->h->arg, s->auth_anvil);
 	if (s->auth_timer)
 		event_free(s->auth_timer);
 	free(s->auth_user);
@@ -670,11 +674,14 @@ static struct relay_client session_relay_client(const struct session *s)
 /*
  * AUTH (RFC 4954). The exchange's SASL side is auth.c's; here are its
  * replies, who checks the credentials (Dovecot, or the backend the
- * exchange is relayed to), and what a failure costs: its reply waits
- * auth_failure_delay, doubled with each failure of the session (on the
- * session's own timer: the loop never sleeps), and the one that reaches
- * auth_failure_limit ends the session with 421. The password is never
- * logged nor recorded; the login is, once 235 went out.
+ * exchange is relayed to), and what a failure costs. Failures are
+ * counted per client address over auth_failure_window by the anvil, so
+ * across sessions and workers (each session alone when the anvil cannot
+ * tell); a failure's reply waits auth_failure_delay, doubled with each
+ * failure counted (on the session's own timer: the loop never sleeps),
+ * and the one that reaches auth_failure_limit ends the session with 421.
+ * The password is never logged nor recorded; the login is, once 235
+ * went out.
  */
 #define REPLY_AUTH_TEMPFAIL 454, "4.7.0", "Temporary authentication failure"
 #define REPLY_AUTH_OK 235, "2.7.0", "Authentication successful"
@@ -799,7 +806,7 @@ static void session_auth_delayed(evutil_socket_t fd, short events, void *arg)
 	const struct conf_listener *l = session_auth_conf(s);
 
 	s->wait = WAIT_NONE;
-	if (l && l->auth_failure_limit && s->auth_failures >= l->auth_failure_limit) {
+	if (l && l->auth_failure_limit && s->auth_count >= l->auth_failure_limit) {
 		session_close(s, 421, "4.7.0", "Too many failed authentication attempts",
 			      "too many failed authentication attempts");
 		return;
@@ -812,23 +819,41 @@ static void session_auth_delayed(evutil_socket_t fd, short events, void *arg)
 }
 
 /*
+ * session_auth_penalty - the failures of the address are known (count,
+ * 0 when the anvil could not tell: the session's own then): the reply
+ * waits auth_failure_delay, doubled for each failure before this one
+ */
+static void session_auth_penalty(void *data, unsigned count)
+{
+	struct session *s = data;
+	const struct conf_listener *l = session_auth_conf(s);
+	unsigned long long ms = l ? l->auth_failure_delay_ms : 0;
+	struct timeval tv;
+
+	s->auth_anvil = 0;
+	s->auth_count = count > s->auth_failures ? count : s->auth_failures;
+	for (unsigned i = 1; i < s->auth_count && ms < SESSION_AUTH_DELAY_MAX_MS; i++)
+		ms *= 2;
+	if (ms > SESSION_AUTH_DELAY_MAX_MS)
+		ms = SESSION_AUTH_DELAY_MAX_MS;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(s->auth_timer, &tv);
+}
+
+/*
  * session_auth_failure - wrong credentials: reply (a whole line) goes
- * out after the delay, which doubles with each failure
+ * out after the delay (session_auth_penalty), once the anvil counted
+ * the failure
  */
 static void session_auth_failure(struct session *s, const char *reply)
 {
 	const struct conf_listener *l = session_auth_conf(s);
-	unsigned long long ms = l ? l->auth_failure_delay_ms : 0;
-	struct timeval tv;
 
 	log_info("session %s from [%s]:%u: AUTH %s failed", s->id, s->addr, s->port,
 		 s->auth_x ? auth_mech_name(s->auth_x->mech) : "");
 	session_auth_end(s);
 	s->auth_failures++;
-	for (unsigned i = 1; i < s->auth_failures && ms < SESSION_AUTH_DELAY_MAX_MS; i++)
-		ms *= 2;
-	if (ms > SESSION_AUTH_DELAY_MAX_MS)
-		ms = SESSION_AUTH_DELAY_MAX_MS;
 	free(s->auth_reply);
 	s->auth_reply = strdup(reply);
 	if (!s->auth_reply || (!s->auth_timer &&
@@ -839,9 +864,11 @@ static void session_auth_failure(struct session *s, const char *reply)
 		return;
 	}
 	s->wait = WAIT_AUTH;
-	tv.tv_sec = (time_t)(ms / 1000);
-	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-	evtimer_add(s->auth_timer, &tv);
+	if (s->h->auth_failed)
+		s->auth_anvil = s->h->auth_failed(s->h->arg, s->addr, l->auth_failure_window,
+						  session_auth_penalty, s);
+	if (!s->auth_anvil)
+		session_auth_penalty(s, 0);
 }
 
 /* session_auth_dovecot_done - Dovecot decided */

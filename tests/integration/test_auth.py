@@ -290,6 +290,25 @@ class DovecotAuthTest(AuthTestBase):
         self.assertEqual(rec["reason"], "too many failed authentication attempts")
         self.assertNoPassword(self.p)
 
+    def test_failures_count_per_client_address_across_sessions(self):
+        first = self.sub_client(source="127.0.0.6")
+        first.ehlo()
+        for _ in range(2):
+            self.assertReply(first.cmd("AUTH PLAIN " + PLAIN_BAD), 535, "5.7.8")
+        first.cmd("QUIT")
+        second = self.sub_client(source="127.0.0.6")
+        second.ehlo()
+        t0 = time.monotonic()
+        r = second.cmd("AUTH PLAIN " + PLAIN_BAD)
+        # the third of the address: its delay is the third's (0.8 s), and the limit
+        self.assertGreaterEqual(time.monotonic() - t0, 0.75)
+        self.assertEqual(r.lines, ["421 4.7.0 proxy.portcullis.test Too many failed "
+                                   "authentication attempts"])
+        # another address is not touched by them
+        other = self.sub_client(source="127.0.0.7")
+        other.ehlo()
+        self.assertReply(other.cmd("AUTH PLAIN " + PLAIN_BAD), 535, "5.7.8")
+
     def test_a_failed_login_delays_only_its_own_session(self):
         slow = self.sub_client(source="127.0.0.4")
         slow.ehlo()
