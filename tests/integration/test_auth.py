@@ -496,5 +496,29 @@ class RelayedAuthTest(AuthTestBase):
         self.assertNoPassword(self.p)
 
 
+
+class ConfigTest(ProxyTestCase):
+
+    def check(self, listener_text):
+        p = harness.Portcullis(backend_port=9, extra=listener_text)
+        self.addCleanup(p.stop)
+        p.write_config()
+        r = subprocess.run([p.binary, "-t", "-c", p.conf_path], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=30)
+        return p.conf_path, r
+
+    def test_auth_keys_are_checked_with_file_line_and_key(self):
+        path, r = self.check("\n[listener s]\naddress = 127.0.0.1:%d\nauth = dovecot\n"
+                             "auth_require_tls = maybe\n"
+                             "[listener t]\naddress = 127.0.0.1:%d\nauth_socket = /x\n"
+                             "auth_failure_limit = 3\n" % (free_port(), free_port()))
+        self.assertNotEqual(r.returncode, 0)
+        for line in ("[listener s] auth_socket: required with auth = dovecot",
+                     "[listener s] auth_require_tls: not one of the allowed values",
+                     "[listener t] auth_socket: has no effect without auth = dovecot",
+                     "[listener t] auth_failure_limit: has no effect without auth"):
+            self.assertRegex(r.stdout, re.escape(path) + r":\d+: " + re.escape(line))
+
+
 if __name__ == "__main__":
     unittest.main()
