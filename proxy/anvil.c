@@ -39,7 +39,7 @@
 #define ANVIL_BATCH 64
 
 /* Entry kinds of the anvil's tables. */
-enum anvil_kind { ANVIL_KIND_ADDR = 1, ANVIL_KIND_NET };
+enum anvil_kind { ANVIL_KIND_ADDR = 1, ANVIL_KIND_NET, ANVIL_KIND_AUTH = 4 };
 
 /* One worker's connection. */
 struct anvil_peer {
@@ -318,6 +318,33 @@ static void anvil_decide(struct anvil_peer *p, struct anvil_msg *m,
 		anvil_table_remove(&p->own, own);
 }
 
+/*
+ * anvil_auth_failed - count one failed AUTH of an address over the
+ * window the worker gives (kept in the entry's rate, for the sweep); the
+ * answer, with the count, goes into m. Out of memory the count is 0:
+ * the worker then counts its session alone.
+ */
+static void anvil_auth_failed(struct anvil_service *svc, struct anvil_msg *m,
+			      const struct anvil_key *key)
+{
+	struct anvil_entry *e = anvil_table_get(&svc->totals, key, true);
+	uint32_t window = m->limits[0] ? m->limits[0] : 1;
+
+	m->type = ANVIL_ANSWER;
+	m->verdict = ANVIL_UNCOUNTED; /* no session to take back: see anvil_client_read() */
+	m->count = 0;
+	if (!e)
+		return;
+	if (e->count == 0 || svc->now - e->rate_start >= (time_t)e->rate) {
+		e->count = 0;
+		e->rate_start = svc->now;
+	}
+	e->rate = window;
+	if (e->count < UINT32_MAX)
+		e->count++;
+	m->count = e->count;
+}
+
 /* anvil_disconnect - a session the worker had counted ended */
 static void anvil_disconnect(struct anvil_peer *p, const struct anvil_key *key)
 {
@@ -352,7 +379,8 @@ static void anvil_peer_read(evutil_socket_t fd, short events, void *arg)
 			return;
 		}
 		if (n != (ssize_t)sizeof(m) || (m.family != 4 && m.family != 6) ||
-		    (m.type != ANVIL_CONNECT && m.type != ANVIL_DISCONNECT)) {
+		    (m.type != ANVIL_CONNECT && m.type != ANVIL_DISCONNECT &&
+		     m.type != ANVIL_AUTH_FAILED)) {
 			log_error("anvil: %s from a worker: closing its connection",
 				  n < 0 ? strerror(errno) : "a malformed request");
 			anvil_peer_close(p);
@@ -363,6 +391,13 @@ static void anvil_peer_read(evutil_socket_t fd, short events, void *arg)
 		memcpy(key.addr, m.addr, m.family == 4 ? 4 : 16);
 		if (m.type == ANVIL_DISCONNECT) {
 			anvil_disconnect(p, &key);
+			continue;
+		}
+		if (m.type == ANVIL_AUTH_FAILED) {
+			key.kind = ANVIL_KIND_AUTH;
+			anvil_auth_failed(p->svc, &m, &key);
+			/* A worker that does not read gives up on the answer itself. */
+			(void)send(fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL);
 			continue;
 		}
 		anvil_decide(p, &m, &key);
@@ -424,7 +459,9 @@ static void anvil_sweep(evutil_socket_t fd, short events, void *arg)
 		struct anvil_entry *e, *next;
 		for (e = svc->totals.buckets[i]; e; e = next) {
 			next = e->next;
-			if (e->count == 0 && now - e->rate_start >= ANVIL_RATE_WINDOW)
+			/* Failed AUTHs are forgotten when their window is over. */
+			if ((e->count == 0 && now - e->rate_start >= ANVIL_RATE_WINDOW) ||
+			    (e->key.kind == ANVIL_KIND_AUTH && now - e->rate_start >= (time_t)e->rate))
 				anvil_table_remove(&svc->totals, e);
 		}
 	}

@@ -8,7 +8,10 @@
  * connects once (anvil_client.h) and, for every client, sends one
  * ANVIL_CONNECT with the client's address and the limits of its own
  * configuration (so a reload needs no new anvil), gets one ANVIL_ANSWER,
- * and sends one ANVIL_DISCONNECT when a counted session ends.
+ * and sends one ANVIL_DISCONNECT when a counted session ends. Failed
+ * AUTHs are counted here too (ANVIL_AUTH_FAILED), per address over a
+ * window, so that a client guessing passwords meets auth_failure_limit
+ * however it spreads its sessions over the workers.
  *
  * The anvil counts per worker connection: when a worker's connection
  * closes (the worker died, or gave up on the anvil), every session it
@@ -35,6 +38,12 @@ enum anvil_type {
 	ANVIL_CONNECT = 1, /* worker: may this client have a session? */
 	ANVIL_ANSWER,	   /* anvil: the verdict, with the request's id */
 	ANVIL_DISCONNECT,  /* worker: a session counted for addr ended */
+	/*
+	 * worker: a failed AUTH from addr, limits[0] the window in seconds;
+	 * answered ANVIL_UNCOUNTED with count, the address's failed AUTHs
+	 * within the window (this one included), from every worker
+	 */
+	ANVIL_AUTH_FAILED,
 };
 
 enum anvil_verdict {

@@ -57,6 +57,8 @@ struct anvil_pending {
 	socklen_t salen;
 	void *data;
 	struct anvil_key key; /* the client's address and port */
+	bool auth;	      /* a failed AUTH, not a client (c is NULL) */
+	anvil_auth_fn auth_done; /* NULL once cancelled */
 };
 
 struct anvil_client {
@@ -221,6 +223,11 @@ static void anvil_client_expire(struct anvil_client *ac)
 		} else {
 			anvil_client_fail_open(ac, "went away");
 		}
+		if (p.auth) {
+			if (p.auth_done)
+				p.auth_done(p.data, 0);
+			continue;
+		}
 		ac->answer(p.c, (struct sockaddr *)&p.sa, p.salen, p.data, NULL, NULL,
 			   ac->arg);
 	}
@@ -273,6 +280,11 @@ static void anvil_client_verdict(struct anvil_client *ac, const struct anvil_msg
 	const char *limit;
 
 	anvil_client_arm(ac);
+	if (p.auth) {
+		if (p.auth_done)
+			p.auth_done(p.data, m->count);
+		return;
+	}
 	if (m->verdict == ANVIL_OK) {
 		e = anvil_table_get(&ac->sessions, &p.key, true);
 		if (!e) {
@@ -443,6 +455,7 @@ bool anvil_client_ask(struct anvil_client *ac, struct conn *c,
 		return false;
 	}
 	p = &ac->pending[(ac->head + ac->npending) % ANVIL_CLIENT_MAX_PENDING];
+	p->auth = false;
 	p->id = ac->next_id++;
 	p->gen = ac->gen;
 	p->deadline_ms = now + ANVIL_CLIENT_DEADLINE_MS;
@@ -454,6 +467,52 @@ bool anvil_client_ask(struct anvil_client *ac, struct conn *c,
 	if (ac->npending++ == 0)
 		anvil_client_arm(ac);
 	return true;
+}
+
+/* anvil_client_auth_failed - count a failed AUTH across the workers */
+unsigned long anvil_client_auth_failed(struct anvil_client *ac, const char *addr,
+				       unsigned window, anvil_auth_fn done, void *data)
+{
+	struct anvil_msg m = { 0 };
+	struct anvil_pending *p;
+	long long now = anvil_client_now_ms();
+
+	if (inet_pton(AF_INET, addr, m.addr) == 1)
+		m.family = 4;
+	else if (inet_pton(AF_INET6, addr, m.addr) == 1)
+		m.family = 6;
+	else
+		return 0;
+	if (ac->fd < 0 || now < ac->stalled_until_ms ||
+	    ac->npending == ANVIL_CLIENT_MAX_PENDING)
+		return 0;
+	m.type = ANVIL_AUTH_FAILED;
+	m.id = ac->next_id;
+	m.limits[0] = window;
+	if (send(ac->fd, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) != (ssize_t)sizeof(m))
+		return 0;
+	p = &ac->pending[(ac->head + ac->npending) % ANVIL_CLIENT_MAX_PENDING];
+	memset(p, 0, sizeof(*p));
+	p->auth = true;
+	p->auth_done = done;
+	p->data = data;
+	p->id = ac->next_id++;
+	p->gen = ac->gen;
+	p->deadline_ms = now + ANVIL_CLIENT_DEADLINE_MS;
+	if (ac->npending++ == 0)
+		anvil_client_arm(ac);
+	/* 0 means "not asked": ids run on past it. */
+	return (unsigned long)p->id + 1;
+}
+
+/* anvil_client_auth_cancel - forget the callback of a failed AUTH's count */
+void anvil_client_auth_cancel(struct anvil_client *ac, unsigned long id)
+{
+	for (size_t i = 0; i < ac->npending; i++) {
+		struct anvil_pending *p = &ac->pending[(ac->head + i) % ANVIL_CLIENT_MAX_PENDING];
+		if (p->auth && (unsigned long)p->id + 1 == id)
+			p->auth_done = NULL;
+	}
 }
 
 /* anvil_client_done - a session ended: a notice if the anvil counted it */
@@ -490,7 +549,8 @@ void anvil_client_free(struct anvil_client *ac)
 		return;
 	while (ac->npending) {
 		struct anvil_pending p = anvil_client_pop(ac);
-		conn_free(p.c);
+		if (!p.auth)
+			conn_free(p.c);
 	}
 	if (ac->rev)
 		event_free(ac->rev);

@@ -16,6 +16,10 @@
  * ANVIL_CLIENT_LOG_INTERVAL seconds). When the anvil's connection closes
  * (the anvil died), the clients counted so far are counted no more, and
  * the client connects again.
+ *
+ * anvil_client_auth_failed() counts a failed AUTH the same way: its
+ * callback gets the address's failures across workers, or 0 when the
+ * anvil could not tell in time (the caller then counts alone).
  */
 #ifndef PORTCULLIS_ANVIL_CLIENT_H
 #define PORTCULLIS_ANVIL_CLIENT_H
@@ -64,6 +68,22 @@ bool anvil_client_ask(struct anvil_client *ac, struct conn *c,
  * addr, port port ended (or never started)
  */
 void anvil_client_done(struct anvil_client *ac, const char *addr, unsigned port);
+
+/* anvil_auth_fn - the failed AUTHs of the address within the window, 0: unknown */
+typedef void (*anvil_auth_fn)(void *data, unsigned count);
+
+/*
+ * anvil_client_auth_failed - count a failed AUTH from the numeric
+ * address addr over window seconds; done(data, count) follows from the
+ * loop, never from this call. Returns an id for
+ * anvil_client_auth_cancel(), or 0 when the anvil was not asked (done
+ * is then not called).
+ */
+unsigned long anvil_client_auth_failed(struct anvil_client *ac, const char *addr,
+				       unsigned window, anvil_auth_fn done, void *data);
+
+/* anvil_client_auth_cancel - the asker went away: no callback for id */
+void anvil_client_auth_cancel(struct anvil_client *ac, unsigned long id);
 
 /* anvil_client_free - close, freeing the conns still waiting */
 void anvil_client_free(struct anvil_client *ac);

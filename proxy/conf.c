@@ -72,6 +72,9 @@ static const char *const level_names[] = { "debug", "info", "warning",
 					    "error", NULL };
 /* In the order of enum conf_proxy_protocol (the proxyproto.h masks). */
 static const char *const proxy_names[] = { "off", "v1", "v2", "any", NULL };
+/* In the order of enum conf_auth. */
+static const char *const auth_names[] = { "off", "dovecot", "relay", NULL };
+static const char *const no_yes_names[] = { "no", "yes", NULL };
 
 #define F(field) offsetof(struct conf, field)
 #define BIG 0xffffffffULL
@@ -147,6 +150,13 @@ static const struct conf_param conf_listener_params[] = {
 	{ "listener", "proxy_from", CONF_NETWORKS, L(proxy_from), L(nproxy_from), "", false, 0, 0, NULL },
 	{ "listener", "proxy_timeout", CONF_MILLIS, L(proxy_timeout_ms), 0, "3", false, 1, 300000, NULL },
 	{ "listener", "trusted_xclient", CONF_NETWORKS, L(trusted_xclient), L(ntrusted_xclient), "", false, 0, 0, NULL },
+	{ "listener", "auth", CONF_ENUM, L(auth), 0, "off", false, 0, 0, auth_names },
+	{ "listener", "auth_socket", CONF_STRING, L(auth_socket), 0, NULL, false, 0, 0, NULL },
+	{ "listener", "auth_require_tls", CONF_ENUM, L(auth_require_tls), 0, "yes", false, 0, 0, no_yes_names },
+	{ "listener", "auth_timeout", CONF_MILLIS, L(auth_timeout_ms), 0, "10", false, 1, 300000, NULL },
+	{ "listener", "auth_failure_limit", CONF_UINT, L(auth_failure_limit), 0, "5", false, 0, 1000, NULL },
+	{ "listener", "auth_failure_delay", CONF_MILLIS, L(auth_failure_delay_ms), 0, "1", false, 0, 60000, NULL },
+	{ "listener", "auth_failure_window", CONF_SECONDS, L(auth_failure_window), 0, "600", false, 1, 86400, NULL },
 };
 
 #define NLPARAMS (sizeof(conf_listener_params) / sizeof(conf_listener_params[0]))
@@ -691,6 +701,31 @@ static bool conf_same_addr(const struct conf_addr *a, const struct conf_addr *b)
 }
 
 /*
+ * conf_listener_auth - the AUTH keys of listener li agree: dovecot needs
+ * its socket, and keys that only one mode reads are errors elsewhere
+ * (a forgotten "auth = dovecot" would otherwise serve without AUTH)
+ */
+static void conf_listener_auth(struct conf_loader *ld, size_t li, const char *section)
+{
+	const struct conf_listener *l = &ld->conf->listeners[li];
+	static const char *const auth_keys[] = { "auth_require_tls", "auth_timeout",
+						 "auth_failure_limit", "auth_failure_delay",
+						 "auth_failure_window" };
+
+	if (l->auth == CONF_AUTH_DOVECOT && (!l->auth_socket || !*l->auth_socket))
+		conf_error(ld, conf_lline(ld, li, "auth_socket"), section, "auth_socket",
+			   "%s", "required with auth = dovecot: the path of Dovecot's auth client socket");
+	if (l->auth != CONF_AUTH_DOVECOT && l->auth_socket)
+		conf_error(ld, conf_lline(ld, li, "auth_socket"), section, "auth_socket",
+			   "%s", "has no effect without auth = dovecot");
+	if (l->auth == CONF_AUTH_OFF)
+		for (size_t i = 0; i < sizeof(auth_keys) / sizeof(auth_keys[0]); i++)
+			if (conf_lgiven(ld, li, auth_keys[i]))
+				conf_error(ld, conf_lline(ld, li, auth_keys[i]), section, auth_keys[i],
+					   "%s", "has no effect without auth");
+}
+
+/*
  * conf_listeners - check each [listener NAME] section and append its
  * addresses to conf->listen after those of [portcullis] listen, each
  * with its settings; at least one address in all, none twice
@@ -726,6 +761,7 @@ static void conf_listeners(struct conf_loader *ld)
 				conf_error(ld, conf_lline(ld, li, "proxy_timeout"), section,
 					   "proxy_timeout", "%s", "has no effect without proxy_protocol");
 		}
+		conf_listener_auth(ld, li, section);
 		for (size_t a = 0; a < l->naddrs; a++) {
 			if (conf->nlisten == CONF_MAX_ADDRS) {
 				conf_error(ld, conf_lline(ld, li, "address"), section, "address",
@@ -873,6 +909,7 @@ void conf_free(struct conf *conf)
 		free(conf->listeners[i].name);
 		free(conf->listeners[i].proxy_from);
 		free(conf->listeners[i].trusted_xclient);
+		free(conf->listeners[i].auth_socket);
 	}
 	for (size_t i = 0; i < conf->nchain; i++)
 		conf_free_filter(&conf->chain[i]);

@@ -58,6 +58,13 @@ enum conf_proxy_protocol {
 	CONF_PROXY_ANY,
 };
 
+/* Who checks AUTH's credentials on a listener. */
+enum conf_auth {
+	CONF_AUTH_OFF,	   /* AUTH is not offered */
+	CONF_AUTH_DOVECOT, /* Dovecot's auth service, over auth_socket */
+	CONF_AUTH_RELAY,   /* the backend: the exchange is relayed to it */
+};
+
 /*
  * The settings of listening addresses: those of [portcullis] listen share
  * the defaults (conf->plain), each [listener NAME] section has its own.
@@ -75,6 +82,13 @@ struct conf_listener {
 	unsigned proxy_timeout_ms;	/* the header must be whole within it */
 	struct conf_net *trusted_xclient; /* who may send XCLIENT and XFORWARD */
 	size_t ntrusted_xclient;
+	int auth;			/* enum conf_auth */
+	char *auth_socket;		/* Dovecot's auth client socket */
+	int auth_require_tls;		/* 1: AUTH offered and taken only under TLS */
+	unsigned auth_timeout_ms;	/* for the checker's answer */
+	unsigned auth_failure_limit;	/* failed AUTHs before 421, 0: none */
+	unsigned auth_failure_delay_ms;	/* the first failure's delay, doubling */
+	unsigned auth_failure_window;	/* seconds failures of an address are counted */
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };

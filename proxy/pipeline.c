@@ -195,7 +195,7 @@ static struct snap *snap_new(const struct pipeline_env *env)
 	SNAP_STR(listener);
 	SNAP_STR(helo);
 	SNAP_STR(name);
-	SNAP_STR(login);
+	SNAP_STR(auth_user);
 	SNAP_STR(sender);
 	SNAP_STR(rcpt);
 #undef SNAP_STR
@@ -1240,8 +1240,7 @@ bool pc_tls(pc_ctx *ctx)
 
 const char *pc_auth_user(pc_ctx *ctx)
 {
-	/* A trusted peer's XCLIENT LOGIN: the client it speaks for logged in. */
-	return ctx_env(ctx)->login;
+	return ctx_env(ctx)->auth_user;
 }
 
 const char *pc_listener(pc_ctx *ctx)

@@ -45,8 +45,8 @@ struct pipeline_env {
 	const char *listener;
 	const char *helo;
 	const char *name;     /* the confirmed host name, or NULL */
-	const char *login;    /* XCLIENT LOGIN from a trusted peer, or NULL */
 	bool esmtp;
+	const char *auth_user; /* the AUTH login, or a trusted peer's XCLIENT LOGIN, or NULL */
 	const char *sender; /* NULL before MAIL */
 	const struct smtp_param *params;
 	size_t nparams;

@@ -274,6 +274,27 @@ static json_t *record_client_json(const struct record_client *c)
 	return client;
 }
 
+/*
+ * record_auth_json - the "auth" object: the login and its mechanism,
+ * and the failed attempts when there were any; NULL when neither. Never
+ * anything of the credentials but the login.
+ */
+static json_t *record_auth_json(const struct record_client *c)
+{
+	json_t *auth;
+
+	if (!c->auth_user && !c->auth_failures)
+		return NULL;
+	auth = json_object();
+	if (c->auth_user) {
+		json_object_set_new(auth, "user", record_cstring(c->auth_user));
+		json_object_set_new(auth, "mechanism", record_cstring(c->auth_mechanism));
+	}
+	if (c->auth_failures)
+		json_object_set_new(auth, "failures", json_integer(c->auth_failures));
+	return auth;
+}
+
 /* record_lost_report - count a lost record; report at most once an interval */
 static void record_lost_report(const char *why)
 {
@@ -397,6 +418,9 @@ void record_transaction(const char *session, const struct record_client *client,
 
 	json_object_set_new(rec, "transaction", json_integer(tx->number));
 	json_object_set_new(rec, "client", record_client_json(client));
+	json_t *auth = record_auth_json(client);
+	if (auth)
+		json_object_set_new(rec, "auth", auth);
 	json_object_set_new(rec, "sender", record_cstring(tx->sender));
 	for (size_t i = 0; i < tx->nrecipients; i++) {
 		json_t *r = json_object();
@@ -438,6 +462,9 @@ void record_connection(const char *session, const struct record_client *client,
 	json_t *rec = record_new("connection", session);
 
 	json_object_set_new(rec, "client", record_client_json(client));
+	json_t *auth = record_auth_json(client);
+	if (auth)
+		json_object_set_new(rec, "auth", auth);
 	json_object_set_new(rec, "action", json_string_nocheck(action));
 	if (reason)
 		json_object_set_new(rec, "reason", record_cstring(reason));

@@ -43,6 +43,9 @@ struct record_client {
 	const char *reverse_name; /* the PTR name, confirmed or not, or NULL */
 	const char *name_status;  /* confirmed, unconfirmed, unavailable,
 				   * tempunavail; NULL: not looked up */
+	const char *auth_user;	 /* the AUTH login, or NULL */
+	const char *auth_mechanism; /* its mechanism ("" or NULL: none) */
+	unsigned auth_failures;	 /* failed AUTH attempts of the session */
 };
 
 /* One recipient and the reply it got (the session's own list). */

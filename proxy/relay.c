@@ -46,6 +46,8 @@ enum relay_state {
 	RELAY_RSET,	/* silent RSET before a new MAIL */
 	RELAY_IDLE,	/* open, waiting for the next operation */
 	RELAY_COMMAND,	/* MAIL, RCPT or RSET sent */
+	RELAY_AUTH,	/* a line of the client's AUTH exchange sent */
+	RELAY_AUTH_CONT, /* the backend said 334: the client's turn */
 	RELAY_NOOP,	/* keeping the backend awake while the client sends */
 	RELAY_DATA,	/* DATA sent, waiting for 354 */
 	RELAY_BODY,	/* streaming the message */
@@ -57,7 +59,7 @@ enum relay_state {
 
 static const char *const relay_state_names[] = {
 	"closed", "connecting", "greeting", "EHLO", "XCLIENT", "XFORWARD",
-	"RSET", "idle", "command", "NOOP", "DATA", "message body", "end of data", "QUIT",
+	"RSET", "idle", "command", "AUTH", "AUTH challenge", "NOOP", "DATA", "message body", "end of data", "QUIT",
 	"RSET before reuse", "parked",
 };
 
@@ -98,6 +100,9 @@ struct relay {
 	bool xclient_done;	/* XCLIENT accepted: EHLO again, identity known */
 	bool identity_sent;
 	bool in_tx;		/* the backend has a MAIL transaction open */
+	bool login_sent;	/* XCLIENT gave the backend the client's login */
+	bool authenticated;	/* the backend answered 235 to a relayed AUTH */
+	bool pending_auth;	/* pending is an AUTH line, not MAIL */
 	/*
 	 * Reuse across sessions: relay_free() parks an idle connection on
 	 * the pool's list, the next session's relay_mail() adopts it.
@@ -124,6 +129,7 @@ struct relay {
 	char *client_reverse_name; /* the PTR name, or NULL */
 	bool client_name_tempfail;
 	bool identity_stale;	   /* the client changed since XCLIENT told it */
+	char *client_login;
 
 	/* Message streaming. */
 	const char *prefix;
@@ -143,7 +149,7 @@ static void relay_try(struct relay *relay);
  */
 static bool relay_awaited(const struct relay *relay)
 {
-	if (relay->state == RELAY_IDLE)
+	if (relay->state == RELAY_IDLE || relay->state == RELAY_AUTH_CONT)
 		return false;
 	if (relay->state == RELAY_NOOP)
 		return relay->queued || relay->queued_data;
@@ -194,7 +200,20 @@ static void relay_close(struct relay *relay)
 	relay->in_tx = false;
 	relay->xclient_done = false;
 	relay->identity_sent = false;
+	relay->login_sent = false;
+	relay->authenticated = false;
 	relay->spool = NULL;
+}
+
+/* relay_forget_pending - drop the line waiting for the handshake, wiped (AUTH's holds credentials) */
+static void relay_forget_pending(struct relay *relay)
+{
+	if (relay->pending) {
+		explicit_bzero(relay->pending, strlen(relay->pending));
+		free(relay->pending);
+		relay->pending = NULL;
+	}
+	relay->pending_auth = false;
 }
 
 /* relay_destroy - release everything */
@@ -202,12 +221,13 @@ static void relay_destroy(struct relay *relay)
 {
 	relay_close(relay);
 	event_free(relay->timer);
-	free(relay->pending);
+	relay_forget_pending(relay);
 	free(relay->queued);
 	free(relay->client_addr);
 	free(relay->client_helo);
 	free(relay->client_name);
 	free(relay->client_reverse_name);
+	free(relay->client_login);
 	free(relay);
 }
 
@@ -226,8 +246,7 @@ static void relay_quit(struct relay *relay)
 	relay->done = NULL;
 	relay->reused = false;
 	relay->state = RELAY_QUIT;
-	free(relay->pending);
-	relay->pending = NULL;
+	relay_forget_pending(relay);
 	smtp_reply_reset(&relay->reply);
 	evbuffer_add(conn_output(relay->conn), "QUIT\r\n", 6);
 	relay_arm(relay, RELAY_QUIT_TIMEOUT);
@@ -258,8 +277,9 @@ static bool relay_reusable(const struct relay *relay)
 {
 	const struct backend_pool *pool = relay->pool;
 
+	/* A login, given by XCLIENT or by AUTH, is one client's only. */
 	return pool->conf->backend_reuse > 0 && !pool->closing &&
-	       relay->state == RELAY_IDLE &&
+	       relay->state == RELAY_IDLE && !relay->login_sent && !relay->authenticated &&
 	       !(relay->xclient_done && (!relay->caps.xclient || pool->xclient_reuse_refused)) &&
 	       relay_now() - relay->opened < (time_t)pool->conf->backend_reuse_time_limit;
 }
@@ -311,7 +331,7 @@ void relay_free(struct relay *relay)
 	 * it is cut, so the backend never takes a half-sent message.
 	 */
 	if (relay->state == RELAY_IDLE || relay->state == RELAY_COMMAND ||
-	    relay->state == RELAY_NOOP) {
+	    relay->state == RELAY_NOOP || relay->state == RELAY_AUTH_CONT) {
 		relay_quit(relay);
 		return;
 	}
@@ -439,8 +459,7 @@ static void relay_next_backend(struct relay *relay, const char *why)
 		return;
 	}
 	relay->backend = 0;
-	free(relay->pending);
-	relay->pending = NULL;
+	relay_forget_pending(relay);
 	if (relay->probe) {
 		log_warning("backend capability probe failed: no backend reachable");
 		backend_probe_done(relay->pool);
@@ -551,6 +570,8 @@ static void relay_identity(struct relay *relay, const char *verb,
 	relay_attr(out, attrs, "PROTO", relay->client_esmtp ? "ESMTP" : "SMTP");
 	relay_attr(out, attrs, "HELO",
 		   relay->client_helo ? relay->client_helo : "[UNAVAILABLE]");
+	if (state == RELAY_XCLIENT && relay->client_login)
+		relay_attr(out, attrs, "LOGIN", relay->client_login);
 	if (state == RELAY_XFORWARD)
 		relay_attr(out, attrs, "SOURCE", "REMOTE");
 	if (state == RELAY_XCLIENT)
@@ -568,7 +589,7 @@ static bool relay_wants(const struct relay *relay, int mode)
 
 static void relay_start(struct relay *relay);
 
-/* relay_send_mail - XFORWARD (once per transaction) or RSET, then MAIL */
+/* relay_send_mail - XFORWARD (once per transaction) or RSET, then MAIL (or AUTH) */
 static void relay_send_mail(struct relay *relay)
 {
 	unsigned t = relay->pool->conf->backend_timeout_command;
@@ -582,6 +603,11 @@ static void relay_send_mail(struct relay *relay)
 		relay->xclient_done = false;
 		relay->identity_sent = false;
 		relay_start(relay);
+		return;
+	}
+	if (relay->pending_auth) {
+		/* pending stays until answered, as MAIL's does (relay_restart). */
+		relay_send(relay, RELAY_AUTH, t, "%s", relay->pending);
 		return;
 	}
 	/* Postfix forgets XFORWARD attributes at the end of each transaction. */
@@ -598,13 +624,25 @@ static void relay_send_mail(struct relay *relay)
 }
 
 /*
+ * relay_login_due - the client logged in (AUTH with Dovecot) after the
+ * backend heard its XCLIENT: it must hear the login by another XCLIENT
+ * before the client's mail
+ */
+static bool relay_login_due(const struct relay *relay)
+{
+	return relay->client_login && !relay->login_sent && !relay->authenticated &&
+	       !relay->in_tx && relay->caps.xclient_attrs[0] &&
+	       strstr(relay->caps.xclient_attrs, "LOGIN");
+}
+
+/*
  * relay_start - the connection is ready: the client's identity, then MAIL;
  * prepared ahead of MAIL (relay_prepare), it waits for MAIL instead, or
  * is parked when its session ended meanwhile
  */
 static void relay_start(struct relay *relay)
 {
-	if (!relay->xclient_done && relay->caps.xclient &&
+	if ((!relay->xclient_done || relay_login_due(relay)) && relay->caps.xclient &&
 	    relay_wants(relay, CONF_IDENTITY_XCLIENT)) {
 		relay_identity(relay, "XCLIENT", relay->caps.xclient_attrs,
 			       RELAY_XCLIENT);
@@ -701,6 +739,7 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			relay->xclient_done = true;
 			relay->identity_sent = true;
 			relay->carried = false;
+			relay->login_sent = relay->client_login != NULL;
 			/* This EHLO is the client's: it sets the HELO the backend sees. */
 			relay_send(relay, RELAY_EHLO, t, "EHLO %s",
 				   relay->client_helo ? relay->client_helo
@@ -820,6 +859,23 @@ static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
 		return;
 	case RELAY_BODY:
 		relay_reply_body(relay);
+		return;
+	case RELAY_AUTH:
+		/* The AUTH line holds the client's credentials: gone once answered. */
+		relay_forget_pending(relay);
+		if (r->code == 421) {
+			relay_fail(relay, "454 4.7.0 Temporary authentication failure",
+				   "421 reply to AUTH");
+			return;
+		}
+		if (r->code == 334) {
+			/* The client's turn: its own timeout runs, not ours. */
+			relay->state = RELAY_AUTH_CONT;
+		} else {
+			relay->authenticated = r->code == 235;
+			relay_idle(relay);
+		}
+		relay_finish(relay, r, true);
 		return;
 	case RELAY_NOOP:
 		if (r->code == 421 || r->code / 100 != 2) {
@@ -1099,6 +1155,8 @@ static void relay_set_client(struct relay *relay, const struct relay_client *cli
 	relay->client_name = client->name ? strdup(client->name) : NULL;
 	relay->client_reverse_name = client->reverse_name ? strdup(client->reverse_name) : NULL;
 	relay->client_name_tempfail = client->name_tempfail;
+	free(relay->client_login);
+	relay->client_login = client->login ? strdup(client->login) : NULL;
 }
 
 /*
@@ -1145,8 +1203,7 @@ void relay_prepare(struct relay *relay, const struct relay_client *client)
 	if (relay->state != RELAY_CLOSED || !p || !p->caps.xclient ||
 	    !relay_wants(relay, CONF_IDENTITY_XCLIENT))
 		return;
-	free(relay->pending);
-	relay->pending = NULL;
+	relay_forget_pending(relay);
 	relay_set_client(relay, client);
 	if (!relay_adopt(relay))
 		return;
@@ -1154,13 +1211,17 @@ void relay_prepare(struct relay *relay, const struct relay_client *client)
 	relay_start(relay);
 }
 
-/* relay_mail - open if needed, then relay MAIL */
-void relay_mail(struct relay *relay, const struct relay_client *client,
-		const char *line)
+/*
+ * relay_open_for - open if needed, then send line: MAIL, or the AUTH
+ * that starts a relayed exchange (auth)
+ */
+static void relay_open_for(struct relay *relay, const struct relay_client *client,
+			   const char *line, bool auth)
 {
 	relay->closed_server = NULL;
-	free(relay->pending);
+	relay_forget_pending(relay);
 	relay->pending = strdup(line);
+	relay->pending_auth = auth;
 	if (!relay->pending) {
 		/* Without the line nothing would ever answer this MAIL. */
 		struct smtp_reply r = { 0 };
@@ -1175,12 +1236,16 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 		/*
 		 * The identity of the client's first HELO/EHLO is on its way;
 		 * relay_start() sends MAIL when the backend has taken it (after
-		 * another XCLIENT if the client changed meanwhile).
+		 * another XCLIENT if the client changed or logged in meanwhile).
 		 */
 		relay->preparing = false;
 		return;
 	}
 	if (relay->state == RELAY_IDLE) {
+		if (relay_login_due(relay)) {
+			relay_start(relay);
+			return;
+		}
 		relay_send_mail(relay);
 		return;
 	}
@@ -1197,6 +1262,35 @@ void relay_mail(struct relay *relay, const struct relay_client *client,
 	}
 	relay->backend = 0;
 	relay_try(relay);
+}
+
+/* relay_mail - open if needed, then relay MAIL */
+void relay_mail(struct relay *relay, const struct relay_client *client,
+		const char *line)
+{
+	relay_open_for(relay, client, line, false);
+}
+
+/* relay_auth - open if needed, then relay the client's AUTH line */
+void relay_auth(struct relay *relay, const struct relay_client *client,
+		const char *line)
+{
+	relay_open_for(relay, client, line, true);
+}
+
+/* relay_auth_continue - the client's next line of the exchange */
+void relay_auth_continue(struct relay *relay, const char *line)
+{
+	if (relay->state != RELAY_AUTH_CONT) {
+		/* The backend went away while the client typed. */
+		struct smtp_reply r = { 0 };
+		relay_made_up(&r, "454 4.7.0 Temporary authentication failure");
+		relay_finish(relay, &r, false);
+		smtp_reply_reset(&r);
+		return;
+	}
+	relay_send(relay, RELAY_AUTH, relay->pool->conf->backend_timeout_command,
+		   "%s", line);
 }
 
 /* relay_command - relay RCPT, RSET or NOOP */

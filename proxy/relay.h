@@ -43,6 +43,7 @@ struct relay_client {
 	const char *name;	  /* the confirmed name, or NULL */
 	const char *reverse_name; /* the PTR name, or NULL */
 	bool name_tempfail;	  /* the name is unknown for now: [TEMPUNAVAIL] */
+	const char *login; /* the AUTH login, or NULL: XCLIENT LOGIN= */
 };
 
 /*
@@ -74,6 +75,20 @@ void relay_prepare(struct relay *relay, const struct relay_client *client);
  */
 void relay_mail(struct relay *relay, const struct relay_client *client,
 		const char *line);
+
+/*
+ * relay_auth - open the connection if needed (as relay_mail() does),
+ * then relay the client's "AUTH MECH [initial-response]" line: the
+ * callback gets the backend's reply, 334 included. While it is 334,
+ * relay_auth_continue() sends the client's next line ("*" cancels).
+ * A connection the backend answered 235 on speaks for that login: it
+ * is never parked for another session.
+ */
+void relay_auth(struct relay *relay, const struct relay_client *client,
+		const char *line);
+
+/* relay_auth_continue - the client's answer to the backend's 334 */
+void relay_auth_continue(struct relay *relay, const char *line);
 
 /* relay_command - relay one command line (RCPT, RSET, NOOP) */
 void relay_command(struct relay *relay, const char *line);

@@ -48,8 +48,11 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "auth.h"
+#include "conf.h"
 #include "conn.h"
 #include "dns.h"
+#include "dovecot_auth.h"
 #include "listener.h"
 #include "log.h"
 #include "message.h"
@@ -94,8 +97,10 @@ struct session_tx {
 	unsigned long long data_read; /* bytes read in DATA, dots and CRLFs included */
 };
 
-/* What the session waits for from the relay, the filters or the resolver. */
-enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER, WAIT_NAME };
+/* What the session waits for from the relay, the filters, the resolver or the AUTH checker. */
+enum session_wait {
+	WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER, WAIT_NAME, WAIT_AUTH
+};
 
 /* What is known of the client's name. */
 enum session_name {
@@ -190,6 +195,19 @@ struct session {
 	bool connect_pending;	       /* the connect filters wait for the name */
 	struct smtp_xattrs *xforward;  /* for the next transaction, or NULL */
 	struct session_saved *saved;   /* the connection's client during that one */
+	/* AUTH (RFC 4954): the exchange under way, and what it gave. */
+	struct auth_exchange *auth_x; /* non-NULL from AUTH to its last reply */
+	bool auth_client_turn;	      /* a 334 went out: the next line is the exchange's */
+	unsigned long auth_request;   /* Dovecot's request id while it decides */
+	struct dovecot_auth *auth_da;
+	struct event *auth_timer;     /* the delay of a failure's reply */
+	bool auth_refused_here;	      /* relay: our refusal replaces the backend's reply to "*" */
+	char *auth_reply;	      /* a failure's reply, waiting for its delay */
+	char *auth_user;	      /* the login, once 235 went out */
+	enum auth_mech auth_mech;
+	unsigned auth_failures;	      /* this session's */
+	unsigned auth_count;	      /* the address's, across workers, at the last one */
+	unsigned long auth_anvil;     /* the anvil counts the last failure */
 };
 
 static void session_process(struct session *s);
@@ -198,6 +216,9 @@ static void session_xforward_end(struct session *s);
 static void session_connect(struct session *s);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
+static void session_auth_end(struct session *s);
+static void session_auth_relay_reply(struct session *s, const struct smtp_reply *reply,
+				     bool backend);
 
 /*
  * session_decode_buffer - where message data is decoded before the spool:
@@ -253,8 +274,8 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
 	env->name = s->name_status == NAME_CONFIRMED ? s->name : NULL;
-	env->login = s->login;
 	env->esmtp = s->offer.esmtp;
+	env->auth_user = s->auth_user ? s->auth_user : s->login;
 	if (!tx)
 		return;
 	env->sender = tx->sender;
@@ -367,7 +388,9 @@ static struct record_client session_record_client(const struct session *s)
 				       s->via_addr[0] ? s->via_addr : NULL, s->via_port,
 				       s->via_addr[0] ? s->via_command : NULL,
 				       s->name_status == NAME_CONFIRMED ? s->name : NULL,
-				       s->reverse_name, session_name_status(s->name_status) };
+				       s->reverse_name, session_name_status(s->name_status),
+				       s->auth_user, auth_mech_name(s->auth_mech),
+				       s->auth_failures };
 }
 
 /*
@@ -610,6 +633,13 @@ static void session_free(struct session *s, const char *action,
 	free(s->login);
 	free(s->proto);
 	free(s->xforward);
+	session_auth_end(s);
+	if (s->auth_anvil && s->h->auth_failed_cancel)
+		s->h->auth_failed_cancel(s->h->arg, s->auth_anvil);
+	if (s->auth_timer)
+		event_free(s->auth_timer);
+	free(s->auth_user);
+	free(s->auth_reply);
 	struct session_host *h = s->h;
 	/* The address the connection was counted under, whatever XCLIENT said. */
 	char addr[sizeof(s->peer_addr)];
@@ -902,11 +932,448 @@ static bool session_esmtp(const struct session *s)
 /* session_relay_client - who the client is, as the relay tells the backend */
 static struct relay_client session_relay_client(const struct session *s)
 {
-	return (struct relay_client){ s->addr, s->port, s->helo, session_esmtp(s),
-				      s->name_status == NAME_CONFIRMED ? s->name : NULL,
-				      s->reverse_name,
-				      s->name_status == NAME_TEMPUNAVAIL ||
-					      s->name_status == NAME_PENDING };
+	return (struct relay_client){
+		.addr = s->addr, .port = s->port, .helo = s->helo, .esmtp = session_esmtp(s),
+		.name = s->name_status == NAME_CONFIRMED ? s->name : NULL,
+		.reverse_name = s->reverse_name,
+		.name_tempfail = s->name_status == NAME_TEMPUNAVAIL ||
+				 s->name_status == NAME_PENDING,
+		.login = s->auth_user ? s->auth_user : s->login,
+	};
+}
+
+/*
+ * AUTH (RFC 4954). The exchange's SASL side is auth.c's; here are its
+ * replies, who checks the credentials (Dovecot, or the backend the
+ * exchange is relayed to), and what a failure costs. Failures are
+ * counted per client address over auth_failure_window by the anvil, so
+ * across sessions and workers (each session alone when the anvil cannot
+ * tell); a failure's reply waits auth_failure_delay, doubled with each
+ * failure counted (on the session's own timer: the loop never sleeps),
+ * and the one that reaches auth_failure_limit ends the session with 421.
+ * The password is never logged nor recorded; the login is, once 235
+ * went out.
+ */
+#define REPLY_AUTH_TEMPFAIL 454, "4.7.0", "Temporary authentication failure"
+#define REPLY_AUTH_OK 235, "2.7.0", "Authentication successful"
+#define REPLY_AUTH_INVALID 535, "5.7.8", "Authentication credentials invalid"
+/* RFC 4954 6; Postfix says 530 5.7.0 for smtpd_tls_auth_only. */
+#define REPLY_AUTH_NEEDS_TLS 538, "5.7.11", "Encryption required for requested authentication mechanism"
+/* The longest a failure's reply waits, however many came before. */
+#define SESSION_AUTH_DELAY_MAX_MS 30000
+
+/*
+ * session_tls_active - whether the session is under TLS: the one place
+ * AUTH asks (auth_require_tls, Dovecot's "secured"), false until TLS is
+ * built in
+ */
+static bool session_tls_active(const struct session *s)
+{
+	(void)s;
+	return false;
+}
+
+/* session_auth_conf - the listener's AUTH settings, or NULL when it offers none */
+static const struct conf_listener *session_auth_conf(const struct session *s)
+{
+	const struct conf_listener *l = s->listener ? s->listener->settings : NULL;
+
+	return l && l->auth != CONF_AUTH_OFF ? l : NULL;
+}
+
+/*
+ * session_auth_mechs - the mechanisms AUTH takes now (1 << AUTH_MECH_*):
+ * none without TLS when the listener requires it; with Dovecot those it
+ * announced (LOGIN is checked as PLAIN, so it needs PLAIN too; PLAIN and
+ * LOGIN before the first handshake); relayed, those the backend offers
+ */
+static unsigned session_auth_mechs(struct session *s)
+{
+	const struct conf_listener *l = session_auth_conf(s);
+	const unsigned both = 1u << AUTH_MECH_PLAIN | 1u << AUTH_MECH_LOGIN;
+
+	if (!l || (l->auth_require_tls && !session_tls_active(s)))
+		return 0;
+	if (l->auth == CONF_AUTH_DOVECOT) {
+		unsigned m;
+		if (!s->auth_da)
+			s->auth_da = dovecot_auth_for(s->h->base, l->auth_socket,
+						      l->auth_timeout_ms);
+		m = s->auth_da ? dovecot_auth_mechs(s->auth_da) : 0;
+		if (m == 0)
+			return both;
+		return m & (1u << AUTH_MECH_PLAIN) ? m & both : 0;
+	}
+	const struct smtp_caps *caps = backend_caps(s->h->backends);
+	unsigned m = 0;
+	if (caps && caps->auth) {
+		const char *p = caps->auth_mechs;
+		while (*p) {
+			size_t len = strcspn(p, " ");
+			m |= 1u << auth_mech_parse(p, len);
+			p += len;
+			p += strspn(p, " ");
+		}
+	}
+	return m & both;
+}
+
+/* session_auth_line - the EHLO line "AUTH PLAIN LOGIN", or false for none */
+static bool session_auth_line(struct session *s, char *buf, size_t cap)
+{
+	unsigned m = session_auth_mechs(s);
+
+	if (!m)
+		return false;
+	snprintf(buf, cap, "AUTH%s%s", m & (1u << AUTH_MECH_PLAIN) ? " PLAIN" : "",
+		 m & (1u << AUTH_MECH_LOGIN) ? " LOGIN" : "");
+	return true;
+}
+
+/* session_auth_end - the exchange is over: forget it, the password wiped */
+static void session_auth_end(struct session *s)
+{
+	if (s->auth_request && s->auth_da)
+		dovecot_auth_cancel(s->auth_da, s->auth_request);
+	s->auth_request = 0;
+	if (s->auth_x) {
+		auth_exchange_clear(s->auth_x);
+		free(s->auth_x);
+		s->auth_x = NULL;
+	}
+	s->auth_client_turn = false;
+	s->auth_refused_here = false;
+}
+
+/* session_auth_refuse - a reply that ends the exchange, counted as an error */
+static void session_auth_refuse(struct session *s, int code, const char *enh,
+				const char *text)
+{
+	session_auth_end(s);
+	session_error(s, code, enh, text);
+}
+
+/* session_auth_success - 235: the session is the user's from now on */
+static void session_auth_success(struct session *s, const char *user)
+{
+	char *login = strdup(user);
+
+	if (!login) {
+		session_auth_refuse(s, REPLY_AUTH_TEMPFAIL);
+		return;
+	}
+	s->auth_user = login;
+	s->auth_mech = s->auth_x->mech;
+	session_auth_end(s);
+	log_info("session %s from [%s]:%u: AUTH %s as %s", s->id, s->addr, s->port,
+		 auth_mech_name(s->auth_mech), s->auth_user);
+	session_send(s, REPLY_AUTH_OK);
+}
+
+/* session_auth_delayed - a failure's delay is over: its reply, or 421 */
+static void session_auth_delayed(evutil_socket_t fd, short events, void *arg)
+{
+	struct session *s = arg;
+	const struct conf_listener *l = session_auth_conf(s);
+
+	s->wait = WAIT_NONE;
+	if (l && l->auth_failure_limit && s->auth_count >= l->auth_failure_limit) {
+		session_close(s, 421, "4.7.0", "Too many failed authentication attempts",
+			      "too many failed authentication attempts");
+		return;
+	}
+	session_send_wire(s, s->auth_reply);
+	free(s->auth_reply);
+	s->auth_reply = NULL;
+	s->errors++;
+	session_resume(s);
+}
+
+/*
+ * session_auth_penalty - the failures of the address are known (count,
+ * 0 when the anvil could not tell: the session's own then): the reply
+ * waits auth_failure_delay, doubled for each failure before this one
+ */
+static void session_auth_penalty(void *data, unsigned count)
+{
+	struct session *s = data;
+	const struct conf_listener *l = session_auth_conf(s);
+	unsigned long long ms = l ? l->auth_failure_delay_ms : 0;
+	struct timeval tv;
+
+	s->auth_anvil = 0;
+	s->auth_count = count > s->auth_failures ? count : s->auth_failures;
+	for (unsigned i = 1; i < s->auth_count && ms < SESSION_AUTH_DELAY_MAX_MS; i++)
+		ms *= 2;
+	if (ms > SESSION_AUTH_DELAY_MAX_MS)
+		ms = SESSION_AUTH_DELAY_MAX_MS;
+	tv.tv_sec = (time_t)(ms / 1000);
+	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
+	evtimer_add(s->auth_timer, &tv);
+}
+
+/*
+ * session_auth_failure - wrong credentials: reply (a whole line) goes
+ * out after the delay (session_auth_penalty), once the anvil counted
+ * the failure
+ */
+static void session_auth_failure(struct session *s, const char *reply)
+{
+	const struct conf_listener *l = session_auth_conf(s);
+
+	log_info("session %s from [%s]:%u: AUTH %s failed", s->id, s->addr, s->port,
+		 s->auth_x ? auth_mech_name(s->auth_x->mech) : "");
+	session_auth_end(s);
+	s->auth_failures++;
+	free(s->auth_reply);
+	s->auth_reply = strdup(reply);
+	if (!s->auth_reply || (!s->auth_timer &&
+	    !(s->auth_timer = evtimer_new(s->h->base, session_auth_delayed, s)))) {
+		free(s->auth_reply);
+		s->auth_reply = NULL;
+		session_error(s, REPLY_AUTH_TEMPFAIL);
+		return;
+	}
+	s->wait = WAIT_AUTH;
+	if (s->h->auth_failed)
+		s->auth_anvil = s->h->auth_failed(s->h->arg, s->addr, l->auth_failure_window,
+						  session_auth_penalty, s);
+	if (!s->auth_anvil)
+		session_auth_penalty(s, 0);
+}
+
+/* session_auth_dovecot_done - Dovecot decided */
+static void session_auth_dovecot_done(void *arg, enum dovecot_result result,
+				      const char *user)
+{
+	struct session *s = arg;
+	char wire[128];
+
+	s->auth_request = 0;
+	s->wait = WAIT_NONE;
+	switch (result) {
+	case DOVECOT_OK:
+		/* Dovecot's name for the login (it may map the one given). */
+		session_auth_success(s, user ? user : s->auth_x->creds.user);
+		break;
+	case DOVECOT_FAIL:
+		snprintf(wire, sizeof(wire), "%d %s %s", REPLY_AUTH_INVALID);
+		session_auth_failure(s, wire);
+		if (s->wait == WAIT_AUTH)
+			return; /* the delay's timer resumes the session */
+		break;
+	case DOVECOT_TEMPFAIL:
+		session_auth_refuse(s, REPLY_AUTH_TEMPFAIL);
+		break;
+	}
+	session_resume(s);
+}
+
+/* session_auth_check - the credentials are complete: ask who checks them */
+static void session_auth_check(struct session *s)
+{
+	char resp[4 * ((3 * AUTH_FIELD_MAX + 2 + 2) / 3) + 1];
+
+	if (!auth_plain_message(&s->auth_x->creds, resp, sizeof(resp))) {
+		session_auth_refuse(s, 501, "5.5.2", "Invalid authentication data");
+		return;
+	}
+	s->auth_client_turn = false;
+	s->wait = WAIT_AUTH;
+	s->auth_request = s->auth_da ? dovecot_auth_request(s->auth_da, resp, s->addr,
+							    session_tls_active(s),
+							    session_auth_dovecot_done, s)
+				     : 0;
+	explicit_bzero(resp, sizeof(resp));
+	if (!s->auth_request) {
+		s->wait = WAIT_NONE;
+		session_auth_refuse(s, REPLY_AUTH_TEMPFAIL);
+	}
+}
+
+/* session_auth_next - after the exchange took a line: ask, refuse or check */
+static void session_auth_next(struct session *s, enum auth_next next)
+{
+	switch (next) {
+	case AUTH_NEXT_CHALLENGE:
+		s->auth_client_turn = true;
+		evbuffer_add_printf(conn_output(s->conn), "334 %s\r\n", s->auth_x->challenge);
+		break;
+	case AUTH_NEXT_REFUSE:
+		session_auth_refuse(s, s->auth_x->code, s->auth_x->enh, s->auth_x->text);
+		break;
+	case AUTH_NEXT_CHECK:
+		session_auth_check(s);
+		break;
+	}
+}
+
+/* session_auth_relay_send - hand a line of the exchange to the backend */
+static void session_auth_relay_send(struct session *s, const char *line, bool first)
+{
+	s->auth_client_turn = false;
+	s->wait = WAIT_AUTH;
+	if (first) {
+		struct relay_client client = session_relay_client(s);
+		relay_auth(s->relay, &client, line);
+	} else {
+		relay_auth_continue(s->relay, line);
+	}
+}
+
+/*
+ * session_auth_relay_reply - the backend answered a line of a relayed
+ * exchange: 334 goes to the client, 235 makes the login what the client
+ * sent, a 5xx is a failure (its reply delayed), anything else 454
+ */
+static void session_auth_relay_reply(struct session *s, const struct smtp_reply *reply,
+				     bool backend)
+{
+	char wire[1200];
+	size_t n;
+
+	if (s->auth_refused_here) {
+		/* The backend took our "*": the client gets our own refusal. */
+		session_auth_refuse(s, s->auth_x->code, s->auth_x->enh, s->auth_x->text);
+	} else if (!backend || reply->code / 100 == 4 || reply->code / 100 == 1 ||
+		   (reply->code / 100 == 3 && reply->code != 334)) {
+		if (backend)
+			log_info("session %s: backend answered AUTH with %d", s->id, reply->code);
+		session_auth_refuse(s, REPLY_AUTH_TEMPFAIL);
+	} else if (reply->code == 334) {
+		s->auth_client_turn = true;
+		evbuffer_add_printf(conn_output(s->conn), "334 %s\r\n",
+				    reply->nlines ? reply->lines[0] : "");
+	} else if (reply->code / 100 == 2) {
+		if (!s->auth_x->creds.user[0])
+			/* An exchange we could not follow: the backend knows who. */
+			session_auth_success(s, "[unknown]");
+		else
+			session_auth_success(s, s->auth_x->creds.user);
+	} else {
+		n = smtp_reply_format(reply, "5.7.8", wire, sizeof(wire));
+		if (n >= sizeof(wire))
+			snprintf(wire, sizeof(wire), "%d %s %s", REPLY_AUTH_INVALID);
+		wire[strcspn(wire, "\r\n")] = 0; /* one line: the first */
+		session_auth_failure(s, wire);
+		if (s->wait == WAIT_AUTH)
+			return;
+	}
+	session_resume(s);
+}
+
+/* session_auth_input - the client's answer to a 334 (len bytes, no CRLF) */
+static void session_auth_input(struct session *s, const char *line, size_t len)
+{
+	enum auth_next next = auth_step(s->auth_x, line, len);
+
+	if (session_auth_conf(s)->auth == CONF_AUTH_RELAY) {
+		char *copy;
+		if (next == AUTH_NEXT_REFUSE) {
+			/* The backend's half of the exchange ends too (RFC 4954 4). */
+			s->auth_refused_here = true;
+			session_auth_relay_send(s, "*", false);
+			return;
+		}
+		copy = strndup(line, len);
+		if (!copy) {
+			s->auth_refused_here = true;
+			s->auth_x->code = 454;
+			s->auth_x->enh = "4.7.0";
+			s->auth_x->text = "Temporary authentication failure";
+			session_auth_relay_send(s, "*", false);
+			return;
+		}
+		session_auth_relay_send(s, copy, false);
+		explicit_bzero(copy, len);
+		free(copy);
+		return;
+	}
+	session_auth_next(s, next);
+}
+
+/* session_auth_too_long - an exchange line past RFC 4954's 12288 bytes */
+static void session_auth_too_long(struct session *s)
+{
+	if (session_auth_conf(s)->auth == CONF_AUTH_RELAY) {
+		s->auth_refused_here = true;
+		s->auth_x->code = 500;
+		s->auth_x->enh = "5.5.6";
+		s->auth_x->text = "Authentication Exchange line is too long";
+		session_auth_relay_send(s, "*", false);
+		return;
+	}
+	session_auth_refuse(s, 500, "5.5.6", "Authentication Exchange line is too long");
+}
+
+/* cmd_auth - AUTH (RFC 4954 4) */
+static void cmd_auth(struct session *s, const struct smtp_command *cmd)
+{
+	const struct conf_listener *l = session_auth_conf(s);
+	enum auth_next next;
+	unsigned mechs;
+
+	if (!l) {
+		session_error(s, 502, "5.5.1", "Error: command not implemented");
+		return;
+	}
+	if (s->auth_user) {
+		session_error(s, 503, "5.5.1", "Error: already authenticated");
+		return;
+	}
+	mechs = session_auth_mechs(s);
+	if (!mechs) {
+		if (l->auth_require_tls && !session_tls_active(s))
+			session_error(s, REPLY_AUTH_NEEDS_TLS);
+		else /* relayed to a backend that offers neither PLAIN nor LOGIN */
+			session_error(s, 504, "5.5.4", "Unrecognized authentication mechanism");
+		return;
+	}
+	s->auth_x = calloc(1, sizeof(*s->auth_x));
+	if (!s->auth_x) {
+		session_error(s, REPLY_OOM);
+		return;
+	}
+	next = auth_start(s->auth_x, cmd->arg, cmd->arg_len, mechs);
+	if (l->auth == CONF_AUTH_RELAY && next != AUTH_NEXT_REFUSE) {
+		char *line = NULL;
+		if (asprintf(&line, "AUTH %.*s", (int)cmd->arg_len, cmd->arg) < 0) {
+			session_auth_refuse(s, REPLY_AUTH_TEMPFAIL);
+			return;
+		}
+		session_auth_relay_send(s, line, true);
+		explicit_bzero(line, strlen(line));
+		free(line);
+		return;
+	}
+	session_auth_next(s, next);
+}
+
+/*
+ * session_mail_auth_param - drop MAIL's AUTH= parameter (RFC 4954 5)
+ * where AUTH is offered, once checked: it is ours to take, and the
+ * backend, which did not offer AUTH to us, would refuse it. 0, or -1
+ * after the error reply.
+ */
+static int session_mail_auth_param(struct session *s, struct smtp_path *path)
+{
+	for (size_t i = 0; i < path->nparams; i++) {
+		if (strcasecmp(path->params[i].keyword, "AUTH") != 0)
+			continue;
+		if (!session_auth_conf(s))
+			return 0; /* not offered: the codec refuses it */
+		if (!auth_mail_param_valid(path->params[i].value)) {
+			session_error(s, 501, "5.5.4", "Bad AUTH parameter");
+			return -1;
+		}
+		free(path->params[i].keyword);
+		free(path->params[i].value);
+		memmove(&path->params[i], &path->params[i + 1],
+			(path->nparams - i - 1) * sizeof(path->params[0]));
+		path->nparams--;
+		i--;
+	}
+	return 0;
 }
 
 /* session_helo_finish - the HELO or EHLO reply; takes helo */
@@ -917,7 +1384,7 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	bool known = caps != NULL;
 	struct evbuffer *out = conn_output(s->conn);
 	const char *lines[12];
-	char size_line[40];
+	char size_line[40], auth_line[40];
 	size_t n = 0;
 
 	session_reset(s, ehlo ? "EHLO" : "HELO");
@@ -968,6 +1435,8 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 		lines[n++] = "XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT";
 		lines[n++] = "XFORWARD NAME ADDR PORT PROTO HELO IDENT SOURCE";
 	}
+	if (session_auth_line(s, auth_line, sizeof(auth_line)))
+		lines[n++] = auth_line;
 	lines[n++] = "ENHANCEDSTATUSCODES";
 	evbuffer_add_printf(out, "250-%s\r\n", s->h->conf->hostname);
 	for (size_t i = 0; i < n; i++)
@@ -1113,6 +1582,10 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	}
 	if (smtp_path_parse(cmd->arg, cmd->arg_len, false, &path, &err) < 0) {
 		session_smtp_error(s, &err);
+		return;
+	}
+	if (session_mail_auth_param(s, &path) < 0) {
+		smtp_path_free(&path);
 		return;
 	}
 	/* A filter's lower limit is the filter's to enforce, so its
@@ -1509,7 +1982,8 @@ static const struct session_command session_commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
 	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
-	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
+	[SMTP_VERB_AUTH] = { cmd_auth, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL |
+					SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
 	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
 	[SMTP_VERB_XCLIENT] = { cmd_xclient, SMTP_CMD_NOT_IN_MAIL | SMTP_CMD_LAST },
 	[SMTP_VERB_XFORWARD] = { cmd_xforward, SMTP_CMD_NOT_IN_MAIL },
@@ -1852,7 +2326,8 @@ static bool session_command_input(struct session *s)
 	struct evbuffer *in = conn_input(s->conn);
 	size_t avail = evbuffer_get_length(in);
 	size_t window, line_len = 0, consumed = 0;
-	unsigned max = s->h->conf->max_line_length;
+	/* A line of an AUTH exchange may be longer (RFC 4954 4). */
+	unsigned max = s->auth_client_turn ? AUTH_LINE_MAX - 2 : s->h->conf->max_line_length;
 	const char *buf;
 
 	if (avail == 0)
@@ -1879,7 +2354,9 @@ static bool session_command_input(struct session *s)
 		s->skipping = true;
 		s->skipped = consumed;
 		session_line_waiting(s);
-		if (session_count_command(s, SMTP_VERB_UNKNOWN))
+		if (s->auth_client_turn)
+			session_auth_too_long(s);
+		else if (session_count_command(s, SMTP_VERB_UNKNOWN))
 			session_error(s, 500, "5.5.2", "Error: line too long");
 		return true;
 	case SMTP_LINE_BARE_CR:
@@ -1910,6 +2387,13 @@ static bool session_command_input(struct session *s)
 	memcpy(line, buf, line_len);
 	line[line_len] = 0;
 	evbuffer_drain(in, consumed);
+	if (s->auth_client_turn) {
+		/* A line of an AUTH exchange: it may hold a password. */
+		session_auth_input(s, line, line_len);
+		explicit_bzero(line, line_len);
+		free(line);
+		return true;
+	}
 	if (smtp_command_parse(line, line_len, &cmd, &err) < 0) {
 		if (session_count_command(s, SMTP_VERB_UNKNOWN))
 			session_smtp_error(s, &err);
@@ -1975,6 +2459,11 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 	char wire[8192];
 	int cls = reply->code / 100;
 
+	if (wait == WAIT_AUTH) {
+		s->wait = WAIT_NONE;
+		session_auth_relay_reply(s, reply, backend);
+		return;
+	}
 	s->wait = WAIT_NONE;
 	/* A backend without ENHANCEDSTATUSCODES still gives our clients one. */
 	switch (wait) {
@@ -2019,6 +2508,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 	case WAIT_NONE:
 	case WAIT_FILTER:
 	case WAIT_NAME:
+	case WAIT_AUTH:
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}

@@ -48,6 +48,16 @@ struct session_host {
 	struct pool *names;		 /* the client name lookups' threads (made at the first) */
 	/* a session ended: the client's numeric address and port */
 	void (*closed)(void *arg, const char *addr, unsigned port);
+	/*
+	 * A failed AUTH from the numeric address addr, counted across the
+	 * workers: done(data, count) follows with the address's failures
+	 * within window seconds (0: unknown). Returns an id for
+	 * auth_failed_cancel(), or 0 when nobody was asked. NULL: each
+	 * session counts its own.
+	 */
+	unsigned long (*auth_failed)(void *arg, const char *addr, unsigned window,
+				     void (*done)(void *data, unsigned count), void *data);
+	void (*auth_failed_cancel)(void *arg, unsigned long id);
 	void *arg;
 };
 

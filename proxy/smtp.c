@@ -1395,6 +1395,9 @@ void smtp_caps_parse(const struct smtp_reply *r, struct smtp_caps *caps)
 			caps->xforward = true;
 			copy_attrs(caps->xforward_attrs,
 				   sizeof(caps->xforward_attrs), rest);
+		} else if (ascii_ieq(s, kl, "AUTH")) {
+			caps->auth = true;
+			copy_attrs(caps->auth_mechs, sizeof(caps->auth_mechs), rest);
 		}
 	}
 }

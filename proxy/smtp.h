@@ -375,6 +375,8 @@ struct smtp_caps {
 	char xclient_attrs[128]; /* e.g. "NAME ADDR PORT PROTO HELO" */
 	bool xforward;
 	char xforward_attrs[128];
+	bool auth;
+	char auth_mechs[128]; /* e.g. "PLAIN LOGIN" */
 };
 
 /*

@@ -169,6 +169,24 @@ static void worker_dropped(struct listener *l, struct conn *c,
 	session_drop(&w->sessions, c, sa, action, reason);
 }
 
+/* worker_auth_failed - a session's failed AUTH, counted by the anvil */
+static unsigned long worker_auth_failed(void *arg, const char *addr, unsigned window,
+					void (*done)(void *data, unsigned count), void *data)
+{
+	struct worker *w = arg;
+
+	return w->anvil ? anvil_client_auth_failed(w->anvil, addr, window, done, data) : 0;
+}
+
+/* worker_auth_failed_cancel - the session went away before the count came */
+static void worker_auth_failed_cancel(void *arg, unsigned long id)
+{
+	struct worker *w = arg;
+
+	if (w->anvil)
+		anvil_client_auth_cancel(w->anvil, id);
+}
+
 /*
  * worker_anvil_answer - the anvil's verdict on a client that waited for
  * it: refused before the greeting (as Postfix's smtpd does, 421 4.7.0),
@@ -398,6 +416,8 @@ int worker_run(const struct conf *conf, const int *listen_fds, size_t nfds)
 	w.sessions.pipeline = w.pipeline;
 	w.sessions.backends = &w.backends;
 	w.sessions.closed = worker_session_closed;
+	w.sessions.auth_failed = worker_auth_failed;
+	w.sessions.auth_failed_cancel = worker_auth_failed_cancel;
 	w.sessions.arg = &w;
 	for (size_t i = 0; i < nfds && i < CONF_MAX_ADDRS; i++) {
 		/* The master opened them in the order of the listen setting. */

@@ -243,7 +243,7 @@ const char *pc_helo(pc_ctx *ctx);
 /* pc_tls - whether the session is encrypted */
 bool pc_tls(pc_ctx *ctx);
 
-/* pc_auth_user - the authenticated user name, or NULL */
+/* pc_auth_user - the AUTH login of the session (listener auth), or NULL */
 const char *pc_auth_user(pc_ctx *ctx);
 
 /*
