@@ -58,6 +58,11 @@ enum conf_proxy_protocol {
 	CONF_PROXY_ANY,
 };
 
+/* A listener's TLS: none, STARTTLS (RFC 3207), or TLS at once (RFC 8314 port 465). */
+enum conf_tls { CONF_TLS_NONE, CONF_TLS_STARTTLS, CONF_TLS_IMPLICIT };
+
+struct tls_server;
+
 /*
  * The settings of listening addresses: those of [portcullis] listen share
  * the defaults (conf->plain), each [listener NAME] section has its own.
@@ -73,9 +78,19 @@ struct conf_listener {
 	struct conf_net *proxy_from;	/* who may send the header */
 	size_t nproxy_from;
 	unsigned proxy_timeout_ms;	/* the header must be whole within it */
+	int tls;			/* enum conf_tls */
+	char *tls_certificate;		/* FILE [FILE ...], paired with tls_key */
+	char *tls_key;
+	int tls_certificate_line, tls_key_line; /* where they were given */
+	bool require_tls;		/* MAIL and the like only under TLS */
+	unsigned tls_timeout_ms;	/* the handshake must be done within it */
+	struct tls_server *tls_server;	/* made by tls_load() (tls.h) */
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
+
+/* When the session writes its own Received: header ([backend] received_header). */
+enum conf_received { CONF_RECEIVED_AUTO, CONF_RECEIVED_ALWAYS };
 
 enum conf_identity {
 	CONF_IDENTITY_AUTO,
@@ -144,6 +159,7 @@ struct conf {
 	size_t nbackends;
 	char *helo_name;
 	int client_identity;
+	int received_header;		/* enum conf_received */
 	unsigned backend_timeout_connect;
 	unsigned backend_timeout_greeting;
 	unsigned backend_timeout_command;

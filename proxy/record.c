@@ -263,6 +263,28 @@ static json_t *record_client_json(const struct record_client *c)
 	return client;
 }
 
+/* record_tls_json - the "tls" object: what the client's connection negotiated */
+static json_t *record_tls_json(const struct record_tls *t)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "version", record_cstring(t->version));
+	json_object_set_new(o, "cipher", record_cstring(t->cipher));
+	json_object_set_new(o, "bits", json_integer(t->bits));
+	json_object_set_new(o, "sni", t->sni ? record_cstring(t->sni) : json_null());
+	json_object_set_new(o, "resumed", json_boolean(t->resumed));
+	if (t->peer_subject || t->peer_fingerprint) {
+		json_t *peer = json_object();
+		if (t->peer_subject)
+			json_object_set_new(peer, "subject", record_cstring(t->peer_subject));
+		if (t->peer_fingerprint)
+			json_object_set_new(peer, "fingerprint",
+					    record_cstring(t->peer_fingerprint));
+		json_object_set_new(o, "peer", peer);
+	}
+	return o;
+}
+
 /* record_lost_report - count a lost record; report at most once an interval */
 static void record_lost_report(const char *why)
 {
@@ -386,6 +408,8 @@ void record_transaction(const char *session, const struct record_client *client,
 
 	json_object_set_new(rec, "transaction", json_integer(tx->number));
 	json_object_set_new(rec, "client", record_client_json(client));
+	if (client->tls)
+		json_object_set_new(rec, "tls", record_tls_json(client->tls));
 	json_object_set_new(rec, "sender", record_cstring(tx->sender));
 	for (size_t i = 0; i < tx->nrecipients; i++) {
 		json_t *r = json_object();
@@ -427,6 +451,8 @@ void record_connection(const char *session, const struct record_client *client,
 	json_t *rec = record_new("connection", session);
 
 	json_object_set_new(rec, "client", record_client_json(client));
+	if (client->tls)
+		json_object_set_new(rec, "tls", record_tls_json(client->tls));
 	json_object_set_new(rec, "action", json_string_nocheck(action));
 	if (reason)
 		json_object_set_new(rec, "reason", record_cstring(reason));

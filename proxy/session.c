@@ -56,6 +56,7 @@
 #include "relay.h"
 #include "session.h"
 #include "spool.h"
+#include "tls.h"
 
 #define SESSION_MAX_INPUT (256 * 1024)
 #define SESSION_MAX_OUTPUT (64 * 1024)
@@ -95,7 +96,13 @@ struct session_tx {
 enum session_wait { WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER };
 
 /* What the client timer runs for now: its expiry names the limit passed. */
-enum session_limit { LIMIT_IDLE, LIMIT_COMMAND_DEADLINE, LIMIT_DATA_RATE };
+enum session_limit {
+	LIMIT_IDLE,
+	LIMIT_COMMAND_DEADLINE,
+	LIMIT_DATA_RATE,
+	LIMIT_TLS,	     /* the handshake's deadline (tls_timeout) */
+	LIMIT_TLS_UNAVAILABLE, /* at once: no TLS state could be made for implicit TLS */
+};
 
 struct session {
 	struct session_host *h;
@@ -131,10 +138,17 @@ struct session {
 	char *line_pending;  /* MAIL or RCPT line waiting for the filters */
 	char *helo_pending;  /* HELO argument waiting for the filters */
 	bool ehlo_pending;
+	struct tls_conn *tls;	 /* the conn's TLS state, once a handshake began */
+	bool tls_handshaking;	 /* from STARTTLS (or accept) to CONN_READY */
+	struct tls_details *tlsd; /* what the handshake gave, NULL without TLS */
+	struct record_tls rtls;	 /* the same for the records, pointing into it */
 };
 
 static void session_process(struct session *s);
 static void session_tx_done(struct session *s);
+static void cmd_not_offered(struct session *s, const struct smtp_command *cmd);
+static bool session_input_follows(struct session *s);
+static void session_tls_failed(struct session *s, const char *why);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
 
@@ -192,6 +206,15 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->listener = s->listener ? s->listener->text : "";
 	env->helo = s->helo;
 	env->esmtp = s->offer.esmtp;
+	if (s->tlsd) {
+		env->tls = true;
+		env->tls_version = s->tlsd->version;
+		env->tls_cipher = s->tlsd->cipher;
+		env->tls_bits = s->tlsd->bits;
+		env->tls_sni = s->rtls.sni;
+		env->tls_peer_subject = s->rtls.peer_subject;
+		env->tls_peer_fingerprint = s->rtls.peer_fingerprint;
+	}
 	if (!tx)
 		return;
 	env->sender = tx->sender;
@@ -281,7 +304,15 @@ static struct record_client session_record_client(const struct session *s)
 {
 	return (struct record_client){ s->addr, s->port, s->helo,
 				       s->listener ? s->listener->text : NULL,
-				       s->via_addr[0] ? s->via_addr : NULL, s->via_port };
+				       s->via_addr[0] ? s->via_addr : NULL, s->via_port,
+				       s->tlsd ? &s->rtls : NULL };
+}
+
+/* session_tls_mode - the listener's TLS mode (enum conf_tls) */
+static int session_tls_mode(const struct session *s)
+{
+	return s->listener && s->listener->settings ? s->listener->settings->tls
+						    : CONF_TLS_NONE;
 }
 
 /*
@@ -353,6 +384,7 @@ static void session_free(struct session *s, const char *action,
 	free(s->rcpt_pending);
 	free(s->line_pending);
 	free(s->helo_pending);
+	free(s->tlsd);
 	struct session_host *h = s->h;
 	char addr[sizeof(s->addr)];
 	unsigned port = s->port;
@@ -505,8 +537,8 @@ static void session_arm(struct session *s)
 	long long ms, deadline;
 	struct timeval tv;
 
-	if (s->state == SESSION_CLOSING)
-		return;
+	if (s->state == SESSION_CLOSING || s->tls_handshaking)
+		return; /* the handshake has its own deadline (session_tls_start) */
 	if (s->wait != WAIT_NONE) {
 		/* The client waits for us: no client timeout now. */
 		evtimer_del(s->timer);
@@ -526,6 +558,22 @@ static void session_arm(struct session *s)
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * session_tls_failed - a handshake did not finish: log why, write a
+ * connection record (also after earlier transactions: this connection
+ * ends now for a TLS reason) and close without a word
+ */
+static void session_tls_failed(struct session *s, const char *why)
+{
+	char reason[300];
+
+	snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+	log_info("session %s from [%s]:%u: %s", s->id, s->addr, s->port, reason);
+	session_log_connection(s, "dropped", reason);
+	s->ntransactions++; /* logged */
+	session_free(s, "dropped", reason);
 }
 
 /* session_timeout - the client was silent too long, or is past a deadline */
@@ -548,6 +596,13 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 		break;
 	case LIMIT_IDLE:
 		session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
+		break;
+	case LIMIT_TLS:
+		/* Nothing can be said in clear inside a handshake: hang up. */
+		session_tls_failed(s, "timeout");
+		break;
+	case LIMIT_TLS_UNAVAILABLE:
+		session_tls_failed(s, "TLS not available (out of memory)");
 		break;
 	}
 }
@@ -695,6 +750,9 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 		lines[n++] = "SMTPUTF8";
 	if (s->offer.dsn)
 		lines[n++] = "DSN";
+	/* RFC 3207 4.2: not once TLS is on. */
+	if (session_tls_mode(s) == CONF_TLS_STARTTLS && !s->tlsd)
+		lines[n++] = "STARTTLS";
 	lines[n++] = "ENHANCEDSTATUSCODES";
 	evbuffer_add_printf(out, "250-%s\r\n", s->h->conf->hostname);
 	for (size_t i = 0; i < n; i++)
@@ -1080,6 +1138,61 @@ static void cmd_help(struct session *s, const struct smtp_command *cmd)
 	session_send(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY");
 }
 
+/*
+ * session_tls_start - the conn goes over t from now on: its handshake
+ * runs from the loop under tls_timeout, and the session starts again
+ * from nothing once it is done (session_tls_ready)
+ */
+static void session_tls_start(struct session *s, struct tls_conn *t)
+{
+	const struct conf_listener *ls = s->listener->settings;
+	struct timeval tv = { (time_t)(ls->tls_timeout_ms / 1000),
+			      (suseconds_t)(ls->tls_timeout_ms % 1000) * 1000 };
+
+	s->tls = t;
+	s->tls_handshaking = true;
+	conn_start_tls(s->conn, &tls_transport, t);
+	s->timer_for = LIMIT_TLS;
+	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * cmd_starttls - STARTTLS (RFC 3207): 220, then the handshake. What the
+ * client pipelined behind it in clear text is thrown away unread
+ * (CVE-2011-0411), and all it said before is forgotten (4.2): it says
+ * EHLO again under TLS.
+ */
+static void cmd_starttls(struct session *s, const struct smtp_command *cmd)
+{
+	struct tls_conn *t;
+
+	if (s->tlsd) {
+		session_error(s, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	if (session_tls_mode(s) != CONF_TLS_STARTTLS) {
+		cmd_not_offered(s, cmd);
+		return;
+	}
+	t = tls_conn_new(s->listener->settings->tls_server, conn_fd(s->conn));
+	if (!t) {
+		session_error(s, 454, "4.7.0", "TLS not available due to temporary reason");
+		return;
+	}
+	if (session_input_follows(s))
+		log_info("session %s from [%s]:%u: %zu bytes pipelined after STARTTLS discarded",
+			 s->id, s->addr, s->port, evbuffer_get_length(conn_input(s->conn)));
+	session_send(s, 220, "2.0.0", "Ready to start TLS");
+	/* As a new EHLO would: no transaction, no HELO, nothing offered. */
+	session_reset(s, "STARTTLS");
+	free(s->helo);
+	s->helo = NULL;
+	memset(&s->offer, 0, sizeof(s->offer));
+	s->line_open = false;
+	s->skipping = false;
+	session_tls_start(s, t);
+}
+
 /* cmd_not_offered - a known verb of an extension we do not offer */
 static void cmd_not_offered(struct session *s, const struct smtp_command *cmd)
 {
@@ -1100,8 +1213,8 @@ static void cmd_unknown(struct session *s, const struct smtp_command *cmd)
  *
  * SMTP_CMD_PRE_TLS: what RFC 3207 4 lets through before STARTTLS where
  * a listener requires TLS (EHLO, STARTTLS, NOOP, QUIT), and what gives
- * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it. No
- * listener requires TLS yet, so today the flag changes nothing.
+ * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it: on
+ * a listener with require_tls = yes the rest gets 530 5.7.0 before TLS.
  * SMTP_CMD_LAST: RFC 2920 3.1 (EHLO, DATA, VRFY, EXPN, TURN, QUIT,
  * NOOP), and HELO, STARTTLS (RFC 3207 4.2) and AUTH, whose replies
  * change what the client may send next. The dispatcher answers input
@@ -1128,7 +1241,8 @@ static const struct session_command session_commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_VRFY] = { cmd_vrfy, SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
 	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
-	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_STARTTLS] = { cmd_starttls, SMTP_CMD_PRE_TLS | SMTP_CMD_NOT_IN_MAIL |
+						  SMTP_CMD_ARG_NONE | SMTP_CMD_LAST },
 	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
 	[SMTP_VERB_XCLIENT] = { cmd_not_offered, 0 },
@@ -1150,9 +1264,9 @@ static bool session_input_follows(struct session *s)
 static void session_dispatch(struct session *s, const struct smtp_command *cmd)
 {
 	const struct session_command *row = &session_commands[cmd->verb];
-	/* No listener requires TLS yet: a TLS mode will set these. */
-	struct smtp_cmd_state st = { .tls_required = false,
-				     .tls_active = false,
+	struct smtp_cmd_state st = { .tls_required = s->listener && s->listener->settings &&
+						     s->listener->settings->require_tls,
+				     .tls_active = s->tlsd != NULL,
 				     .helo = s->helo != NULL,
 				     .in_mail = s->tx != NULL };
 	struct smtp_error err;
@@ -1189,14 +1303,28 @@ static char *session_received(struct session *s)
 	bool one = s->tx->nrecipients == 1;
 	int n;
 
+	char using[200] = "";
+	char with[16];
+
 	session_rfc5322_date(date, sizeof(date));
+	/*
+	 * RFC 3848 (and RFC 6531 for UTF8SMTP): S for TLS. AUTH adds its
+	 * A after the S (ESMTPSA) here, once the session knows a user.
+	 */
+	snprintf(with, sizeof(with), "%s%s",
+		 s->tx->smtputf8 ? "UTF8SMTP" : s->offer.esmtp ? "ESMTP" : "SMTP",
+		 s->tlsd ? "S" : "");
+	if (s->tlsd)
+		/* As Postfix writes it. */
+		snprintf(using, sizeof(using), "\t(using %s with cipher %s (%d/%d bits))\r\n",
+			 s->tlsd->version, s->tlsd->cipher, s->tlsd->bits, s->tlsd->alg_bits);
 	n = asprintf(&text,
 		     "Received: from %s ([%s%s])\r\n"
+		     "%s"
 		     "\tby %s (Portcullis) with %s id %s.%u%s%s%s;\r\n"
 		     "\t%s\r\n",
-		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
-		     s->h->conf->hostname,
-		     s->tx->smtputf8 ? "UTF8SMTP" : s->offer.esmtp ? "ESMTP" : "SMTP",
+		     s->helo, strchr(s->addr, ':') ? "IPv6:" : "", s->addr, using,
+		     s->h->conf->hostname, with,
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
@@ -1220,7 +1348,8 @@ static bool session_data_relay(struct session *s, const char *headers,
 			       size_t headers_len, unsigned long long header_end)
 {
 	struct session_tx *tx = s->tx;
-	char *received = relay_identity_sent(s->relay) ? NULL : session_received(s);
+	bool always = s->h->conf->received_header == CONF_RECEIVED_ALWAYS;
+	char *received = relay_identity_sent(s->relay) && !always ? NULL : session_received(s);
 	size_t rlen = received ? strlen(received) : 0;
 
 	free(tx->prefix);
@@ -1649,11 +1778,60 @@ static void session_write_cb(struct conn *c, void *arg)
 	session_process(s);
 }
 
+static void session_begin(struct session *s);
+
+/*
+ * session_tls_ready - the handshake is done: keep what it negotiated
+ * for the records, the filters and the Received: header, then greet (TLS
+ * from the first byte, RFC 8314) or wait for the client's new EHLO
+ */
+static void session_tls_ready(struct session *s)
+{
+	struct tls_details *d = calloc(1, sizeof(*d));
+
+	s->tls_handshaking = false;
+	evtimer_del(s->timer);
+	if (!d) {
+		session_free(s, "dropped", "out of memory");
+		return;
+	}
+	tls_conn_details(s->tls, d);
+	s->tlsd = d;
+	s->rtls = (struct record_tls){
+		.version = d->version,
+		.cipher = d->cipher,
+		.bits = d->bits,
+		.sni = d->sni[0] ? d->sni : NULL,
+		.resumed = d->resumed,
+		.peer_subject = d->peer_subject[0] ? d->peer_subject : NULL,
+		.peer_fingerprint = d->peer_fingerprint[0] ? d->peer_fingerprint : NULL,
+	};
+	log_info("session %s from [%s]:%u: %s with cipher %s (%d/%d bits)%s%s%s",
+		 s->id, s->addr, s->port, d->version, d->cipher, d->bits, d->alg_bits,
+		 d->resumed ? ", resumed" : "", d->peer_subject[0] ? ", client " : "",
+		 d->peer_subject);
+	if (session_tls_mode(s) == CONF_TLS_IMPLICIT) {
+		session_begin(s);
+		return;
+	}
+	session_arm(s);
+}
+
 /* session_event_cb - the client closed the connection, or a socket error */
 static void session_event_cb(struct conn *c, enum conn_event what, void *arg)
 {
 	struct session *s = arg;
 
+	if (what == CONN_READY) {
+		session_tls_ready(s);
+		return;
+	}
+	if (s->tls_handshaking) {
+		const char *why = tls_conn_error(s->tls);
+		session_tls_failed(s, *why ? why : what == CONN_EOF ? "connection closed"
+								   : strerror(conn_errno(c)));
+		return;
+	}
 	if (s->state == SESSION_CLOSING) {
 		session_free(s, "dropped", "closed by server");
 		return;
@@ -1753,14 +1931,35 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	conn_read_limit(s->conn, SESSION_MAX_INPUT);
 	conn_read_enable(s->conn);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
+	if (session_tls_mode(s) == CONF_TLS_IMPLICIT) {
+		/* RFC 8314 3.3: TLS from the first byte; greeted once it is up. */
+		struct tls_conn *t = tls_conn_new(l->settings->tls_server, conn_fd(c));
+		if (!t) {
+			/* Ended from the loop: the caller counts a started session. */
+			struct timeval now = { 0, 0 };
+			s->tls_handshaking = true;
+			s->timer_for = LIMIT_TLS_UNAVAILABLE;
+			conn_read_disable(c);
+			evtimer_add(s->timer, &now);
+			return s;
+		}
+		session_tls_start(s, t);
+		return s;
+	}
+	session_begin(s);
+	return s;
+}
+
+/* session_begin - the connect stage's filters, then the greeting */
+static void session_begin(struct session *s)
+{
 	if (session_filters(s, CHAIN_CONNECT)) {
 		/* The greeting waits for the filters' word on the client. */
 		session_filter(s, CHAIN_CONNECT, session_connect_done, NULL, NULL);
-		return s;
+		return;
 	}
 	session_greet(s);
 	session_arm(s);
-	return s;
 }
 
 /* session_refuse - 421 to a client we cannot serve */
@@ -1791,7 +1990,7 @@ void session_refuse_reply(struct session_host *h, struct conn *c,
 	if (conn_errno(c))
 		log_debug("refused client [%s]:%u went away", addr, port);
 	conn_free(c);
-	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
+	struct record_client client = { addr, port, NULL, NULL, NULL, 0, NULL };
 	record_connection(id, &client, "refused", reason, NULL);
 }
 
@@ -1806,7 +2005,7 @@ void session_drop(struct session_host *h, struct conn *c,
 	session_addr(sa, addr, sizeof(addr), &port);
 	conn_free(c);
 	log_debug("connection from [%s]:%u %s: %s", addr, port, action, reason);
-	struct record_client client = { addr, port, NULL, NULL, NULL, 0 };
+	struct record_client client = { addr, port, NULL, NULL, NULL, 0, NULL };
 	record_connection(id, &client, action, reason, NULL);
 }
 
