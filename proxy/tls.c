@@ -281,7 +281,7 @@ static int tls_server_load(const struct conf *conf, struct conf_listener *l, FIL
 	for (char *c = tls_split(&cs, certs), *k = tls_split(&ks, keys); c || k;
 	     c = tls_split(&cs, NULL), k = tls_split(&ks, NULL)) {
 		if (!c || !k) {
-			which = c ? "tls_key" : "tls_certificate";
+			which = k ? "tls_key" : "tls_certificate"; /* the longer list */
 			err = "tls_certificate and tls_key must list as many files each (paired in order)";
 			break;
 		}
