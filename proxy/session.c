@@ -1166,12 +1166,24 @@ static void cmd_starttls(struct session *s, const struct smtp_command *cmd)
 {
 	struct tls_conn *t;
 
+	/*
+	 * Its argument and place are checked here, not by the table: where
+	 * STARTTLS is not offered it is 502 whatever the client wrote.
+	 */
 	if (s->tlsd) {
 		session_error(s, 503, "5.5.1", "Error: TLS already active");
 		return;
 	}
 	if (session_tls_mode(s) != CONF_TLS_STARTTLS) {
 		cmd_not_offered(s, cmd);
+		return;
+	}
+	if (cmd->arg_len) {
+		session_error(s, 501, "5.5.4", smtp_verb_syntax(cmd->verb));
+		return;
+	}
+	if (s->tx) {
+		session_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");
 		return;
 	}
 	t = tls_conn_new(s->listener->settings->tls_server, conn_fd(s->conn));
@@ -1241,8 +1253,7 @@ static const struct session_command session_commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_VRFY] = { cmd_vrfy, SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
 	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
-	[SMTP_VERB_STARTTLS] = { cmd_starttls, SMTP_CMD_PRE_TLS | SMTP_CMD_NOT_IN_MAIL |
-						  SMTP_CMD_ARG_NONE | SMTP_CMD_LAST },
+	[SMTP_VERB_STARTTLS] = { cmd_starttls, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
 	[SMTP_VERB_AUTH] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
 	[SMTP_VERB_XCLIENT] = { cmd_not_offered, 0 },
@@ -2017,7 +2028,10 @@ void session_drain_all(struct session_host *h)
 	for (s = h->sessions; s; s = next) {
 		next = s->next;
 		s->draining = true;
-		if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
+		if (s->tls_handshaking)
+			/* Nothing can be said inside a handshake. */
+			session_free(s, "dropped", "shutting down");
+		else if (!s->tx && s->wait == WAIT_NONE && s->state == SESSION_COMMAND)
 			session_close(s, REPLY_SHUTDOWN, "shutting down");
 	}
 }
@@ -2036,7 +2050,7 @@ void session_kill_all(struct session_host *h)
 
 	for (s = h->sessions; s; s = next) {
 		next = s->next;
-		if (s->state == SESSION_CLOSING)
+		if (s->state == SESSION_CLOSING || s->tls_handshaking)
 			session_free(s, "dropped", "shutting down");
 		else
 			session_close(s, REPLY_SHUTDOWN, "drain deadline");
