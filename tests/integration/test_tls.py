@@ -24,9 +24,14 @@ import subprocess
 import time
 import unittest
 
-from harness import (ProxyTestCase, children, free_port, make_tempdir,
-                     remove_tree, skip_unless_tool, wait_for, wait_listening,
+from harness import (BUILD, ProxyTestCase, children, filter_entries,
+                     free_port, make_message, make_tempdir, remove_tree,
+                     skip_unless_tool, wait_for, wait_listening,
                      PORTCULLIS_BIN)
+
+PLUGIN_DIR = os.environ.get("PORTCULLIS_TEST_PLUGIN_DIR") or os.path.join(
+    BUILD, "tests", "plugins", ".libs")
+PROBE = os.path.join(PLUGIN_DIR, "probe.so")
 
 NO_IDENTITY = ("PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES")
 CA = {}
@@ -366,6 +371,96 @@ class TestStartTLS(TLSCase):
         want = "sha256:" + fp.split("=", 1)[1].strip().replace(":", "").lower()
         self.assertTrue(der)
         self.assertEqual(peer["fingerprint"], want)
+
+
+class TestPostfixSends(TLSCase):
+
+    def test_a_real_postfix_with_smtp_tls_security_level_encrypt_delivers(self):
+        skip_unless_tool("postfix", os.path.exists("/usr/sbin/postfix"))
+        if os.geteuid() != 0:
+            self.skipTest("a private Postfix needs root")
+        self.start()
+        pf = self.start_postfix(extra_main={
+            "relayhost": "[127.0.0.1]:%d" % self.tls_port,
+            "smtp_tls_security_level": "encrypt",
+            "smtp_tls_loglevel": "1",
+        })
+        # Postfix's TLS client needs its tlsmgr service (PRNG, caches).
+        with open(os.path.join(pf.config_dir, "master.cf"), "a") as f:
+            f.write("tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
+        pf._postfix("reload")
+        c = self.client(pf.port)
+        msg = make_message(subject="through postfix", sender="a@example.test",
+                           to="b@remote.example.test")
+        r = c.mail_transaction("a@example.test", ["b@remote.example.test"],
+                               msg, helo="client.example.test")
+        self.assertEqual(r["end"].code, 250, r)
+        got = self.capture.wait_messages(1, timeout=30)
+        self.assertEqual(len(got), 1, pf.maillog())
+        self.assertIn("through postfix", got[0].decode())
+        rec = self.proxy.wait_decisions(
+            lambda d: d.get("type") == "transaction")[0]
+        self.assertEqual(rec["action"], "accepted")
+        self.assertEqual(rec["client"]["helo"], pf.hostname)
+        self.assertEqual(rec["tls"]["version"], "TLSv1.3")
+        self.assertIn(") with ESMTPS id ", got[0].decode())
+        # Postfix's own log says the connection to Portcullis was encrypted.
+        self.assertTrue(pf.wait_log(
+            r"(Untrusted|Anonymous|Trusted|Verified) TLS connection "
+            r"established to 127\.0\.0\.1\[127\.0\.0\.1\]:%d" % self.tls_port))
+
+
+class TestFilters(TLSCase):
+
+    def probes(self):
+        if not os.path.exists(PROBE):
+            self.skipTest("probe filter not built (make check): " + PROBE)
+        return ("\n[filter atconnect]\nmodule = %s\nstage = connect\n"
+                "report_tls = yes\n"
+                "\n[filter atmail]\nmodule = %s\nstage = mail\n"
+                "report_tls = yes\n" % (PROBE, PROBE))
+
+    def results(self, rec, name):
+        out = {}
+        for e in filter_entries(rec, name):
+            out.update(e.get("results") or {})
+        return out
+
+    def test_filters_see_tls_after_starttls_and_not_before(self):
+        extra = self.probes()
+        self.start(extra=extra, filters="atconnect, atmail")
+        ctx = client_context()
+        ctx.load_cert_chain(*CA["client"])
+        t, f = self.starttls(self.raw(), ctx=ctx,
+                             server_hostname="mx.example.test")
+        port = t.getsockname()[1]
+        self.deliver_over(t, f)
+        rec = self.record_of_port(port)
+        self.assertEqual(self.results(rec, "atconnect"), {"tls": 0}, rec)
+        mail = self.results(rec, "atmail")
+        self.assertEqual(mail["tls"], 1, rec)
+        self.assertEqual(mail["tls_version"], "TLSv1.3")
+        self.assertEqual(mail["tls_cipher"], "TLS_AES_256_GCM_SHA384")
+        self.assertEqual(mail["tls_bits"], 256)
+        self.assertEqual(mail["tls_sni"], "mx.example.test")
+        self.assertEqual(mail["tls_peer_subject"],
+                         "CN=client.example.test,O=Portcullis Test")
+        self.assertEqual(mail["tls_peer_fingerprint"],
+                         rec["tls"]["peer"]["fingerprint"])
+
+    def test_a_connect_filter_sees_tls_on_an_implicit_listener(self):
+        self.start(mode="implicit", extra=self.probes(),
+                   filters="atconnect, atmail")
+        t = client_context().wrap_socket(self.raw())
+        f = t.makefile("rb")
+        self.assertEqual(self.read_reply(f)[0][:4], "220 ")
+        port = t.getsockname()[1]
+        self.deliver_over(t, f)
+        rec = self.record_of_port(port)
+        conn = self.results(rec, "atconnect")
+        self.assertEqual(conn["tls"], 1, rec)
+        self.assertEqual(conn["tls_version"], "TLSv1.3")
+        self.assertNotIn("tls_peer_subject", conn)
 
 
 class TestCertificates(TLSCase):
