@@ -269,6 +269,26 @@ class TestStartTLS(TLSCase):
         self.assertTrue(self.proxy.wait_log(
             r"bytes pipelined after STARTTLS discarded", count=3))
 
+    def test_a_large_message_in_small_and_large_writes_arrives_byte_for_byte(self):
+        # Records of every size, and more input than one read takes: the
+        # bytes OpenSSL holds decrypted must be read without a new event.
+        self.start()
+        line = b"x" * 998 + b"\r\n"
+        body = b"Subject: big\r\n\r\n" + line * 3000 + b"last line\r\n"
+        t, f = self.starttls(self.raw())
+        self.assertEqual(self.cmd(t, f, "EHLO client.example.test")[0][:4], "250-")
+        self.assertEqual(self.cmd(t, f, "MAIL FROM:<a@example.test>")[0][:4], "250 ")
+        self.assertEqual(self.cmd(t, f, "RCPT TO:<b@example.test>")[0][:4], "250 ")
+        self.assertEqual(self.cmd(t, f, "DATA")[0][:3], "354")
+        t.sendall(body[:7])  # a tiny record first
+        for i in range(7, len(body), 100000):
+            t.sendall(body[i:i + 100000])
+        t.sendall(b".\r\n")
+        self.assertEqual(self.read_reply(f)[0][:3], "250")
+        got = self.capture.wait_messages(1)[0]
+        self.assertTrue(got.startswith(b"Received: "), got[:200])
+        self.assertEqual(got[got.index(b"Subject: big"):], body)
+
     def test_starttls_forgets_the_helo_and_the_transaction(self):
         # RFC 3207 4.2: the client must say EHLO again.
         self.start()
