@@ -478,6 +478,9 @@ static void conn_switch(struct conn *c)
 	c->hs_want = CONN_WANT_READ; /* the client speaks first */
 	conn_want_write(c, false);
 	conn_update_read(c);
+	/* It may have spoken already, in bytes the transport was given. */
+	if (c->transport->pending && c->transport->pending(c->transport_ctx) > 0)
+		event_active(c->rev, EV_READ, 1);
 }
 
 /* conn_handshake_step - drive the handshake one step from the loop */

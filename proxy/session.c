@@ -1186,7 +1186,7 @@ static void cmd_starttls(struct session *s, const struct smtp_command *cmd)
 		session_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");
 		return;
 	}
-	t = tls_conn_new(s->listener->settings->tls_server, conn_fd(s->conn));
+	t = tls_conn_new(s->listener->settings->tls_server, conn_fd(s->conn), NULL, 0);
 	if (!t) {
 		session_error(s, 454, "4.7.0", "TLS not available due to temporary reason");
 		return;
@@ -1943,8 +1943,16 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	conn_read_enable(s->conn);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
 	if (session_tls_mode(s) == CONF_TLS_IMPLICIT) {
-		/* RFC 8314 3.3: TLS from the first byte; greeted once it is up. */
-		struct tls_conn *t = tls_conn_new(l->settings->tls_server, conn_fd(c));
+		/*
+		 * RFC 8314 3.3: TLS from the first byte; greeted once it is up.
+		 * What a PROXY pre-session read after its header is the
+		 * client's hello: the handshake reads it first.
+		 */
+		struct evbuffer *in = conn_input(c);
+		size_t first = evbuffer_get_length(in);
+		struct tls_conn *t = tls_conn_new(l->settings->tls_server, conn_fd(c),
+						  first ? evbuffer_pullup(in, -1) : NULL,
+						  first);
 		if (!t) {
 			/* Ended from the loop: the caller counts a started session. */
 			struct timeval now = { 0, 0 };

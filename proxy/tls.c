@@ -11,6 +11,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -56,6 +57,8 @@ struct tls_server {
 
 struct tls_conn {
 	SSL *ssl;
+	int fd;
+	bool first; /* the SSL reads a memory BIO of bytes read before it */
 	int want; /* enum conn_want of the last call that could not go on */
 	char error[200];
 };
@@ -333,24 +336,58 @@ void tls_unload(struct conf *conf)
 }
 
 /* tls_conn_new - an SSL for fd, waiting for the client's hello */
-struct tls_conn *tls_conn_new(struct tls_server *srv, int fd)
+struct tls_conn *tls_conn_new(struct tls_server *srv, int fd,
+			      const void *first, size_t len)
 {
 	struct tls_conn *t;
+	BIO *rbio = NULL, *wbio = NULL;
 
-	if (!srv || srv->ngroups == 0)
+	if (!srv || srv->ngroups == 0 || len > INT_MAX)
 		return NULL;
 	t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
+	t->fd = fd;
 	t->ssl = SSL_new(srv->groups[0].ctx);
-	if (!t->ssl || SSL_set_fd(t->ssl, fd) != 1) {
-		SSL_free(t->ssl);
-		free(t);
-		ERR_clear_error();
-		return NULL;
+	if (!t->ssl)
+		goto fail;
+	if (len == 0) {
+		if (SSL_set_fd(t->ssl, fd) != 1)
+			goto fail;
+	} else {
+		/* Those bytes first, then the socket (tls_take_socket). */
+		rbio = BIO_new(BIO_s_mem());
+		wbio = BIO_new_socket(fd, BIO_NOCLOSE);
+		if (!rbio || !wbio || BIO_write(rbio, first, (int)len) != (int)len)
+			goto fail;
+		BIO_set_mem_eof_return(rbio, -1); /* empty: "retry", not EOF */
+		SSL_set_bio(t->ssl, rbio, wbio);
+		t->first = true;
 	}
 	SSL_set_accept_state(t->ssl);
 	return t;
+fail:
+	BIO_free(rbio);
+	BIO_free(wbio);
+	SSL_free(t->ssl);
+	free(t);
+	ERR_clear_error();
+	return NULL;
+}
+
+/*
+ * tls_take_socket - the bytes read before are all taken: the SSL reads
+ * the socket from now on; false when it cannot (out of memory)
+ */
+static bool tls_take_socket(struct tls_conn *t)
+{
+	BIO *b = BIO_new_socket(t->fd, BIO_NOCLOSE);
+
+	if (!b)
+		return false;
+	SSL_set0_rbio(t->ssl, b); /* frees the memory BIO */
+	t->first = false;
+	return true;
 }
 
 /*
@@ -403,6 +440,10 @@ static ssize_t tls_readv(void *ctx, int fd, const struct iovec *iov, int n)
 	size_t total = 0;
 
 	(void)fd;
+	if (t->first && BIO_ctrl_pending(SSL_get_rbio(t->ssl)) == 0 && !tls_take_socket(t)) {
+		errno = ENOMEM;
+		return -1;
+	}
 	for (int i = 0; i < n; i++) {
 		size_t got = 0;
 		int r;
@@ -467,8 +508,18 @@ static int tls_handshake(void *ctx, int fd)
 	r = SSL_do_handshake(t->ssl);
 	if (r == 1)
 		return 1;
-	if (tls_fail(t, r) < 0 && errno == EAGAIN)
+	if (tls_fail(t, r) < 0 && errno == EAGAIN) {
+		/* The bytes read before are used up: the rest is in the socket. */
+		if (t->first && t->want == CONN_WANT_READ &&
+		    BIO_ctrl_pending(SSL_get_rbio(t->ssl)) == 0) {
+			if (!tls_take_socket(t)) {
+				snprintf(t->error, sizeof(t->error), "out of memory");
+				return -1;
+			}
+			return tls_handshake(ctx, fd);
+		}
 		return 0;
+	}
 	if (!t->error[0])
 		snprintf(t->error, sizeof(t->error), "connection closed");
 	return -1;
@@ -480,10 +531,16 @@ static int tls_want(void *ctx)
 	return ((struct tls_conn *)ctx)->want;
 }
 
-/* tls_pending - decrypted bytes held inside the SSL, which epoll cannot see */
+/*
+ * tls_pending - bytes the SSL holds that epoll cannot see: decrypted
+ * input, or those read before it (tls_conn_new()'s first)
+ */
 static size_t tls_pending(void *ctx)
 {
-	return (size_t)SSL_pending(((struct tls_conn *)ctx)->ssl);
+	struct tls_conn *t = ctx;
+
+	return (size_t)SSL_pending(t->ssl) +
+	       (t->first ? BIO_ctrl_pending(SSL_get_rbio(t->ssl)) : 0);
 }
 
 /* tls_free - release the connection's state (no close_notify: the socket closes) */

@@ -64,9 +64,13 @@ void tls_unload(struct conf *conf);
 
 /*
  * tls_conn_new - the TLS state of one accepted connection on fd, served
- * with srv; NULL when it cannot be made now (out of memory)
+ * with srv; NULL when it cannot be made now (out of memory). The len
+ * bytes at first (copied; 0 for none) are the start of the client's
+ * TLS, read from fd already: on an implicit TLS listener behind a PROXY
+ * header, the client's hello may come in the header's segment.
  */
-struct tls_conn *tls_conn_new(struct tls_server *srv, int fd);
+struct tls_conn *tls_conn_new(struct tls_server *srv, int fd,
+			      const void *first, size_t len);
 
 /* The conn transport over a struct tls_conn (its free() is SSL_free()). */
 extern const struct conn_transport tls_transport;

@@ -430,6 +430,50 @@ class TestPostfixSends(TLSCase):
             r"established to 127\.0\.0\.1\[127\.0\.0\.1\]:%d" % self.tls_port))
 
 
+class TestBehindABalancer(TLSCase):
+
+    def test_implicit_tls_behind_a_proxy_header_with_the_hello_in_its_segment(self):
+        # HAProxy sends the PROXY header with the first bytes it has: on
+        # port 465 that is the client's TLS hello, which must not be lost.
+        self.start(mode="implicit",
+                   listener_extra="proxy_protocol = v1\nproxy_from = 127.0.0.1\n")
+        s = self.raw()
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = client_context().wrap_bio(inc, out)
+        try:
+            tls.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        s.sendall(b"PROXY TCP4 192.0.2.7 127.0.0.1 53428 465\r\n" + out.read())
+
+        def pump(op):
+            while True:
+                try:
+                    return op()
+                except ssl.SSLWantReadError:
+                    if out.pending:
+                        s.sendall(out.read())
+                    data = s.recv(65536)
+                    if not data:
+                        raise ConnectionError("closed")
+                    inc.write(data)
+        pump(tls.do_handshake)
+        if out.pending:
+            s.sendall(out.read())
+        greeting = b""
+        while b"\r\n" not in greeting:
+            greeting += pump(lambda: tls.read(4096))
+        self.assertTrue(greeting.startswith(b"220 proxy.portcullis.test ESMTP"),
+                        greeting)
+        tls.write(b"QUIT\r\n")
+        s.sendall(out.read())
+        self.assertTrue(pump(lambda: tls.read(4096)).startswith(b"221 "))
+        rec = self.proxy.wait_decisions(
+            lambda d: d.get("type") == "connection")[0]
+        self.assertEqual(rec["client"]["address"], "192.0.2.7")
+        self.assertEqual(rec["tls"]["version"], "TLSv1.3")
+
+
 class TestFilters(TLSCase):
 
     def probes(self):
