@@ -212,14 +212,20 @@ static const char *tls_add_pair(struct tls_server *srv, const char *sid,
 	char *names;
 
 	*which = "tls_certificate";
+	errno = 0;
 	bio = BIO_new_file(certfile, "r");
-	cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+	if (!bio) {
+		/* fopen()'s reason says more than OpenSSL's "system lib". */
+		snprintf(buf, cap, "%s: cannot read a certificate: %s", certfile,
+			 errno ? strerror(errno) : tls_openssl_reason(reason, sizeof(reason)));
+		ERR_clear_error();
+		return buf;
+	}
+	cert = PEM_read_bio_X509(bio, NULL, NULL, NULL);
 	BIO_free(bio);
 	if (!cert) {
 		snprintf(buf, cap, "%s: cannot read a certificate: %s", certfile,
-			 errno && !bio ? strerror(errno)
-				       : tls_openssl_reason(reason, sizeof(reason)));
-		ERR_clear_error();
+			 tls_openssl_reason(reason, sizeof(reason)));
 		return buf;
 	}
 	names = tls_names(cert);
@@ -293,9 +299,11 @@ static int tls_server_load(const struct conf *conf, struct conf_listener *l, FIL
 	}
 	if (!err && srv->ngroups == 0)
 		err = "no certificate given";
-	if (!err && srv->ngroups > 1)
-		SSL_CTX_set_tlsext_servername_callback(srv->groups[0].ctx, tls_sni),
-			SSL_CTX_set_tlsext_servername_arg(srv->groups[0].ctx, srv);
+	if (!err && srv->ngroups > 1) {
+		/* Every SSL starts on the first group's context; SNI may switch. */
+		SSL_CTX_set_tlsext_servername_callback(srv->groups[0].ctx, tls_sni);
+		SSL_CTX_set_tlsext_servername_arg(srv->groups[0].ctx, srv);
+	}
 out:
 	if (err) {
 		fprintf(errors, "%s:%d: [listener %s] %s: %s\n", conf->path,

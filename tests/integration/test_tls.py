@@ -743,6 +743,12 @@ class TestConfigErrors(unittest.TestCase):
         self.assertRegex(err, re.escape("%s:9: [listener mx] tls_key: " % path) +
                          ".*(key values mismatch|does not match)")
 
+    def test_a_certificate_file_that_holds_no_certificate(self):
+        path, err = self.check("tls = starttls\ntls_certificate = %s\n"
+                               "tls_key = %s\n" % (CA["rsa"][1], CA["rsa"][1]))
+        self.assertIn("%s:8: [listener mx] tls_certificate: %s: cannot read a "
+                      "certificate: no start line" % (path, CA["rsa"][1]), err)
+
     def test_tls_without_a_certificate(self):
         path, err = self.check("tls = starttls\n")
         self.assertIn("%s:7: [listener mx] tls_certificate: required with "
