@@ -7,6 +7,13 @@
  * ones until the backend replied. The transaction (struct session_tx)
  * lives from MAIL to the final reply; every transaction and every
  * connection without one ends in a decision record.
+ *
+ * TLS: on a tls = starttls listener STARTTLS puts the conn's TLS
+ * transport (tls.h) under the session, which then starts again from
+ * nothing (RFC 3207 4.2); on an implicit one the handshake comes before
+ * the greeting. A failed or late handshake ends in a connection record.
+ * What the handshake negotiated goes into every record, the filters'
+ * view and the Received: header.
  */
 #ifndef PORTCULLIS_SESSION_H
 #define PORTCULLIS_SESSION_H
