@@ -48,6 +48,7 @@ enum conf_type {
 	CONF_MILLIS,	/* seconds with up to three decimals, kept in ms */
 	CONF_IPADDRS,	/* comma-separated IP:port list, may be empty */
 	CONF_NETWORKS,	/* comma or space separated CIDR list, may be empty */
+	CONF_BOOL,	/* yes or no, kept in a bool */
 };
 
 struct conf_param {
@@ -75,6 +76,10 @@ static const char *const proxy_names[] = { "off", "v1", "v2", "any", NULL };
 /* In the order of enum conf_auth. */
 static const char *const auth_names[] = { "off", "dovecot", "relay", NULL };
 static const char *const no_yes_names[] = { "no", "yes", NULL };
+/* In the order of enum conf_received. */
+static const char *const received_names[] = { "auto", "always", NULL };
+/* In the order of enum conf_tls. */
+static const char *const tls_names[] = { "none", "starttls", "implicit", NULL };
 
 #define F(field) offsetof(struct conf, field)
 #define BIG 0xffffffffULL
@@ -118,6 +123,7 @@ static const struct conf_param conf_params[] = {
 	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, true, 0, 0, NULL },
 	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
+	{ "backend", "received_header", CONF_ENUM, F(received_header), 0, "auto", false, 0, 0, received_names },
 	{ "backend", "timeout_connect", CONF_SECONDS, F(backend_timeout_connect), 0, "30", false, 1, 3600, NULL },
 	{ "backend", "timeout_greeting", CONF_SECONDS, F(backend_timeout_greeting), 0, "300", false, 1, 3600, NULL },
 	{ "backend", "timeout_command", CONF_SECONDS, F(backend_timeout_command), 0, "300", false, 1, 3600, NULL },
@@ -157,6 +163,11 @@ static const struct conf_param conf_listener_params[] = {
 	{ "listener", "auth_failure_limit", CONF_UINT, L(auth_failure_limit), 0, "5", false, 0, 1000, NULL },
 	{ "listener", "auth_failure_delay", CONF_MILLIS, L(auth_failure_delay_ms), 0, "1", false, 0, 60000, NULL },
 	{ "listener", "auth_failure_window", CONF_SECONDS, L(auth_failure_window), 0, "600", false, 1, 86400, NULL },
+	{ "listener", "tls", CONF_ENUM, L(tls), 0, "none", false, 0, 0, tls_names },
+	{ "listener", "tls_certificate", CONF_STRING, L(tls_certificate), 0, NULL, false, 0, 0, NULL },
+	{ "listener", "tls_key", CONF_STRING, L(tls_key), 0, NULL, false, 0, 0, NULL },
+	{ "listener", "require_tls", CONF_BOOL, L(require_tls), 0, "no", false, 0, 0, NULL },
+	{ "listener", "tls_timeout", CONF_MILLIS, L(tls_timeout_ms), 0, "30", false, 1, 300000, NULL },
 };
 
 #define NLPARAMS (sizeof(conf_listener_params) / sizeof(conf_listener_params[0]))
@@ -413,6 +424,12 @@ static const char *conf_set(void *base, const struct conf_param *p,
 			return "value out of range";
 		*(unsigned *)field = (unsigned)n;
 		return NULL;
+	case CONF_BOOL:
+		if (strcasecmp(value, "yes") == 0 || strcasecmp(value, "no") == 0) {
+			*(bool *)field = strcasecmp(value, "yes") == 0;
+			return NULL;
+		}
+		return "expected yes or no";
 	case CONF_ENUM:
 		for (int i = 0; p->names[i]; i++) {
 			if (strcasecmp(value, p->names[i]) == 0) {
@@ -762,6 +779,25 @@ static void conf_listeners(struct conf_loader *ld)
 					   "proxy_timeout", "%s", "has no effect without proxy_protocol");
 		}
 		conf_listener_auth(ld, li, section);
+		/* Where tls_load() says a file was given, for its errors. */
+		l->tls_certificate_line = conf_lline(ld, li, "tls_certificate");
+		l->tls_key_line = conf_lline(ld, li, "tls_key");
+		if (l->tls != CONF_TLS_NONE) {
+			if (!l->tls_certificate || !*l->tls_certificate)
+				conf_error(ld, conf_lline(ld, li, "tls"), section, "tls_certificate",
+					   "%s", "required with tls = starttls or implicit");
+			if (!l->tls_key || !*l->tls_key)
+				conf_error(ld, conf_lline(ld, li, "tls"), section, "tls_key",
+					   "%s", "required with tls = starttls or implicit");
+		} else {
+			if (l->require_tls)
+				conf_error(ld, conf_lline(ld, li, "require_tls"), section,
+					   "require_tls", "%s", "needs tls = starttls (or implicit)");
+			if (conf_lgiven(ld, li, "tls_certificate") || conf_lgiven(ld, li, "tls_key"))
+				conf_error(ld, conf_lline(ld, li, conf_lgiven(ld, li, "tls_key") ? "tls_key" : "tls_certificate"),
+					   section, conf_lgiven(ld, li, "tls_key") ? "tls_key" : "tls_certificate",
+					   "%s", "has no effect without tls = starttls or implicit");
+		}
 		for (size_t a = 0; a < l->naddrs; a++) {
 			if (conf->nlisten == CONF_MAX_ADDRS) {
 				conf_error(ld, conf_lline(ld, li, "address"), section, "address",
@@ -910,6 +946,8 @@ void conf_free(struct conf *conf)
 		free(conf->listeners[i].proxy_from);
 		free(conf->listeners[i].trusted_xclient);
 		free(conf->listeners[i].auth_socket);
+		free(conf->listeners[i].tls_certificate);
+		free(conf->listeners[i].tls_key);
 	}
 	for (size_t i = 0; i < conf->nchain; i++)
 		conf_free_filter(&conf->chain[i]);

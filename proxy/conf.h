@@ -64,6 +64,10 @@ enum conf_auth {
 	CONF_AUTH_DOVECOT, /* Dovecot's auth service, over auth_socket */
 	CONF_AUTH_RELAY,   /* the backend: the exchange is relayed to it */
 };
+/* A listener's TLS: none, STARTTLS (RFC 3207), or TLS at once (RFC 8314 port 465). */
+enum conf_tls { CONF_TLS_NONE, CONF_TLS_STARTTLS, CONF_TLS_IMPLICIT };
+
+struct tls_server;
 
 /*
  * The settings of listening addresses: those of [portcullis] listen share
@@ -89,9 +93,19 @@ struct conf_listener {
 	unsigned auth_failure_limit;	/* failed AUTHs before 421, 0: none */
 	unsigned auth_failure_delay_ms;	/* the first failure's delay, doubling */
 	unsigned auth_failure_window;	/* seconds failures of an address are counted */
+	int tls;			/* enum conf_tls */
+	char *tls_certificate;		/* FILE [FILE ...], paired with tls_key */
+	char *tls_key;
+	int tls_certificate_line, tls_key_line; /* where they were given */
+	bool require_tls;		/* MAIL and the like only under TLS */
+	unsigned tls_timeout_ms;	/* the handshake must be done within it */
+	struct tls_server *tls_server;	/* made by tls_load() (tls.h) */
 };
 
 enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
+
+/* When the session writes its own Received: header ([backend] received_header). */
+enum conf_received { CONF_RECEIVED_AUTO, CONF_RECEIVED_ALWAYS };
 
 enum conf_identity {
 	CONF_IDENTITY_AUTO,
@@ -161,6 +175,7 @@ struct conf {
 	size_t nbackends;
 	char *helo_name;
 	int client_identity;
+	int received_header;		/* enum conf_received */
 	unsigned backend_timeout_connect;
 	unsigned backend_timeout_greeting;
 	unsigned backend_timeout_command;

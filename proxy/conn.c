@@ -7,6 +7,15 @@
  * flush event that is never registered with epoll but activated by
  * hand when output is queued, so the write happens once, after the
  * callback that queued it returns, in the same loop turn.
+ *
+ * A transport with a handshake (TLS) adds three cases, each a flag the
+ * plain transport never sets: while handshaking, the read and write
+ * events serve the handshake alone (the one its last step waits for);
+ * a read that needs the socket writable (read_wants_write) retries
+ * from the write event, a write that needs it readable
+ * (write_wants_read) from the read event; and input the transport
+ * decrypted and holds (pending) activates the read event by hand, as
+ * epoll no longer sees it in the socket.
  */
 #include "config.h"
 
@@ -37,6 +46,8 @@ struct conn {
 	void *arg;
 	const struct conn_transport *transport;
 	void *transport_ctx;
+	const struct conn_transport *next; /* conn_start_tls(): after the output drains */
+	void *next_ctx;
 	size_t read_max;
 	size_t write_low;
 	bool reading;	 /* the user wants input */
@@ -44,6 +55,10 @@ struct conn {
 	bool wev_added;
 	bool connecting; /* wev waits for the connect's result */
 	bool closed;	 /* EOF or an error: no more I/O */
+	bool handshaking; /* conn_start_tls() until CONN_READY */
+	int hs_want;	 /* what the handshake's last step waits for, 0: nothing yet */
+	bool read_wants_write;
+	bool write_wants_read;
 	int err;
 };
 
@@ -76,15 +91,37 @@ static const struct conn_transport conn_plain = {
 /* conn_update_read - register the read event exactly when input is wanted */
 static void conn_update_read(struct conn *c)
 {
-	bool want = c->reading && c->rev && !c->connecting && !c->closed &&
-		    !(c->read_max && evbuffer_get_length(c->in) >= c->read_max);
+	bool want;
 
+	if (c->handshaking)
+		want = c->hs_want == CONN_WANT_READ;
+	else
+		want = (c->reading &&
+			!(c->read_max && evbuffer_get_length(c->in) >= c->read_max)) ||
+		       c->write_wants_read;
+	want = want && c->rev && !c->connecting && !c->closed;
 	if (want && !c->rev_added) {
 		event_add(c->rev, NULL);
 		c->rev_added = true;
 	} else if (!want && c->rev_added) {
 		event_del(c->rev);
 		c->rev_added = false;
+	}
+	/* Input the transport holds: the socket will not say so. */
+	if (want && !c->handshaking && c->transport->pending &&
+	    c->transport->pending(c->transport_ctx) > 0)
+		event_active(c->rev, EV_READ, 1);
+}
+
+/* conn_want_write - register the write event or not */
+static void conn_want_write(struct conn *c, bool want)
+{
+	if (want && !c->wev_added) {
+		event_add(c->wev, NULL);
+		c->wev_added = true;
+	} else if (!want && c->wev_added) {
+		event_del(c->wev);
+		c->wev_added = false;
 	}
 }
 
@@ -95,7 +132,8 @@ static void conn_out_cb(struct evbuffer *buf, const struct evbuffer_cb_info *inf
 	struct conn *c = arg;
 
 	(void)buf;
-	if (info->n_added && c->fd >= 0 && !c->wev_added && !c->closed)
+	if (info->n_added && c->fd >= 0 && !c->wev_added && !c->closed &&
+	    !c->handshaking)
 		event_active(c->flush, EV_WRITE, 1);
 }
 
@@ -247,6 +285,9 @@ static void conn_fail(struct conn *c, int err)
 		c->eventcb(c, CONN_ERROR, c->arg);
 }
 
+static void conn_write(struct conn *c);
+static void conn_handshake_step(struct conn *c);
+
 /* conn_read_cb - the socket is readable */
 static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -257,6 +298,17 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	int n;
 
 	(void)what;
+	if (c->handshaking) {
+		conn_handshake_step(c);
+		return;
+	}
+	if (c->write_wants_read) {
+		/* A write waited for this; a read, if wanted, comes next turn. */
+		c->write_wants_read = false;
+		conn_update_read(c);
+		conn_write(c);
+		return;
+	}
 	n = evbuffer_reserve_space(c->in, CONN_READ_SIZE, v, 2);
 	if (n <= 0) {
 		conn_fail(c, ENOMEM);
@@ -270,8 +322,14 @@ static void conn_read_cb(evutil_socket_t fd, short what, void *arg)
 	if (got <= 0) {
 		int err = errno;
 		evbuffer_commit_space(c->in, v, 0);
-		if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR))
+		if (got < 0 && (err == EAGAIN || err == EWOULDBLOCK || err == EINTR)) {
+			if (c->transport->want &&
+			    c->transport->want(c->transport_ctx) == CONN_WANT_WRITE) {
+				c->read_wants_write = true;
+				conn_want_write(c, true);
+			}
 			return;
+		}
 		if (got < 0) {
 			conn_fail(c, err);
 			return;
@@ -313,8 +371,14 @@ static int conn_write_some(struct conn *c)
 		}
 		ssize_t put = c->transport->writev(c->transport_ctx, c->fd, iov, n);
 		if (put < 0) {
-			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+				if (c->transport->want &&
+				    c->transport->want(c->transport_ctx) == CONN_WANT_READ) {
+					c->write_wants_read = true;
+					conn_update_read(c);
+				}
 				return 0;
+			}
 			return -1;
 		}
 		evbuffer_drain(c->out, (size_t)put);
@@ -323,6 +387,8 @@ static int conn_write_some(struct conn *c)
 	}
 	return 0;
 }
+
+static void conn_switch(struct conn *c);
 
 /* conn_write - write what the socket takes; wait for it with the rest */
 static void conn_write(struct conn *c)
@@ -334,13 +400,13 @@ static void conn_write(struct conn *c)
 		return;
 	}
 	len = evbuffer_get_length(c->out);
-	if (len > 0 && !c->wev_added) {
-		event_add(c->wev, NULL);
-		c->wev_added = true;
-	} else if (len == 0 && c->wev_added) {
-		event_del(c->wev);
-		c->wev_added = false;
+	if (c->next) {
+		/* The clear-text reply before a handshake: no callback. */
+		if (len == 0)
+			conn_switch(c);
+		return;
 	}
+	conn_want_write(c, (len > 0 && !c->write_wants_read) || c->read_wants_write);
 	if (len <= c->write_low && c->writecb)
 		c->writecb(c, c->arg);
 }
@@ -352,7 +418,7 @@ static void conn_flush_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (!c->wev_added && !c->closed)
+	if (!c->wev_added && !c->closed && !c->handshaking)
 		conn_write(c);
 }
 
@@ -384,7 +450,78 @@ static void conn_write_cb(evutil_socket_t fd, short what, void *arg)
 			c->eventcb(c, CONN_CONNECTED, c->arg);
 		return;
 	}
+	if (c->handshaking && !c->next) {
+		conn_handshake_step(c);
+		return;
+	}
+	if (c->read_wants_write) {
+		c->read_wants_write = false;
+		conn_want_write(c, evbuffer_get_length(c->out) > 0);
+		conn_read_cb(fd, EV_READ, c);
+		return;
+	}
 	conn_write(c);
+}
+
+/* conn_switch - the clear-text output is out: the new transport's handshake begins */
+static void conn_switch(struct conn *c)
+{
+	if (c->transport->free)
+		c->transport->free(c->transport_ctx);
+	c->transport = c->next;
+	c->transport_ctx = c->next_ctx;
+	c->next = NULL;
+	c->next_ctx = NULL;
+	/* Whatever arrived meanwhile was sent before the switch, in clear. */
+	conn_discard_input(c);
+	evbuffer_drain(c->out, evbuffer_get_length(c->out));
+	c->hs_want = CONN_WANT_READ; /* the client speaks first */
+	conn_want_write(c, false);
+	conn_update_read(c);
+	/* It may have spoken already, in bytes the transport was given. */
+	if (c->transport->pending && c->transport->pending(c->transport_ctx) > 0)
+		event_active(c->rev, EV_READ, 1);
+}
+
+/* conn_handshake_step - drive the handshake one step from the loop */
+static void conn_handshake_step(struct conn *c)
+{
+	int r = c->transport->handshake(c->transport_ctx, c->fd);
+
+	if (r == 0) {
+		c->hs_want = c->transport->want(c->transport_ctx);
+		conn_update_read(c);
+		conn_want_write(c, c->hs_want == CONN_WANT_WRITE);
+		return;
+	}
+	c->handshaking = false;
+	c->hs_want = 0;
+	conn_want_write(c, false);
+	if (r < 0) {
+		conn_fail(c, EPROTO);
+		return;
+	}
+	conn_update_read(c);
+	if (evbuffer_get_length(c->out))
+		event_active(c->flush, EV_WRITE, 1);
+	if (c->eventcb)
+		c->eventcb(c, CONN_READY, c->arg);
+}
+
+/* conn_start_tls - the queued output in clear, then t and its handshake */
+void conn_start_tls(struct conn *c, const struct conn_transport *t, void *ctx)
+{
+	conn_discard_input(c);
+	c->next = t;
+	c->next_ctx = ctx;
+	c->handshaking = true; /* no reading until the switch */
+	c->hs_want = 0;
+	c->read_wants_write = c->write_wants_read = false;
+	conn_update_read(c);
+	if (conn_write_some(c) < 0 || evbuffer_get_length(c->out) == 0)
+		conn_switch(c); /* a failed write fails the handshake */
+	else
+		conn_want_write(c, true);
 }
 
 /* conn_set_transport - the transport from now on */
@@ -433,6 +570,8 @@ void conn_free(struct conn *c)
 	}
 	if (c->transport->free)
 		c->transport->free(c->transport_ctx);
+	if (c->next && c->next->free)
+		c->next->free(c->next_ctx);
 	if (c->fd >= 0)
 		close(c->fd);
 	free(c);

@@ -48,13 +48,30 @@ struct conn_transport {
 	ssize_t (*readv)(void *ctx, int fd, const struct iovec *iov, int n);
 	ssize_t (*writev)(void *ctx, int fd, const struct iovec *iov, int n);
 	void (*free)(void *ctx); /* the conn is freed; may be NULL */
+	/*
+	 * For a transport with a handshake and a state of its own (TLS);
+	 * NULL for the plain one, which so pays nothing for them:
+	 * handshake - one step: 1 done, 0 waiting (want() tells for what),
+	 *             -1 failed;
+	 * want      - after EAGAIN from any call, what it waits for: a read
+	 *             may need the socket writable and a write readable;
+	 * pending   - input the transport holds that the socket no longer
+	 *             shows (read before, not yet taken).
+	 */
+	int (*handshake)(void *ctx, int fd);
+	int (*want)(void *ctx);
+	size_t (*pending)(void *ctx);
 };
+
+/* What a transport's call waits for (conn_transport.want). */
+enum conn_want { CONN_WANT_READ = 1, CONN_WANT_WRITE = 2 };
 
 /* What conn_event_fn reports. */
 enum conn_event {
 	CONN_CONNECTED, /* conn_connect() succeeded */
 	CONN_EOF,	/* the peer closed its side */
 	CONN_ERROR,	/* a socket error; conn_errno() tells which */
+	CONN_READY,	/* the handshake conn_start_tls() began is done */
 };
 
 /* conn_data_fn - input arrived (read) or output drained to the low mark (write) */
@@ -112,6 +129,18 @@ int conn_errno(const struct conn *c);
  */
 void conn_set_transport(struct conn *c, const struct conn_transport *t,
 			void *ctx);
+
+/*
+ * conn_start_tls - write the output queued so far as it is (the reply
+ * that announces the switch), throw away the input read and not yet
+ * consumed (what a client pipelined in clear text must never count as
+ * sent under TLS, CVE-2011-0411), then move bytes through t (ctx) and
+ * run its handshake from the loop: no read or write callback until it
+ * is done, then CONN_READY, or CONN_ERROR (errno EPROTO: t's state
+ * tells why) or CONN_EOF. The first step waits for the loop, so the
+ * caller gets no callback from within this call.
+ */
+void conn_start_tls(struct conn *c, const struct conn_transport *t, void *ctx);
 
 /* conn_discard_input - throw away what was read and not yet consumed */
 void conn_discard_input(struct conn *c);

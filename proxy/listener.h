@@ -4,8 +4,10 @@
  * The master opens the sockets (listen setting order, before privileges
  * are dropped); each worker wraps every one in a struct listener that
  * carries what is particular to that address: its text as configured
- * (pc_listener() and the records name it), and the settings that a TLS
- * mode, the PROXY protocol and AUTH will add per listener.
+ * (pc_listener() and the records name it), and its settings (struct
+ * conf_listener): the PROXY protocol, the TLS mode with the server
+ * context tls_load() made for it before the fork (the session starts
+ * TLS over the conn, tls.h), and what AUTH will add.
  *
  * A listener accepts one connection per readiness event (the event is
  * level-triggered, so a backlog brings it back at the next loop turn,

@@ -20,6 +20,7 @@
 #include "dns.h"
 #include "log.h"
 #include "master.h"
+#include "tls.h"
 
 /* usage - the synopsis, to stderr */
 static void usage(void)
@@ -73,24 +74,34 @@ int main(int argc, char **argv)
 	conf = conf_load(path, stderr);
 	if (!conf)
 		return 1;
+	/* Certificates and keys are read now, while we may still be root. */
+	if (tls_load(conf, stderr) < 0) {
+		tls_unload(conf);
+		conf_free(conf);
+		return 1;
+	}
 	if (check) {
 		/* The limits of this shell: the service's may differ (systemd). */
 		if (master_fd_limit(conf, false, stderr) < 0) {
+			tls_unload(conf);
 			conf_free(conf);
 			return 1;
 		}
 		/* Load the filters too: their options are checked by init(). */
 		if (dns_init(conf) < 0) {
+			tls_unload(conf);
 			conf_free(conf);
 			return 1;
 		}
 		struct chain *chain = conf->nchain ? chain_load(conf, stderr) : NULL;
 		if (conf->nchain && !chain) {
+			tls_unload(conf);
 			conf_free(conf);
 			return 1;
 		}
 		chain_free(chain);
 		printf("%s: configuration ok\n", path);
+		tls_unload(conf);
 		conf_free(conf);
 		return 0;
 	}

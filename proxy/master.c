@@ -39,6 +39,7 @@
 #include "log.h"
 #include "master.h"
 #include "record.h"
+#include "tls.h"
 #include "worker.h"
 
 #define MASTER_MAX_WORKERS 256
@@ -428,9 +429,16 @@ int master_run(struct conf *conf)
 			FILE *errs = open_memstream(&err, &errlen);
 			struct conf *fresh = conf_load(conf->path, errs);
 
+			/* New certificates, new ticket keys: the new generation's. */
+			if (fresh && tls_load(fresh, errs) < 0) {
+				tls_unload(fresh);
+				conf_free(fresh);
+				fresh = NULL;
+			}
 			fclose(errs);
 			if (fresh && (master_fd_limit_log(fresh) < 0 ||
 				      master_check_chain(fresh) < 0)) {
+				tls_unload(fresh);
 				conf_free(fresh);
 				log_error("reload failed, keeping the running configuration");
 			} else if (!fresh) {
@@ -444,6 +452,7 @@ int master_run(struct conf *conf)
 				log_open("portcullis", fresh->diagnostics_syslog,
 					 (enum log_level)fresh->log_level);
 				unsigned old = generation++;
+				tls_unload(conf);
 				conf_free(conf);
 				conf = fresh;
 				wanted = master_worker_count(conf);
@@ -512,11 +521,13 @@ int master_run(struct conf *conf)
 	if (*pid_file && unlink(pid_file) < 0 && errno != ENOENT)
 		log_debug("pid_file %s: %s", pid_file, strerror(errno));
 	free(pid_file);
+	tls_unload(conf);
 	conf_free(conf);
 	log_info("stopped");
 	return 0;
 fail:
 	free(pid_file);
+	tls_unload(conf);
 	conf_free(conf);
 	return 1;
 }

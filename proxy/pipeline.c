@@ -198,6 +198,11 @@ static struct snap *snap_new(const struct pipeline_env *env)
 	SNAP_STR(auth_user);
 	SNAP_STR(sender);
 	SNAP_STR(rcpt);
+	SNAP_STR(tls_version);
+	SNAP_STR(tls_cipher);
+	SNAP_STR(tls_sni);
+	SNAP_STR(tls_peer_subject);
+	SNAP_STR(tls_peer_fingerprint);
 #undef SNAP_STR
 	if (env->nparams) {
 		s->params = calloc(env->nparams, sizeof(*s->params));
@@ -1235,7 +1240,7 @@ const char *pc_helo(pc_ctx *ctx)
 
 bool pc_tls(pc_ctx *ctx)
 {
-	return false;
+	return ctx_env(ctx)->tls;
 }
 
 const char *pc_auth_user(pc_ctx *ctx)
@@ -1246,6 +1251,36 @@ const char *pc_auth_user(pc_ctx *ctx)
 const char *pc_listener(pc_ctx *ctx)
 {
 	return ctx_env(ctx)->listener;
+}
+
+const char *pc_tls_version(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_version;
+}
+
+const char *pc_tls_cipher(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_cipher;
+}
+
+int pc_tls_bits(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_bits;
+}
+
+const char *pc_tls_sni(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_sni;
+}
+
+const char *pc_tls_peer_subject(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_peer_subject;
+}
+
+const char *pc_tls_peer_fingerprint(pc_ctx *ctx)
+{
+	return ctx_env(ctx)->tls_peer_fingerprint;
 }
 
 bool pc_on_loop(pc_ctx *ctx)

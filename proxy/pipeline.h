@@ -55,6 +55,10 @@ struct pipeline_env {
 	const char *rcpt;     /* the recipient being decided (rcpt stage) */
 	struct spool *spool;  /* data stage: the finished message */
 	bool smtputf8;
+	bool tls;	      /* the session is under TLS; then: */
+	const char *tls_version, *tls_cipher;
+	int tls_bits;
+	const char *tls_sni, *tls_peer_subject, *tls_peer_fingerprint; /* or NULL */
 };
 
 /* The decision of one stage. */

@@ -295,6 +295,28 @@ static json_t *record_auth_json(const struct record_client *c)
 	return auth;
 }
 
+/* record_tls_json - the "tls" object: what the client's connection negotiated */
+static json_t *record_tls_json(const struct record_tls *t)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "version", record_cstring(t->version));
+	json_object_set_new(o, "cipher", record_cstring(t->cipher));
+	json_object_set_new(o, "bits", json_integer(t->bits));
+	json_object_set_new(o, "sni", t->sni ? record_cstring(t->sni) : json_null());
+	json_object_set_new(o, "resumed", json_boolean(t->resumed));
+	if (t->peer_subject || t->peer_fingerprint) {
+		json_t *peer = json_object();
+		if (t->peer_subject)
+			json_object_set_new(peer, "subject", record_cstring(t->peer_subject));
+		if (t->peer_fingerprint)
+			json_object_set_new(peer, "fingerprint",
+					    record_cstring(t->peer_fingerprint));
+		json_object_set_new(o, "peer", peer);
+	}
+	return o;
+}
+
 /* record_lost_report - count a lost record; report at most once an interval */
 static void record_lost_report(const char *why)
 {
@@ -421,6 +443,8 @@ void record_transaction(const char *session, const struct record_client *client,
 	json_t *auth = record_auth_json(client);
 	if (auth)
 		json_object_set_new(rec, "auth", auth);
+	if (client->tls)
+		json_object_set_new(rec, "tls", record_tls_json(client->tls));
 	json_object_set_new(rec, "sender", record_cstring(tx->sender));
 	for (size_t i = 0; i < tx->nrecipients; i++) {
 		json_t *r = json_object();
@@ -465,6 +489,8 @@ void record_connection(const char *session, const struct record_client *client,
 	json_t *auth = record_auth_json(client);
 	if (auth)
 		json_object_set_new(rec, "auth", auth);
+	if (client->tls)
+		json_object_set_new(rec, "tls", record_tls_json(client->tls));
 	json_object_set_new(rec, "action", json_string_nocheck(action));
 	if (reason)
 		json_object_set_new(rec, "reason", record_cstring(reason));

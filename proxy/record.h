@@ -30,6 +30,17 @@
 
 #include "smtp.h"
 
+/* What TLS the client's connection has (strings NULL when absent). */
+struct record_tls {
+	const char *version; /* "TLSv1.3" */
+	const char *cipher;
+	int bits;
+	const char *sni;
+	bool resumed;
+	const char *peer_subject;     /* the client's certificate, if it gave one */
+	const char *peer_fingerprint; /* "sha256:..." */
+};
+
 /* Who the client is. */
 struct record_client {
 	const char *address;
@@ -46,6 +57,7 @@ struct record_client {
 	const char *auth_user;	 /* the AUTH login, or NULL */
 	const char *auth_mechanism; /* its mechanism ("" or NULL: none) */
 	unsigned auth_failures;	 /* failed AUTH attempts of the session */
+	const struct record_tls *tls; /* the record's "tls" object; NULL without TLS */
 };
 
 /* One recipient and the reply it got (the session's own list). */

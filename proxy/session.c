@@ -62,6 +62,7 @@
 #include "relay.h"
 #include "session.h"
 #include "spool.h"
+#include "tls.h"
 
 #define SESSION_MAX_INPUT (256 * 1024)
 #define SESSION_MAX_OUTPUT (64 * 1024)
@@ -145,7 +146,13 @@ struct session_saved {
 };
 
 /* What the client timer runs for now: its expiry names the limit passed. */
-enum session_limit { LIMIT_IDLE, LIMIT_COMMAND_DEADLINE, LIMIT_DATA_RATE };
+enum session_limit {
+	LIMIT_IDLE,
+	LIMIT_COMMAND_DEADLINE,
+	LIMIT_DATA_RATE,
+	LIMIT_TLS,	     /* the handshake's deadline (tls_timeout) */
+	LIMIT_TLS_UNAVAILABLE, /* at once: no TLS state could be made for implicit TLS */
+};
 
 struct session {
 	struct session_host *h;
@@ -208,12 +215,19 @@ struct session {
 	unsigned auth_failures;	      /* this session's */
 	unsigned auth_count;	      /* the address's, across workers, at the last one */
 	unsigned long auth_anvil;     /* the anvil counts the last failure */
+	struct tls_conn *tls;	 /* the conn's TLS state, once a handshake began */
+	bool tls_handshaking;	 /* from STARTTLS (or accept) to CONN_READY */
+	struct tls_details *tlsd; /* what the handshake gave, NULL without TLS */
+	struct record_tls rtls;	 /* the same for the records, pointing into it */
 };
 
 static void session_process(struct session *s);
 static void session_tx_done(struct session *s);
 static void session_xforward_end(struct session *s);
 static void session_connect(struct session *s);
+static void cmd_not_offered(struct session *s, const struct smtp_command *cmd);
+static bool session_input_follows(struct session *s);
+static void session_tls_failed(struct session *s, const char *why);
 static void session_relay_done(void *arg, const struct smtp_reply *reply,
 			       bool backend);
 static void session_auth_end(struct session *s);
@@ -276,6 +290,15 @@ static void session_env(struct session *s, struct pipeline_env *env)
 	env->name = s->name_status == NAME_CONFIRMED ? s->name : NULL;
 	env->esmtp = s->offer.esmtp;
 	env->auth_user = s->auth_user ? s->auth_user : s->login;
+	if (s->tlsd) {
+		env->tls = true;
+		env->tls_version = s->tlsd->version;
+		env->tls_cipher = s->tlsd->cipher;
+		env->tls_bits = s->tlsd->bits;
+		env->tls_sni = s->rtls.sni;
+		env->tls_peer_subject = s->rtls.peer_subject;
+		env->tls_peer_fingerprint = s->rtls.peer_fingerprint;
+	}
 	if (!tx)
 		return;
 	env->sender = tx->sender;
@@ -390,7 +413,7 @@ static struct record_client session_record_client(const struct session *s)
 				       s->name_status == NAME_CONFIRMED ? s->name : NULL,
 				       s->reverse_name, session_name_status(s->name_status),
 				       s->auth_user, auth_mech_name(s->auth_mech),
-				       s->auth_failures };
+				       s->auth_failures, s->tlsd ? &s->rtls : NULL };
 }
 
 /*
@@ -556,6 +579,13 @@ static void session_xforward_end(struct session *s)
 	free(sv);
 }
 
+/* session_tls_mode - the listener's TLS mode (enum conf_tls) */
+static int session_tls_mode(const struct session *s)
+{
+	return s->listener && s->listener->settings ? s->listener->settings->tls
+						    : CONF_TLS_NONE;
+}
+
 /*
  * session_log_tx - the decision record of the current transaction
  * action: accepted, rejected, tempfailed, discarded or aborted.
@@ -640,6 +670,7 @@ static void session_free(struct session *s, const char *action,
 		event_free(s->auth_timer);
 	free(s->auth_user);
 	free(s->auth_reply);
+	free(s->tlsd);
 	struct session_host *h = s->h;
 	/* The address the connection was counted under, whatever XCLIENT said. */
 	char addr[sizeof(s->peer_addr)];
@@ -793,8 +824,8 @@ static void session_arm(struct session *s)
 	long long ms, deadline;
 	struct timeval tv;
 
-	if (s->state == SESSION_CLOSING)
-		return;
+	if (s->state == SESSION_CLOSING || s->tls_handshaking)
+		return; /* the handshake has its own deadline (session_tls_start) */
 	if (s->wait != WAIT_NONE) {
 		/* The client waits for us: no client timeout now. */
 		evtimer_del(s->timer);
@@ -814,6 +845,22 @@ static void session_arm(struct session *s)
 	tv.tv_sec = (time_t)(ms / 1000);
 	tv.tv_usec = (suseconds_t)(ms % 1000) * 1000;
 	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * session_tls_failed - a handshake did not finish: log why, write a
+ * connection record (also after earlier transactions: this connection
+ * ends now for a TLS reason) and close without a word
+ */
+static void session_tls_failed(struct session *s, const char *why)
+{
+	char reason[300];
+
+	snprintf(reason, sizeof(reason), "TLS handshake failed: %s", why);
+	log_info("session %s from [%s]:%u: %s", s->id, s->addr, s->port, reason);
+	session_log_connection(s, "dropped", reason);
+	s->ntransactions++; /* logged */
+	session_free(s, "dropped", reason);
 }
 
 /* session_timeout - the client was silent too long, or is past a deadline */
@@ -836,6 +883,13 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 		break;
 	case LIMIT_IDLE:
 		session_close(s, 421, "4.4.2", "Error: timeout exceeded", "timeout");
+		break;
+	case LIMIT_TLS:
+		/* Nothing can be said in clear inside a handshake: hang up. */
+		session_tls_failed(s, "timeout");
+		break;
+	case LIMIT_TLS_UNAVAILABLE:
+		session_tls_failed(s, "TLS not available (out of memory)");
 		break;
 	}
 }
@@ -964,13 +1018,11 @@ static struct relay_client session_relay_client(const struct session *s)
 
 /*
  * session_tls_active - whether the session is under TLS: the one place
- * AUTH asks (auth_require_tls, Dovecot's "secured"), false until TLS is
- * built in
+ * AUTH asks (auth_require_tls, Dovecot's "secured")
  */
 static bool session_tls_active(const struct session *s)
 {
-	(void)s;
-	return false;
+	return s->tlsd != NULL;
 }
 
 /* session_auth_conf - the listener's AUTH settings, or NULL when it offers none */
@@ -1437,6 +1489,9 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	}
 	if (session_auth_line(s, auth_line, sizeof(auth_line)))
 		lines[n++] = auth_line;
+	/* RFC 3207 4.2: not once TLS is on. */
+	if (session_tls_mode(s) == CONF_TLS_STARTTLS && !s->tlsd)
+		lines[n++] = "STARTTLS";
 	lines[n++] = "ENHANCEDSTATUSCODES";
 	evbuffer_add_printf(out, "250-%s\r\n", s->h->conf->hostname);
 	for (size_t i = 0; i < n; i++)
@@ -1827,6 +1882,79 @@ static void cmd_help(struct session *s, const struct smtp_command *cmd)
 	session_send(s, 214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY");
 }
 
+/*
+ * session_tls_start - the conn goes over t from now on: its handshake
+ * runs from the loop under tls_timeout, and the session starts again
+ * from nothing once it is done (session_tls_ready)
+ */
+static void session_tls_start(struct session *s, struct tls_conn *t)
+{
+	const struct conf_listener *ls = s->listener->settings;
+	struct timeval tv = { (time_t)(ls->tls_timeout_ms / 1000),
+			      (suseconds_t)(ls->tls_timeout_ms % 1000) * 1000 };
+
+	s->tls = t;
+	s->tls_handshaking = true;
+	conn_start_tls(s->conn, &tls_transport, t);
+	s->timer_for = LIMIT_TLS;
+	evtimer_add(s->timer, &tv);
+}
+
+/*
+ * cmd_starttls - STARTTLS (RFC 3207): 220, then the handshake. What the
+ * client pipelined behind it in clear text is thrown away unread
+ * (CVE-2011-0411), and all it said before is forgotten (4.2): it says
+ * EHLO again under TLS.
+ */
+static void cmd_starttls(struct session *s, const struct smtp_command *cmd)
+{
+	struct tls_conn *t;
+
+	/*
+	 * Its argument and place are checked here, not by the table: where
+	 * STARTTLS is not offered it is 502 whatever the client wrote.
+	 */
+	if (s->tlsd) {
+		session_error(s, 503, "5.5.1", "Error: TLS already active");
+		return;
+	}
+	if (session_tls_mode(s) != CONF_TLS_STARTTLS) {
+		cmd_not_offered(s, cmd);
+		return;
+	}
+	if (cmd->arg_len) {
+		session_error(s, 501, "5.5.4", smtp_verb_syntax(cmd->verb));
+		return;
+	}
+	if (s->tx) {
+		session_error(s, 503, "5.5.1", "Error: MAIL transaction in progress");
+		return;
+	}
+	t = tls_conn_new(s->listener->settings->tls_server, conn_fd(s->conn), NULL, 0);
+	if (!t) {
+		session_error(s, 454, "4.7.0", "TLS not available due to temporary reason");
+		return;
+	}
+	if (session_input_follows(s))
+		log_info("session %s from [%s]:%u: %zu bytes pipelined after STARTTLS discarded",
+			 s->id, s->addr, s->port, evbuffer_get_length(conn_input(s->conn)));
+	session_send(s, 220, "2.0.0", "Ready to start TLS");
+	/* As a new EHLO would: no transaction, no HELO, nothing offered. */
+	session_reset(s, "STARTTLS");
+	free(s->helo);
+	s->helo = NULL;
+	memset(&s->offer, 0, sizeof(s->offer));
+	s->line_open = false;
+	s->skipping = false;
+	/* Nor a login, nor what a trusted peer's XFORWARD said. */
+	session_auth_end(s);
+	free(s->auth_user);
+	s->auth_user = NULL;
+	free(s->xforward);
+	s->xforward = NULL;
+	session_tls_start(s, t);
+}
+
 /* cmd_not_offered - a known verb of an extension we do not offer */
 static void cmd_not_offered(struct session *s, const struct smtp_command *cmd)
 {
@@ -1953,8 +2081,8 @@ static void cmd_xforward(struct session *s, const struct smtp_command *cmd)
  *
  * SMTP_CMD_PRE_TLS: what RFC 3207 4 lets through before STARTTLS where
  * a listener requires TLS (EHLO, STARTTLS, NOOP, QUIT), and what gives
- * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it. No
- * listener requires TLS yet, so today the flag changes nothing.
+ * nothing away nor starts mail (HELO, RSET, HELP), as Postfix has it: on
+ * a listener with require_tls = yes the rest gets 530 5.7.0 before TLS.
  * SMTP_CMD_LAST: RFC 2920 3.1 (EHLO, DATA, VRFY, EXPN, TURN, QUIT,
  * NOOP), and HELO, STARTTLS (RFC 3207 4.2) and AUTH, whose replies
  * change what the client may send next. The dispatcher answers input
@@ -1981,7 +2109,7 @@ static const struct session_command session_commands[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_VRFY] = { cmd_vrfy, SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
 	[SMTP_VERB_EXPN] = { cmd_not_offered, SMTP_CMD_LAST },
 	[SMTP_VERB_HELP] = { cmd_help, SMTP_CMD_PRE_TLS },
-	[SMTP_VERB_STARTTLS] = { cmd_not_offered, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
+	[SMTP_VERB_STARTTLS] = { cmd_starttls, SMTP_CMD_PRE_TLS | SMTP_CMD_LAST },
 	[SMTP_VERB_AUTH] = { cmd_auth, SMTP_CMD_NEEDS_HELO | SMTP_CMD_NOT_IN_MAIL |
 					SMTP_CMD_ARG_SOME | SMTP_CMD_LAST },
 	[SMTP_VERB_BDAT] = { cmd_not_offered, 0 },
@@ -2004,9 +2132,9 @@ static bool session_input_follows(struct session *s)
 static void session_dispatch(struct session *s, const struct smtp_command *cmd)
 {
 	const struct session_command *row = &session_commands[cmd->verb];
-	/* No listener requires TLS yet: a TLS mode will set these. */
-	struct smtp_cmd_state st = { .tls_required = false,
-				     .tls_active = false,
+	struct smtp_cmd_state st = { .tls_required = s->listener && s->listener->settings &&
+						     s->listener->settings->require_tls,
+				     .tls_active = s->tlsd != NULL,
 				     /* the connection's HELO, not an XFORWARD's */
 				     .helo = (s->saved ? s->saved->helo : s->helo) != NULL,
 				     .in_mail = s->tx != NULL };
@@ -2044,17 +2172,31 @@ static char *session_received(struct session *s)
 	bool one = s->tx->nrecipients == 1;
 	int n;
 
+	char using[200] = "";
+	char with[16];
+
 	session_rfc5322_date(date, sizeof(date));
+	/*
+	 * RFC 3848 (and RFC 6531 for UTF8SMTP): S for TLS, A for AUTH
+	 * (ESMTPSA).
+	 */
+	snprintf(with, sizeof(with), "%s%s%s",
+		 s->tx->smtputf8 ? "UTF8SMTP" : session_esmtp(s) ? "ESMTP" : "SMTP",
+		 s->tlsd ? "S" : "", s->auth_user ? "A" : "");
+	if (s->tlsd)
+		/* As Postfix writes it. */
+		snprintf(using, sizeof(using), "\t(using %s with cipher %s (%d/%d bits))\r\n",
+			 s->tlsd->version, s->tlsd->cipher, s->tlsd->bits, s->tlsd->alg_bits);
 	/* As Postfix writes it: "from HELO (NAME [ADDR])", NAME "unknown" unless confirmed. */
 	const char *name = s->name_status == NAME_CONFIRMED ? s->name : "unknown";
 	n = asprintf(&text,
 		     "Received: from %s (%s [%s%s])\r\n"
+		     "%s"
 		     "\tby %s (Portcullis) with %s id %s.%u%s%s%s;\r\n"
 		     "\t%s\r\n",
 		     s->helo ? s->helo : name, name,
-		     strchr(s->addr, ':') ? "IPv6:" : "", s->addr,
-		     s->h->conf->hostname,
-		     s->tx->smtputf8 ? "UTF8SMTP" : session_esmtp(s) ? "ESMTP" : "SMTP",
+		     strchr(s->addr, ':') ? "IPv6:" : "", s->addr, using,
+		     s->h->conf->hostname, with,
 		     s->id, s->tx->number, one ? "\r\n\tfor <" : "",
 		     one ? s->tx->recipients[0].address : "",
 		     one ? ">" : "", date);
@@ -2078,7 +2220,8 @@ static bool session_data_relay(struct session *s, const char *headers,
 			       size_t headers_len, unsigned long long header_end)
 {
 	struct session_tx *tx = s->tx;
-	char *received = relay_identity_sent(s->relay) ? NULL : session_received(s);
+	bool always = s->h->conf->received_header == CONF_RECEIVED_ALWAYS;
+	char *received = relay_identity_sent(s->relay) && !always ? NULL : session_received(s);
 	size_t rlen = received ? strlen(received) : 0;
 
 	free(tx->prefix);
@@ -2533,11 +2676,59 @@ static void session_write_cb(struct conn *c, void *arg)
 	session_process(s);
 }
 
+
+/*
+ * session_tls_ready - the handshake is done: keep what it negotiated
+ * for the records, the filters and the Received: header, then greet (TLS
+ * from the first byte, RFC 8314) or wait for the client's new EHLO
+ */
+static void session_tls_ready(struct session *s)
+{
+	struct tls_details *d = calloc(1, sizeof(*d));
+
+	s->tls_handshaking = false;
+	evtimer_del(s->timer);
+	if (!d) {
+		session_free(s, "dropped", "out of memory");
+		return;
+	}
+	tls_conn_details(s->tls, d);
+	s->tlsd = d;
+	s->rtls = (struct record_tls){
+		.version = d->version,
+		.cipher = d->cipher,
+		.bits = d->bits,
+		.sni = d->sni[0] ? d->sni : NULL,
+		.resumed = d->resumed,
+		.peer_subject = d->peer_subject[0] ? d->peer_subject : NULL,
+		.peer_fingerprint = d->peer_fingerprint[0] ? d->peer_fingerprint : NULL,
+	};
+	log_info("session %s from [%s]:%u: %s with cipher %s (%d/%d bits)%s%s%s",
+		 s->id, s->addr, s->port, d->version, d->cipher, d->bits, d->alg_bits,
+		 d->resumed ? ", resumed" : "", d->peer_subject[0] ? ", client " : "",
+		 d->peer_subject);
+	if (session_tls_mode(s) == CONF_TLS_IMPLICIT) {
+		session_connect(s);
+		return;
+	}
+	session_arm(s);
+}
+
 /* session_event_cb - the client closed the connection, or a socket error */
 static void session_event_cb(struct conn *c, enum conn_event what, void *arg)
 {
 	struct session *s = arg;
 
+	if (what == CONN_READY) {
+		session_tls_ready(s);
+		return;
+	}
+	if (s->tls_handshaking) {
+		const char *why = tls_conn_error(s->tls);
+		session_tls_failed(s, *why ? why : what == CONN_EOF ? "connection closed"
+								   : strerror(conn_errno(c)));
+		return;
+	}
 	if (s->state == SESSION_CLOSING) {
 		session_free(s, "dropped", "closed by server");
 		return;
@@ -2778,6 +2969,29 @@ struct session *session_start(struct session_host *h, struct conn *c,
 	conn_read_enable(s->conn);
 	log_debug("session %s from [%s]:%u", s->id, s->addr, s->port);
 	session_lookup_start(s);
+	if (session_tls_mode(s) == CONF_TLS_IMPLICIT) {
+		/*
+		 * RFC 8314 3.3: TLS from the first byte; greeted once it is up.
+		 * What a PROXY pre-session read after its header is the
+		 * client's hello: the handshake reads it first.
+		 */
+		struct evbuffer *in = conn_input(c);
+		size_t first = evbuffer_get_length(in);
+		struct tls_conn *t = tls_conn_new(l->settings->tls_server, conn_fd(c),
+						  first ? evbuffer_pullup(in, -1) : NULL,
+						  first);
+		if (!t) {
+			/* Ended from the loop: the caller counts a started session. */
+			struct timeval now = { 0, 0 };
+			s->tls_handshaking = true;
+			s->timer_for = LIMIT_TLS_UNAVAILABLE;
+			conn_read_disable(c);
+			evtimer_add(s->timer, &now);
+			return s;
+		}
+		session_tls_start(s, t);
+		return s;
+	}
 	session_connect(s);
 	return s;
 }
@@ -2837,8 +3051,11 @@ void session_drain_all(struct session_host *h)
 	for (s = h->sessions; s; s = next) {
 		next = s->next;
 		s->draining = true;
-		if (!s->tx && (s->wait == WAIT_NONE || s->wait == WAIT_NAME) &&
-		    s->state == SESSION_COMMAND)
+		if (s->tls_handshaking)
+			/* Nothing can be said inside a handshake. */
+			session_free(s, "dropped", "shutting down");
+		else if (!s->tx && (s->wait == WAIT_NONE || s->wait == WAIT_NAME) &&
+			 s->state == SESSION_COMMAND)
 			session_close(s, REPLY_SHUTDOWN, "shutting down");
 	}
 }
@@ -2857,7 +3074,7 @@ void session_kill_all(struct session_host *h)
 
 	for (s = h->sessions; s; s = next) {
 		next = s->next;
-		if (s->state == SESSION_CLOSING)
+		if (s->state == SESSION_CLOSING || s->tls_handshaking)
 			session_free(s, "dropped", "shutting down");
 		else
 			session_close(s, REPLY_SHUTDOWN, "drain deadline");

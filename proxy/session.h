@@ -15,6 +15,12 @@
  * for that client, greeted again) or XFORWARD (the next transaction's
  * client). Filters, the relay, the Received: header and the records all
  * see that one client.
+ * TLS: on a tls = starttls listener STARTTLS puts the conn's TLS
+ * transport (tls.h) under the session, which then starts again from
+ * nothing (RFC 3207 4.2); on an implicit one the handshake comes before
+ * the greeting. A failed or late handshake ends in a connection record.
+ * What the handshake negotiated goes into every record, the filters'
+ * view and the Received: header.
  */
 #ifndef PORTCULLIS_SESSION_H
 #define PORTCULLIS_SESSION_H

@@ -301,6 +301,7 @@ static const char *const verb_syntax[SMTP_VERB_COUNT] = {
 	[SMTP_VERB_EHLO] = "Syntax: EHLO hostname",
 	[SMTP_VERB_DATA] = "Syntax: DATA",
 	[SMTP_VERB_VRFY] = "Syntax: VRFY address",
+	[SMTP_VERB_STARTTLS] = "Syntax: STARTTLS",
 };
 
 /* smtp_verb_syntax - the 501 text for a verb's argument */

@@ -412,6 +412,34 @@ enum pc_log_level { PC_LOG_DEBUG, PC_LOG_INFO, PC_LOG_WARNING, PC_LOG_ERROR };
 void pc_log(pc_ctx *ctx, enum pc_log_level level, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 
+/*
+ * TLS of the client's connection (added after the rest of ABI 1: a
+ * plugin that calls them needs a Portcullis that has them). Each string
+ * is NULL, and pc_tls_bits() 0, when the session is not under TLS
+ * (pc_tls() false) or the item is absent.
+ */
+
+/* pc_tls_version - the protocol version: "TLSv1.2", "TLSv1.3" */
+const char *pc_tls_version(pc_ctx *ctx);
+
+/* pc_tls_cipher - the cipher suite, as OpenSSL names it ("TLS_AES_256_GCM_SHA384") */
+const char *pc_tls_cipher(pc_ctx *ctx);
+
+/* pc_tls_bits - the cipher's secret bits (256) */
+int pc_tls_bits(pc_ctx *ctx);
+
+/* pc_tls_sni - the server name the client asked for (SNI) */
+const char *pc_tls_sni(pc_ctx *ctx);
+
+/*
+ * pc_tls_peer_subject - the subject of the certificate the client
+ * presented (RFC 2253 form), never verified against any CA
+ */
+const char *pc_tls_peer_subject(pc_ctx *ctx);
+
+/* pc_tls_peer_fingerprint - its SHA-256 fingerprint, "sha256:" and 64 lower-case hex digits */
+const char *pc_tls_peer_fingerprint(pc_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -41,6 +41,10 @@
  *	report_thread = yes	pc_result_int("loop_thread", 1 or 0) in the
  *				acting hook: whether it runs on the worker's
  *				main thread (the event loop) or a pool thread
+ *	report_tls = yes	pc_result_int("tls", pc_tls()) and, under
+ *				TLS, the pc_tls_* accessors as results
+ *				tls_version, tls_cipher, tls_bits, tls_sni,
+ *				tls_peer_subject, tls_peer_fingerprint
  *	loop_wouldblock = yes	on the event loop, the acting hook does all
  *				of the above but the verdict, then returns
  *				PC_WOULDBLOCK; on a thread it acts as usual
@@ -137,6 +141,7 @@ struct probe {
 	char *count_file;
 	bool report_thread;
 	bool report_client;
+	bool report_tls;
 	bool loop_wouldblock;
 };
 
@@ -324,6 +329,7 @@ static int probe_init_action(pc_config *config, struct probe *p)
 	if (probe_yes_no(config, "crash", &p->crash) < 0 ||
 	    probe_yes_no(config, "report_thread", &p->report_thread) < 0 ||
 	    probe_yes_no(config, "report_client", &p->report_client) < 0 ||
+	    probe_yes_no(config, "report_tls", &p->report_tls) < 0 ||
 	    probe_yes_no(config, "loop_wouldblock", &p->loop_wouldblock) < 0)
 		return -1;
 	if ((v = pc_config_get(config, "result")) &&
@@ -512,6 +518,27 @@ static void probe_crash(void)
 	abort(); /* not reached */
 }
 
+/* probe_report_tls - what the TLS accessors say, as results */
+static void probe_report_tls(pc_ctx *ctx)
+{
+	const char *v;
+
+	pc_result_int(ctx, "tls", pc_tls(ctx));
+	if (!pc_tls(ctx))
+		return;
+	pc_result_int(ctx, "tls_bits", pc_tls_bits(ctx));
+	if ((v = pc_tls_version(ctx)))
+		pc_result(ctx, "tls_version", v);
+	if ((v = pc_tls_cipher(ctx)))
+		pc_result(ctx, "tls_cipher", v);
+	if ((v = pc_tls_sni(ctx)))
+		pc_result(ctx, "tls_sni", v);
+	if ((v = pc_tls_peer_subject(ctx)))
+		pc_result(ctx, "tls_peer_subject", v);
+	if ((v = pc_tls_peer_fingerprint(ctx)))
+		pc_result(ctx, "tls_peer_fingerprint", v);
+}
+
 /* probe_hook - what every hook does: count, keep data, maybe act */
 static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 {
@@ -546,6 +573,8 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 			 login ? login : "-");
 		pc_result(ctx, "client", who);
 	}
+	if (p->report_tls)
+		probe_report_tls(ctx);
 	if (p->size_limit)
 		pc_set_size_limit(ctx, p->size_limit);
 	if (p->sleep > 0)
@@ -613,6 +642,7 @@ static const char *const probe_options[] = {
 	"text",		"match",	 "sleep",	  "crash",
 	"result",	"result_int",	 "size_limit",	  "add_header",
 	"insert_header", "change_header", "count_file",	  "report_thread", "report_client",
+	"report_tls",
 	"loop_wouldblock", NULL,
 };
 

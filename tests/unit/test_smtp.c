@@ -1938,6 +1938,7 @@ static void test_verb_syntax_texts(void)
 	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_EHLO), "Syntax: EHLO hostname");
 	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_DATA), "Syntax: DATA");
 	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_VRFY), "Syntax: VRFY address");
+	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_STARTTLS), "Syntax: STARTTLS");
 	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_NOOP), "Error: syntax error");
 	CHECK_STR_EQ(smtp_verb_syntax(SMTP_VERB_COUNT), "Error: syntax error");
 }
