@@ -12,8 +12,10 @@ trusts the login and the DKIM filter that signs its mail, the record's
 auth = relay: the exchange is relayed to a private Postfix whose own
 SASL is the same Dovecot.
 
-TLS is not built yet, so these listeners say auth_require_tls = no; one
-test pins that the default offers nothing on a plain session.
+Most listeners here say auth_require_tls = no, to test AUTH itself on
+plain sessions; AuthUnderTLSTest keeps the default: nothing is offered
+before STARTTLS, and swaks logs in under TLS (the Received: header then
+says ESMTPSA).
 """
 
 import base64
@@ -149,7 +151,7 @@ class AuthTestBase(ProxyTestCase):
         auth go to [listener submission], require_tls too, the rest to
         the daemon."""
         keys = {k: kw.pop(k) for k in list(kw)
-                if k.startswith("auth_") or k in ("auth", "require_tls")}
+                if k.startswith(("auth_", "tls")) or k in ("auth", "require_tls")}
         self.sub_port = free_port()
         p = self.start_proxy(
             backend_port=backend_port,
@@ -375,6 +377,45 @@ class DovecotTroubleTest(AuthTestBase):
         self.assertEqual(c.cmd("AUTH PLAIN " + PLAIN_OK).lines,
                          ["538 5.7.11 Encryption required for requested "
                           "authentication mechanism"])
+
+
+class AuthUnderTLSTest(AuthTestBase):
+    """The default auth_require_tls = yes on a tls = starttls listener."""
+
+    def setUp(self):
+        skip_unless_tool("openssl")
+        self.certdir = make_tempdir("portcullis-auth-tls-")
+        self.addCleanup(remove_tree, self.certdir)
+        self.cert = os.path.join(self.certdir, "mx.pem")
+        self.key = os.path.join(self.certdir, "mx.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                        "-keyout", self.key, "-out", self.cert, "-days", "2",
+                        "-subj", "/CN=mx.example.test"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # neither XCLIENT nor XFORWARD: Portcullis writes Received:
+        self.backend = self.start_capture(keywords=("PIPELINING", "8BITMIME",
+                                                    "ENHANCEDSTATUSCODES"))
+        self.p = self.proxy(self.backend.port, require_tls=None,
+                            tls="starttls", tls_certificate=self.cert,
+                            tls_key=self.key)
+
+    def test_auth_is_offered_only_after_starttls_and_the_login_is_esmtpsa(self):
+        c = self.sub_client()
+        self.assertNotIn("AUTH", c.ehlo().keywords)
+        self.assertReply(c.cmd("AUTH PLAIN " + PLAIN_OK), 538, "5.7.11")
+        r = run_swaks(["--server", "127.0.0.1:%d" % self.sub_port, "--tls",
+                       "--from", ALICE, "--to", "bob@" + DOMAIN,
+                       "--auth", "PLAIN", "--auth-user", ALICE,
+                       "--auth-password", PASSWORD, "--timeout", "20"])
+        self.assertEqual(r.returncode, 0, r.stdout)
+        self.assertIn("235 2.7.0 Authentication successful", r.stdout)
+        msg = self.backend.wait_messages(1)[0]
+        self.assertRegex(msg, rb"^Received: from [^\r]*\r\n\t\(using TLSv1\.[23] "
+                              rb"with cipher [^\r]*\r\n\tby [^\r]* with ESMTPSA id ")
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["auth"]["user"], ALICE)
+        self.assertIn(rec["tls"]["version"], ("TLSv1.2", "TLSv1.3"))
+        self.assertNoPassword(self.p)
 
 
 RELAY_SECTION = """

@@ -204,7 +204,7 @@ class TestStartTLS(TLSCase):
         msg = self.capture.wait_messages(1)[0].decode()
         self.assertRegex(
             msg.split("\r\n\r\n")[0],
-            r"^Received: from client\.example\.test \(\[127\.0\.0\.1\]\)\r\n"
+            r"^Received: from client\.example\.test \(unknown \[127\.0\.0\.1\]\)\r\n"
             r"\t\(using TLSv1\.3 with cipher TLS_AES_256_GCM_SHA384 "
             r"\(256/256 bits\)\)\r\n"
             r"\tby proxy\.portcullis\.test \(Portcullis\) with ESMTPS id ")
