@@ -76,6 +76,8 @@ static const char *const proxy_names[] = { "off", "v1", "v2", "any", NULL };
 /* In the order of enum conf_auth. */
 static const char *const auth_names[] = { "off", "dovecot", "relay", NULL };
 static const char *const no_yes_names[] = { "no", "yes", NULL };
+/* In the order of enum conf_backend_tls. */
+static const char *const backend_tls_names[] = { "none", "may", "encrypt", NULL };
 /* In the order of enum conf_received. */
 static const char *const received_names[] = { "auto", "always", NULL };
 /* In the order of enum conf_tls. */
@@ -124,6 +126,10 @@ static const struct conf_param conf_params[] = {
 	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
 	{ "backend", "received_header", CONF_ENUM, F(received_header), 0, "auto", false, 0, 0, received_names },
+	{ "backend", "tls", CONF_ENUM, F(backend_tls), 0, "none", false, 0, 0, backend_tls_names },
+	{ "backend", "tls_ca_file", CONF_STRING, F(backend_tls_ca_file), 0, NULL, false, 0, 0, NULL },
+	{ "backend", "tls_verify_name", CONF_STRING, F(backend_tls_verify_name), 0, NULL, false, 0, 0, NULL },
+	{ "backend", "tls_fingerprint", CONF_STRING, F(backend_tls_fingerprint), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "timeout_connect", CONF_SECONDS, F(backend_timeout_connect), 0, "30", false, 1, 3600, NULL },
 	{ "backend", "timeout_greeting", CONF_SECONDS, F(backend_timeout_greeting), 0, "300", false, 1, 3600, NULL },
 	{ "backend", "timeout_command", CONF_SECONDS, F(backend_timeout_command), 0, "300", false, 1, 3600, NULL },
@@ -854,6 +860,12 @@ static int conf_handler(void *user, const char *section, const char *key,
 			ld->filters_line = ld->line;
 		if (p->offset == F(max_sessions))
 			ld->conf->max_sessions_line = ld->line;
+		if (p->offset == F(backend_tls_ca_file))
+			ld->conf->backend_tls_line[0] = ld->line;
+		if (p->offset == F(backend_tls_verify_name))
+			ld->conf->backend_tls_line[1] = ld->line;
+		if (p->offset == F(backend_tls_fingerprint))
+			ld->conf->backend_tls_line[2] = ld->line;
 		if ((err = conf_set(ld->conf, p, value)))
 			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
 				   err, value);
@@ -921,6 +933,17 @@ struct conf *conf_load(const char *path, FILE *errors)
 	} else if (strpbrk(conf->authserv_id, " \t;()\"\\")) {
 		conf_error(&ld, 0, "portcullis", "authserv_id", "%s",
 			   "a single token is needed (RFC 8601 2.5)");
+	}
+	if (conf->backend_tls == CONF_BACKEND_TLS_NONE) {
+		static const char *const keys[3] = { "tls_ca_file", "tls_verify_name",
+						     "tls_fingerprint" };
+		for (int i = 0; i < 3; i++)
+			if (conf->backend_tls_line[i])
+				conf_error(&ld, conf->backend_tls_line[i], "backend", keys[i], "%s",
+					   "has no effect without tls = may or encrypt");
+	} else if (conf->backend_tls_verify_name && !conf->backend_tls_ca_file) {
+		conf_error(&ld, conf->backend_tls_line[1], "backend", "tls_verify_name", "%s",
+			   "needs tls_ca_file: a name is only worth what the chain to a CA says");
 	}
 	if (!*conf->spool_dir || conf->spool_dir[0] != '/')
 		conf_error(&ld, 0, "portcullis", "spool_dir", "%s",

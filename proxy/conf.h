@@ -107,6 +107,11 @@ enum conf_bare_newline { CONF_BARE_REJECT, CONF_BARE_NORMALIZE };
 /* When the session writes its own Received: header ([backend] received_header). */
 enum conf_received { CONF_RECEIVED_AUTO, CONF_RECEIVED_ALWAYS };
 
+/* TLS to the backend: never, when offered (STARTTLS), or required. */
+enum conf_backend_tls { CONF_BACKEND_TLS_NONE, CONF_BACKEND_TLS_MAY, CONF_BACKEND_TLS_ENCRYPT };
+
+struct tls_client;
+
 enum conf_identity {
 	CONF_IDENTITY_AUTO,
 	CONF_IDENTITY_XCLIENT,
@@ -176,6 +181,12 @@ struct conf {
 	char *helo_name;
 	int client_identity;
 	int received_header;		/* enum conf_received */
+	int backend_tls;		/* enum conf_backend_tls */
+	char *backend_tls_ca_file;	/* verify the backend's chain against it */
+	char *backend_tls_verify_name;	/* and the name its certificate must carry */
+	char *backend_tls_fingerprint;	/* or the SHA-256 of its certificate (a list) */
+	int backend_tls_line[3];	/* where tls_ca_file, _verify_name, _fingerprint were */
+	struct tls_client *backend_tls_client; /* made by tls_load() (tls.h) */
 	unsigned backend_timeout_connect;
 	unsigned backend_timeout_greeting;
 	unsigned backend_timeout_command;

@@ -475,8 +475,15 @@ static void conn_switch(struct conn *c)
 	/* Whatever arrived meanwhile was sent before the switch, in clear. */
 	conn_discard_input(c);
 	evbuffer_drain(c->out, evbuffer_get_length(c->out));
-	c->hs_want = CONN_WANT_READ; /* the client speaks first */
-	conn_want_write(c, false);
+	/*
+	 * The client speaks first: in the server role wait for its hello; in
+	 * the client role (the transport's state already wants to write, as
+	 * a TLS connection to the backend does) write ours when the socket
+	 * takes it.
+	 */
+	c->hs_want = c->transport->want && c->transport->want(c->transport_ctx) == CONN_WANT_WRITE
+			     ? CONN_WANT_WRITE : CONN_WANT_READ;
+	conn_want_write(c, c->hs_want == CONN_WANT_WRITE);
 	conn_update_read(c);
 	/* It may have spoken already, in bytes the transport was given. */
 	if (c->transport->pending && c->transport->pending(c->transport_ctx) > 0)

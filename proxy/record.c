@@ -464,6 +464,12 @@ void record_transaction(const char *session, const struct record_client *client,
 		json_t *b = json_object();
 		json_object_set_new(b, "server", record_cstring(backend->server));
 		json_object_set_new(b, "reused", json_boolean(backend->reused));
+		if (backend->tls_version) {
+			json_t *t = json_object();
+			json_object_set_new(t, "version", record_cstring(backend->tls_version));
+			json_object_set_new(t, "cipher", record_cstring(backend->tls_cipher));
+			json_object_set_new(b, "tls", t);
+		}
 		if (backend->reply && backend->reply->nlines) {
 			char wire[1200];
 			smtp_reply_format(backend->reply, NULL, wire, sizeof(wire));

@@ -84,6 +84,8 @@ struct record_backend {
 	const char *server;
 	bool reused;
 	const struct smtp_reply *reply; /* its last reply, or NULL */
+	const char *tls_version;	/* the connection's TLS, or NULL in clear */
+	const char *tls_cipher;
 };
 
 /*

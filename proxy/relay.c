@@ -30,17 +30,23 @@
 #include "conn.h"
 #include "log.h"
 #include "relay.h"
+#include "tls.h"
 
 #define RELAY_MAX_INPUT (1024 * 1024)
 #define RELAY_CHUNK 65536
 #define RELAY_HIGH_WATER (256 * 1024)
 #define RELAY_QUIT_TIMEOUT 10
+/* What the client hears when no backend would give the TLS it must use. */
+#define REPLY_BACKEND_NO_TLS \
+	"451 4.7.5 No TLS to the backend mail server as required, try again later"
 
 enum relay_state {
 	RELAY_CLOSED,
 	RELAY_CONNECTING,
 	RELAY_GREETING,
 	RELAY_EHLO,
+	RELAY_STARTTLS,	/* STARTTLS sent, waiting for 220 */
+	RELAY_TLS,	/* the TLS handshake with the backend runs */
 	RELAY_XCLIENT,
 	RELAY_XFORWARD,
 	RELAY_RSET,	/* silent RSET before a new MAIL */
@@ -58,7 +64,7 @@ enum relay_state {
 };
 
 static const char *const relay_state_names[] = {
-	"closed", "connecting", "greeting", "EHLO", "XCLIENT", "XFORWARD",
+	"closed", "connecting", "greeting", "EHLO", "STARTTLS", "TLS handshake", "XCLIENT", "XFORWARD",
 	"RSET", "idle", "command", "AUTH", "AUTH challenge", "NOOP", "DATA", "message body", "end of data", "QUIT",
 	"RSET before reuse", "parked",
 };
@@ -70,11 +76,12 @@ static const char *const relay_state_names[] = {
  * state serves an operation of the session.
  */
 
-/* relay_opening - connecting, greeting, EHLO, XCLIENT or XFORWARD */
+/* relay_opening - connecting, greeting, EHLO, STARTTLS, TLS, XCLIENT or XFORWARD */
 static bool relay_opening(enum relay_state st)
 {
 	return st == RELAY_CONNECTING || st == RELAY_GREETING || st == RELAY_EHLO ||
-	       st == RELAY_XCLIENT || st == RELAY_XFORWARD;
+	       st == RELAY_STARTTLS || st == RELAY_TLS || st == RELAY_XCLIENT ||
+	       st == RELAY_XFORWARD;
 }
 
 /* relay_detached - QUIT, RSET before parking, or parked */
@@ -103,6 +110,17 @@ struct relay {
 	bool login_sent;	/* XCLIENT gave the backend the client's login */
 	bool authenticated;	/* the backend answered 235 to a relayed AUTH */
 	bool pending_auth;	/* pending is an AUTH line, not MAIL */
+	/*
+	 * TLS to the backend ([backend] tls): tls is the connection's state
+	 * once STARTTLS was accepted (the conn's transport owns it), tls_on
+	 * once the handshake is done. tls_plain: with "may", this backend's
+	 * handshake failed, so the connection made again goes without.
+	 * tls_failed: with "encrypt", a backend was given up for want of TLS
+	 * (the client then hears 4.7.5, not 4.4.1).
+	 */
+	struct tls_conn *tls;
+	bool tls_on, tls_plain, tls_failed;
+	char tls_version[16], tls_cipher[64];
 	/*
 	 * Reuse across sessions: relay_free() parks an idle connection on
 	 * the pool's list, the next session's relay_mail() adopts it.
@@ -203,6 +221,9 @@ static void relay_close(struct relay *relay)
 	relay->login_sent = false;
 	relay->authenticated = false;
 	relay->spool = NULL;
+	relay->tls = NULL; /* freed with the conn, its transport */
+	relay->tls_on = false;
+	relay->tls_version[0] = relay->tls_cipher[0] = '\0';
 }
 
 /* relay_forget_pending - drop the line waiting for the handshake, wiped (AUTH's holds credentials) */
@@ -454,12 +475,15 @@ static void relay_next_backend(struct relay *relay, const char *why)
 		    why);
 	relay_close(relay);
 	relay->backend++;
+	relay->tls_plain = false;
 	if (relay->backend < relay->pool->nservers) {
 		relay_try(relay);
 		return;
 	}
 	relay->backend = 0;
 	relay_forget_pending(relay);
+	bool tls = relay->tls_failed;
+	relay->tls_failed = false;
 	if (relay->probe) {
 		log_warning("backend capability probe failed: no backend reachable");
 		backend_probe_done(relay->pool);
@@ -467,7 +491,8 @@ static void relay_next_backend(struct relay *relay, const char *why)
 		return;
 	}
 	struct smtp_reply r = { 0 };
-	relay_made_up(&r, "451 4.4.1 Backend mail server not available, try again later");
+	relay_made_up(&r, tls ? REPLY_BACKEND_NO_TLS
+			      : "451 4.4.1 Backend mail server not available, try again later");
 	relay_finish(relay, &r, false);
 	smtp_reply_reset(&r);
 }
@@ -658,10 +683,116 @@ static void relay_start(struct relay *relay)
 	relay_send_mail(relay);
 }
 
+/*
+ * relay_tls_refused - this backend cannot give the TLS tls = encrypt
+ * requires: never a clear-text send; the next backend is tried, and the
+ * client hears 4.7.5 when none can
+ */
+static void relay_ehlo_use(struct relay *relay);
+
+static void relay_tls_refused(struct relay *relay, const char *why)
+{
+	char line[400];
+
+	snprintf(line, sizeof(line), "TLS: %s", why);
+	relay->tls_failed = true;
+	relay_next_backend(relay, line);
+}
+
+/*
+ * relay_tls_begin - the backend said 220 to STARTTLS: the handshake from
+ * the loop (conn_start_tls() drops whatever the backend sent after the
+ * 220 in clear text, as the client side does); CONN_READY or CONN_ERROR
+ * in relay_event_cb ends it
+ */
+static void relay_tls_begin(struct relay *relay)
+{
+	struct tls_conn *t = tls_client_conn_new(relay->pool->conf->backend_tls_client,
+						 conn_fd(relay->conn));
+
+	if (!t) {
+		relay_next_backend(relay, "TLS: out of memory");
+		return;
+	}
+	relay->tls = t;
+	relay->state = RELAY_TLS;
+	smtp_reply_reset(&relay->reply);
+	relay_arm(relay, relay->pool->conf->backend_timeout_command);
+	conn_start_tls(relay->conn, &tls_transport, t);
+}
+
+/*
+ * relay_tls_ready - the handshake is done: check the fingerprints (tls =
+ * encrypt), then EHLO again: RFC 3207 4.2, nothing said before counts
+ */
+static void relay_tls_ready(struct relay *relay)
+{
+	struct tls_details d;
+	const char *why = NULL;
+
+	if (relay->pool->conf->backend_tls == CONF_BACKEND_TLS_ENCRYPT)
+		why = tls_client_check(relay->pool->conf->backend_tls_client, relay->tls);
+	if (why) {
+		relay_tls_refused(relay, why);
+		return;
+	}
+	tls_conn_details(relay->tls, &d);
+	snprintf(relay->tls_version, sizeof(relay->tls_version), "%s", d.version);
+	snprintf(relay->tls_cipher, sizeof(relay->tls_cipher), "%s", d.cipher);
+	log_info("backend %s: %s with cipher %s (%d/%d bits)", relay_server(relay), d.version,
+		 d.cipher, d.bits, d.alg_bits);
+	relay->tls_on = true;
+	relay_send(relay, RELAY_EHLO, relay->pool->conf->backend_timeout_command, "EHLO %s",
+		   relay->pool->conf->helo_name);
+}
+
+/*
+ * relay_tls_failed - the handshake failed: with encrypt the backend is
+ * given up; with may the connection is made again, without TLS this time,
+ * as Postfix's smtp client falls back for an opportunistic level
+ */
+static void relay_tls_failed(struct relay *relay, const char *reason)
+{
+	char why[300];
+
+	snprintf(why, sizeof(why), "handshake failed: %s", reason);
+	if (relay->pool->conf->backend_tls == CONF_BACKEND_TLS_ENCRYPT) {
+		relay_tls_refused(relay, why);
+		return;
+	}
+	log_warning("backend %s: TLS %s: trying again without TLS", relay_server(relay), why);
+	relay_close(relay);
+	relay->tls_plain = true;
+	relay_try(relay);
+}
+
 /* relay_ehlo_done - the backend answered EHLO */
 static void relay_ehlo_done(struct relay *relay)
 {
+	int mode = relay->pool->conf->backend_tls;
+
 	smtp_caps_parse(&relay->reply, &relay->caps);
+	if (mode != CONF_BACKEND_TLS_NONE && !relay->tls_on && !relay->tls_plain) {
+		if (relay->caps.starttls) {
+			/* What it offers under TLS is what counts: learnt after. */
+			relay_send(relay, RELAY_STARTTLS, relay->pool->conf->backend_timeout_command,
+				   "STARTTLS");
+			return;
+		}
+		if (mode == CONF_BACKEND_TLS_ENCRYPT) {
+			relay_tls_refused(relay, "does not offer STARTTLS (tls = encrypt)");
+			return;
+		}
+	}
+	relay_ehlo_use(relay);
+}
+
+/*
+ * relay_ehlo_use - the EHLO that counts is in: learn from it, hand a
+ * probe's connection on, or go on to the client's identity
+ */
+static void relay_ehlo_use(struct relay *relay)
+{
 	/*
 	 * Only an EHLO in our own name says what the backend offers: after
 	 * XCLIENT it answers as it would the client, and one client's
@@ -729,6 +860,21 @@ static void relay_reply_opening(struct relay *relay, struct smtp_reply *r)
 			return;
 		}
 		relay_ehlo_done(relay);
+		return;
+	case RELAY_STARTTLS:
+		if (r->code == 220) {
+			relay_tls_begin(relay);
+			return;
+		}
+		if (relay->pool->conf->backend_tls == CONF_BACKEND_TLS_ENCRYPT) {
+			relay_tls_refused(relay, "refused STARTTLS");
+			return;
+		}
+		log_warning("backend %s refused STARTTLS: %d %s: going on without TLS",
+			    relay_server(relay), r->code, r->nlines ? r->lines[0] : "");
+		/* The caps are those of the EHLO before. */
+		relay->tls_plain = true;
+		relay_ehlo_use(relay);
 		return;
 	case RELAY_XCLIENT:
 		if (r->code / 100 == 2) {
@@ -1074,6 +1220,17 @@ static void relay_event_cb(struct conn *c, enum conn_event what, void *arg)
 		relay_arm(relay, relay->pool->conf->backend_timeout_greeting);
 		return;
 	}
+	if (what == CONN_READY && relay->state == RELAY_TLS) {
+		relay_tls_ready(relay);
+		return;
+	}
+	if (relay->state == RELAY_TLS) {
+		relay_tls_failed(relay, relay->tls && *tls_conn_error(relay->tls)
+						? tls_conn_error(relay->tls)
+						: what == CONN_EOF ? "connection closed"
+								   : strerror(conn_errno(c)));
+		return;
+	}
 	if (what == CONN_EOF)
 		snprintf(why, sizeof(why), "connection closed");
 	else
@@ -1106,7 +1263,9 @@ static void relay_timer_cb(evutil_socket_t fd, short events, void *arg)
 {
 	struct relay *relay = arg;
 
-	if (relay_opening(relay->state))
+	if (relay->state == RELAY_TLS)
+		relay_tls_failed(relay, "timed out");
+	else if (relay_opening(relay->state))
 		relay_next_backend(relay, "timed out");
 	else if (relay->state == RELAY_IDLE)
 		relay_send(relay, RELAY_NOOP, relay->pool->conf->backend_timeout_command,
@@ -1181,6 +1340,11 @@ static bool relay_adopt(struct relay *relay)
 	relay->uses = p->uses + 1;
 	relay->carried = p->xclient_done;
 	relay->reused = true;
+	relay->tls = p->tls;
+	relay->tls_on = p->tls_on;
+	memcpy(relay->tls_version, p->tls_version, sizeof(relay->tls_version));
+	memcpy(relay->tls_cipher, p->tls_cipher, sizeof(relay->tls_cipher));
+	p->tls = NULL;
 	relay->xclient_done = false;
 	relay->identity_sent = false;
 	relay->in_tx = false;
@@ -1364,6 +1528,15 @@ bool relay_is_open(const struct relay *relay)
 bool relay_reused(const struct relay *relay)
 {
 	return relay->uses > 1;
+}
+
+/* relay_tls_version - the TLS to the backend ("TLSv1.3", its cipher in *cipher), or NULL */
+const char *relay_tls_version(const struct relay *relay, const char **cipher)
+{
+	if (!relay->tls_on)
+		return NULL;
+	*cipher = relay->tls_cipher;
+	return relay->tls_version;
 }
 
 /* relay_identity_sent - whether the backend knows the client's identity */

@@ -119,6 +119,12 @@ bool relay_is_open(const struct relay *relay);
 bool relay_reused(const struct relay *relay);
 
 /*
+ * relay_tls_version - the TLS of the backend connection ([backend] tls):
+ * its version ("TLSv1.3"), its cipher in *cipher; NULL in clear text
+ */
+const char *relay_tls_version(const struct relay *relay, const char **cipher);
+
+/*
  * relay_drop_parked - QUIT and close the pool's parked connections at
  * once (its worker stops serving)
  */

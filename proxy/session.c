@@ -614,6 +614,7 @@ static void session_log_tx(struct session *s, const char *action,
 		rb.server = relay_server(s->relay);
 		rb.reused = relay_reused(s->relay);
 		rb.reply = backend;
+		rb.tls_version = relay_tls_version(s->relay, &rb.tls_cipher);
 	}
 	record_transaction(s->id, &client, &rtx, with_backend ? &rb : NULL,
 			   session_filters_json(s));

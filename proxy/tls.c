@@ -14,6 +14,7 @@
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/uio.h>
 
 #include <openssl/err.h>
@@ -53,6 +54,14 @@ struct tls_group {
 struct tls_server {
 	struct tls_group groups[TLS_MAX_PAIRS];
 	size_t ngroups;
+};
+
+/* The client context to the backend, and what its handshakes must meet. */
+struct tls_client {
+	SSL_CTX *ctx;
+	char *verify_name;		 /* NULL: the chain alone (or nothing) */
+	unsigned char (*fingerprints)[32]; /* SHA-256 of acceptable certificates */
+	size_t nfingerprints;
 };
 
 struct tls_conn {
@@ -319,10 +328,135 @@ out:
 	return rc;
 }
 
-/* tls_load - every listener's contexts */
+/* tls_client_free - release the backend's client context */
+static void tls_client_free(struct tls_client *cl)
+{
+	if (!cl)
+		return;
+	SSL_CTX_free(cl->ctx);
+	free(cl->verify_name);
+	free(cl->fingerprints);
+	free(cl);
+}
+
+/*
+ * tls_fingerprint_parse - one SHA-256 fingerprint: 64 hex digits, with
+ * colons between pairs or not, after an optional "sha256:"; false when
+ * it is not one
+ */
+static bool tls_fingerprint_parse(const char *text, unsigned char out[32])
+{
+	size_t n = 0;
+
+	if (strncasecmp(text, "sha256:", 7) == 0)
+		text += 7;
+	for (const char *p = text; *p; p++) {
+		int v;
+		if (*p == ':')
+			continue;
+		if (*p >= '0' && *p <= '9')
+			v = *p - '0';
+		else if ((*p | 0x20) >= 'a' && (*p | 0x20) <= 'f')
+			v = (*p | 0x20) - 'a' + 10;
+		else
+			return false;
+		if (n >= 64)
+			return false;
+		if (n % 2 == 0)
+			out[n / 2] = (unsigned char)(v << 4);
+		else
+			out[n / 2] |= (unsigned char)v;
+		n++;
+	}
+	return n == 64;
+}
+
+/* tls_client_load - the backend's client context; -1 after an error written to errors */
+static int tls_client_load(struct conf *conf, FILE *errors)
+{
+	struct tls_client *cl = calloc(1, sizeof(*cl));
+	char buf[1024], *list = NULL, *save = NULL;
+	const char *err = NULL, *key = "tls";
+	int line = 0;
+
+	if (!cl || !(cl->ctx = SSL_CTX_new(TLS_client_method()))) {
+		err = "out of memory";
+		goto out;
+	}
+	if (!SSL_CTX_set_min_proto_version(cl->ctx, TLS1_2_VERSION) ||
+	    !SSL_CTX_set_max_proto_version(cl->ctx, TLS1_3_VERSION) ||
+	    !SSL_CTX_set_cipher_list(cl->ctx, TLS_CIPHERS_12) ||
+	    !SSL_CTX_set_ciphersuites(cl->ctx, TLS_CIPHERS_13) ||
+	    !SSL_CTX_set1_groups_list(cl->ctx, TLS_GROUPS)) {
+		err = tls_openssl_reason(buf, sizeof(buf));
+		goto out;
+	}
+	SSL_CTX_set_options(cl->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(cl->ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+					  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (conf->backend_tls_ca_file) {
+		key = "tls_ca_file";
+		line = conf->backend_tls_line[0];
+		if (SSL_CTX_load_verify_locations(cl->ctx, conf->backend_tls_ca_file, NULL) != 1) {
+			snprintf(buf + 512, 512, "%s: %s", conf->backend_tls_ca_file,
+				 tls_openssl_reason(buf, 512));
+			err = buf + 512;
+			goto out;
+		}
+		SSL_CTX_set_verify(cl->ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(cl->ctx, SSL_VERIFY_NONE, NULL);
+	}
+	if (conf->backend_tls_verify_name &&
+	    !(cl->verify_name = strdup(conf->backend_tls_verify_name))) {
+		err = "out of memory";
+		goto out;
+	}
+	if (conf->backend_tls_fingerprint) {
+		key = "tls_fingerprint";
+		line = conf->backend_tls_line[2];
+		if (!(list = strdup(conf->backend_tls_fingerprint))) {
+			err = "out of memory";
+			goto out;
+		}
+		for (char *w = tls_split(&save, list); w; w = tls_split(&save, NULL)) {
+			unsigned char (*fp)[32] = realloc(cl->fingerprints,
+							  (cl->nfingerprints + 1) * sizeof(*fp));
+			if (!fp) {
+				err = "out of memory";
+				goto out;
+			}
+			cl->fingerprints = fp;
+			if (!tls_fingerprint_parse(w, cl->fingerprints[cl->nfingerprints])) {
+				snprintf(buf, sizeof(buf), "not a SHA-256 fingerprint (64 hex digits): \"%s\"", w);
+				err = buf;
+				goto out;
+			}
+			cl->nfingerprints++;
+		}
+		if (cl->nfingerprints == 0) {
+			err = "empty";
+			goto out;
+		}
+	}
+out:
+	free(list);
+	if (err) {
+		fprintf(errors, "%s:%d: [backend] %s: %s\n", conf->path, line, key, err);
+		tls_client_free(cl);
+		return -1;
+	}
+	conf->backend_tls_client = cl;
+	return 0;
+}
+
+/* tls_load - every listener's contexts, and the backend's */
 int tls_load(struct conf *conf, FILE *errors)
 {
 	int rc = 0;
+
+	if (conf->backend_tls != CONF_BACKEND_TLS_NONE && tls_client_load(conf, errors) < 0)
+		rc = -1;
 
 	for (size_t i = 0; i < conf->nlisteners; i++) {
 		struct conf_listener *l = &conf->listeners[i];
@@ -337,6 +471,8 @@ void tls_unload(struct conf *conf)
 {
 	if (!conf)
 		return;
+	tls_client_free(conf->backend_tls_client);
+	conf->backend_tls_client = NULL;
 	for (size_t i = 0; i < conf->nlisteners; i++) {
 		tls_server_free(conf->listeners[i].tls_server);
 		conf->listeners[i].tls_server = NULL;
@@ -609,4 +745,46 @@ void tls_conn_details(struct tls_conn *t, struct tls_details *out)
 const char *tls_conn_error(const struct tls_conn *t)
 {
 	return t->error;
+}
+
+/* tls_client_conn_new - an SSL to the backend on fd, in the client role */
+struct tls_conn *tls_client_conn_new(struct tls_client *cl, int fd)
+{
+	struct tls_conn *t;
+
+	if (!cl)
+		return NULL;
+	t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->fd = fd;
+	t->ssl = SSL_new(cl->ctx);
+	if (!t->ssl || SSL_set_fd(t->ssl, fd) != 1 ||
+	    (cl->verify_name && (SSL_set1_host(t->ssl, cl->verify_name) != 1 ||
+				 SSL_set_tlsext_host_name(t->ssl, cl->verify_name) != 1))) {
+		SSL_free(t->ssl);
+		free(t);
+		ERR_clear_error();
+		return NULL;
+	}
+	SSL_set_connect_state(t->ssl);
+	t->want = CONN_WANT_WRITE; /* the hello is ours to send */
+	return t;
+}
+
+/* tls_client_check - the backend's certificate against tls_fingerprint */
+const char *tls_client_check(const struct tls_client *cl, struct tls_conn *t)
+{
+	X509 *peer = SSL_get0_peer_certificate(t->ssl);
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned mdlen = 0;
+
+	if (!cl || cl->nfingerprints == 0)
+		return NULL;
+	if (!peer || X509_digest(peer, EVP_sha256(), md, &mdlen) != 1 || mdlen != 32)
+		return "the backend presented no certificate";
+	for (size_t i = 0; i < cl->nfingerprints; i++)
+		if (memcmp(cl->fingerprints[i], md, 32) == 0)
+			return NULL;
+	return "the backend's certificate is not one of tls_fingerprint";
 }

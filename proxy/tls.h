@@ -1,5 +1,6 @@
 /*
- * tls.h - inbound TLS (OpenSSL 3): server contexts and a conn transport
+ * tls.h - TLS (OpenSSL 3): server contexts, the backend's client context,
+ * and a conn transport
  *
  * A listener with tls = starttls or implicit has one struct tls_server,
  * made from its tls_certificate / tls_key pairs when the configuration
@@ -28,6 +29,17 @@
  * the event loop). After the handshake tls_conn_details() tells what was
  * negotiated; after a failed one tls_conn_error() tells why.
  */
+/*
+ * Outbound, to the backend ([backend] tls = may | encrypt): one client
+ * context, made by tls_load() too, TLS 1.2 and 1.3 with the same
+ * ciphers; the backend's chain is verified against tls_ca_file when one
+ * is given (and its certificate must then carry tls_verify_name when
+ * that is given), its certificate's SHA-256 must be one of
+ * tls_fingerprint when those are given. tls_client_conn_new() makes a
+ * connection's state (the relay then drives the handshake with
+ * conn_start_tls() like the server side), tls_client_check() says
+ * whether the finished handshake met the fingerprints.
+ */
 #ifndef PORTCULLIS_TLS_H
 #define PORTCULLIS_TLS_H
 
@@ -39,6 +51,7 @@ struct conf_listener;
 struct conn_transport;
 struct tls_conn;
 struct tls_server;
+struct tls_client;
 
 /* What a handshake negotiated, copied out for the session and its records. */
 struct tls_details {
@@ -80,5 +93,17 @@ void tls_conn_details(struct tls_conn *t, struct tls_details *out);
 
 /* tls_conn_error - why the handshake failed ("" when it did not) */
 const char *tls_conn_error(const struct tls_conn *t);
+
+/*
+ * tls_client_conn_new - the TLS state of a connection to the backend on
+ * fd, in the client role; NULL when it cannot be made now
+ */
+struct tls_conn *tls_client_conn_new(struct tls_client *cl, int fd);
+
+/*
+ * tls_client_check - whether the backend's certificate after the
+ * handshake is one of tls_fingerprint (when given): NULL, or why not
+ */
+const char *tls_client_check(const struct tls_client *cl, struct tls_conn *t);
 
 #endif
