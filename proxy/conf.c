@@ -161,6 +161,7 @@ static const struct conf_param conf_listener_params[] = {
 	{ "listener", "proxy_protocol", CONF_ENUM, L(proxy_protocol), 0, "off", false, 0, 0, proxy_names },
 	{ "listener", "proxy_from", CONF_NETWORKS, L(proxy_from), L(nproxy_from), "", false, 0, 0, NULL },
 	{ "listener", "proxy_timeout", CONF_MILLIS, L(proxy_timeout_ms), 0, "3", false, 1, 300000, NULL },
+	{ "listener", "message_size_limit", CONF_SIZE, L(message_size_limit), 0, NULL, false, 1024, 1ULL << 40, NULL },
 	{ "listener", "trusted_xclient", CONF_NETWORKS, L(trusted_xclient), L(ntrusted_xclient), "", false, 0, 0, NULL },
 	{ "listener", "auth", CONF_ENUM, L(auth), 0, "off", false, 0, 0, auth_names },
 	{ "listener", "auth_socket", CONF_STRING, L(auth_socket), 0, NULL, false, 0, 0, NULL },

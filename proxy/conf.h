@@ -84,6 +84,7 @@ struct conf_listener {
 	struct conf_net *proxy_from;	/* who may send the header */
 	size_t nproxy_from;
 	unsigned proxy_timeout_ms;	/* the header must be whole within it */
+	unsigned long long message_size_limit; /* 0: [portcullis] message_size_limit */
 	struct conf_net *trusted_xclient; /* who may send XCLIENT and XFORWARD */
 	size_t ntrusted_xclient;
 	int auth;			/* enum conf_auth */

@@ -895,10 +895,22 @@ static void session_timeout(evutil_socket_t fd, short events, void *arg)
 	}
 }
 
+/*
+ * session_own_limit - the largest message this listener takes: its own
+ * message_size_limit, else the [portcullis] one
+ */
+static unsigned long long session_own_limit(const struct session *s)
+{
+	const struct conf_listener *l = s->listener ? s->listener->settings : NULL;
+
+	return l && l->message_size_limit ? l->message_size_limit
+					  : s->h->conf->message_size_limit;
+}
+
 /* session_host_limit - the largest message the host and backend take */
 static unsigned long long session_host_limit(const struct session *s)
 {
-	unsigned long long limit = s->h->conf->message_size_limit;
+	unsigned long long limit = session_own_limit(s);
 	const struct smtp_caps *caps = backend_caps(s->h->backends);
 
 	if (caps && caps->size && caps->size_limit &&
@@ -1458,10 +1470,9 @@ static void session_helo_finish(struct session *s, char *helo, bool ehlo)
 	if (!known)
 		caps = &unknown;
 	s->offer.size = known && caps->size;
-	s->offer.size_limit = caps->size_limit ? caps->size_limit
-					       : s->h->conf->message_size_limit;
-	if (s->offer.size_limit > s->h->conf->message_size_limit)
-		s->offer.size_limit = s->h->conf->message_size_limit;
+	s->offer.size_limit = caps->size_limit ? caps->size_limit : session_own_limit(s);
+	if (s->offer.size_limit > session_own_limit(s))
+		s->offer.size_limit = session_own_limit(s);
 	if (s->ps) {
 		/* A filter's limit (the size filter's) is what we announce. */
 		unsigned long long f = pipeline_size_limit(s->ps);

@@ -16,7 +16,9 @@ import time
 import unittest
 
 from harness import (BUILD, DOMAIN, ConnectionClosed, ProxyTestCase, Sink,
-                     SMTPClient, children, dot_stuff, make_message, wait_for)
+                     SMTPClient, children, dot_stuff, make_message, wait_for,
+                     is_listening)
+from harness import free_port as harness_free_port
 
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
@@ -71,6 +73,47 @@ class TestRecipientOvershoot(ProxyTestCase):
         self.assertEqual(r.lines, ["421 4.7.0 proxy.portcullis.test "
                                    "Error: too many errors"])
         self.assertTrue(c.wait_closed(5))
+
+
+class TestListenerSizeLimit(ProxyTestCase):
+
+    def test_a_listener_has_its_own_message_size_limit(self):
+        # the capture server announces SIZE 10240000: ours are lower
+        sink = self.start_capture()
+        sub = harness_free_port()
+        proxy = self.start_proxy(
+            backend_port=sink.port, message_size_limit="64k",
+            extra="\n[listener small]\naddress = 127.0.0.1:%d\n"
+                  "message_size_limit = 2k\n" % sub)
+        self.assertTrue(wait_for(lambda: is_listening(sub), 10))
+        # the main listener: the [portcullis] limit
+        c = self.client(proxy.port)
+        self.assertEqual(c.ehlo().keywords.get("SIZE"), "65536")
+        # the small one: its own, at MAIL and at the end of DATA
+        c = self.client(sub)
+        self.assertEqual(c.ehlo().keywords.get("SIZE"), "2048")
+        self.assertReply(c.cmd("MAIL FROM:<%s> SIZE=4000" % ALICE), 552, "5.3.4")
+        self.assertCode(c.cmd("MAIL FROM:<%s>" % ALICE), 250)
+        self.assertCode(c.cmd("RCPT TO:<%s>" % BOB), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(dot_stuff(make_message("big", body="x" * 70 + "\r\n" * 1)
+                         + b"y" * 3000 + b"\r\n"))
+        self.assertReply(c.reply(), 552, "5.3.4")
+        # and a small message passes
+        r = c.mail_transaction(ALICE, [BOB], make_message("small"))
+        self.assertCode(r["end"], 250)
+        self.assertEqual(len(sink.wait_messages(1)), 1)
+
+    def test_the_key_is_checked(self):
+        from harness import Portcullis
+        p = Portcullis(backend_port=1)
+        self.addCleanup(p.stop)
+        p.write_config()
+        text = p.config_text() + "\n[listener small]\naddress = 127.0.0.1:1\nmessage_size_limit = 12\n"
+        r = p.check_config(text)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr.decode(),
+                         r"check\.conf:\d+: \[listener small\] message_size_limit: value out of range")
 
 
 class TestLongLines(ProxyTestCase):
