@@ -8,6 +8,13 @@
  * generation that dies is restarted; restarts are paced so a plugin
  * that crashes at once cannot make the master spin.
  *
+ * Privileges: the master stays as it was started (root, as Postfix's
+ * master does) and each child becomes [portcullis] user right after its
+ * fork, before it reads a byte from anyone. The master itself talks to no
+ * client: it reads the configuration and the TLS certificates and keys
+ * (at start and at each reload, so a key readable by root only can be
+ * replaced and reloaded), opens the listening sockets, and forks.
+ *
  * One more child, the anvil (anvil.h), counts the clients' sessions for
  * all the workers. The master makes its socket before forking anyone and
  * keeps it, so a worker can always connect; an anvil that dies is
@@ -129,14 +136,22 @@ static int master_prepare(const struct conf *conf, const struct passwd *pw)
 	return 0;
 }
 
-/* master_drop - become the configured user */
-static int master_drop(const struct passwd *pw)
+/* Who the children run as (set at start); not set: as the master was started. */
+static struct {
+	bool set;
+	uid_t uid;
+	gid_t gid;
+	char name[64];
+} master_user;
+
+/* master_drop - become the configured user (in a child, before anything else) */
+static int master_drop(void)
 {
-	if (!pw)
+	if (!master_user.set)
 		return 0;
-	if (setgroups(0, NULL) < 0 || setgid(pw->pw_gid) < 0 ||
-	    setuid(pw->pw_uid) < 0) {
-		log_error("cannot drop privileges to %s: %s", pw->pw_name,
+	if (setgroups(0, NULL) < 0 || setgid(master_user.gid) < 0 ||
+	    setuid(master_user.uid) < 0) {
+		log_error("cannot drop privileges to %s: %s", master_user.name,
 			  strerror(errno));
 		return -1;
 	}
@@ -144,7 +159,6 @@ static int master_drop(const struct passwd *pw)
 		log_error("privileges could be regained after dropping them");
 		return -1;
 	}
-	log_info("running as user %s", pw->pw_name);
 	return 0;
 }
 
@@ -182,6 +196,8 @@ static void master_spawn(const struct conf *conf, unsigned generation,
 	if (pid == 0) {
 		/* The worker takes its signals through libevent. */
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		if (master_drop() < 0)
+			_exit(1);
 		_exit(worker_run(conf, master_fds, master_nfds));
 	}
 	master_workers[slot].pid = pid;
@@ -202,6 +218,8 @@ static void master_spawn_anvil(const sigset_t *oldmask)
 		for (size_t i = 0; i < master_nfds; i++)
 			close(master_fds[i]);
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
+		if (master_drop() < 0)
+			_exit(1);
 		_exit(anvil_run(master_anvil_fd));
 	}
 	master_anvil_pid = pid;
@@ -258,7 +276,7 @@ static int master_check_chain(const struct conf *conf)
  * master_check_chain_as - the same, in a child that first becomes the
  * user the workers run as (files the filters read must be theirs to read)
  */
-static int master_check_chain_as(const struct conf *conf, struct passwd *pw)
+static int master_check_chain_as(const struct conf *conf)
 {
 	int status;
 	pid_t pid = fork();
@@ -268,7 +286,7 @@ static int master_check_chain_as(const struct conf *conf, struct passwd *pw)
 		return -1;
 	}
 	if (pid == 0)
-		_exit(master_drop(pw) < 0 || master_check_chain(conf) < 0 ? 1 : 0);
+		_exit(master_drop() < 0 || master_check_chain(conf) < 0 ? 1 : 0);
 	while (waitpid(pid, &status, 0) < 0)
 		if (errno != EINTR)
 			return -1;
@@ -374,6 +392,11 @@ int master_run(struct conf *conf)
 		} else if (!(pw = getpwnam(conf->user))) {
 			log_error("user %s: no such user", conf->user);
 			goto fail;
+		} else {
+			master_user.set = true;
+			master_user.uid = pw->pw_uid;
+			master_user.gid = pw->pw_gid;
+			snprintf(master_user.name, sizeof(master_user.name), "%s", pw->pw_name);
 		}
 	} else if (getuid() == 0) {
 		log_warning("running as root: set [portcullis] user");
@@ -382,11 +405,11 @@ int master_run(struct conf *conf)
 	    master_prepare(conf, pw) < 0 || (master_anvil_fd = anvil_listen()) < 0)
 		goto fail;
 	/* Check the chain as the workers will load it: as the user. */
-	if (master_check_chain_as(conf, pw) < 0)
+	if (master_check_chain_as(conf) < 0)
 		goto fail;
 	master_write_pid(conf);
-	if (master_drop(pw) < 0)
-		goto fail;
+	if (master_user.set)
+		log_info("the workers run as user %s", master_user.name);
 
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGCHLD);
@@ -437,7 +460,7 @@ int master_run(struct conf *conf)
 			}
 			fclose(errs);
 			if (fresh && (master_fd_limit_log(fresh) < 0 ||
-				      master_check_chain(fresh) < 0)) {
+				      master_check_chain_as(fresh) < 0)) {
 				tls_unload(fresh);
 				conf_free(fresh);
 				log_error("reload failed, keeping the running configuration");

@@ -31,10 +31,14 @@ class TestPrivileges(ProxyTestCase):
         sink = self.start_sink()
         nobody = pwd.getpwnam("nobody")
         proxy = self.make_world_readable_proxy(sink.port, user="nobody")
-        workers = children(proxy.pid)
+        workers = children(proxy.pid, anvil=True)
         self.assertTrue(workers, "no worker processes")
-        for pid in workers + [proxy.pid]:
+        # every child (the workers, the anvil) runs as the user
+        for pid in workers:
             self.assertEqual(int(status_field(pid, "Uid")[1]), nobody.pw_uid)
+        # the master, which talks to no client, stays root to read
+        # root-only keys again at a reload
+        self.assertEqual(int(status_field(proxy.pid, "Uid")[1]), 0)
         spool = os.stat(os.path.join(proxy.dir, "spool"))
         self.assertEqual(spool.st_uid, nobody.pw_uid)
         self.assertEqual(spool.st_mode & 0o777, 0o700)

@@ -630,6 +630,36 @@ class TestCertificates(TLSCase):
         t, f = self.starttls(self.raw())
         self.deliver_over(t, f)
 
+    def test_sighup_reloads_a_key_readable_by_root_only(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root")
+        d = make_tempdir("portcullis-tls-rootreload-")
+        self.addCleanup(remove_tree, d)
+        os.chmod(d, 0o755)
+        cert, key = (os.path.join(d, "c.pem"), os.path.join(d, "k.pem"))
+        shutil.copy(CA["rsa"][0], cert)
+        shutil.copy(CA["rsa"][1], key)
+        os.chmod(key, 0o600)
+        self.start(pairs=[(cert, key)], user="nobody")
+        # A renewal: the new pair, the key again root's alone.
+        shutil.copy(CA["renewed"][0], cert)
+        shutil.copy(CA["renewed"][1], key)
+        os.chmod(key, 0o600)
+        old_workers = set(children(self.proxy.pid))
+        self.proxy.signal(signal.SIGHUP)
+        self.assertTrue(self.proxy.wait_log(r"reloading", timeout=10),
+                        self.proxy.stderr())
+        self.assertTrue(wait_for(
+            lambda: set(children(self.proxy.pid)) - old_workers, 10))
+        def new_cn():
+            t, f = self.starttls(self.raw())
+            cn = dict(x[0] for x in t.getpeercert()["subject"])["commonName"]
+            t.close()
+            return cn == "renewed.example.test"
+        self.assertTrue(wait_for(new_cn, 10))
+        for w in children(self.proxy.pid):
+            self.assertNotEqual(os.stat("/proc/%d" % w).st_uid, 0)
+
     def test_sighup_serves_a_new_certificate_while_an_open_session_delivers(self):
         d = make_tempdir("portcullis-tls-reload-")
         self.addCleanup(remove_tree, d)
