@@ -36,6 +36,11 @@
 #define RELAY_CHUNK 65536
 #define RELAY_HIGH_WATER (256 * 1024)
 #define RELAY_QUIT_TIMEOUT 10
+/* Replies made up here, each written once. */
+#define REPLY_BACKEND_OOM "451 4.3.0 Out of memory, try again later"
+#define REPLY_BACKEND_UNAVAILABLE "451 4.4.1 Backend mail server not available, try again later"
+#define REPLY_BACKEND_NO_CONNECTION \
+	"451 4.4.2 No connection to the backend mail server, try again later"
 /* What the client hears when no backend would give the TLS it must use. */
 #define REPLY_BACKEND_NO_TLS \
 	"451 4.7.5 No TLS to the backend mail server as required, try again later"
@@ -492,7 +497,7 @@ static void relay_next_backend(struct relay *relay, const char *why)
 	}
 	struct smtp_reply r = { 0 };
 	relay_made_up(&r, tls ? REPLY_BACKEND_NO_TLS
-			      : "451 4.4.1 Backend mail server not available, try again later");
+			      : REPLY_BACKEND_UNAVAILABLE);
 	relay_finish(relay, &r, false);
 	smtp_reply_reset(&r);
 }
@@ -1151,7 +1156,7 @@ static void relay_fill(struct relay *relay)
 			free(chunk);
 			free(encoded);
 			chunk = encoded = NULL;
-			relay_fail(relay, "451 4.3.0 Out of memory, try again later",
+			relay_fail(relay, REPLY_BACKEND_OOM,
 				   "out of memory");
 			return;
 		}
@@ -1389,7 +1394,7 @@ static void relay_open_for(struct relay *relay, const struct relay_client *clien
 	if (!relay->pending) {
 		/* Without the line nothing would ever answer this MAIL. */
 		struct smtp_reply r = { 0 };
-		relay_made_up(&r, "451 4.3.0 Out of memory, try again later");
+		relay_made_up(&r, REPLY_BACKEND_OOM);
 		relay_finish(relay, &r, false);
 		smtp_reply_reset(&r);
 		return;
@@ -1467,7 +1472,7 @@ void relay_command(struct relay *relay, const char *line)
 	}
 	if (relay->state != RELAY_IDLE) {
 		struct smtp_reply r = { 0 };
-		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
+		relay_made_up(&r, REPLY_BACKEND_NO_CONNECTION);
 		relay_finish(relay, &r, false);
 		smtp_reply_reset(&r);
 		return;
@@ -1482,7 +1487,7 @@ void relay_data(struct relay *relay, const char *prefix, struct spool *spool,
 {
 	if (relay->state != RELAY_IDLE && relay->state != RELAY_NOOP) {
 		struct smtp_reply r = { 0 };
-		relay_made_up(&r, "451 4.4.2 No connection to the backend mail server, try again later");
+		relay_made_up(&r, REPLY_BACKEND_NO_CONNECTION);
 		relay_finish(relay, &r, false);
 		smtp_reply_reset(&r);
 		return;
