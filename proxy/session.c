@@ -3019,16 +3019,35 @@ void session_refuse(struct session_host *h, struct conn *c,
 	session_refuse_reply(h, c, sa, "4.3.2", text, reason);
 }
 
+/*
+ * session_refused_via - the balancer a refused client came through: the
+ * socket's peer when it is not the client sa names (a PROXY header named
+ * it); false for a direct client
+ */
+static bool session_refused_via(struct conn *c, const char *addr, unsigned port,
+				char *via, size_t cap, unsigned *via_port)
+{
+	struct sockaddr_storage peer;
+	socklen_t plen = sizeof(peer);
+
+	if (getpeername(conn_fd(c), (struct sockaddr *)&peer, &plen) < 0)
+		return false;
+	session_addr((struct sockaddr *)&peer, via, cap, via_port);
+	return strcmp(via, addr) != 0 || *via_port != port;
+}
+
 /* session_refuse_reply - 421 with a given text, before any greeting */
 void session_refuse_reply(struct session_host *h, struct conn *c,
 			  const struct sockaddr *sa, const char *enh,
 			  const char *text, const char *reason)
 {
-	char addr[INET6_ADDRSTRLEN], id[24];
-	unsigned port;
+	char addr[INET6_ADDRSTRLEN], id[24], via[INET6_ADDRSTRLEN];
+	unsigned port, via_port = 0;
+	bool proxied;
 
 	session_new_id(h, id, sizeof(id));
 	session_addr(sa, addr, sizeof(addr), &port);
+	proxied = session_refused_via(c, addr, port, via, sizeof(via), &via_port);
 	/* A best effort: the socket is fresh, the line fits its buffer. */
 	evbuffer_add_printf(conn_output(c), "421 %s %s %s\r\n", enh,
 			    h->conf->hostname, text);
@@ -3036,7 +3055,9 @@ void session_refuse_reply(struct session_host *h, struct conn *c,
 	if (conn_errno(c))
 		log_debug("refused client [%s]:%u went away", addr, port);
 	conn_free(c);
-	struct record_client client = { .address = addr, .port = port };
+	struct record_client client = { .address = addr, .port = port,
+					 .via_address = proxied ? via : NULL,
+					 .via_port = via_port };
 	record_connection(id, &client, "refused", reason, NULL);
 }
 

@@ -240,6 +240,21 @@ class TestProxiedClients(ProxyProtoCase):
         other = self.via_balancer(b"PROXY TCP4 192.0.2.67 127.0.0.1 9 25\r\n")
         self.assertEqual(other.cmd("QUIT").code, 221)
 
+    def test_a_proxied_client_refused_before_the_greeting_keeps_the_balancer_in_its_record(self):
+        # max_sessions 1: the second client behind the balancer gets 421
+        self.start(protocol="v1", max_sessions=1)
+        first = self.via_balancer(b"PROXY TCP4 192.0.2.70 127.0.0.1 70 25\r\n")
+        c = self.client(self.lb_port, connect=False)
+        c.connect(read_greeting=False)
+        c.send(b"PROXY TCP4 192.0.2.71 127.0.0.1 71 25\r\n")
+        self.assertReply(c.reply(), 421, "4.3.2")
+        rec = self.connection_record(71)
+        self.assertEqual(rec["action"], "refused")
+        self.assertEqual(rec["client"]["address"], "192.0.2.71")
+        self.assertEqual(rec["client"]["via"], {"address": "127.0.0.1",
+                                                "port": c.local_port})
+        self.assertEqual(first.cmd("QUIT").code, 221)
+
     def test_the_plain_listener_beside_it_takes_no_header(self):
         self.start(protocol="any")
         c = self.client(self.proxy.port)
