@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "chain.h"
+#include "interpose.h"
 #include "log.h"
 
 /* The keys every filter section has besides the filter's own. */
@@ -153,6 +154,7 @@ static int chain_open(struct pc_config *cfg, struct chain_filter *f)
 		pc_config_error(cfg, "module", "cannot load %s: %s", path, dlerror());
 		return -1;
 	}
+	interpose_filter(f->dl, path);
 	f->desc = dlsym(f->dl, "portcullis_filter");
 	if (!f->desc) {
 		pc_config_error(cfg, "module", "%s is not a Portcullis filter: no portcullis_filter symbol", path);
