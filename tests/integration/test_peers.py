@@ -135,6 +135,10 @@ class ClientCases(PeerCase):
         self.assertIn(msg.split(b"\r\n\r\n", 1)[1], got[0])
         self.assertIn(b"Subject: from %s over TLS\r\n" % mta.name.encode(),
                       got[0])
+        # the delivery is logged, and Portcullis ended TLS with close_notify
+        # after its 221: no "TLS connection was non-properly terminated"
+        self.assertTrue(mta.wait_log(self.delivered), mta.log()[-3000:])
+        self.assertNotRegex(mta.log(), self.tls_error)
 
     def test_a_listener_without_starttls_gets_nothing(self):
         capture = self.start_capture(keywords=NO_IDENTITY)
@@ -219,12 +223,21 @@ class BackendCases(PeerCase):
 
 class TestEximClient(ClientCases):
     mta, package, binary = Exim, "exim4-daemon-light", EXIM_BIN
+    delivered = (r"=> bob@example\.test R=to_portcullis T=portcullis_tls "
+                 r"H=127\.0\.0\.1 \[127\.0\.0\.1\] X=TLS1\.3:\S+ CV=yes "
+                 r'DN="O=Portcullis Test,CN=mx\.example\.test" '
+                 r'C="250 2\.0\.0 Ok: queued as CAPT1"')
+    tls_error = r"TLS error"
     refusal_in_clear = (r"a TLS session is required, but the server did not "
                         r"offer TLS support")
 
 
 class TestOpenSMTPDClient(ClientCases):
     mta, package, binary = OpenSMTPD, "opensmtpd", OPENSMTPD_BIN
+    delivered = (r'mta server-cert-check result="success"\n.*'
+                 r'mta delivery .* to=<bob@example\.test> .*result="Ok" '
+                 r'stat="250 2\.0\.0 Ok: queued as CAPT1"')
+    tls_error = r"(?i)ssl|tls.*error"
     refusal_in_clear = (r"mta error reason=TLS required but not supported by "
                         r"remote host")
 
