@@ -193,7 +193,10 @@ class BackendCases(PeerCase):
         self.assertTrue(stored[0].endswith(body), stored[0][-300:])
         rec = self.proxy.wait_transaction(action="accepted")[0]
         self.assertEqual(rec["tls"]["version"], "TLSv1.3")
-        self.assertTrue(rec["backend"]["reply"].startswith("250"), rec)
+        # the backend's reply and its queue id, as the backend logged it
+        qid = self.backend.wait_log(self.queue_id_logged).group(1)
+        self.assertEqual(rec["backend"]["reply"], self.reply % qid)
+        self.assertEqual(rec["backend"]["queue_id"], qid)
 
     def test_a_relay_refusal_never_reaches_the_backend(self):
         self.start_pair(filters="relay", filter_dir=FILTER_DIR,
@@ -244,10 +247,14 @@ class TestOpenSMTPDClient(ClientCases):
 
 class TestEximBackend(BackendCases):
     mta, package, binary = Exim, "exim4-daemon-light", EXIM_BIN
+    queue_id_logged = r"^\S+ \S+ (\S+) <= alice@example\.test "
+    reply = "250 OK id=%s"
 
 
 class TestOpenSMTPDBackend(BackendCases):
     mta, package, binary = OpenSMTPD, "opensmtpd", OPENSMTPD_BIN
+    queue_id_logged = r" smtp message msgid=([0-9a-f]+) "
+    reply = "250 2.0.0 %s Message accepted for delivery"
 
 
 del ClientCases, BackendCases, PeerCase
