@@ -8,6 +8,11 @@ Everything here runs on loopback only and every wait is bounded.
                         for alice, bob, carol @ example.test), run as root
   Sink                  Postfix's smtp-sink with arbitrary options and a
                         dump directory (one file per completed transaction)
+  Exim, OpenSMTPD       Debian's Exim and OpenSMTPD (unpacked by
+                        tests/install-deps, run in a mount namespace) as a
+                        backend storing to Maildirs or a client relaying
+                        to Portcullis with STARTTLS required
+  TestCA                a test CA and a server certificate (openssl)
   Portcullis            the daemon under test: config from kwargs, start,
                         decisions, stop (non-zero exit / sanitizer report
                         is a test failure)
@@ -26,6 +31,8 @@ Everything here runs on loopback only and every wait is bounded.
 Environment:
   PORTCULLIS_BIN        the daemon (default: <project>/proxy/portcullis)
   PORTCULLIS_TEST_KEEP  if set, temporary directories are kept (debugging)
+  PORTCULLIS_PEERS_ROOT where Exim and OpenSMTPD were unpacked (default:
+                        <project>/build-peers/root, tests/install-deps)
   CI                    "true": a skip that does not name a missing tool
                         (skip_unless_tool) counts as a failure
 """
