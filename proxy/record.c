@@ -203,17 +203,37 @@ static json_t *record_reply(const char *wire)
 	return record_string(wire, strcspn(wire, "\r\n"));
 }
 
-/* record_queue_id - the queue id in a backend's "queued as X" reply */
+/*
+ * record_queue_id - the queue id in a backend's reply to the message, in
+ * the forms the MTAs write it: "queued as X" (Postfix), "OK id=X" (Exim),
+ * "X Message accepted for delivery" after the enhanced code (OpenSMTPD)
+ */
 static json_t *record_queue_id(const struct smtp_reply *r)
 {
+	static const char accepted[] = " Message accepted for delivery";
+
 	for (size_t i = 0; i < r->nlines; i++) {
-		const char *p = strstr(r->lines[i], "queued as ");
-		if (p) {
+		const char *line = r->lines[i], *p;
+		size_t len;
+
+		if ((p = strstr(line, "queued as ")))
 			p += strlen("queued as ");
-			size_t len = strcspn(p, " \t;,)");
-			if (len > 0)
-				return record_string(p, len);
-		}
+		else if (!strncmp(line, "OK id=", 6))
+			p = line + 6;
+		else if ((p = strstr(line, accepted)) && p > line) {
+			const char *end = p;
+
+			while (p > line && p[-1] != ' ')
+				p--;
+			/* the id alone between the enhanced code and the text */
+			if (p == end || (p != line && (size_t)(p - 1 - line) != strlen(r->enh)))
+				continue;
+			return record_string(p, (size_t)(end - p));
+		} else
+			continue;
+		len = strcspn(p, " \t;,)");
+		if (len > 0)
+			return record_string(p, len);
 	}
 	return NULL;
 }

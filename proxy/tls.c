@@ -687,13 +687,25 @@ static size_t tls_pending(void *ctx)
 	       (t->first ? BIO_ctrl_pending(SSL_get_rbio(t->ssl)) : 0);
 }
 
-/* tls_free - release the connection's state (no close_notify: the socket closes) */
+/*
+ * tls_free - release the connection's state, after a close_notify when
+ * the session ended in good order: without one, a client cannot tell our
+ * close from a truncation (RFC 8446 6.1; Exim logs "TLS error on
+ * connection (recv): The TLS connection was non-properly terminated"
+ * after every delivery). One record, written without waiting: a full
+ * socket or a gone peer loses only the alert.
+ */
 static void tls_free(void *ctx)
 {
 	struct tls_conn *t = ctx;
 
 	if (!t)
 		return;
+	if (SSL_is_init_finished(t->ssl) && !t->error[0]) {
+		ERR_clear_error();
+		(void)SSL_shutdown(t->ssl);
+		ERR_clear_error();
+	}
 	SSL_free(t->ssl);
 	free(t);
 }

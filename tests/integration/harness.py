@@ -8,6 +8,11 @@ Everything here runs on loopback only and every wait is bounded.
                         for alice, bob, carol @ example.test), run as root
   Sink                  Postfix's smtp-sink with arbitrary options and a
                         dump directory (one file per completed transaction)
+  Exim, OpenSMTPD       Debian's Exim and OpenSMTPD (unpacked by
+                        tests/install-deps, run in a mount namespace) as a
+                        backend storing to Maildirs or a client relaying
+                        to Portcullis with STARTTLS required
+  TestCA                a test CA and a server certificate (openssl)
   Portcullis            the daemon under test: config from kwargs, start,
                         decisions, stop (non-zero exit / sanitizer report
                         is a test failure)
@@ -26,6 +31,8 @@ Everything here runs on loopback only and every wait is bounded.
 Environment:
   PORTCULLIS_BIN        the daemon (default: <project>/proxy/portcullis)
   PORTCULLIS_TEST_KEEP  if set, temporary directories are kept (debugging)
+  PORTCULLIS_PEERS_ROOT where Exim and OpenSMTPD were unpacked (default:
+                        <project>/build-peers/root, tests/install-deps)
   CI                    "true": a skip that does not name a missing tool
                         (skip_unless_tool) counts as a failure
 """
@@ -1240,6 +1247,390 @@ class CaptureServer:
         finally:
             conn.close()
             sess["closed"] = True
+
+
+# ---------------------------------------------------------------------------
+# Exim and OpenSMTPD, unpacked from Debian's packages
+#
+# Debian's exim4-daemon-light and opensmtpd conflict with postfix (each is
+# a mail-transport-agent): installing either removes the Postfix the suite
+# needs. tests/install-deps unpacks their .debs (dpkg-deb -x) under
+# build-peers/root instead, and each instance runs in a private mount
+# namespace (unshare -m) in which the paths compiled into the binaries are
+# bound to its temporary directory: /etc/passwd and /etc/group with the
+# package's system users added, and for OpenSMTPD /var (its spool, chroot
+# and control socket) and /usr/libexec (its delivery agents). Nothing of
+# the system is changed and two instances never share a file.
+
+PEERS_ROOT = os.environ.get("PORTCULLIS_PEERS_ROOT") or os.path.join(
+    PROJECT, "build-peers", "root")
+EXIM_BIN = os.path.join(PEERS_ROOT, "usr", "sbin", "exim4")
+OPENSMTPD_BIN = os.path.join(PEERS_ROOT, "usr", "sbin", "smtpd")
+
+
+def skip_unless_peer(binary, package):
+    """Skip unless tests/install-deps unpacked package (binary is its
+    daemon) and unshare(1) can make the namespace it runs in."""
+    skip_unless_tool("unshare")
+    skip_unless_tool("%s (Debian's %s, unpacked by tests/install-deps "
+                     "under %s)" % (os.path.basename(binary), package,
+                                    PEERS_ROOT), os.access(binary, os.X_OK))
+
+
+class TestCA:
+    """A test CA and a server certificate for mx.example.test made with the
+    openssl command in a temporary directory: ca.pem, server.pem,
+    server.key."""
+
+    def __init__(self, name="mx.example.test"):
+        self.name = name
+        self.dir = None
+
+    def _openssl(self, *args):
+        subprocess.run(("openssl",) + args, cwd=self.dir, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       timeout=60)
+
+    def make(self):
+        self.dir = make_tempdir("portcullis-ca-")
+        self._openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes",
+                      "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+                      "-subj", "/O=Portcullis Test/CN=Portcullis Test CA")
+        self._openssl("req", "-new", "-nodes", "-newkey", "rsa:2048",
+                      "-keyout", "server.key", "-out", "server.csr",
+                      "-subj", "/O=Portcullis Test/CN=" + self.name,
+                      "-addext", "subjectAltName=DNS:%s,IP:127.0.0.1"
+                      % self.name)
+        self._openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem",
+                      "-CAkey", "ca.key", "-CAcreateserial", "-days", "2",
+                      "-copy_extensions", "copy", "-out", "server.pem")
+        os.chmod(os.path.join(self.dir, "server.key"), 0o644)
+        return self
+
+    @property
+    def ca(self):
+        return os.path.join(self.dir, "ca.pem")
+
+    @property
+    def cert(self):
+        return os.path.join(self.dir, "server.pem")
+
+    @property
+    def key(self):
+        return os.path.join(self.dir, "server.key")
+
+    def remove(self):
+        remove_tree(self.dir)
+        self.dir = None
+
+
+class PeerMTA:
+    """What Exim and OpenSMTPD share: a temporary directory, the daemon in
+    the foreground in its own mount namespace and process group, Maildirs
+    under mail/ (one per recipient's local part), a log file.
+
+    m = Exim(port=P) (a backend storing example.test's mail), or
+    Exim(relay_port=Q, ca=CA) (a client relaying all mail to
+    127.0.0.1:Q with STARTTLS required); m.start(); m.messages("bob");
+    m.stop()
+    """
+
+    name = "peer"
+    # (name, uid) of the system users the package's postinst would create
+    system_users = ()
+    # paths under the temporary directory bound over system paths
+    bind_dirs = ()
+
+    def __init__(self, port=None, relay_port=None, ca=None, users=USERS,
+                 domain=DOMAIN, hostname=None):
+        self.port = port or free_port()
+        self.relay_port = relay_port
+        self.ca = ca
+        self.users = tuple(users)
+        self.domain = domain
+        self.hostname = hostname or "%s.%s.test" % (
+            self.name, "client" if relay_port else "backend")
+        self.dir = None
+        self.proc = None
+        self.out = None
+
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def maildir(self, user):
+        return self.path("mail", user)
+
+    def _accounts(self):
+        """passwd and group files: the system's, plus system_users."""
+        nobody = pwd.getpwnam(UNPRIV_USER)
+        with open("/etc/passwd") as f:
+            passwd = f.read()
+        with open("/etc/group") as f:
+            group = f.read()
+        for name, uid in self.system_users:
+            if not passwd.endswith("\n"):
+                passwd += "\n"
+            passwd += "%s:x:%d:%d::%s:/usr/sbin/nologin\n" % (
+                name, uid, uid, "/var/lib/opensmtpd/empty")
+            group += "%s:x:%d:\n" % (name, uid)
+        with open(self.path("passwd"), "w") as f:
+            f.write(passwd)
+        with open(self.path("group"), "w") as f:
+            f.write(group)
+        os.makedirs(self.path("mail"))
+        os.chown(self.path("mail"), nobody.pw_uid, nobody.pw_gid)
+
+    def command(self):
+        raise NotImplementedError
+
+    def write_config(self):
+        raise NotImplementedError
+
+    def log(self):
+        raise NotImplementedError
+
+    def start(self):
+        if os.geteuid() != 0:
+            raise HarnessError("%s must be started as root (mount namespace)"
+                               % self.name)
+        self.dir = make_tempdir("portcullis-%s-" % self.name)
+        self._accounts()
+        self.write_config()
+        binds = [(self.path("passwd"), "/etc/passwd"),
+                 (self.path("group"), "/etc/group")]
+        binds += [(self.path(src), dst) for src, dst in self.bind_dirs]
+        script = "".join('mount --bind "%s" "%s" || exit 111\n' % b
+                         for b in binds) + 'exec "$@"\n'
+        with open(self.path("namespace.sh"), "w") as f:
+            f.write(script)
+        self.out = open(self.path("daemon.out"), "wb")
+        # start_new_session: stop() ends the daemon's process group, its
+        # delivery children with it
+        self.proc = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", "sh",
+             self.path("namespace.sh")] + self.command(),
+            stdin=subprocess.DEVNULL, stdout=self.out,
+            stderr=subprocess.STDOUT, start_new_session=True)
+        if not wait_listening(self.port, 15, self.proc):
+            out = self.output()
+            self.stop()
+            raise HarnessError("%s did not listen on %d:\n%s\n%s" % (
+                self.name, self.port, out[-3000:], self.log()[-3000:]))
+        return self
+
+    def output(self):
+        try:
+            return read_bytes(self.path("daemon.out")).decode("utf-8",
+                                                              "replace")
+        except (OSError, TypeError):
+            return ""
+
+    def stop(self):
+        if self.proc is not None:
+            pgid = self.proc.pid
+            if self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    pass
+            try:
+                os.killpg(pgid, signal.SIGKILL)
+            except OSError:
+                pass
+            if self.proc.poll() is None:
+                self.proc.wait(5)
+            self.proc = None
+            wait_for(lambda: not is_listening(self.port), 10)
+        if self.out:
+            self.out.close()
+            self.out = None
+        remove_tree(self.dir)
+        self.dir = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def message_files(self, user):
+        files = glob.glob(os.path.join(self.maildir(user), "new", "*"))
+        files.sort(key=lambda p: (os.stat(p).st_mtime, p))
+        return files
+
+    def messages(self, user):
+        """Messages stored for user (bytes, LF line ends), oldest first."""
+        return [read_bytes(p) for p in self.message_files(user)]
+
+    def total_messages(self):
+        return sum(len(self.message_files(u)) for u in self.users)
+
+    def wait_messages(self, user, count=1, timeout=20):
+        wait_for(lambda: len(self.message_files(user)) >= count, timeout)
+        return self.messages(user)
+
+    def wait_log(self, pattern, timeout=20):
+        """The match of the regular expression pattern in the log, or None
+        after timeout."""
+        rx = re.compile(pattern, re.M)
+        return wait_for(lambda: rx.search(self.log()), timeout)
+
+
+class Exim(PeerMTA):
+    """Exim 4 (Debian's exim4-daemon-light) as a daemon in the foreground
+    (-bdf) on 127.0.0.1:port with a configuration in its temporary
+    directory (-C): its spool, log and pid file there. A backend delivers
+    users@domain to Maildirs as nobody (deliver_drop_privilege: an
+    alternate configuration costs Exim its root privilege) and refuses
+    other recipients; a client (relay_port) takes any recipient from
+    loopback and sends everything to 127.0.0.1:relay_port with STARTTLS
+    required (hosts_require_tls) and the server's certificate verified
+    against ca. Exim 4.96 offers neither XCLIENT nor XFORWARD."""
+
+    name = "exim"
+    system_users = (("Debian-exim", 64990),)
+
+    def write_config(self):
+        nobody = pwd.getpwnam(UNPRIV_USER)
+        for d in ("spool", "log"):
+            os.makedirs(self.path(d))
+            os.chown(self.path(d), nobody.pw_uid, nobody.pw_gid)
+        conf = [
+            "exim_path = " + EXIM_BIN,
+            "keep_environment =",
+            "exim_user = " + UNPRIV_USER,
+            "exim_group = " + grp.getgrgid(nobody.pw_gid).gr_name,
+            "deliver_drop_privilege = true",
+            "primary_hostname = " + self.hostname,
+            "spool_directory = " + self.path("spool"),
+            "log_file_path = " + self.path("log", "%slog"),
+            "pid_file_path = " + self.path("exim.pid"),
+            "local_interfaces = <; 127.0.0.1",
+            "daemon_smtp_ports = %d" % self.port,
+            # no DNS, no ident: loopback only, every wait bounded
+            "host_lookup =",
+            "rfc1413_hosts =",
+            "tls_advertise_hosts =",
+            "domainlist local_domains = " + self.domain,
+            "hostlist relay_from_hosts = <; 127.0.0.0/8",
+            "acl_smtp_rcpt = acl_check_rcpt",
+            "log_selector = +received_recipients +tls_cipher +tls_peerdn",
+            "",
+            "begin acl",
+            "acl_check_rcpt:",
+        ]
+        if self.relay_port:
+            conf += ["  accept hosts = +relay_from_hosts",
+                     "  deny message = relay not permitted",
+                     "",
+                     "begin routers",
+                     "to_portcullis:",
+                     "  driver = manualroute",
+                     "  route_list = * 127.0.0.1",
+                     # the proxy is on this host: send, do not defer
+                     "  self = send",
+                     "  transport = portcullis_tls",
+                     "",
+                     "begin transports",
+                     "portcullis_tls:",
+                     "  driver = smtp",
+                     "  port = %d" % self.relay_port,
+                     "  allow_localhost",
+                     "  helo_data = " + self.hostname,
+                     "  hosts_require_tls = *",
+                     "  tls_verify_hosts = *",
+                     "  tls_verify_certificates = " + self.ca,
+                     "",
+                     "begin retry",
+                     "*  *  F,1h,10m"]
+        else:
+            conf += ["  accept domains = +local_domains",
+                     "         local_parts = " + " : ".join(self.users),
+                     "  deny message = relay not permitted",
+                     "",
+                     "begin routers",
+                     "local_maildir:",
+                     "  driver = accept",
+                     "  domains = +local_domains",
+                     "  local_parts = " + " : ".join(self.users),
+                     "  transport = maildir",
+                     "",
+                     "begin transports",
+                     "maildir:",
+                     "  driver = appendfile",
+                     # $local_part_data: the list's entry, not the tainted
+                     # address
+                     "  directory = %s/${local_part_data}" % self.path("mail"),
+                     "  maildir_format",
+                     "  create_directory"]
+        with open(self.path("exim.conf"), "w") as f:
+            f.write("\n".join(conf) + "\n")
+
+    def command(self):
+        return [EXIM_BIN, "-C", self.path("exim.conf"), "-bdf",
+                "-oX", str(self.port), "-oP", self.path("exim.pid")]
+
+    def log(self):
+        try:
+            return read_bytes(self.path("log", "mainlog")).decode(
+                "utf-8", "replace")
+        except (OSError, TypeError):
+            return ""
+
+
+class OpenSMTPD(PeerMTA):
+    """OpenSMTPD (Debian's opensmtpd) in the foreground (-d) on
+    127.0.0.1:port. Its spool, chroot and control socket are under /var
+    and its delivery agents under /usr/libexec, compiled in: both are
+    bound to directories of its own. A backend delivers users@domain to
+    Maildirs as nobody (a virtual table) and refuses other recipients
+    (550 Invalid recipient); a client relays all mail to
+    smtp+tls://127.0.0.1:relay_port (STARTTLS required) with the server
+    certificate verified against ca (bound over the system's CA bundle).
+    OpenSMTPD offers neither XCLIENT nor XFORWARD."""
+
+    name = "opensmtpd"
+    system_users = (("opensmtpd", 64991), ("opensmtpq", 64992))
+    bind_dirs = (("var", "/var"), ("libexec", "/usr/libexec"))
+
+    def write_config(self):
+        for d in ("var/spool", "var/lib/opensmtpd/empty", "var/run",
+                  "libexec", "etc"):
+            os.makedirs(self.path(d))
+        os.symlink(os.path.join(PEERS_ROOT, "usr", "libexec", "opensmtpd"),
+                   self.path("libexec", "opensmtpd"))
+        conf = []
+        if self.relay_port:
+            # the bundle OpenSMTPD verifies against holds only the test CA
+            shutil.copy(self.ca, self.path("etc", "ca.pem"))
+            self.bind_dirs = self.bind_dirs + (
+                ("etc/ca.pem", "/etc/ssl/certs/ca-certificates.crt"),)
+            conf += ["listen on 127.0.0.1 port %d hostname %s"
+                     % (self.port, self.hostname),
+                     'action "portcullis" relay host smtp+tls://127.0.0.1:%d '
+                     'helo %s' % (self.relay_port, self.hostname),
+                     'match from src 127.0.0.0/8 for any action "portcullis"']
+        else:
+            with open(self.path("etc", "vusers"), "w") as f:
+                for u in self.users:
+                    f.write("%s@%s %s\n" % (u, self.domain, UNPRIV_USER))
+            conf += ["table vusers file:" + self.path("etc", "vusers"),
+                     "listen on 127.0.0.1 port %d hostname %s"
+                     % (self.port, self.hostname),
+                     'action "deliver" maildir "%s/%%{rcpt.user}" '
+                     'virtual <vusers>' % self.path("mail"),
+                     'match from any for domain "%s" action "deliver"'
+                     % self.domain]
+        with open(self.path("etc", "smtpd.conf"), "w") as f:
+            f.write("\n".join(conf) + "\n")
+
+    def command(self):
+        return [OPENSMTPD_BIN, "-d", "-f", self.path("etc", "smtpd.conf")]
+
+    def log(self):
+        # -d logs to standard error
+        return self.output()
 
 
 # ---------------------------------------------------------------------------
