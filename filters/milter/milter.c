@@ -55,8 +55,11 @@
  *
  * Failures. A milter that cannot be reached, does not answer in time,
  * closes the connection, sends a malformed or oversized packet (over
- * 1 MiB), a reply that does not belong at that point, or a change it did
- * not negotiate: the hook returns PC_FAILED, so the section's on_error
+ * 1 MiB), a reply that does not belong at that point, or a change this
+ * filter does not offer (recipients, sender, body, quarantine; a milter
+ * that asks for them in the negotiation, as rspamd does whatever it is
+ * offered, is held to what was offered and fails only when it makes
+ * one): the hook returns PC_FAILED, so the section's on_error
  * decides, the record says why ("error"), and the milter is not called
  * again in that session (every later hook of it fails the same way).
  *
@@ -689,11 +692,14 @@ static const char *milter_open(pc_ctx *ctx, struct milter_session *ms)
 		return "the milter answered the negotiation with something else";
 	if (r.version < 2 || r.version > MILTER_PROTO_VERSION)
 		return "the milter speaks a protocol version other than 2 to 6";
-	if (r.actions & ~(uint32_t)MILTER_ACTIONS)
-		return "the milter wants to make changes this filter does not offer";
 	if (r.protocol & ~(uint32_t)MILTER_PROTOCOL)
 		return "the milter asks for protocol steps this filter does not offer";
-	ms->actions = r.actions;
+	/*
+	 * rspamd answers with every action it knows whatever it was offered:
+	 * it gets what was offered, and fails only when it makes a change
+	 * outside that.
+	 */
+	ms->actions = r.actions & (uint32_t)MILTER_ACTIONS;
 	ms->protocol = r.protocol;
 	for (int s = 0; s < MILTER_STAGES; s++)
 		if (r.macros[s] && (ms->macros[s] = strdup(r.macros[s])) == NULL)
@@ -1081,7 +1087,7 @@ static enum pc_status milter_data(pc_ctx *ctx)
 			    r.cmd == SMFIR_DELRCPT || r.cmd == SMFIR_ADDRCPT_PAR ||
 			    r.cmd == SMFIR_CHGFROM || r.cmd == SMFIR_REPLBODY ||
 			    r.cmd == SMFIR_QUARANTINE))
-		why = "a change the milter did not negotiate";
+		why = "a change this filter does not offer";
 	if (why != NULL) {
 		st = milter_fail(ctx, ms, why);
 	} else {

@@ -165,6 +165,19 @@ def packet(cmd, data=b""):
 
 
 OPTNEG = packet(b"O", struct.pack(">III", 6, 0, 0))
+# SMFIP_NR_*: no reply to any event before the end of the message
+NR_ALL = 0x80 | 0x1000 | 0x2000 | 0x4000 | 0x8000 | 0x10000 | 0x20000 | \
+    0x40000 | 0x80000
+
+
+def recv_exactly(conn, n):
+    data = b""
+    while len(data) < n:
+        got = conn.recv(n - len(data))
+        if not got:
+            raise OSError("closed")
+        data += got
+    return data
 
 
 class MilterFilterTest(ProxyTestCase):
@@ -450,8 +463,6 @@ class TestFailures(MilterFilterTest):
              "a negotiation shorter than its 12 bytes"),
             (lambda s: s.sendall(packet(b"c")),
              "the milter answered the negotiation with something else"),
-            (lambda s: s.sendall(packet(b"O", struct.pack(">III", 6, 0x2, 0))),
-             "the milter wants to make changes this filter does not offer"),
             (lambda s: s.sendall(packet(b"O", struct.pack(">III", 9, 0, 0))),
              "the milter speaks a protocol version other than 2 to 6"),
             (lambda s: s.sendall(b"\0\0"),
@@ -464,6 +475,27 @@ class TestFailures(MilterFilterTest):
         for answer, why in cases:
             with self.subTest(why=why):
                 self.check_refused_with(answer, why)
+
+    def test_milter_asking_for_every_action_fails_only_at_a_body_change(self):
+        # As rspamd: every action asked for whatever was offered, no reply
+        # before the end of the message; then a body replacement
+        def answer(s):
+            s.sendall(packet(b"O", struct.pack(">III", 6, 0x1ff, NR_ALL)))
+            while True:
+                head = recv_exactly(s, 4)
+                cmd = recv_exactly(s, struct.unpack(">I", head)[0])[:1]
+                if cmd == b"E":
+                    s.sendall(packet(b"b", b"new body\r\n") + packet(b"c"))
+                    return
+        f, p = self.fake(answer)
+        c = self.session(p)
+        r = self.send(c, ALICE, [BOB], make_message("replaced"))
+        self.assertReply(r["end"], 451, "4.3.0")
+        self.assertEqual(self.cap.messages(), [])
+        rec = p.wait_transaction()[0]
+        errs = [e["results"]["error"] for e in self.milter_results(rec)
+                if "error" in e.get("results", {})]
+        self.assertEqual(errs, ["a change this filter does not offer"])
 
     def test_silent_milter_times_out(self):
         f, p = self.fake(lambda s: time.sleep(4), connect_timeout="1s")
