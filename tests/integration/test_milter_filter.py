@@ -26,6 +26,7 @@ from harness import (DOMAIN, PROJECT, ProxyTestCase, make_message,
                      make_tempdir, remove_tree, wait_for, filter_entries,
                      header_fields)
 import harness  # noqa: E402
+import rspamd_helper  # noqa: E402
 
 
 def setUpModule():
@@ -635,6 +636,92 @@ class TestOpenDKIM(MilterFilterTest):
     def test_opendkim_fails_a_changed_message(self):
         self.assertIn(b"dkim=fail", self.verify(tamper=True))
 
+
+class TestRspamd(MilterFilterTest):
+    """The filter in front of Debian's rspamd, its proxy worker in milter
+    mode scanning the message itself (tests/integration/rspamd_helper.py
+    says what its configuration does): one rspamd for the class, a new
+    Portcullis for each test."""
+
+    rspamd = None
+
+    @classmethod
+    def setUpClass(cls):
+        # starting rspamd takes seconds: once for the class
+        cls.rspamd = rspamd_helper.Rspamd()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.rspamd:
+            cls.rspamd.stop()
+
+    def setUp(self):
+        super().setUp()
+        # rspamd's own timeouts are longer than the filter's defaults on
+        # a busy machine: the filter waits for the scan, within the
+        # section's deadline
+        self.p = self.proxy(self.rspamd.spec, timeout="25",
+                            content_timeout="20s")
+
+    def send_one(self, subject, body=None):
+        c = self.session(self.p)
+        return self.send(c, ALICE, [BOB], make_message(subject, body=body))
+
+    def rspamd_fields(self, got):
+        """{name: value} of the delivered header (values unfolded)"""
+        fields = {n: v.split(b":", 1)[1].strip()
+                  for n, v in header_fields(got)}
+        self.assertIn(b"x-spamd-result", fields,
+                      "no X-Spamd-Result: %r\n%s" % (got, self.rspamd.tail()))
+        return fields
+
+    def test_gtube_refused_with_rspamds_reply(self):
+        body = ("This is the GTUBE test string:\r\n%s\r\n"
+                % rspamd_helper.GTUBE).encode()
+        r = self.send_one("gtube", body)
+        # rspamd's reject action at the end of the message: its reply
+        # code, with the reason of the GTUBE pre-result as the text
+        self.assertReply(r["end"], 554, "5.7.1")
+        self.assertEqual(r["end"].lines, ["554 5.7.1 Gtube pattern"])
+        self.assertEqual(self.cap.messages(), [])
+        rec = self.p.wait_transaction(action="rejected")[0]
+        res = self.milter_results(rec)[-1]
+        self.assertEqual(res["results"]["milter"], "replycode")
+        self.assertEqual(res["verdict"], "reject")
+
+    def test_tagged_message_delivered_with_rspamds_headers(self):
+        msg_body = b"Tag this one, please.\r\n"
+        r = self.send_one("this one: " + rspamd_helper.TAG_SUBJECT, msg_body)
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        fields = self.rspamd_fields(got)
+        # the add_header action: rspamd's spam_header, and milter_headers'
+        self.assertEqual(fields.get(b"x-spam"), b"Yes", got)
+        self.assertEqual(fields[b"x-spam-status"], b"Yes, score=8.00")
+        self.assertRegex(fields[b"x-spamd-result"],
+                         rb"^default: False \[8\.00 / 15\.00\];"
+                         rb"\s+PORTCULLIS_TAG_ME\(8\.00\)\[\]$")
+        self.assertTrue(got.endswith(b"\r\n\r\n" + msg_body), got)
+        rec = self.p.wait_transaction(action="accepted")[0]
+        res = self.milter_results(rec)[-1]["results"]
+        self.assertEqual(res["milter"], "accept")
+        self.assertEqual(res["changes"], 3)
+
+    def test_clean_message_delivered_untagged(self):
+        msg_body = b"Nothing to see here.\r\n"
+        r = self.send_one("a clean message", msg_body)
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        fields = self.rspamd_fields(got)
+        self.assertNotIn(b"x-spam", fields)
+        self.assertEqual(fields[b"x-spam-status"], b"No, score=0.00")
+        self.assertEqual(fields[b"x-spamd-result"],
+                         b"default: False [0.00 / 15.00]")
+        self.assertTrue(got.endswith(b"\r\n\r\n" + msg_body), got)
+        rec = self.p.wait_transaction(action="accepted")[0]
+        res = self.milter_results(rec)[-1]["results"]
+        self.assertEqual(res["milter"], "accept")
+        self.assertEqual(res["changes"], 2)
 
 class TestConfig(MilterFilterTest):
 
