@@ -564,7 +564,7 @@ class TestTCP(MilterFilterTest):
         self.assertTrue(all(b"\r\nX-Signed: yes\r\n" in m for m in got))
         # the median message: a few ms of work here, 40 ms more with a
         # delayed ACK
-        self.assertLess(sorted(times)[3], 0.03, times)
+        self.assertLess(sorted(times)[3], 0.035, times)
 
 
 def openssl(*args, data=None):
