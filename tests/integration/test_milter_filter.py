@@ -780,6 +780,20 @@ class TestRspamd(MilterFilterTest):
         self.assertEqual(res["milter"], "accept")
         self.assertEqual(res["changes"], 2)
 
+    def test_events_without_replies_are_not_held_by_nagle(self):
+        # rspamd answers nothing before the end of the message: the
+        # events go out back to back over TCP, and each would wait for
+        # rspamd's delayed ACK (40 ms) with Nagle on the filter's socket
+        c = self.session(self.p)
+        times = []
+        for i in range(7):
+            t0 = time.monotonic()
+            r = self.send(c, ALICE, [BOB], make_message("quick %d" % i))
+            times.append(time.monotonic() - t0)
+            self.assertCode(r["end"], 250)
+        self.assertEqual(len(self.cap.wait_messages(7)), 7)
+        self.assertLess(sorted(times)[3], 0.035, times)
+
 class TestConfig(MilterFilterTest):
 
 
