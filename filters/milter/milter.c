@@ -55,8 +55,11 @@
  *
  * Failures. A milter that cannot be reached, does not answer in time,
  * closes the connection, sends a malformed or oversized packet (over
- * 1 MiB), a reply that does not belong at that point, or a change it did
- * not negotiate: the hook returns PC_FAILED, so the section's on_error
+ * 1 MiB), a reply that does not belong at that point, or a change this
+ * filter does not offer (recipients, sender, body, quarantine; a milter
+ * that asks for them in the negotiation, as rspamd does whatever it is
+ * offered, is held to what was offered and fails only when it makes
+ * one): the hook returns PC_FAILED, so the section's on_error
  * decides, the record says why ("error"), and the milter is not called
  * again in that session (every later hook of it fails the same way).
  *
@@ -73,6 +76,8 @@
  */
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -159,6 +164,7 @@ enum milter_state {
 struct milter_session {
 	enum milter_state state;
 	int fd;
+	bool tcp;	   /* inet or inet6: the TCP options below apply */
 	uint32_t protocol; /* the steps the milter negotiated (SMFIP_*) */
 	uint32_t actions;  /* the changes it may make (SMFIF_*) */
 	char *macros[MILTER_STAGES]; /* its own lists, NULL: the section's */
@@ -463,6 +469,21 @@ static const char *milter_read(struct milter_session *ms, long long deadline,
 		}
 		n = recv(ms->fd, ms->in + ms->inlen, ms->incap - ms->inlen, MSG_DONTWAIT);
 		if (n > 0) {
+			int one = 1;
+
+			/*
+			 * A libmilter milter writes each change and the final
+			 * reply apart, and its Nagle holds the reply until the
+			 * change is acknowledged; acknowledge now rather than
+			 * after the delayed ACK's 40 ms (Linux clears the flag,
+			 * so again after every read).
+			 */
+#ifdef TCP_QUICKACK
+			if (ms->tcp)
+				(void)setsockopt(ms->fd, IPPROTO_TCP, TCP_QUICKACK, &one, sizeof(one));
+#else
+			(void)one;
+#endif
 			ms->inlen += (size_t)n;
 			continue;
 		}
@@ -657,6 +678,14 @@ static const char *milter_connect_socket(struct milter_instance *mi, struct milt
 	ms->fd = socket(mi->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (ms->fd < 0)
 		return "cannot make a socket for the milter";
+	if (mi->addr.ss_family != AF_UNIX) {
+		int one = 1;
+
+		/* Events the milter does not answer go out back to back: Nagle
+		 * would hold each until the milter's delayed ACK (40 ms). */
+		ms->tcp = true;
+		(void)setsockopt(ms->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	if (connect(ms->fd, (struct sockaddr *)&mi->addr, mi->addrlen) == 0)
 		return NULL;
 	if (errno != EINPROGRESS)
@@ -689,11 +718,14 @@ static const char *milter_open(pc_ctx *ctx, struct milter_session *ms)
 		return "the milter answered the negotiation with something else";
 	if (r.version < 2 || r.version > MILTER_PROTO_VERSION)
 		return "the milter speaks a protocol version other than 2 to 6";
-	if (r.actions & ~(uint32_t)MILTER_ACTIONS)
-		return "the milter wants to make changes this filter does not offer";
 	if (r.protocol & ~(uint32_t)MILTER_PROTOCOL)
 		return "the milter asks for protocol steps this filter does not offer";
-	ms->actions = r.actions;
+	/*
+	 * rspamd answers with every action it knows whatever it was offered:
+	 * it gets what was offered, and fails only when it makes a change
+	 * outside that.
+	 */
+	ms->actions = r.actions & (uint32_t)MILTER_ACTIONS;
 	ms->protocol = r.protocol;
 	for (int s = 0; s < MILTER_STAGES; s++)
 		if (r.macros[s] && (ms->macros[s] = strdup(r.macros[s])) == NULL)
@@ -1081,7 +1113,7 @@ static enum pc_status milter_data(pc_ctx *ctx)
 			    r.cmd == SMFIR_DELRCPT || r.cmd == SMFIR_ADDRCPT_PAR ||
 			    r.cmd == SMFIR_CHGFROM || r.cmd == SMFIR_REPLBODY ||
 			    r.cmd == SMFIR_QUARANTINE))
-		why = "a change the milter did not negotiate";
+		why = "a change this filter does not offer";
 	if (why != NULL) {
 		st = milter_fail(ctx, ms, why);
 	} else {
