@@ -93,6 +93,7 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "workers", CONF_UINT, F(workers), 0, "0", false, 0, 256, NULL },
 	{ "portcullis", "user", CONF_STRING, F(user), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "spool_dir", CONF_STRING, F(spool_dir), 0, LOCALSTATEDIR "/spool/portcullis", false, 0, 0, NULL },
+	{ "portcullis", "quarantine_dir", CONF_STRING, F(quarantine_dir), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "spool_memory_limit", CONF_SIZE, F(spool_memory_limit), 0, "256k", false, 0, 1ULL << 30, NULL },
 	{ "portcullis", "message_size_limit", CONF_SIZE, F(message_size_limit), 0, "50m", false, 1024, 1ULL << 40, NULL },
 	{ "portcullis", "header_size_limit", CONF_SIZE, F(header_size_limit), 0, "102400", false, 1024, 1ULL << 20, NULL },
@@ -924,6 +925,9 @@ struct conf *conf_load(const char *path, FILE *errors)
 	}
 	if (!*conf->spool_dir || conf->spool_dir[0] != '/')
 		conf_error(&ld, 0, "portcullis", "spool_dir", "%s",
+			   "must be an absolute path");
+	if (*conf->quarantine_dir && conf->quarantine_dir[0] != '/')
+		conf_error(&ld, 0, "portcullis", "quarantine_dir", "%s",
 			   "must be an absolute path");
 	if (ld.nerrors) {
 		conf_free(conf);
