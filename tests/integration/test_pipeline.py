@@ -878,6 +878,24 @@ class TestEnvelopeChanges(PipelineTest):
         self.assertTrue(kept.endswith(b"\r\n\r\nkept\r\n"), kept)
         self.assertNothingDelivered(cap)
 
+    def test_new_envelope_waits_for_a_keepalive_noop_in_flight(self):
+        # keepalive NOOPs every second while the filter sleeps, each
+        # answered 0.8 s late: the new MAIL comes while one is in flight
+        def slow_noop(sess, line):
+            if line == b"NOOP":
+                time.sleep(0.8)
+            return None
+        px, cap = self.proxy(
+            ("a", dict(set_sender="new@" + DOMAIN, sleep=1.5, module=PROBE)),
+            cap=self.start_capture(hook=slow_noop), backend_keepalive=1)
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertDelivered(cap)
+        cmds = self.backend_commands(cap)
+        self.assertEqual(cmds[-3:], ["MAIL FROM:<new@%s>" % DOMAIN,
+                                     "RCPT TO:<%s>" % BOB, "DATA"], cmds)
+        self.assertIn(b"NOOP", cap.commands())
+
     def test_quarantine_without_a_directory_is_refused(self):
         px, cap = self.proxy(("a", dict(quarantine="held")))
         out = self.converse(px.port)
