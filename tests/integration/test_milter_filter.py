@@ -554,6 +554,16 @@ class TestQuarantine(MilterFilterTest):
         self.assertCode(self.send(c, ALICE, [BOB], make_message("next"))["end"], 250)
         self.assertEqual(len(self.cap.wait_messages(1)), 1)
 
+    def test_relative_quarantine_dir_is_refused_with_file_line_and_key(self):
+        p = harness.Portcullis(backend_port=self.cap.port)
+        self.addCleanup(p.stop)
+        text = ("[portcullis]\nlisten = 127.0.0.1:1\nhostname = mx.example.test\n"
+                "quarantine_dir = quarantine\n")
+        r = p.check_config(text)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"check.conf:4: [portcullis] quarantine_dir: must be an absolute path",
+                      r.stderr)
+
     def test_quarantine_without_a_directory_fails_the_filter(self):
         m = self.start_milter()
         p = self.proxy(m.spec)
