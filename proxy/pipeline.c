@@ -923,7 +923,7 @@ static char *job_quarantine(struct pipeline *p, const struct pipeline_env *env,
 	return name;
 }
 
-/* json_strings - an array of the addresses of some recipients */
+/* json_rcpts - an array of the view's recipients (the added ones only, or all) */
 static json_t *json_rcpts(const struct view *v, bool added_only)
 {
 	json_t *a = json_array();

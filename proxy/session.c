@@ -2417,7 +2417,13 @@ static bool session_data_kept(struct session *s)
 	const struct pipeline_envelope *e = s->tx->envelope;
 	char reason[700];
 
-	if (e && e->quarantine_file) {
+	if (e && e->quarantine && !e->quarantine_file) {
+		/* The pipeline writes the file before its outcome: never deliver instead. */
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 451, "4.3.0", "Error: the message could not be "
+							     "quarantined, try again later"),
+			       NULL, "quarantine without its file");
+	} else if (e && e->quarantine) {
 		snprintf(reason, sizeof(reason), "quarantined by a filter: %s", e->quarantine);
 		session_log_tx(s, "quarantined", session_send(s, REPLY_OK), NULL, reason);
 	} else if (e && e->rcpts_changed && e->nrcpts == 0) {

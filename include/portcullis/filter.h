@@ -396,7 +396,8 @@ ssize_t pc_body_read(pc_ctx *ctx, unsigned long long offset, void *buf, size_t l
 
 /*
  * pc_set_sender - a new MAIL FROM address; params NULL keeps the
- * client's parameters, a string (maybe "") replaces them
+ * parameters as they are (the client's, unless an earlier filter changed
+ * them), a string (maybe "") replaces them
  */
 int pc_set_sender(pc_ctx *ctx, const char *addr, const char *params);
 
