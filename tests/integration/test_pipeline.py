@@ -852,7 +852,9 @@ class TestEnvelopeChanges(PipelineTest):
         out = self.converse(px.port)
         self.assertRefusedAt(out, "data", 550, "5.7.1")
         self.assertNothingDelivered(cap)
-        self.assertNotIn("RSET", self.backend_commands(cap))
+        # no new envelope (an RSET may follow: the relay parks the connection)
+        self.assertEqual([c for c in self.backend_commands(cap) if c != "RSET"],
+                         ["MAIL FROM:<%s>" % ALICE, "RCPT TO:<%s>" % BOB])
         self.assertNotIn("changes", self.record(px, out["port"], type="transaction"))
 
     def test_changes_before_the_last_filter_late_survive_on_error_accept(self):
