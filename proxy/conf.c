@@ -59,7 +59,7 @@ struct conf_param {
 	size_t count_offset; /* CONF_ADDRS: of the size_t count */
 	const char *def;     /* NULL: no default (required or optional) */
 	bool required;
-	unsigned long long min, max;
+	unsigned long long min, max; /* CONF_STRING: min 1 is an absolute path, or "" */
 	const char *const *names; /* CONF_ENUM, NULL-terminated */
 };
 
@@ -95,6 +95,7 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "workers", CONF_UINT, F(workers), 0, "0", false, 0, 256, NULL },
 	{ "portcullis", "user", CONF_STRING, F(user), 0, "", false, 0, 0, NULL },
 	{ "portcullis", "spool_dir", CONF_STRING, F(spool_dir), 0, LOCALSTATEDIR "/spool/portcullis", false, 0, 0, NULL },
+	{ "portcullis", "quarantine_dir", CONF_STRING, F(quarantine_dir), 0, "", false, 1, 0, NULL },
 	{ "portcullis", "spool_memory_limit", CONF_SIZE, F(spool_memory_limit), 0, "256k", false, 0, 1ULL << 30, NULL },
 	{ "portcullis", "message_size_limit", CONF_SIZE, F(message_size_limit), 0, "50m", false, 1024, 1ULL << 40, NULL },
 	{ "portcullis", "header_size_limit", CONF_SIZE, F(header_size_limit), 0, "102400", false, 1024, 1ULL << 20, NULL },
@@ -408,6 +409,8 @@ static const char *conf_set(void *base, const struct conf_param *p,
 	switch (p->type) {
 	case CONF_STRING: {
 		char **s = (char **)field;
+		if (p->min == 1 && *value && *value != '/')
+			return "must be an absolute path";
 		free(*s);
 		*s = strdup(value);
 		return NULL;

@@ -140,6 +140,7 @@ struct conf {
 	unsigned workers;
 	char *user;
 	char *spool_dir;
+	char *quarantine_dir; /* "" without: pc_quarantine() is refused */
 	unsigned long long spool_memory_limit;
 	unsigned long long message_size_limit;
 	unsigned long long header_size_limit; /* the header block, bytes */

@@ -107,7 +107,7 @@ static int master_listen(const struct conf *conf)
 	return 0;
 }
 
-/* master_prepare - spool directory and decision log, owned by the user */
+/* master_prepare - spool and quarantine directories and decision log, owned by the user */
 static int master_prepare(const struct conf *conf, const struct passwd *pw)
 {
 	if (mkdir(conf->spool_dir, 0700) < 0 && errno != EEXIST) {
@@ -117,6 +117,14 @@ static int master_prepare(const struct conf *conf, const struct passwd *pw)
 	if (chmod(conf->spool_dir, 0700) < 0 ||
 	    (pw && chown(conf->spool_dir, pw->pw_uid, pw->pw_gid) < 0)) {
 		log_error("spool_dir %s: %s", conf->spool_dir, strerror(errno));
+		return -1;
+	}
+	/* Quarantined messages wait there for a person: private too. */
+	if (*conf->quarantine_dir &&
+	    ((mkdir(conf->quarantine_dir, 0700) < 0 && errno != EEXIST) ||
+	     chmod(conf->quarantine_dir, 0700) < 0 ||
+	     (pw && chown(conf->quarantine_dir, pw->pw_uid, pw->pw_gid) < 0))) {
+		log_error("quarantine_dir %s: %s", conf->quarantine_dir, strerror(errno));
 		return -1;
 	}
 	if (conf->decisions[0] == '/') {

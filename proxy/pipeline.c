@@ -42,6 +42,7 @@
 #include "log.h"
 #include "message.h"
 #include "pipeline.h"
+#include "quarantine.h"
 #include "record.h"
 #include "pool.h"
 
@@ -67,16 +68,47 @@ struct snap {
 	char **rcpts;
 };
 
-/* One header change, kept to replay on a fresh parse. */
-/* OP_STRIP: remove every name field whose authserv-id is value. */
-enum op_kind { OP_ADD, OP_INSERT, OP_CHANGE, OP_STRIP };
+/*
+ * One change of the message, kept to replay on a fresh parse. The header
+ * changes come first; OP_STRIP removes every name field whose
+ * authserv-id is value. The others change the envelope view (name: the
+ * address, value: its parameters or the reason) or the body.
+ */
+enum op_kind {
+	OP_ADD, OP_INSERT, OP_CHANGE, OP_STRIP,
+	OP_SENDER, OP_RCPT_ADD, OP_RCPT_DEL, OP_BODY, OP_QUARANTINE,
+};
 
 struct op {
 	struct op *next;
 	enum op_kind kind;
 	char *name;
 	size_t n;
-	char *value; /* NULL: remove */
+	char *value; /* NULL: remove (OP_CHANGE), keep the parameters (OP_SENDER) */
+	struct spool *body; /* OP_BODY: the new body, one reference */
+};
+
+/* One recipient of the envelope as the data stage's filters see it. */
+struct view_rcpt {
+	char *addr;
+	char *params; /* NULL: the client's own (index), else an added one's */
+	size_t index;
+};
+
+/*
+ * The envelope and body at one point of the data stage's chain: the
+ * snapshot's, with the envelope changes of the filters so far applied
+ */
+struct view {
+	bool ready;
+	char *sender;	      /* NULL: the snapshot's */
+	char *sender_params;  /* NULL: the snapshot's parameters */
+	struct smtp_path *sender_path; /* sender_params parsed, for pc_mail_param() */
+	struct view_rcpt *rcpts;
+	size_t nrcpts, cap;
+	bool rcpts_changed;
+	struct spool *body; /* the replaced body (its op's), or NULL */
+	char *quarantine;   /* the reason, or NULL */
 };
 
 /* What the filters of a session keep and decided, by filter index. */
@@ -123,8 +155,11 @@ struct pipeline_job {
 	bool headers_ok;
 	struct op *ops, *ops_tail;
 	size_t nops;
+	struct view view;
 	char *rendered;
 	size_t rendered_len;
+	char *quarantine_file; /* written at the end of an accepted data stage */
+	char reason_buf[256];  /* a reason made up here (reason points to it) */
 
 	/* Shared between the thread and the loop, under lock. */
 	pthread_mutex_t lock;
@@ -151,6 +186,7 @@ struct pc_ctx {
 	bool reply_set;
 	int reply_code;
 	char reply[PIPELINE_REPLY_MAX];
+	struct spool *body; /* pc_body_replace(): the new body so far */
 };
 
 static void job_submit(struct pipeline_job *job);
@@ -249,6 +285,7 @@ static void ops_free(struct op *op)
 		struct op *next = op->next;
 		free(op->name);
 		free(op->value);
+		spool_free(op->body);
 		free(op);
 		op = next;
 	}
@@ -271,6 +308,7 @@ static struct op *ops_prefix(const struct op *op, size_t count)
 		copy->n = op->n;
 		copy->name = strdup(op->name);
 		copy->value = op->value ? strdup(op->value) : NULL;
+		copy->body = op->body ? spool_ref(op->body) : NULL;
 		*tail = copy;
 		tail = &copy->next;
 		if (n + 1 < count)
@@ -328,9 +366,176 @@ static int op_apply(struct message_headers *h, const struct op *op)
 	case OP_STRIP:
 		message_header_remove_if(h, op->name, authres_claims, op->value);
 		return 0;
+	default:
+		return 0; /* not a header change */
 	}
-	return -1;
 }
+
+/* view_init - the envelope as the client gave it */
+static int view_init(struct view *v, const struct pipeline_env *env)
+{
+	memset(v, 0, sizeof(*v));
+	v->cap = env->nrcpts ? env->nrcpts : 1;
+	if (!(v->rcpts = calloc(v->cap, sizeof(*v->rcpts))))
+		return -1;
+	for (size_t i = 0; i < env->nrcpts; i++) {
+		v->rcpts[i].addr = strdup(env->rcpts[i]);
+		v->rcpts[i].index = i;
+		v->nrcpts++;
+		if (!v->rcpts[i].addr)
+			return -1;
+	}
+	v->ready = true;
+	return 0;
+}
+
+/* view_free - release a view */
+static void view_free(struct view *v)
+{
+	free(v->sender);
+	free(v->sender_params);
+	if (v->sender_path) {
+		smtp_path_free(v->sender_path);
+		free(v->sender_path);
+	}
+	for (size_t i = 0; i < v->nrcpts; i++) {
+		free(v->rcpts[i].addr);
+		free(v->rcpts[i].params);
+	}
+	free(v->rcpts);
+	free(v->quarantine);
+	memset(v, 0, sizeof(*v));
+}
+
+/*
+ * path_parse - "FROM:<addr> params" or "TO:..." checked as the client's
+ * own command is; a new smtp_path, or NULL
+ */
+static struct smtp_path *path_parse(bool rcpt, const char *addr, const char *params)
+{
+	struct smtp_path *path = calloc(1, sizeof(*path));
+	struct smtp_error err;
+	char *arg = NULL;
+	int n;
+
+	if (!path)
+		return NULL;
+	n = asprintf(&arg, "%s<%s>%s%s", rcpt ? "TO:" : "FROM:", addr,
+		     params && *params ? " " : "", params ? params : "");
+	if (n < 0 || smtp_path_parse(arg, (size_t)n, rcpt, path, &err) < 0) {
+		free(arg);
+		free(path);
+		return NULL;
+	}
+	free(arg);
+	return path;
+}
+
+/* path_params - the parameters of a parsed path as one string, "" for none */
+static char *path_params(const struct smtp_path *path)
+{
+	size_t len = 1;
+	char *out, *o;
+
+	for (size_t i = 0; i < path->nparams; i++)
+		len += strlen(path->params[i].keyword) + 2 +
+		       (path->params[i].value ? strlen(path->params[i].value) : 0);
+	if (!(o = out = malloc(len)))
+		return NULL;
+	*o = 0;
+	for (size_t i = 0; i < path->nparams; i++)
+		o += sprintf(o, "%s%s%s%s", i ? " " : "", path->params[i].keyword,
+			     path->params[i].value ? "=" : "",
+			     path->params[i].value ? path->params[i].value : "");
+	return out;
+}
+
+/* view_apply - apply one envelope or body change; 0, or -1 when it cannot be */
+static int view_apply(struct view *v, const struct op *op)
+{
+	switch (op->kind) {
+	case OP_SENDER: {
+		char *sender = strdup(op->name);
+		if (!sender)
+			return -1;
+		if (op->value) {
+			char *params = strdup(op->value);
+			struct smtp_path *path = path_parse(false, op->name, op->value);
+			if (!params || !path) {
+				free(sender);
+				free(params);
+				free(path);
+				return -1;
+			}
+			free(v->sender_params);
+			v->sender_params = params;
+			if (v->sender_path) {
+				smtp_path_free(v->sender_path);
+				free(v->sender_path);
+			}
+			v->sender_path = path;
+		}
+		free(v->sender);
+		v->sender = sender;
+		return 0;
+	}
+	case OP_RCPT_ADD:
+		if (v->nrcpts == v->cap) {
+			struct view_rcpt *r = realloc(v->rcpts, 2 * v->cap * sizeof(*r));
+			if (!r)
+				return -1;
+			v->rcpts = r;
+			v->cap *= 2;
+		}
+		v->rcpts[v->nrcpts] = (struct view_rcpt){ strdup(op->name),
+							   strdup(op->value ? op->value : ""), SIZE_MAX };
+		if (!v->rcpts[v->nrcpts].addr || !v->rcpts[v->nrcpts].params) {
+			free(v->rcpts[v->nrcpts].addr);
+			free(v->rcpts[v->nrcpts].params);
+			return -1;
+		}
+		v->nrcpts++;
+		v->rcpts_changed = true;
+		return 0;
+	case OP_RCPT_DEL: {
+		size_t kept = 0, before = v->nrcpts;
+		for (size_t i = 0; i < v->nrcpts; i++) {
+			if (strcasecmp(v->rcpts[i].addr, op->name) == 0) {
+				free(v->rcpts[i].addr);
+				free(v->rcpts[i].params);
+			} else {
+				v->rcpts[kept++] = v->rcpts[i];
+			}
+		}
+		v->nrcpts = kept;
+		if (kept == before)
+			return -1;
+		v->rcpts_changed = true;
+		return 0;
+	}
+	case OP_BODY:
+		v->body = op->body;
+		return 0;
+	case OP_QUARANTINE: {
+		char *reason = strdup(op->value);
+		if (!reason)
+			return -1;
+		free(v->quarantine);
+		v->quarantine = reason;
+		return 0;
+	}
+	default:
+		return 0; /* a header change */
+	}
+}
+
+/* view_changed - whether a view differs from the client's envelope and body */
+static bool view_changed(const struct view *v)
+{
+	return v->ready && (v->sender || v->rcpts_changed || v->body || v->quarantine);
+}
+
+static int job_add_op(struct pipeline_job *job, struct op *op);
 
 /* job_record - append a change to the job's log (thread) */
 static int job_record(struct pipeline_job *job, enum op_kind kind,
@@ -346,7 +551,13 @@ static int job_record(struct pipeline_job *job, enum op_kind kind,
 	}
 	op->kind = kind;
 	op->n = n;
-	if (op_apply(&job->headers, op) < 0) {
+	return job_add_op(job, op);
+}
+
+/* job_add_op - apply a change and append it to the job's log (thread); takes op */
+static int job_add_op(struct pipeline_job *job, struct op *op)
+{
+	if (op_apply(&job->headers, op) < 0 || view_apply(&job->view, op) < 0) {
 		ops_free(op);
 		return -1;
 	}
@@ -408,8 +619,10 @@ static void job_free(struct pipeline_job *job)
 	snap_unref(job->snap);
 	spool_free(job->spool);
 	message_headers_free(&job->headers);
+	view_free(&job->view);
 	ops_free(job->ops);
 	free(job->rendered);
+	free(job->quarantine_file);
 	json_decref(job->entries);
 	pthread_mutex_destroy(&job->lock);
 	free(job);
@@ -509,7 +722,7 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 {
 	const struct chain_filter *f = &job->p->chain->filters[i];
 	const struct pc_filter *d = f->desc;
-	struct pc_ctx ctx = { job, i, f, NULL, false, 0, "" };
+	struct pc_ctx ctx = { job, i, f, NULL, false, 0, "", NULL };
 	struct timespec t0 = now_ts();
 	enum pc_status st = PC_CONTINUE;
 	const char *error = NULL;
@@ -529,11 +742,13 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	if (st == PC_WOULDBLOCK && job->on_loop && job_decides(job)) {
 		/* It is called again on a thread: this call leaves nothing. */
 		json_decref(ctx.results);
+		spool_free(ctx.body);
 		*entry = NULL;
 		return st;
 	}
 	if (!job_decides(job)) {
 		json_decref(ctx.results);
+		spool_free(ctx.body);
 		*entry = NULL;
 		return PC_CONTINUE;
 	}
@@ -543,6 +758,32 @@ static enum pc_status job_call(struct pipeline_job *job, size_t i, json_t **entr
 	else if ((unsigned)st > PC_DISCARD ||
 		 (st == PC_DISCARD && (job->stage == CHAIN_CONNECT || job->stage == CHAIN_HELO)))
 		error = "invalid verdict";
+	if (ctx.body) {
+		/* The hook's return ends the new body; only a message that goes on needs it. */
+		struct op *op = NULL;
+		if (!error && (st == PC_CONTINUE || st == PC_ACCEPT)) {
+			if (spool_finish(ctx.body) < 0 || !(op = calloc(1, sizeof(*op))) ||
+			    !(op->name = strdup(""))) {
+				log_error("filter %s: session %s: the new body could not be spooled: %s",
+					  f->name, job->snap->env.session_id,
+					  strerror(spool_errno(ctx.body) ? spool_errno(ctx.body) : ENOMEM));
+				error = "the new body could not be spooled";
+				st = PC_FAILED;
+				free(op);
+				op = NULL;
+			}
+		}
+		if (op) {
+			op->kind = OP_BODY;
+			op->body = ctx.body;
+			ctx.body = NULL;
+			if (job_add_op(job, op) < 0) {
+				error = "out of memory";
+				st = PC_FAILED;
+			}
+		}
+		spool_free(ctx.body);
+	}
 	json_object_set_new(e, "verdict", record_cstring(status_name(st)));
 	json_object_set_new(e, "usec", json_integer(us));
 	if (ctx.results)
@@ -612,6 +853,170 @@ static const char *job_header_refused(struct pipeline_job *job, const char **rea
 				       reason);
 }
 
+#define PIPELINE_QUARANTINE_FAILED \
+	"451 4.3.0 Error: the message could not be quarantined, try again later"
+
+/*
+ * job_quarantine - write the message of an accepted data stage to its
+ * quarantine file: the file's name, or NULL with why in reason (the
+ * filter thread; on the loop only after a late last filter)
+ */
+static char *job_quarantine(struct pipeline *p, const struct pipeline_env *env,
+			    const struct view *v, const char *rendered, size_t rendered_len,
+			    unsigned long long header_end, struct spool *spool,
+			    char *reason, size_t cap)
+{
+	struct quarantine_msg m = {
+		.reason = v->quarantine,
+		.sender = v->sender ? v->sender : env->sender,
+		.nrcpts = v->nrcpts,
+		.content = v->body ? v->body : spool,
+	};
+	const char **rcpts = calloc(v->nrcpts + 1, sizeof(*rcpts));
+	const char **params = calloc(v->nrcpts + 1, sizeof(*params));
+	char *prefix = NULL, *name = NULL, *client_params = NULL;
+
+	if (!v->sender_params && env->nparams) {
+		/* The client's parameters, written as it sent them. */
+		struct smtp_path path = { .nparams = env->nparams };
+		for (size_t i = 0; i < env->nparams && i < SMTP_MAX_PARAMS; i++)
+			path.params[i] = env->params[i];
+		client_params = path_params(&path);
+	}
+	m.sender_params = v->sender_params ? v->sender_params : client_params;
+	if (rendered && v->body) {
+		/* The rendered header block, its blank line, the new body. */
+		if ((prefix = malloc(rendered_len + 2))) {
+			memcpy(prefix, rendered, rendered_len);
+			memcpy(prefix + rendered_len, "\r\n", 2);
+		}
+		m.prefix = prefix;
+		m.prefix_len = rendered_len + 2;
+	} else if (rendered) {
+		m.prefix = rendered;
+		m.prefix_len = rendered_len;
+		m.skip = header_end;
+	}
+	if (rcpts && params && (!rendered || !v->body || prefix)) {
+		for (size_t i = 0; i < v->nrcpts; i++) {
+			rcpts[i] = v->rcpts[i].addr;
+			params[i] = v->rcpts[i].params;
+		}
+		m.rcpts = rcpts;
+		m.rcpt_params = params;
+		name = quarantine_write(p->conf->quarantine_dir, env->session_id, &m);
+	} else {
+		errno = ENOMEM;
+	}
+	if (!name) {
+		snprintf(reason, cap, "quarantine failed: %s: %s", p->conf->quarantine_dir,
+			 strerror(errno));
+		log_error("session %s: %s", env->session_id, reason);
+	} else {
+		log_info("session %s: quarantined as %s/%s: %s", env->session_id,
+			 p->conf->quarantine_dir, name, v->quarantine);
+	}
+	free(client_params);
+	free(prefix);
+	free(rcpts);
+	free(params);
+	return name;
+}
+
+/* json_rcpts - an array of the view's recipients (the added ones only, or all) */
+static json_t *json_rcpts(const struct view *v, bool added_only)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; i < v->nrcpts; i++)
+		if (!added_only || v->rcpts[i].params)
+			json_array_append_new(a, record_cstring(v->rcpts[i].addr));
+	return a;
+}
+
+/*
+ * view_outcome - what the session gets of a view that changed anything
+ * (loop), or NULL; takes the quarantine file's name
+ */
+static struct pipeline_envelope *view_outcome(const struct view *v,
+					      const struct pipeline_env *env, char *file)
+{
+	struct pipeline_envelope *e;
+	json_t *ch;
+
+	if (!view_changed(v) || !(e = calloc(1, sizeof(*e)))) {
+		free(file);
+		return NULL;
+	}
+	ch = e->changes = json_object();
+	if (v->sender) {
+		e->sender = strdup(v->sender);
+		json_object_set_new(ch, "sender", record_cstring(v->sender));
+	}
+	if (v->sender_params) {
+		e->sender_params = strdup(v->sender_params);
+		json_object_set_new(ch, "sender_parameters", record_cstring(v->sender_params));
+	}
+	if (v->rcpts_changed) {
+		json_t *deleted = json_array();
+		e->rcpts_changed = true;
+		e->rcpts = calloc(v->nrcpts ? v->nrcpts : 1, sizeof(*e->rcpts));
+		for (size_t i = 0; e->rcpts && i < v->nrcpts; i++) {
+			e->rcpts[i].addr = strdup(v->rcpts[i].addr);
+			e->rcpts[i].params = v->rcpts[i].params ? strdup(v->rcpts[i].params) : NULL;
+			e->rcpts[i].index = v->rcpts[i].index;
+			e->nrcpts++;
+		}
+		/* Deleted: the client's recipients that are not in the list now. */
+		for (size_t i = 0; i < env->nrcpts; i++) {
+			bool kept = false;
+			for (size_t j = 0; j < v->nrcpts && !kept; j++)
+				kept = v->rcpts[j].index == i;
+			if (!kept)
+				json_array_append_new(deleted, record_cstring(env->rcpts[i]));
+		}
+		json_object_set_new(ch, "recipients_added", json_rcpts(v, true));
+		json_object_set_new(ch, "recipients_deleted", deleted);
+		json_object_set_new(ch, "recipients", json_rcpts(v, false));
+	}
+	if (v->body) {
+		e->body = spool_ref(v->body);
+		json_object_set_new(ch, "body", json_string("replaced"));
+		json_object_set_new(ch, "body_size", json_integer((json_int_t)spool_size(v->body)));
+	}
+	if (v->quarantine) {
+		json_t *q = json_object();
+		e->quarantine = strdup(v->quarantine);
+		e->quarantine_file = file;
+		file = NULL;
+		json_object_set_new(q, "reason", record_cstring(v->quarantine));
+		if (e->quarantine_file)
+			json_object_set_new(q, "file", record_cstring(e->quarantine_file));
+		json_object_set_new(ch, "quarantine", q);
+	}
+	free(file);
+	return e;
+}
+
+/* pipeline_envelope_free - release an envelope */
+void pipeline_envelope_free(struct pipeline_envelope *e)
+{
+	if (!e)
+		return;
+	free(e->sender);
+	free(e->sender_params);
+	for (size_t i = 0; i < e->nrcpts; i++) {
+		free(e->rcpts[i].addr);
+		free(e->rcpts[i].params);
+	}
+	free(e->rcpts);
+	spool_free(e->body);
+	free(e->quarantine);
+	free(e->quarantine_file);
+	json_decref(e->changes);
+	free(e);
+}
+
 /* job_work - run the job's filters (pool thread) */
 static void job_work(void *arg)
 {
@@ -625,11 +1030,13 @@ static void job_work(void *arg)
 		job->headers_read = true;
 		if (message_headers_read(&job->headers, job->spool,
 					 (size_t)job->p->conf->header_size_limit) == 0) {
-			job->headers_ok = true;
+			job->headers_ok = view_init(&job->view, &job->snap->env) == 0;
 			refusal = job_header_refused(job, &job->reason);
 			if (!refusal && job->ops)
-				for (struct op *op = job->ops; op; op = op->next)
+				for (struct op *op = job->ops; op; op = op->next) {
 					op_apply(&job->headers, op);
+					view_apply(&job->view, op);
+				}
 			else if (!refusal)
 				job_strip_forged(job);
 		}
@@ -688,9 +1095,19 @@ static void job_work(void *arg)
 		verdict = PC_REJECT;
 		snprintf(job->reply, sizeof(job->reply), "%s", refusal);
 	}
-	job->status = verdict;
-	if (verdict == PC_CONTINUE && job->headers_ok && job->headers.changed)
+	/* A replaced body goes after the header block as rendered. */
+	if (verdict == PC_CONTINUE && job->headers_ok && (job->headers.changed || job->view.body))
 		job->rendered = message_headers_render(&job->headers, &job->rendered_len);
+	if (verdict == PC_CONTINUE && job->headers_ok && job->view.quarantine &&
+	    !(job->quarantine_file = job_quarantine(job->p, &job->snap->env, &job->view,
+						    job->rendered, job->rendered_len,
+						    job->headers.header_end, job->spool,
+						    job->reason_buf, sizeof(job->reason_buf)))) {
+		verdict = PC_TEMPFAIL;
+		snprintf(job->reply, sizeof(job->reply), "%s", PIPELINE_QUARANTINE_FAILED);
+		job->reason = job->reason_buf;
+	}
+	job->status = verdict;
 	pthread_mutex_lock(&job->lock);
 	job->finished = true;
 	pthread_mutex_unlock(&job->lock);
@@ -711,7 +1128,7 @@ static void session_free_state(struct pipeline_session *ps)
  */
 static void job_deliver(struct pipeline_job *job, enum pc_status status,
 			const char *reply, char *headers, size_t headers_len,
-			unsigned long long header_end)
+			unsigned long long header_end, struct pipeline_envelope *envelope)
 {
 	struct pipeline_session *ps = job->ps;
 	json_t *results = job->stage <= CHAIN_HELO ? ps->session_results : ps->tx_results;
@@ -726,8 +1143,13 @@ static void job_deliver(struct pipeline_job *job, enum pc_status status,
 		out.headers_len = headers_len;
 		out.header_end = header_end;
 	}
+	if (status == PC_CONTINUE)
+		out.envelope = envelope;
+	else
+		pipeline_envelope_free(envelope);
 	if (job->done)
 		job->done(job->arg, &out);
+	pipeline_envelope_free(out.envelope);
 }
 
 /* job_take_back - the job's copies become the session's state (loop) */
@@ -775,9 +1197,16 @@ static void job_done(void *arg)
 	if (job->timer)
 		evtimer_del(job->timer);
 	job_take_back(job, SIZE_MAX);
-	if (job_decides(job))
+	if (job_decides(job)) {
+		struct pipeline_envelope *e = NULL;
+		if (job->status == PC_CONTINUE)
+			e = view_outcome(&job->view, &job->snap->env, job->quarantine_file);
+		else
+			free(job->quarantine_file);
+		job->quarantine_file = NULL;
 		job_deliver(job, job->status, job->reply, job->rendered,
-			    job->rendered_len, job->headers.header_end);
+			    job->rendered_len, job->headers.header_end, e);
+	}
 	job_free(job);
 	job_end(ps);
 }
@@ -791,7 +1220,7 @@ static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 	if (!job) {
 		json_decref(entry);
 		job_deliver(old, PC_TEMPFAIL, "451 4.3.0 Error: out of memory, try again later",
-			    NULL, 0, 0);
+			    NULL, 0, 0, NULL);
 		return;
 	}
 	job->done = old->done;
@@ -839,23 +1268,45 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 		size_t len = 0;
 		unsigned long long end = 0;
 		struct message_headers h;
+		struct pipeline_envelope *e = NULL;
+		struct view v = { 0 };
+		char qwhy[256];
 
 		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
 		    message_headers_read(&h, job->spool,
 					 (size_t)job->p->conf->header_size_limit) == 0) {
 			struct op *ops = ops_prefix(job->ops, job->ops_committed);
-			for (struct op *op = ops; op; op = op->next)
+			bool ok = view_init(&v, &job->snap->env) == 0;
+			for (struct op *op = ops; op; op = op->next) {
 				op_apply(&h, op);
-			ops_free(ops);
+				view_apply(&v, op);
+			}
 			headers = message_headers_render(&h, &len);
 			end = h.header_end;
 			message_headers_free(&h);
+			char *file = NULL;
+			/* Rare: the late filter was the last; the file is written here. */
+			if (ok && v.quarantine &&
+			    !(file = job_quarantine(job->p, &job->snap->env, &v, headers, len,
+						    end, job->spool, qwhy, sizeof(qwhy)))) {
+				view_free(&v);
+				ops_free(ops);
+				free(headers);
+				job->reason = qwhy;
+				job_deliver(job, PC_TEMPFAIL, PIPELINE_QUARANTINE_FAILED, NULL, 0, 0, NULL);
+				job_end(ps);
+				return;
+			}
+			if (ok)
+				e = view_outcome(&v, &job->snap->env, file);
+			view_free(&v);
+			ops_free(ops);
 		}
-		job_deliver(job, PC_CONTINUE, NULL, headers, len, end);
+		job_deliver(job, PC_CONTINUE, NULL, headers, len, end, e);
 		free(headers);
 	} else {
 		default_reply(reply, sizeof(reply), job->stage, f->on_error, true);
-		job_deliver(job, f->on_error, reply, NULL, 0, 0);
+		job_deliver(job, f->on_error, reply, NULL, 0, 0, NULL);
 	}
 	job_end(ps);
 }
@@ -1298,15 +1749,28 @@ const char *pc_authserv_id(pc_ctx *ctx)
 	return ctx->job->p->conf->authserv_id;
 }
 
+/* ctx_view - the envelope as changed so far, or NULL outside the data stage */
+static const struct view *ctx_view(pc_ctx *ctx)
+{
+	return ctx_data_stage(ctx) && ctx->job->view.ready ? &ctx->job->view : NULL;
+}
+
 const char *pc_sender(pc_ctx *ctx)
 {
-	return ctx_env(ctx)->sender;
+	const struct view *v = ctx_view(ctx);
+
+	return v && v->sender ? v->sender : ctx_env(ctx)->sender;
 }
 
 const char *pc_mail_param(pc_ctx *ctx, const char *keyword)
 {
 	const struct pipeline_env *env = ctx_env(ctx);
+	const struct view *v = ctx_view(ctx);
 
+	if (v && v->sender_path) {
+		const struct smtp_param *sp = keyword ? smtp_path_param(v->sender_path, keyword) : NULL;
+		return !sp ? NULL : sp->value ? sp->value : "";
+	}
 	for (size_t i = 0; keyword && i < env->nparams; i++)
 		if (strcasecmp(env->params[i].keyword, keyword) == 0)
 			return env->params[i].value ? env->params[i].value : "";
@@ -1315,13 +1779,18 @@ const char *pc_mail_param(pc_ctx *ctx, const char *keyword)
 
 size_t pc_rcpt_count(pc_ctx *ctx)
 {
-	return ctx_env(ctx)->nrcpts;
+	const struct view *v = ctx_view(ctx);
+
+	return v ? v->nrcpts : ctx_env(ctx)->nrcpts;
 }
 
 const char *pc_rcpt(pc_ctx *ctx, size_t i)
 {
 	const struct pipeline_env *env = ctx_env(ctx);
+	const struct view *v = ctx_view(ctx);
 
+	if (v)
+		return i < v->nrcpts ? v->rcpts[i].addr : NULL;
 	return i < env->nrcpts ? env->rcpts[i] : NULL;
 }
 
@@ -1426,9 +1895,90 @@ ssize_t pc_body_read(pc_ctx *ctx, unsigned long long offset, void *buf, size_t l
 		errno = EINVAL;
 		return -1;
 	}
+	if (job->view.body)
+		return spool_read(job->view.body, offset, buf, len);
 	if (offset > ULLONG_MAX - job->headers.body_start)
 		return 0;
 	return spool_read(job->spool, job->headers.body_start + offset, buf, len);
+}
+
+/* ctx_refused - log a change a hook asked for and cannot have; -1 */
+static int ctx_refused(pc_ctx *ctx, const char *what, const char *addr)
+{
+	log_warning("filter %s: session %s: %s%s%s%s refused", ctx->filter->name,
+		    ctx_env(ctx)->session_id, what, addr ? " <" : "", addr ? addr : "",
+		    addr ? ">" : "");
+	return -1;
+}
+
+/* ctx_envelope_op - an envelope change from a hook, its address checked */
+static int ctx_envelope_op(pc_ctx *ctx, enum op_kind kind, const char *what,
+			   const char *addr, const char *params)
+{
+	struct smtp_path *path;
+	char *norm = NULL;
+	int rc;
+
+	if (!ctx_data_stage(ctx) || !addr)
+		return ctx_refused(ctx, what, addr);
+	if (kind == OP_RCPT_DEL)
+		return job_record(ctx->job, kind, addr, 0, NULL) < 0 ? ctx_refused(ctx, what, addr) : 0;
+	/* As the client's own MAIL or RCPT would be: no line end gets through. */
+	if (!(path = path_parse(kind == OP_RCPT_ADD, addr, params)))
+		return ctx_refused(ctx, what, addr);
+	if (params && !(norm = path_params(path))) {
+		smtp_path_free(path);
+		free(path);
+		return ctx_refused(ctx, what, addr);
+	}
+	rc = job_record(ctx->job, kind, path->path, 0, norm);
+	smtp_path_free(path);
+	free(path);
+	free(norm);
+	return rc < 0 ? ctx_refused(ctx, what, addr) : 0;
+}
+
+int pc_set_sender(pc_ctx *ctx, const char *addr, const char *params)
+{
+	return ctx_envelope_op(ctx, OP_SENDER, "sender change to", addr, params);
+}
+
+int pc_rcpt_add(pc_ctx *ctx, const char *addr, const char *params)
+{
+	return ctx_envelope_op(ctx, OP_RCPT_ADD, "recipient addition of", addr,
+			       params ? params : "");
+}
+
+int pc_rcpt_delete(pc_ctx *ctx, const char *addr)
+{
+	return ctx_envelope_op(ctx, OP_RCPT_DEL, "recipient deletion of", addr, NULL);
+}
+
+int pc_body_replace(pc_ctx *ctx, const void *data, size_t len)
+{
+	const struct conf *conf = ctx->job->p->conf;
+
+	if (!ctx_data_stage(ctx) || (!data && len))
+		return ctx_refused(ctx, "body replacement", NULL);
+	if (!ctx->body &&
+	    !(ctx->body = spool_new(conf->spool_dir, (size_t)conf->spool_memory_limit)))
+		return ctx_refused(ctx, "body replacement", NULL);
+	return spool_write_text(ctx->body, data, len);
+}
+
+int pc_quarantine(pc_ctx *ctx, const char *reason)
+{
+	char text[PIPELINE_REPLY_MAX];
+
+	if (!ctx_data_stage(ctx) || !*ctx->job->p->conf->quarantine_dir)
+		return ctx_refused(ctx, "quarantine (no quarantine_dir?)", NULL);
+	/* One line of printable text, as a reply's. */
+	snprintf(text, sizeof(text), "%s", reason && *reason ? reason : "quarantined by a filter");
+	for (char *c = text; *c; c++)
+		if ((unsigned char)*c < ' ' || (unsigned char)*c == 127)
+			*c = ' ';
+	return job_record(ctx->job, OP_QUARANTINE, "", 0, text) < 0
+		       ? ctx_refused(ctx, "quarantine", NULL) : 0;
 }
 
 void pc_set_size_limit(pc_ctx *ctx, unsigned long long bytes)

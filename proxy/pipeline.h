@@ -6,8 +6,11 @@
  * touches the session). The filters of the stage run in chain order on
  * the worker's thread pool; the session's callback gets one outcome on
  * the event loop: CONTINUE (or ACCEPT), or the first REJECT, TEMPFAIL or
- * DISCARD with its reply, plus the rewritten header block at the data
- * stage.
+ * DISCARD with its reply, plus at the data stage the rewritten header
+ * block and what else the filters changed (sender, recipients, body,
+ * quarantine: struct pipeline_envelope). A quarantined message is
+ * written to its file on the filter thread, before the outcome; when
+ * that fails the outcome is a TEMPFAIL.
  *
  * Each filter call has its deadline. A call that passes it, a job that
  * cannot be queued, an invalid verdict: each gets the filter's on_error
@@ -61,6 +64,34 @@ struct pipeline_env {
 	const char *tls_sni, *tls_peer_subject, *tls_peer_fingerprint; /* or NULL */
 };
 
+/* One recipient of a changed envelope's final list. */
+struct pipeline_rcpt {
+	char *addr;
+	char *params; /* an added one's ESMTP parameters ("" for none); NULL
+		       * for one of the client's (sent as the client sent it) */
+	size_t index; /* one of the client's: its place in env->rcpts */
+};
+
+/*
+ * What the data stage's filters changed beyond the header (see "Changing
+ * the message" in filter.h); each part NULL, or false, when unchanged
+ */
+struct pipeline_envelope {
+	char *sender;	     /* the new sender, "" for <> */
+	char *sender_params; /* its parameters, NULL: the client's */
+	bool rcpts_changed;
+	struct pipeline_rcpt *rcpts; /* the final list, when rcpts_changed */
+	size_t nrcpts;
+	struct spool *body;	/* the new body (one reference), sent after the
+				 * header block and its blank line */
+	char *quarantine;	/* the reason: the message is in ... */
+	char *quarantine_file;	/* ... this file of quarantine_dir */
+	json_t *changes;	/* the record's "changes" object */
+};
+
+/* pipeline_envelope_free - release an envelope taken from an outcome */
+void pipeline_envelope_free(struct pipeline_envelope *e);
+
 /* The decision of one stage. */
 struct pipeline_outcome {
 	enum pc_status status;	/* CONTINUE (also after an ACCEPT), REJECT, TEMPFAIL, DISCARD */
@@ -70,6 +101,8 @@ struct pipeline_outcome {
 	char *headers;		/* data: the new header block, or NULL if unchanged */
 	size_t headers_len;
 	unsigned long long header_end; /* where the original header block ends */
+	struct pipeline_envelope *envelope; /* data: the other changes, or NULL;
+					     * done() may take it (and set NULL) */
 };
 
 typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);

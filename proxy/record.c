@@ -480,6 +480,8 @@ void record_transaction(const char *session, const struct record_client *client,
 		json_object_set_new(rec, "reply", record_reply(tx->reply));
 	if (tx->reason)
 		json_object_set_new(rec, "reason", record_cstring(tx->reason));
+	if (tx->changes)
+		json_object_set(rec, "changes", tx->changes);
 	if (backend) {
 		json_t *b = json_object();
 		json_object_set_new(b, "server", record_cstring(backend->server));

@@ -74,9 +74,10 @@ struct record_tx {
 	size_t nrecipients;
 	bool sized; /* the message was read: size is known */
 	unsigned long long size;
-	const char *action; /* accepted, rejected, tempfailed, discarded, aborted */
+	const char *action; /* accepted, rejected, tempfailed, discarded, quarantined, aborted */
 	const char *reply;  /* the final reply sent, or NULL */
 	const char *reason; /* or NULL */
+	json_t *changes;    /* what filters changed beyond the header, or NULL (borrowed) */
 };
 
 /* The backend part of a transaction. */

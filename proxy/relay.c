@@ -139,6 +139,7 @@ struct relay {
 	char *pending;		/* MAIL line waiting for the handshake */
 	char *queued;		/* RCPT line waiting for a keepalive NOOP */
 	bool queued_data;	/* relay_data() waiting for a keepalive NOOP */
+	bool queued_mail;	/* a MAIL (pending) waiting for one: a filter changed the envelope */
 	/*
 	 * The backend that refused a message as it streamed, whose
 	 * connection was then closed: its reply is the transaction's.
@@ -175,7 +176,7 @@ static bool relay_awaited(const struct relay *relay)
 	if (relay->state == RELAY_IDLE || relay->state == RELAY_AUTH_CONT)
 		return false;
 	if (relay->state == RELAY_NOOP)
-		return relay->queued || relay->queued_data;
+		return relay->queued || relay->queued_data || relay->queued_mail;
 	return true;
 }
 static void relay_send(struct relay *relay, enum relay_state state,
@@ -1043,6 +1044,9 @@ static void relay_reply_session(struct relay *relay, struct smtp_reply *r)
 			relay_send(relay, RELAY_COMMAND, t, "%s", relay->queued);
 			free(relay->queued);
 			relay->queued = NULL;
+		} else if (relay->queued_mail) {
+			relay->queued_mail = false;
+			relay_send_mail(relay);
 		}
 		return;
 	default:
@@ -1418,6 +1422,11 @@ static void relay_open_for(struct relay *relay, const struct relay_client *clien
 		relay_send_mail(relay);
 		return;
 	}
+	if (relay->state == RELAY_NOOP && !auth) {
+		/* A new MAIL in the transaction (RSET first), after the NOOP's reply. */
+		relay->queued_mail = true;
+		return;
+	}
 	if (relay->state != RELAY_CLOSED) {
 		log_error("internal error: MAIL while the relay is in %s",
 			  relay_state_names[relay->state]);
@@ -1519,6 +1528,7 @@ void relay_cancel(struct relay *relay)
 	free(relay->queued);
 	relay->queued = NULL;
 	relay->queued_data = false;
+	relay->queued_mail = false;
 	relay->prefix = NULL;
 	relay->prefix_len = 0;
 }

@@ -85,7 +85,11 @@ struct session_tx {
 	struct record_rcpt *recipients; /* every RCPT answered, in order */
 	size_t nrecipients, cap_recipients;
 	const char **accepted; /* the addresses of those answered 2xx */
+	char **accepted_lines; /* their RCPT lines, for a changed envelope */
 	unsigned naccepted;
+	char *mail_line;       /* the MAIL line sent, likewise */
+	struct pipeline_envelope *envelope; /* the data filters' other changes */
+	size_t envelope_step;  /* the envelope command under way: 0 MAIL, then RCPTs */
 	struct spool *spool;
 	struct smtp_data_decoder decoder;
 	bool too_big;
@@ -100,7 +104,8 @@ struct session_tx {
 
 /* What the session waits for from the relay, the filters, the resolver or the AUTH checker. */
 enum session_wait {
-	WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER, WAIT_NAME, WAIT_AUTH
+	WAIT_NONE, WAIT_MAIL, WAIT_RCPT, WAIT_DATA, WAIT_FILTER, WAIT_NAME, WAIT_AUTH,
+	WAIT_ENVELOPE, /* the changed envelope's MAIL or RCPT, before DATA */
 };
 
 /* What is known of the client's name. */
@@ -184,6 +189,7 @@ struct session {
 	struct session_tx *tx;
 	struct relay *relay;
 	char *rcpt_pending; /* the address of the RCPT waiting for the backend */
+	char *rcpt_line;    /* and its line */
 	struct pipeline_session *ps; /* the filters' state */
 	char *line_pending;  /* MAIL or RCPT line waiting for the filters */
 	char *helo_pending;  /* HELO argument waiting for the filters */
@@ -233,6 +239,8 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 static void session_auth_end(struct session *s);
 static void session_auth_relay_reply(struct session *s, const struct smtp_reply *reply,
 				     bool backend);
+static void session_envelope_reply(struct session *s, const struct smtp_reply *reply,
+				   bool backend);
 
 /*
  * session_decode_buffer - where message data is decoded before the spool:
@@ -352,7 +360,8 @@ static void session_tx_free(struct session *s)
 
 	if (!tx)
 		return;
-	if (s->wait == WAIT_MAIL || s->wait == WAIT_RCPT || s->wait == WAIT_DATA) {
+	if (s->wait == WAIT_MAIL || s->wait == WAIT_RCPT || s->wait == WAIT_DATA ||
+	    s->wait == WAIT_ENVELOPE) {
 		/*
 		 * Closing in the middle of an operation (the drain deadline):
 		 * the relay reads the spool freed below and would answer a
@@ -377,6 +386,11 @@ static void session_tx_free(struct session *s)
 	}
 	free(tx->recipients);
 	free(tx->accepted);
+	for (size_t i = 0; i < tx->naccepted; i++)
+		free(tx->accepted_lines[i]);
+	free(tx->accepted_lines);
+	free(tx->mail_line);
+	pipeline_envelope_free(tx->envelope);
 	spool_free(tx->spool);
 	free(tx->prefix);
 	free(tx);
@@ -606,6 +620,7 @@ static void session_log_tx(struct session *s, const char *action,
 		.action = action,
 		.reply = reply,
 		.reason = reason,
+		.changes = tx->envelope ? tx->envelope->changes : NULL,
 	};
 	struct record_backend rb = { 0 };
 	bool with_backend = s->relay && *relay_server(s->relay);
@@ -657,6 +672,7 @@ static void session_free(struct session *s, const char *action,
 	session_unlink(s);
 	free(s->helo);
 	free(s->rcpt_pending);
+	free(s->rcpt_line);
 	free(s->line_pending);
 	free(s->helo_pending);
 	free(s->name);
@@ -1674,6 +1690,13 @@ static void cmd_mail(struct session *s, const struct smtp_command *cmd)
 	}
 	s->tx->number = s->ntransactions + 1;
 	s->tx->smtputf8 = smtputf8;
+	if (!(s->tx->mail_line = strdup(line))) {
+		session_tx_free(s);
+		session_error(s, REPLY_OOM);
+		free(line);
+		smtp_path_free(&path);
+		return;
+	}
 	session_xforward_apply(s);
 	for (size_t i = 0; i < path.nparams; i++) {
 		/* Kept for the filters (pc_mail_param()). */
@@ -1710,7 +1733,10 @@ static void session_rcpt_record(struct session *s, const char *wire)
 		const char **a = realloc(tx->accepted, cap * sizeof(*a));
 		if (a)
 			tx->accepted = a;
-		if (r && a)
+		char **l = realloc(tx->accepted_lines, cap * sizeof(*l));
+		if (l)
+			tx->accepted_lines = l;
+		if (r && a && l)
 			tx->cap_recipients = cap;
 	}
 	if (!reply || !s->rcpt_pending || tx->nrecipients == tx->cap_recipients) {
@@ -1721,8 +1747,11 @@ static void session_rcpt_record(struct session *s, const char *wire)
 	}
 	/* The pending address is the list's now. */
 	tx->recipients[tx->nrecipients++] = (struct record_rcpt){ s->rcpt_pending, reply };
-	if (wire[0] == '2')
+	if (wire[0] == '2') {
+		tx->accepted_lines[tx->naccepted] = s->rcpt_line;
 		tx->accepted[tx->naccepted++] = s->rcpt_pending;
+		s->rcpt_line = NULL;
+	}
 	s->rcpt_pending = NULL;
 }
 
@@ -1802,8 +1831,10 @@ static void cmd_rcpt(struct session *s, const struct smtp_command *cmd)
 	line = session_path_line("RCPT TO:", &path);
 	free(s->rcpt_pending);
 	s->rcpt_pending = strdup(path.path);
+	free(s->rcpt_line);
+	s->rcpt_line = line ? strdup(line) : NULL;
 	smtp_path_free(&path);
-	if (!line || !s->rcpt_pending) {
+	if (!line || !s->rcpt_pending || !s->rcpt_line) {
 		free(line);
 		session_error(s, REPLY_OOM);
 		return;
@@ -2223,10 +2254,126 @@ static void session_discarded(struct session *s)
 	session_tx_done(s);
 }
 
+/* session_data_send - DATA and the message, once the backend has the envelope */
+static void session_data_send(struct session *s)
+{
+	struct session_tx *tx = s->tx;
+	struct spool *body = tx->envelope && tx->envelope->body ? tx->envelope->body : tx->spool;
+
+	s->wait = WAIT_DATA;
+	relay_data(s->relay, tx->prefix, body, tx->prefix_skip);
+}
+
+/*
+ * session_envelope_line - the changed envelope's command at step (0: MAIL,
+ * then one RCPT per recipient of the final list), or NULL past the last;
+ * *oom when it could not be made
+ */
+static char *session_envelope_line(const struct session *s, size_t step, bool *oom)
+{
+	const struct session_tx *tx = s->tx;
+	const struct pipeline_envelope *e = tx->envelope;
+	char *line = NULL;
+	int n = 0;
+
+	*oom = false;
+	if (step == 0) {
+		/* The client's parameters follow its path in the MAIL line sent. */
+		size_t at = strlen("MAIL FROM:<") + strlen(tx->sender) + 1;
+		const char *params = e->sender_params ? e->sender_params
+				     : strlen(tx->mail_line) > at ? tx->mail_line + at + 1 : "";
+		n = asprintf(&line, "MAIL FROM:<%s>%s%s", e->sender ? e->sender : tx->sender,
+			     *params ? " " : "", params);
+	} else if (!e->rcpts_changed) {
+		if (step > tx->naccepted)
+			return NULL;
+		line = strdup(tx->accepted_lines[step - 1]);
+	} else {
+		if (step > e->nrcpts)
+			return NULL;
+		const struct pipeline_rcpt *r = &e->rcpts[step - 1];
+		if (!r->params)
+			line = strdup(tx->accepted_lines[r->index]);
+		else
+			n = asprintf(&line, "RCPT TO:<%s>%s%s", r->addr, *r->params ? " " : "",
+				     r->params);
+	}
+	*oom = n < 0 || !line;
+	return n < 0 ? NULL : line;
+}
+
+/*
+ * session_envelope_next - send the changed envelope's next command, or the
+ * message after the last one. MAIL and RCPT went to the backend live,
+ * before the filters changed them: relay_mail() ends that transaction
+ * (RSET) before the new MAIL.
+ */
+static void session_envelope_next(struct session *s)
+{
+	struct session_tx *tx = s->tx;
+	bool oom;
+	char *line = session_envelope_line(s, tx->envelope_step, &oom);
+
+	if (oom) {
+		session_log_tx(s, "tempfailed", session_send(s, REPLY_OOM), NULL, "out of memory");
+		session_tx_done(s);
+		session_resume(s);
+		return;
+	}
+	if (!line) {
+		session_data_send(s);
+		return;
+	}
+	s->wait = WAIT_ENVELOPE;
+	if (tx->envelope_step++ == 0) {
+		struct relay_client client = session_relay_client(s);
+		relay_mail(s->relay, &client, line);
+	} else {
+		relay_command(s->relay, line);
+	}
+	free(line);
+}
+
+/*
+ * session_envelope_reply - the backend answered a command of the changed
+ * envelope. Its recipients were all accepted from the client already, so
+ * a refusal of any command refuses the whole message: 4xx (retried with
+ * every recipient) or 5xx, with the backend's reply in the record.
+ */
+static void session_envelope_reply(struct session *s, const struct smtp_reply *reply,
+				   bool backend)
+{
+	char reason[1400], wire[1200];
+	const char *sent;
+	int cls = reply->code / 100;
+
+	if (cls == 2) {
+		session_envelope_next(s);
+		return;
+	}
+	smtp_reply_format(reply, NULL, wire, sizeof(wire));
+	wire[strcspn(wire, "\r\n")] = 0;
+	snprintf(reason, sizeof(reason), "the backend refused the changed envelope at %s: %s",
+		 s->tx->envelope_step <= 1 ? "MAIL" : "RCPT", wire);
+	if (cls == 5)
+		sent = session_send(s, 554, "5.1.0",
+				    "Error: the backend mail server refused the changed envelope");
+	else
+		sent = session_send(s, 451, "4.3.0",
+				    "Error: the backend mail server refused the changed envelope, try again later");
+	s->errors++;
+	session_log_tx(s, cls == 5 ? "rejected" : "tempfailed", sent, backend ? reply : NULL,
+		       reason);
+	session_tx_done(s);
+	session_resume(s);
+}
+
 /*
  * session_data_relay - send the message to the backend: our Received:
  * header if needed, then the header block the filters rewrote (which
- * replaces the spool's first header_end bytes) or the spool as it is
+ * replaces the spool's first header_end bytes) or the spool as it is;
+ * a replaced body follows the rewritten block and its blank line, after
+ * the changed envelope if there is one
  */
 static bool session_data_relay(struct session *s, const char *headers,
 			       size_t headers_len, unsigned long long header_end)
@@ -2235,12 +2382,13 @@ static bool session_data_relay(struct session *s, const char *headers,
 	bool always = s->h->conf->received_header == CONF_RECEIVED_ALWAYS;
 	char *received = relay_identity_sent(s->relay) && !always ? NULL : session_received(s);
 	size_t rlen = received ? strlen(received) : 0;
+	bool body = tx->envelope && tx->envelope->body;
 
 	free(tx->prefix);
 	tx->prefix = NULL;
 	tx->prefix_skip = 0;
 	if (headers) {
-		tx->prefix = malloc(rlen + headers_len + 1);
+		tx->prefix = malloc(rlen + headers_len + 3);
 		if (!tx->prefix) {
 			free(received);
 			session_log_tx(s, "tempfailed", session_send(s, REPLY_OOM), NULL,
@@ -2253,12 +2401,50 @@ static bool session_data_relay(struct session *s, const char *headers,
 		memcpy(tx->prefix + rlen, headers, headers_len);
 		tx->prefix[rlen + headers_len] = 0;
 		tx->prefix_skip = header_end;
+		if (body) {
+			strcat(tx->prefix + rlen + headers_len, "\r\n");
+			tx->prefix_skip = 0;
+		}
 		free(received);
 	} else {
 		tx->prefix = received;
 	}
-	s->wait = WAIT_DATA;
-	relay_data(s->relay, tx->prefix, tx->spool, tx->prefix_skip);
+	if (tx->envelope && (tx->envelope->sender || tx->envelope->sender_params ||
+			     tx->envelope->rcpts_changed)) {
+		tx->envelope_step = 0;
+		session_envelope_next(s);
+		return true;
+	}
+	session_data_send(s);
+	return true;
+}
+
+/*
+ * session_data_kept - a quarantined message, or one whose every recipient
+ * a filter deleted: 250, and nothing delivered (Postfix, too, takes a
+ * message a milter left without recipients); true when it was one
+ */
+static bool session_data_kept(struct session *s)
+{
+	const struct pipeline_envelope *e = s->tx->envelope;
+	char reason[700];
+
+	if (e && e->quarantine && !e->quarantine_file) {
+		/* The pipeline writes the file before its outcome: never deliver instead. */
+		session_log_tx(s, "tempfailed",
+			       session_send(s, 451, "4.3.0", "Error: the message could not be "
+							     "quarantined, try again later"),
+			       NULL, "quarantine without its file");
+	} else if (e && e->quarantine) {
+		snprintf(reason, sizeof(reason), "quarantined by a filter: %s", e->quarantine);
+		session_log_tx(s, "quarantined", session_send(s, REPLY_OK), NULL, reason);
+	} else if (e && e->rcpts_changed && e->nrcpts == 0) {
+		session_log_tx(s, "discarded", session_send(s, REPLY_OK), NULL,
+			       "every recipient was deleted by a filter");
+	} else {
+		return false;
+	}
+	session_tx_done(s);
 	return true;
 }
 
@@ -2279,6 +2465,11 @@ static void session_data_done(void *arg, struct pipeline_outcome *out)
 						       : "message refused by a filter");
 		break;
 	default:
+		/* The envelope outlives the outcome: it is the transaction's now. */
+		s->tx->envelope = out->envelope;
+		out->envelope = NULL;
+		if (session_data_kept(s))
+			break;
 		if (session_data_relay(s, out->headers, out->headers_len, out->header_end))
 			return;
 		break;
@@ -2619,6 +2810,11 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 		session_auth_relay_reply(s, reply, backend);
 		return;
 	}
+	if (wait == WAIT_ENVELOPE) {
+		s->wait = WAIT_NONE;
+		session_envelope_reply(s, reply, backend);
+		return;
+	}
 	s->wait = WAIT_NONE;
 	/* A backend without ENHANCEDSTATUSCODES still gives our clients one. */
 	switch (wait) {
@@ -2664,6 +2860,7 @@ static void session_relay_done(void *arg, const struct smtp_reply *reply,
 	case WAIT_FILTER:
 	case WAIT_NAME:
 	case WAIT_AUTH:
+	case WAIT_ENVELOPE:
 		log_error("internal error: session %s got a backend reply it did not wait for", s->id);
 		break;
 	}

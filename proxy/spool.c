@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +32,7 @@ struct spool {
 	size_t wbuf_len;
 	unsigned long long size;
 	int error;
+	bool text_cr; /* spool_write_text(): the last byte was a CR */
 };
 
 /* spool_new - an empty spool */
@@ -169,11 +171,51 @@ int spool_write(struct spool *spool, const void *data, size_t len)
 	return 0;
 }
 
+/*
+ * spool_write_text - append text whose line ends may be bare: each LF or
+ * CR that is not part of a CRLF becomes CRLF. The pieces may split a
+ * CRLF anywhere; a CR at the end of one waits for the next.
+ */
+int spool_write_text(struct spool *spool, const void *data, size_t len)
+{
+	const unsigned char *in = data;
+	char out[8192];
+	size_t o = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		/* Room for a CRLF of a bare end plus one byte or another CRLF. */
+		if (o + 4 > sizeof(out)) {
+			if (spool_write(spool, out, o) < 0)
+				return -1;
+			o = 0;
+		}
+		if (in[i] == '\n') {
+			spool->text_cr = false;
+			out[o++] = '\r';
+			out[o++] = '\n';
+			continue;
+		}
+		if (spool->text_cr) {
+			out[o++] = '\r';
+			out[o++] = '\n';
+		}
+		spool->text_cr = in[i] == '\r';
+		if (!spool->text_cr)
+			out[o++] = (char)in[i];
+	}
+	return spool_write(spool, out, o);
+}
+
 /* spool_finish - write out what is buffered */
 int spool_finish(struct spool *spool)
 {
 	if (spool->error)
 		return -1;
+	if (spool->text_cr) {
+		spool->text_cr = false;
+		if (spool_write(spool, "\r\n", 2) < 0)
+			return -1;
+	}
 	return spool->fd >= 0 ? spool_flush(spool) : 0;
 }
 

@@ -26,7 +26,14 @@ struct spool *spool_new(const char *dir, size_t memory_limit);
 /* spool_write - append content; 0, or -1 (see spool_errno) */
 int spool_write(struct spool *spool, const void *data, size_t len);
 
-/* spool_finish - write out what is buffered; 0, or -1 (see spool_errno) */
+/*
+ * spool_write_text - append text, each bare LF or CR (not part of a CRLF)
+ * made CRLF, as the backend must get it; the pieces may split a CRLF.
+ * 0, or -1 (see spool_errno)
+ */
+int spool_write_text(struct spool *spool, const void *data, size_t len);
+
+/* spool_finish - write out what is buffered (and a CR that ended the text); 0, or -1 */
 int spool_finish(struct spool *spool);
 
 /* spool_size - bytes appended so far */

@@ -49,9 +49,17 @@
  * takes the message and delivers nothing; skip (during the body) sends no
  * more of the body; progress restarts the content timeout. At rcpt a
  * refusal is about that recipient only. At the end of the message the
- * milter may add, insert, change and delete header fields: they apply in
+ * milter may add, insert, change and delete header fields, change the
+ * sender (with new ESMTP arguments, or without: the client's are kept),
+ * add recipients (with ESMTP arguments by ADDRCPT_PAR) and delete them,
+ * replace the body (its SMFIR_REPLBODY packets concatenated, spooled as
+ * they come) and quarantine the message (with its reason): they apply in
  * the order sent, after this filter's place in the chain, when the final
- * reply accepts the message.
+ * reply accepts the message (see "Changing the message" in filter.h). A
+ * quarantine that cannot be made (no [portcullis] quarantine_dir) fails
+ * the filter rather than deliver what the milter wanted kept aside; a
+ * recipient to delete that is not there, or an address that is not valid,
+ * is logged and skipped, as a header change that cannot be made is.
  *
  * Failures. A milter that cannot be reached, does not answer in time,
  * closes the connection, sends a malformed or oversized packet (over
@@ -71,8 +79,9 @@
  * be among them; names a milter asks for that are not are left out.
  *
  * Decision record: "milter" (the last reply: continue, accept, reject,
- * tempfail, discard, replycode), "changes" (header changes applied), and
- * "error" when it failed.
+ * tempfail, discard, replycode), "changes" (header and envelope changes
+ * applied), "body" ("replaced") and "error" when it failed; the
+ * transaction's "changes" object says what the message became.
  */
 #include <errno.h>
 #include <netdb.h>
@@ -93,7 +102,10 @@
 #include "pc_list.h"
 
 /* What this filter offers a milter. */
-#define MILTER_ACTIONS (SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST)
+#define MILTER_ACTIONS                                                        \
+	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_SETSYMLIST | SMFIF_ADDRCPT |    \
+	 SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_CHGFROM | SMFIF_CHGBODY |   \
+	 SMFIF_QUARANTINE)
 #define MILTER_PROTOCOL                                                         \
 	(SMFIP_NOCONNECT | SMFIP_NOHELO | SMFIP_NOMAIL | SMFIP_NORCPT |         \
 	 SMFIP_NOBODY | SMFIP_NOHDRS | SMFIP_NOEOH | SMFIP_NR_HDR |             \
@@ -101,7 +113,7 @@
 	 SMFIP_NR_HELO | SMFIP_NR_MAIL | SMFIP_NR_RCPT | SMFIP_NR_DATA |        \
 	 SMFIP_NR_UNKN | SMFIP_NR_EOH | SMFIP_NR_BODY | SMFIP_HDR_LEADSPC)
 
-/* The most header changes taken from one milter for one message. */
+/* The most header and envelope changes taken from one milter for one message. */
 #define MILTER_MAX_CHANGES 1000
 
 /* The options; the macro lists are in stage order (SMFIM_*). */
@@ -916,13 +928,52 @@ static char *milter_unfold(const char *v)
 	return out;
 }
 
-/* milter_apply - one header change from the milter, in order; 0 or -1 */
-static int milter_apply(pc_ctx *ctx, const struct milter_reply *r)
+/* milter_addr - an address as a milter gives it, the angle brackets taken off */
+static char *milter_addr(const char *a)
 {
-	char *v = milter_unfold(r->value);
+	size_t n = strlen(a);
+
+	if (n >= 2 && a[0] == '<' && a[n - 1] == '>')
+		return strndup(a + 1, n - 2);
+	return strdup(a);
+}
+
+/* milter_apply_envelope - one envelope change or the quarantine; 0 or -1 */
+static int milter_apply_envelope(pc_ctx *ctx, const struct milter_reply *r)
+{
+	char *addr = r->cmd == SMFIR_QUARANTINE ? NULL : milter_addr(r->addr);
 	int rc = -1;
 
-	if (v == NULL)
+	if (r->cmd != SMFIR_QUARANTINE && addr == NULL)
+		return -1;
+	switch (r->cmd) {
+	case SMFIR_CHGFROM:
+		rc = pc_set_sender(ctx, addr, r->args);
+		break;
+	case SMFIR_ADDRCPT:
+	case SMFIR_ADDRCPT_PAR:
+		rc = pc_rcpt_add(ctx, addr, r->args);
+		break;
+	case SMFIR_DELRCPT:
+		rc = pc_rcpt_delete(ctx, addr);
+		break;
+	case SMFIR_QUARANTINE:
+		rc = pc_quarantine(ctx, r->reason);
+		break;
+	}
+	free(addr);
+	return rc;
+}
+
+/* milter_apply - one header or envelope change from the milter, in order; 0 or -1 */
+static int milter_apply(pc_ctx *ctx, const struct milter_reply *r)
+{
+	char *v;
+	int rc = -1;
+
+	if (r->cmd != SMFIR_ADDHEADER && r->cmd != SMFIR_INSHEADER && r->cmd != SMFIR_CHGHEADER)
+		return milter_apply_envelope(ctx, r);
+	if ((v = milter_unfold(r->value)) == NULL)
 		return -1;
 	switch (r->cmd) {
 	case SMFIR_ADDHEADER:
@@ -1003,12 +1054,33 @@ static int milter_send_body(pc_ctx *ctx, struct milter_session *ms, enum pc_stat
 	return rc;
 }
 
-/* A header change kept until the final reply accepts the message. */
+/*
+ * A header or envelope change kept until the final reply accepts the
+ * message: name is the header field's name, the address or the quarantine
+ * reason; value the field's value or the ESMTP arguments (maybe NULL)
+ */
 struct milter_change {
 	unsigned char cmd;
 	uint32_t index;
 	char *name, *value;
 };
+
+/* milter_change_action - the SMFIF_* a change needs, 0 for a reply that is no change */
+static uint32_t milter_change_action(unsigned char cmd)
+{
+	switch (cmd) {
+	case SMFIR_ADDHEADER:
+	case SMFIR_INSHEADER: return SMFIF_ADDHDRS;
+	case SMFIR_CHGHEADER: return SMFIF_CHGHDRS;
+	case SMFIR_ADDRCPT: return SMFIF_ADDRCPT;
+	case SMFIR_ADDRCPT_PAR: return SMFIF_ADDRCPT_PAR;
+	case SMFIR_DELRCPT: return SMFIF_DELRCPT;
+	case SMFIR_CHGFROM: return SMFIF_CHGFROM;
+	case SMFIR_QUARANTINE: return SMFIF_QUARANTINE;
+	case SMFIR_REPLBODY: return SMFIF_CHGBODY;
+	default: return 0;
+	}
+}
 
 static enum pc_status milter_data(pc_ctx *ctx)
 {
@@ -1020,7 +1092,7 @@ static enum pc_status milter_data(pc_ctx *ctx)
 	struct milter_reply r;
 	long long deadline;
 	const char *why;
-	bool leadspc;
+	bool leadspc, replaced = false;
 
 	if (ms == NULL || ms->tx_done)
 		return st;
@@ -1080,15 +1152,30 @@ static enum pc_status milter_data(pc_ctx *ctx)
 			deadline = now_ms() + mi->content_ms;
 			continue;
 		}
-		if (r.cmd != SMFIR_ADDHEADER && r.cmd != SMFIR_INSHEADER && r.cmd != SMFIR_CHGHEADER)
+		uint32_t action = milter_change_action(r.cmd);
+		if (action == 0)
 			break;
-		if ((r.cmd == SMFIR_CHGHEADER ? !(ms->actions & SMFIF_CHGHDRS)
-					      : !(ms->actions & SMFIF_ADDHDRS))) {
-			why = "a header change the milter did not negotiate";
+		if (!(ms->actions & action)) {
+			why = action == SMFIF_ADDHDRS || action == SMFIF_CHGHDRS
+				      ? "a header change the milter did not negotiate"
+				      : "a change the milter did not negotiate";
 			break;
 		}
+		if (r.cmd == SMFIR_REPLBODY) {
+			/*
+			 * The pieces go to the spool as they come: the body may be
+			 * larger than memory should hold. The chain drops it unless
+			 * this hook lets the message go on.
+			 */
+			if (pc_body_replace(ctx, r.body, r.bodylen) < 0) {
+				why = "the new body could not be spooled";
+				break;
+			}
+			replaced = true;
+			continue;
+		}
 		if (nchanges >= MILTER_MAX_CHANGES) {
-			why = "more header changes than this filter takes (1000)";
+			why = "more changes than this filter takes (1000)";
 			break;
 		}
 		struct milter_change *c = realloc(changes, (nchanges + 1) * sizeof(*c));
@@ -1098,22 +1185,19 @@ static enum pc_status milter_data(pc_ctx *ctx)
 		}
 		changes = c;
 		c = &changes[nchanges];
+		const char *name = r.name ? r.name : r.addr ? r.addr : r.reason;
+		const char *value = r.name ? r.value : r.args;
 		c->cmd = r.cmd;
 		c->index = r.index;
-		c->name = strdup(r.name);
-		c->value = strdup(r.value);
+		c->name = strdup(name);
+		c->value = value ? strdup(value) : NULL;
 		nchanges++;
-		if (!c->name || !c->value) {
+		if (!c->name || (value && !c->value)) {
 			why = "out of memory";
 			break;
 		}
 	}
 	ms->in_tx = false;
-	if (why == NULL && (r.cmd == SMFIR_ADDRCPT ||
-			    r.cmd == SMFIR_DELRCPT || r.cmd == SMFIR_ADDRCPT_PAR ||
-			    r.cmd == SMFIR_CHGFROM || r.cmd == SMFIR_REPLBODY ||
-			    r.cmd == SMFIR_QUARANTINE))
-		why = "a change this filter does not offer";
 	if (why != NULL) {
 		st = milter_fail(ctx, ms, why);
 	} else {
@@ -1122,19 +1206,33 @@ static enum pc_status milter_data(pc_ctx *ctx)
 		if (st == PC_CONTINUE) {
 			size_t applied = 0;
 
-			for (size_t i = 0; i < nchanges; i++) {
-				struct milter_reply c = { .cmd = changes[i].cmd,
-							  .index = changes[i].index,
-							  .name = changes[i].name,
-							  .value = changes[i].value };
+			for (size_t i = 0; i < nchanges && st == PC_CONTINUE; i++) {
+				struct milter_change *k = &changes[i];
+				bool header = milter_change_action(k->cmd) == SMFIF_ADDHDRS ||
+					      milter_change_action(k->cmd) == SMFIF_CHGHDRS;
+				struct milter_reply c = { .cmd = k->cmd, .index = k->index };
+				if (header) {
+					c.name = k->name;
+					c.value = k->value;
+				} else if (k->cmd == SMFIR_QUARANTINE) {
+					c.reason = k->name;
+				} else {
+					c.addr = k->name;
+					c.args = k->value;
+				}
 				if (milter_apply(ctx, &c) == 0)
 					applied++;
+				else if (k->cmd == SMFIR_QUARANTINE)
+					/* Delivering what the milter wanted kept aside is no answer. */
+					st = milter_fail(ctx, ms, "the quarantine was refused (no quarantine_dir?)");
 				else
-					pc_log(ctx, PC_LOG_WARNING, "milter %s: header change of %s refused",
-					       mi->socket, changes[i].name);
+					pc_log(ctx, PC_LOG_WARNING, "milter %s: change of %s refused",
+					       mi->socket, k->name);
 			}
 			if (nchanges)
 				pc_result_int(ctx, "changes", (long long)applied);
+			if (replaced)
+				pc_result(ctx, "body", "replaced");
 		}
 		ms->tx_done = true;
 	}

@@ -21,8 +21,9 @@
  *   mail     MAIL FROM (pc_sender(), pc_mail_param())
  *   rcpt     one RCPT TO (pc_rcpt_current()); a verdict here is about this
  *            recipient only
- *   data     the end of the message: headers and body are readable, and
- *            headers can be changed
+ *   data     the end of the message: headers and body are readable;
+ *            headers, the envelope and the body can be changed, and the
+ *            message quarantined (see "Changing the message")
  *   reset    the transaction ended (delivered, refused, RSET, QUIT,
  *            disconnect): free what pc_set_tx_data() holds. No verdict.
  *   close    the session ended: free what pc_set_session_data() holds.
@@ -110,6 +111,16 @@ extern "C" {
 #endif
 
 #define PC_FILTER_ABI_VERSION 1
+
+/*
+ * What has been added to ABI 1 since its first release, for a plugin to
+ * test with #if: 1 the TLS functions (pc_tls_version() ...), 2 the
+ * envelope and body changes (pc_set_sender() ...). Adding functions keeps
+ * ABI 1: a plugin built before them loads as it did, and one that calls
+ * them needs a Portcullis that has them (dlopen() refuses it otherwise,
+ * naming the missing symbol).
+ */
+#define PC_FILTER_ABI_MINOR 2
 
 /* What a hook decides. */
 enum pc_status {
@@ -275,7 +286,10 @@ const char *pc_authserv_id(pc_ctx *ctx);
 
 /* The envelope. */
 
-/* pc_sender - the MAIL FROM address ("" for <>), or NULL before MAIL */
+/*
+ * pc_sender - the MAIL FROM address ("" for <>), or NULL before MAIL; in
+ * the data hook, as the filters before changed it (so are the others)
+ */
 const char *pc_sender(pc_ctx *ctx);
 
 /* pc_mail_param - the value of a MAIL parameter ("SIZE"), "" for one
@@ -350,6 +364,74 @@ int pc_header_change(pc_ctx *ctx, const char *name, size_t n, const char *value)
  * from the spool as needed and never held in memory whole.
  */
 ssize_t pc_body_read(pc_ctx *ctx, unsigned long long offset, void *buf, size_t len);
+
+/*
+ * Changing the message (in the data hook; PC_FILTER_ABI_MINOR >= 2)
+ *
+ * Besides the header, a data hook may change the envelope and the body,
+ * or quarantine the message. Changes of several filters apply in chain
+ * order, and the filters after one see what it changed: pc_sender(),
+ * pc_mail_param(), pc_rcpt_count(), pc_rcpt() and pc_body_read() give the
+ * envelope and body as they are at that point of the chain. Nothing
+ * applies unless the message is accepted in the end: a REJECT, TEMPFAIL
+ * or DISCARD of any filter drops every change, and so do the changes of
+ * a call that returns PC_FAILED or PC_WOULDBLOCK, or passes its deadline.
+ *
+ * The backend sees the message as if it had come that way: MAIL and RCPT
+ * went to it live while the client sent them, so when the envelope
+ * changed Portcullis ends that transaction (RSET) and sends MAIL FROM
+ * with the new sender (and the client's parameters unless they were
+ * changed) and RCPT TO for each recipient of the final list (the client's
+ * with their parameters, the added ones with theirs) before DATA. If the
+ * backend refuses any of them, the client gets a 4xx or 5xx for the
+ * whole message, since its recipients were all accepted already. When
+ * every recipient was deleted, the message is taken (250) and delivered
+ * to nobody, as Postfix does; the record says "discarded".
+ *
+ * Addresses are given without angle brackets ("" is the null sender <>)
+ * and parameters as in the command, separated by spaces ("NOTIFY=NEVER
+ * ORCPT=rfc822;bob@example.org"). Both are checked as the client's own
+ * MAIL and RCPT are: a bad one is refused, -1.
+ */
+
+/*
+ * pc_set_sender - a new MAIL FROM address; params NULL keeps the
+ * parameters as they are (the client's, unless an earlier filter changed
+ * them), a string (maybe "") replaces them
+ */
+int pc_set_sender(pc_ctx *ctx, const char *addr, const char *params);
+
+/*
+ * pc_rcpt_add - add a recipient at the end of the list, with its ESMTP
+ * parameters (NULL: none)
+ */
+int pc_rcpt_add(pc_ctx *ctx, const char *addr, const char *params);
+
+/*
+ * pc_rcpt_delete - remove every recipient of that address (compared
+ * without regard to case); -1 when there is none
+ */
+int pc_rcpt_delete(pc_ctx *ctx, const char *addr);
+
+/*
+ * pc_body_replace - replace the body (what follows the header and its
+ * blank line). The first call in a hook starts a new, empty body, each
+ * call appends len bytes to it, and the hook's return ends it: call it
+ * in pieces of any size, the body is spooled (memory, then disk) and
+ * never held whole. A bare LF or CR becomes CRLF. Returns 0, or -1 (the
+ * spool could not be written: the call then counts as PC_FAILED).
+ */
+int pc_body_replace(pc_ctx *ctx, const void *data, size_t len);
+
+/*
+ * pc_quarantine - keep the message aside instead of delivering it: if it
+ * is accepted in the end, it is written with its envelope to the
+ * [portcullis] quarantine_dir (one file per message, named after the
+ * session), the client gets 250 and the backend nothing. The record says
+ * "quarantined", with the reason and the file. Without quarantine_dir
+ * the call is refused (-1). The last reason given counts.
+ */
+int pc_quarantine(pc_ctx *ctx, const char *reason);
 
 /*
  * pc_set_size_limit - lower the largest message accepted. At connect and

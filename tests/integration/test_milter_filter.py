@@ -402,6 +402,216 @@ class TestVerdicts(MilterFilterTest):
         self.assertEqual(len(self.cap.wait_messages(1)), 1)
 
 
+def envelope_commands(cap):
+    """The backend's commands from the first MAIL on, as text, without
+    XFORWARD (which the relay sends again after RSET) and QUIT."""
+    cmds = [c.decode() for c in cap.commands()]
+    first = next(i for i, c in enumerate(cmds) if c.startswith("MAIL"))
+    return [c for c in cmds[first:] if c != "QUIT" and not c.startswith("XFORWARD")]
+
+
+class TestEnvelopeChanges(MilterFilterTest):
+    """What testmilter changes beyond the header reaches the backend as
+    if the message had come that way: the capture server shows the
+    commands and bytes it got."""
+
+    def setUp(self):
+        super().setUp()
+        self.m = self.start_milter()
+        self.p = self.proxy(self.m.spec)
+
+    def transaction(self, mail, rcpts, message, proxy=None):
+        c = self.session(proxy or self.p)
+        self.assertCode(c.cmd(mail), 250)
+        for r in rcpts:
+            self.assertCode(c.cmd(r), 250)
+        self.assertCode(c.cmd("DATA"), 354)
+        c.send(harness.dot_stuff(message))
+        return c.reply()
+
+    def test_changed_sender_keeps_the_clients_parameters(self):
+        sender = "chgfrom@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s> SIZE=1000" % sender,
+                               ["RCPT TO:<%s>" % BOB], make_message("from"))
+        self.assertEqual(end.code, 250, end)
+        self.cap.wait_messages(1)
+        new = "new-sender@" + DOMAIN
+        self.assertEqual(envelope_commands(self.cap), [
+            "MAIL FROM:<%s> SIZE=1000" % sender, "RCPT TO:<%s>" % BOB,
+            "RSET", "MAIL FROM:<%s> SIZE=1000" % new, "RCPT TO:<%s>" % BOB,
+            "DATA"])
+        # the backend still learns who the client is for the new transaction
+        cmds = [c.decode() for c in self.cap.commands()]
+        self.assertTrue(cmds[cmds.index("RSET") + 1].startswith(
+            "XFORWARD NAME=[UNAVAILABLE] ADDR=127.0.0.1 "), cmds)
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["sender"], sender)
+        self.assertEqual(rec["changes"], {"sender": new})
+
+    def test_changed_sender_with_its_own_arguments(self):
+        sender = "chgfromargs@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s> SIZE=1000" % sender,
+                               ["RCPT TO:<%s>" % BOB], make_message("from"))
+        self.assertEqual(end.code, 250, end)
+        self.cap.wait_messages(1)
+        self.assertIn("MAIL FROM:<new-sender@%s> BODY=7BIT" % DOMAIN,
+                      envelope_commands(self.cap))
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["changes"]["sender_parameters"], "BODY=7BIT")
+
+    def test_added_recipients_with_and_without_arguments(self):
+        sender = "addrcpt@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s>" % sender,
+                               ["RCPT TO:<%s> NOTIFY=SUCCESS" % BOB],
+                               make_message("add"))
+        self.assertEqual(end.code, 250, end)
+        got = self.cap.wait_messages(1)[0]
+        added, par = "added@" + DOMAIN, "added-par@" + DOMAIN
+        self.assertEqual(envelope_commands(self.cap)[2:], [
+            "RSET", "MAIL FROM:<%s>" % sender,
+            "RCPT TO:<%s> NOTIFY=SUCCESS" % BOB, "RCPT TO:<%s>" % added,
+            "RCPT TO:<%s> NOTIFY=NEVER" % par, "DATA"])
+        # the header changes of the same reply still apply
+        self.assertIn(b"X-Testmilter: from=<%s> rcpts=1" % sender.encode(), got)
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["changes"], {
+            "recipients_added": [added, par], "recipients_deleted": [],
+            "recipients": [BOB, added, par]})
+        # 5 header fields and 2 recipients
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["changes"], 7)
+
+    def test_deleted_recipient_is_left_out(self):
+        sender = "delrcpt@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s>" % sender,
+                               ["RCPT TO:<%s>" % BOB, "RCPT TO:<%s>" % CAROL],
+                               make_message("del"))
+        self.assertEqual(end.code, 250, end)
+        self.cap.wait_messages(1)
+        self.assertEqual(envelope_commands(self.cap)[3:], [
+            "RSET", "MAIL FROM:<%s>" % sender, "RCPT TO:<%s>" % CAROL, "DATA"])
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["changes"]["recipients_deleted"], [BOB])
+        self.assertEqual(rec["changes"]["recipients"], [CAROL])
+
+    def test_every_recipient_deleted_is_taken_and_delivered_to_nobody(self):
+        sender = "delall@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s>" % sender,
+                               ["RCPT TO:<%s>" % BOB, "RCPT TO:<%s>" % CAROL],
+                               make_message("nobody"))
+        self.assertReply(end, 250, "2.0.0")
+        rec = self.p.wait_transaction(action="discarded")[0]
+        self.assertEqual(rec["reason"], "every recipient was deleted by a filter")
+        self.assertEqual(rec["changes"]["recipients"], [])
+        self.assertEqual(self.cap.messages(), [])
+        self.assertNotIn("DATA", envelope_commands(self.cap))
+
+    def test_replaced_body_over_64k_in_several_packets(self):
+        sender = "replbody@" + DOMAIN
+        end = self.transaction("MAIL FROM:<%s>" % sender, ["RCPT TO:<%s>" % BOB],
+                               make_message("body", body=b"the old body\r\n"))
+        self.assertEqual(end.code, 250, end)
+        got = self.cap.wait_messages(1)[0]
+        body = b"%-20s\r\n" % b".dot line" + b"".join(
+            b"replaced line %06d\r\n" % i for i in range(1, 7001))
+        self.assertEqual(len(body), 154022)
+        # after the changed header block and its blank line, dot-stuffed
+        self.assertTrue(got.endswith(b"\r\n\r\n." + body), got[-300:])
+        self.assertNotIn(b"the old body", got)
+        self.assertIn(b"X-Testmilter: from=<%s>" % sender.encode(), got)
+        self.assertNotIn("RSET", envelope_commands(self.cap))
+        rec = self.p.wait_transaction(action="accepted")[0]
+        self.assertEqual(rec["changes"], {"body": "replaced", "body_size": 154022})
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["body"], "replaced")
+
+    def test_backend_refusing_the_new_sender_refuses_the_message(self):
+        def refuse(sess, line):
+            if line.startswith(b"MAIL FROM:<new-sender@"):
+                return b"550 5.7.1 not that sender"
+            return None
+        cap = self.start_capture(hook=refuse)
+        p = self.start_proxy(backend_port=cap.port, filters="milter",
+                             filter_dir=FILTER_DIR,
+                             extra=milter_section(self.m.spec))
+        end = self.transaction("MAIL FROM:<chgfrom@%s>" % DOMAIN,
+                               ["RCPT TO:<%s>" % BOB], make_message("no"), proxy=p)
+        self.assertReply(end, 554, "5.1.0")
+        self.assertEqual(end.text, "5.1.0 Error: the backend mail server refused the changed envelope")
+        rec = p.wait_transaction(action="rejected")[0]
+        self.assertEqual(rec["reason"], "the backend refused the changed envelope "
+                         "at MAIL: 550 5.7.1 not that sender")
+        self.assertEqual(cap.messages(), [])
+
+    def test_backend_tempfailing_an_added_recipient_tempfails_the_message(self):
+        def later(sess, line):
+            if line.startswith(b"RCPT TO:<added@"):
+                return b"450 4.2.0 mailbox busy"
+            return None
+        cap = self.start_capture(hook=later)
+        p = self.start_proxy(backend_port=cap.port, filters="milter",
+                             filter_dir=FILTER_DIR,
+                             extra=milter_section(self.m.spec))
+        end = self.transaction("MAIL FROM:<addrcpt@%s>" % DOMAIN,
+                               ["RCPT TO:<%s>" % BOB], make_message("later"), proxy=p)
+        self.assertReply(end, 451, "4.3.0")
+        rec = p.wait_transaction(action="tempfailed")[0]
+        self.assertIn("at RCPT: 450 4.2.0 mailbox busy", rec["reason"])
+        self.assertEqual(cap.messages(), [])
+
+
+class TestQuarantine(MilterFilterTest):
+
+    def test_quarantined_message_is_kept_byte_for_byte_and_not_delivered(self):
+        m = self.start_milter()
+        qdir = os.path.join(make_tempdir("portcullis-quarantine-"), "q")
+        self.addCleanup(remove_tree, os.path.dirname(qdir))
+        p = self.start_proxy(backend_port=self.cap.port, filters="milter",
+                             filter_dir=FILTER_DIR, quarantine_dir=qdir,
+                             extra=milter_section(m.spec))
+        sender = "quarantine@" + DOMAIN
+        msg = make_message("keep me", body=b"line\r\n.leading dot\r\n")
+        c = self.session(p)
+        r = self.send(c, sender, [BOB, CAROL], msg)
+        self.assertReply(r["end"], 250, "2.0.0")
+        rec = p.wait_transaction(action="quarantined")[0]
+        name = "%s-1" % rec["session"]
+        self.assertEqual(rec["changes"], {"quarantine": {
+            "reason": "testmilter quarantine", "file": name}})
+        self.assertEqual(rec["reason"], "quarantined by a filter: testmilter quarantine")
+        self.assertEqual(os.stat(qdir).st_mode & 0o777, 0o700)
+        with open(os.path.join(qdir, name), "rb") as f:
+            kept = f.read()
+        self.assertEqual(kept, (
+            b"Quarantine-Reason: testmilter quarantine\r\n"
+            b"Envelope-From: <%s>\r\nEnvelope-To: <%s>\r\nEnvelope-To: <%s>\r\n\r\n"
+            % (sender.encode(), BOB.encode(), CAROL.encode())) + msg)
+        self.assertEqual(sorted(os.listdir(qdir)), [name])
+        self.assertEqual(self.cap.messages(), [])
+        # the session goes on: the next message is delivered
+        self.assertCode(self.send(c, ALICE, [BOB], make_message("next"))["end"], 250)
+        self.assertEqual(len(self.cap.wait_messages(1)), 1)
+
+    def test_relative_quarantine_dir_is_refused_with_file_line_and_key(self):
+        p = harness.Portcullis(backend_port=self.cap.port)
+        self.addCleanup(p.stop)
+        text = ("[portcullis]\nlisten = 127.0.0.1:1\nhostname = mx.example.test\n"
+                "quarantine_dir = quarantine\n")
+        r = p.check_config(text)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn(b"check.conf:4: [portcullis] quarantine_dir: must be an absolute path",
+                      r.stderr)
+
+    def test_quarantine_without_a_directory_fails_the_filter(self):
+        m = self.start_milter()
+        p = self.proxy(m.spec)
+        c = self.session(p)
+        r = self.send(c, "quarantine@" + DOMAIN, [BOB], make_message("nowhere"))
+        self.assertReply(r["end"], 451, "4.3.0")
+        rec = p.wait_transaction(action="tempfailed")[0]
+        self.assertEqual(self.milter_results(rec)[-1]["results"]["error"],
+                         "the quarantine was refused (no quarantine_dir?)")
+        self.assertEqual(self.cap.messages(), [])
+
+
 class TestConnectVerdict(MilterFilterTest):
 
     def test_connection_refused_by_the_milter(self):
@@ -499,26 +709,40 @@ class TestFailures(MilterFilterTest):
             with self.subTest(why=why):
                 self.check_refused_with(answer, why)
 
-    def test_milter_asking_for_every_action_fails_only_at_a_body_change(self):
-        # As rspamd: every action asked for whatever was offered, no reply
-        # before the end of the message; then a body replacement
+    def body_replacing_milter(self, actions):
+        """A fake milter that negotiates actions (and no reply before the
+        end of the message, as rspamd does), then replaces the body."""
         def answer(s):
-            s.sendall(packet(b"O", struct.pack(">III", 6, 0x1ff, NR_ALL)))
+            s.sendall(packet(b"O", struct.pack(">III", 6, actions, NR_ALL)))
             while True:
                 head = recv_exactly(s, 4)
                 cmd = recv_exactly(s, struct.unpack(">I", head)[0])[:1]
                 if cmd == b"E":
                     s.sendall(packet(b"b", b"new body\r\n") + packet(b"c"))
                     return
-        f, p = self.fake(answer)
+        return self.fake(answer)
+
+    def test_milter_asking_for_more_actions_than_exist_gets_those_offered(self):
+        # As rspamd: every bit asked for whatever was offered; not refused,
+        # and its body replacement (offered) goes through
+        f, p = self.body_replacing_milter(0xffffffff)
         c = self.session(p)
         r = self.send(c, ALICE, [BOB], make_message("replaced"))
+        self.assertCode(r["end"], 250)
+        got = self.cap.wait_messages(1)[0]
+        self.assertTrue(got.endswith(b"\r\n\r\nnew body\r\n"), got)
+
+    def test_a_change_the_milter_did_not_negotiate_fails_it(self):
+        # headers only (SMFIF_ADDHDRS), then a body replacement
+        f, p = self.body_replacing_milter(0x1)
+        c = self.session(p)
+        r = self.send(c, ALICE, [BOB], make_message("not negotiated"))
         self.assertReply(r["end"], 451, "4.3.0")
         self.assertEqual(self.cap.messages(), [])
         rec = p.wait_transaction()[0]
         errs = [e["results"]["error"] for e in self.milter_results(rec)
                 if "error" in e.get("results", {})]
-        self.assertEqual(errs, ["a change this filter does not offer"])
+        self.assertEqual(errs, ["a change the milter did not negotiate"])
 
     def test_silent_milter_times_out(self):
         f, p = self.fake(lambda s: time.sleep(4), connect_timeout="1s")

@@ -786,8 +786,132 @@ class TestHeaderChanges(PipelineTest):
         self.assertNothingDelivered(cap)
 
 
+class TestEnvelopeChanges(PipelineTest):
+    """pc_set_sender(), pc_rcpt_add(), pc_rcpt_delete(), pc_body_replace()
+    and pc_quarantine(): the filters after one see its changes, the
+    backend gets them, and nothing applies to a refused message."""
+
+    def envelope_seen(self, px, out, name):
+        rec = self.record(px, out["port"], type="transaction")
+        return self.entries(rec, name, "data")[-1]["results"]["envelope"]
+
+    def backend_commands(self, cap):
+        return [c.decode() for c in cap.commands()
+                if c.split(b" ")[0] in (b"MAIL", b"RCPT", b"RSET", b"DATA")]
+
+    def test_later_filters_see_the_changes_and_the_backend_gets_them(self):
+        px, cap = self.proxy(
+            ("a", dict(set_sender="new@%s BODY=8BITMIME" % DOMAIN,
+                       add_rcpt="dave@%s NOTIFY=NEVER" % DOMAIN,
+                       delete_rcpt=BOB.upper(), replace_body="new body")),
+            ("b", dict(stage="data", report_envelope="yes")))
+        out = self.converse(px.port, rcpts=(BOB, CAROL))
+        self.assertAllAccepted(out, rcpts=2)
+        self.assertEqual(self.envelope_seen(px, out, "b"),
+                         "new@%s BODY=8BITMIME|%s,%s|new body\r\n"
+                         % (DOMAIN, CAROL, DAVE))
+        got = self.assertDelivered(cap)[0]
+        self.assertTrue(got.endswith(b"\r\n\r\nnew body\r\n"), got[-100:])
+        self.assertEqual(self.backend_commands(cap), [
+            "MAIL FROM:<%s>" % ALICE, "RCPT TO:<%s>" % BOB,
+            "RCPT TO:<%s>" % CAROL, "RSET",
+            "MAIL FROM:<new@%s> BODY=8BITMIME" % DOMAIN,
+            "RCPT TO:<%s>" % CAROL, "RCPT TO:<%s> NOTIFY=NEVER" % DAVE, "DATA"])
+        rec = self.record(px, out["port"], type="transaction")
+        self.assertEqual(rec["changes"], {
+            "sender": "new@" + DOMAIN, "sender_parameters": "BODY=8BITMIME",
+            "recipients_added": [DAVE], "recipients_deleted": [BOB],
+            "recipients": [CAROL, DAVE], "body": "replaced", "body_size": 10})
+
+    def test_a_filter_that_changed_nothing_sees_the_client_envelope(self):
+        px, cap = self.proxy(("b", dict(stage="data", report_envelope="yes")))
+        out = self.converse(px.port, rcpts=(BOB, CAROL),
+                            message=make_message("as sent", body=b"body\r\n"))
+        self.assertAllAccepted(out, rcpts=2)
+        self.assertEqual(self.envelope_seen(px, out, "b"),
+                         "%s BODY=-|%s,%s|body\r\n" % (ALICE, BOB, CAROL))
+        self.assertNotIn("RSET", self.backend_commands(cap))
+        self.assertNotIn("changes", self.record(px, out["port"], type="transaction"))
+
+    def test_invalid_addresses_are_refused(self):
+        px, cap = self.proxy(
+            ("a", dict(set_sender="bad\\r\\naddress", add_rcpt="no-at-sign",
+                       delete_rcpt="nobody@" + DOMAIN)),
+            ("b", dict(stage="data", report_envelope="yes")))
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertEqual(self.envelope_seen(px, out, "b").split("|")[:2],
+                         ["%s BODY=-" % ALICE, BOB])
+        self.assertDelivered(cap)
+        self.assertNotIn("RSET", self.backend_commands(cap))
+
+    def test_changes_of_a_rejected_message_go_nowhere(self):
+        px, cap = self.proxy(
+            ("a", dict(set_sender="new@" + DOMAIN, replace_body="gone")),
+            ("b", dict(stage="data", verdict="reject")))
+        out = self.converse(px.port)
+        self.assertRefusedAt(out, "data", 550, "5.7.1")
+        self.assertNothingDelivered(cap)
+        # no new envelope (an RSET may follow: the relay parks the connection)
+        self.assertEqual([c for c in self.backend_commands(cap) if c != "RSET"],
+                         ["MAIL FROM:<%s>" % ALICE, "RCPT TO:<%s>" % BOB])
+        self.assertNotIn("changes", self.record(px, out["port"], type="transaction"))
+
+    def test_changes_before_the_last_filter_late_survive_on_error_accept(self):
+        qdir = os.path.join(self.tmp, "quarantine")
+        px, cap = self.proxy(
+            ("before", dict(add_rcpt="dave@" + DOMAIN, replace_body="kept",
+                            quarantine="held")),
+            # one hook that may block: the stage runs on the pool, with deadlines
+            ("late", dict(sleep=5, timeout=0.5, on_error="accept", module=PROBE)),
+            quarantine_dir=qdir)
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertLess(out["elapsed"], 4, "waited for the sleep")
+        rec = self.record(px, out["port"], type="transaction")
+        self.assertEqual(rec["action"], "quarantined")
+        name = rec["changes"]["quarantine"]["file"]
+        with open(os.path.join(qdir, name), "rb") as f:
+            kept = f.read()
+        self.assertTrue(kept.startswith(
+            b"Quarantine-Reason: held\r\nEnvelope-From: <%s>\r\n"
+            b"Envelope-To: <%s>\r\nEnvelope-To: <%s>\r\n\r\n"
+            % (ALICE.encode(), BOB.encode(), DAVE.encode())), kept)
+        self.assertTrue(kept.endswith(b"\r\n\r\nkept\r\n"), kept)
+        self.assertNothingDelivered(cap)
+
+    def test_new_envelope_waits_for_a_keepalive_noop_in_flight(self):
+        # keepalive NOOPs every second while the filter sleeps, each
+        # answered 0.8 s late: the new MAIL comes while one is in flight
+        def slow_noop(sess, line):
+            if line == b"NOOP":
+                time.sleep(0.8)
+            return None
+        px, cap = self.proxy(
+            ("a", dict(set_sender="new@" + DOMAIN, sleep=1.5, module=PROBE)),
+            cap=self.start_capture(hook=slow_noop), backend_keepalive=1)
+        out = self.converse(px.port)
+        self.assertAllAccepted(out)
+        self.assertDelivered(cap)
+        cmds = self.backend_commands(cap)
+        self.assertEqual(cmds[-3:], ["MAIL FROM:<new@%s>" % DOMAIN,
+                                     "RCPT TO:<%s>" % BOB, "DATA"], cmds)
+        self.assertIn(b"NOOP", cap.commands())
+
+    def test_quarantine_without_a_directory_is_refused(self):
+        px, cap = self.proxy(("a", dict(quarantine="held")))
+        out = self.converse(px.port)
+        # the probe goes on without it (the milter filter fails instead)
+        self.assertAllAccepted(out)
+        self.assertDelivered(cap)
+
+
 # ---------------------------------------------------------------------------
 # nonblocking hooks: the same contract when a stage runs on the event loop
+
+class TestEnvelopeChangesNonblocking(TestEnvelopeChanges):
+    module = PROBE_NB
+
 
 class TestVerdictAtEachStageNonblocking(TestVerdictAtEachStage):
     """Every verdict at every stage, the probe's hooks run on the loop."""

@@ -48,6 +48,20 @@
  *	loop_wouldblock = yes	on the event loop, the acting hook does all
  *				of the above but the verdict, then returns
  *				PC_WOULDBLOCK; on a thread it acts as usual
+ *	set_sender = ADDR [PARAMS]   pc_set_sender() in the data hook
+ *				(ADDR "<>" for the null sender; without
+ *				PARAMS the client's are kept)
+ *	add_rcpt = ADDR [PARAMS]     pc_rcpt_add() in the data hook
+ *	delete_rcpt = ADDR	pc_rcpt_delete() in the data hook
+ *	replace_body = TEXT	pc_body_replace() in the data hook: TEXT and
+ *				a LF, in two calls (a bare LF the host makes
+ *				CRLF)
+ *	quarantine = REASON	pc_quarantine() in the data hook
+ *	report_envelope = yes	pc_result("envelope", "SENDER BODY=X|R1,R2|B")
+ *				in the acting hook: the sender, its BODY
+ *				parameter ("-" when none), the recipients and
+ *				the body's first 60 bytes, as the hook sees
+ *				them (after the changes of earlier filters)
  *
  * Built three times from this file: probe.so (every hook may block),
  * probe_nb.so (-DPROBE_NONBLOCKING: every hook marked nonblocking, so the
@@ -56,8 +70,8 @@
  * claims the size of the first ABI 1 release, from before that field,
  * so the host must read the marks as 0).
  *
- * The header options act in the data hook whatever stage says (only there
- * can the header change), when match, if given, matches; they are made
+ * The header and envelope options act in the data hook whatever stage
+ * says (only there can the message change), when match, if given, matches; they are made
  * before the sleep, so a late filter has changes that must not survive.
  *
  * Session and transaction data: the first hook of a session stores a
@@ -143,6 +157,8 @@ struct probe {
 	bool report_client;
 	bool report_tls;
 	bool loop_wouldblock;
+	char *set_sender, *add_rcpt, *delete_rcpt, *replace_body, *quarantine;
+	bool report_envelope;
 };
 
 /* probe_free - free an instance, complete or half-built */
@@ -163,6 +179,11 @@ static void probe_free(struct probe *p)
 	free(p->change.name);
 	free(p->change.value);
 	free(p->count_file);
+	free(p->set_sender);
+	free(p->add_rcpt);
+	free(p->delete_rcpt);
+	free(p->replace_body);
+	free(p->quarantine);
 	free(p);
 }
 
@@ -330,8 +351,18 @@ static int probe_init_action(pc_config *config, struct probe *p)
 	    probe_yes_no(config, "report_thread", &p->report_thread) < 0 ||
 	    probe_yes_no(config, "report_client", &p->report_client) < 0 ||
 	    probe_yes_no(config, "report_tls", &p->report_tls) < 0 ||
-	    probe_yes_no(config, "loop_wouldblock", &p->loop_wouldblock) < 0)
+	    probe_yes_no(config, "loop_wouldblock", &p->loop_wouldblock) < 0 ||
+	    probe_yes_no(config, "report_envelope", &p->report_envelope) < 0)
 		return -1;
+	static const char *const texts[] = { "set_sender", "add_rcpt", "delete_rcpt",
+					     "replace_body", "quarantine" };
+	char **slots[] = { &p->set_sender, &p->add_rcpt, &p->delete_rcpt,
+			   &p->replace_body, &p->quarantine };
+	for (size_t i = 0; i < sizeof(slots) / sizeof(slots[0]); i++)
+		if ((v = pc_config_get(config, texts[i])) && !(*slots[i] = strdup(v))) {
+			pc_config_error(config, texts[i], "out of memory");
+			return -1;
+		}
 	if ((v = pc_config_get(config, "result")) &&
 	    (err = probe_split(v, '=', &p->result_key, &p->result_value))) {
 		pc_config_error(config, "result", "%s", err);
@@ -493,6 +524,65 @@ static void probe_headers(pc_ctx *ctx)
 		       p->change.name);
 }
 
+/* probe_address - "ADDR [PARAMS]" split; "<>" is the null sender */
+static void probe_address(const char *opt, char *addr, size_t cap, const char **params)
+{
+	size_t n = strcspn(opt, " ");
+
+	snprintf(addr, cap, "%.*s", (int)n, opt);
+	if (strcmp(addr, "<>") == 0)
+		addr[0] = '\0';
+	*params = opt[n] ? opt + n + 1 : NULL;
+}
+
+/* probe_envelope - the envelope and body changes of the data hook */
+static void probe_envelope(pc_ctx *ctx)
+{
+	const struct probe *p = pc_instance(ctx);
+	const char *params;
+	char addr[512];
+
+	if (p->set_sender) {
+		probe_address(p->set_sender, addr, sizeof(addr), &params);
+		if (pc_set_sender(ctx, addr, params) < 0)
+			pc_log(ctx, PC_LOG_WARNING, "pc_set_sender(%s) failed", addr);
+	}
+	if (p->add_rcpt) {
+		probe_address(p->add_rcpt, addr, sizeof(addr), &params);
+		if (pc_rcpt_add(ctx, addr, params) < 0)
+			pc_log(ctx, PC_LOG_WARNING, "pc_rcpt_add(%s) failed", addr);
+	}
+	if (p->delete_rcpt && pc_rcpt_delete(ctx, p->delete_rcpt) < 0)
+		pc_log(ctx, PC_LOG_WARNING, "pc_rcpt_delete(%s) failed", p->delete_rcpt);
+	if (p->replace_body) {
+		size_t half = strlen(p->replace_body) / 2;
+		if (pc_body_replace(ctx, p->replace_body, half) < 0 ||
+		    pc_body_replace(ctx, p->replace_body + half,
+				    strlen(p->replace_body) - half) < 0 ||
+		    pc_body_replace(ctx, "\n", 1) < 0)
+			pc_log(ctx, PC_LOG_WARNING, "pc_body_replace() failed");
+	}
+	if (p->quarantine && pc_quarantine(ctx, p->quarantine) < 0)
+		pc_log(ctx, PC_LOG_WARNING, "pc_quarantine() failed");
+}
+
+/* probe_report_envelope - the envelope and body as this hook sees them */
+static void probe_report_envelope(pc_ctx *ctx)
+{
+	char out[2048], body[61];
+	const char *bp = pc_mail_param(ctx, "BODY");
+	ssize_t n = pc_body_read(ctx, 0, body, 60);
+	size_t o;
+
+	o = (size_t)snprintf(out, sizeof(out), "%s BODY=%s|", pc_sender(ctx) ? pc_sender(ctx) : "-",
+			     bp ? bp : "-");
+	for (size_t i = 0; i < pc_rcpt_count(ctx) && o < sizeof(out) - 600; i++)
+		o += (size_t)snprintf(out + o, sizeof(out) - o, "%s%s", i ? "," : "", pc_rcpt(ctx, i));
+	body[n > 0 ? n : 0] = '\0';
+	snprintf(out + o, sizeof(out) - o, "|%s", body);
+	pc_result(ctx, "envelope", out);
+}
+
 /* probe_sleep - sleep the configured time, whatever signals arrive */
 static void probe_sleep(double seconds)
 {
@@ -554,8 +644,10 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 			pc_set_tx_data(ctx, copy);
 	}
 	matches = probe_matches(ctx, stage);
-	if (stage == PROBE_DATA && matches)
+	if (stage == PROBE_DATA && matches) {
 		probe_headers(ctx);
+		probe_envelope(ctx);
+	}
 	if (stage != p->stage || !matches)
 		return PC_CONTINUE;
 	if (p->result_key)
@@ -575,6 +667,8 @@ static enum pc_status probe_hook(pc_ctx *ctx, enum probe_stage stage)
 	}
 	if (p->report_tls)
 		probe_report_tls(ctx);
+	if (p->report_envelope)
+		probe_report_envelope(ctx);
 	if (p->size_limit)
 		pc_set_size_limit(ctx, p->size_limit);
 	if (p->sleep > 0)
@@ -643,7 +737,8 @@ static const char *const probe_options[] = {
 	"result",	"result_int",	 "size_limit",	  "add_header",
 	"insert_header", "change_header", "count_file",	  "report_thread", "report_client",
 	"report_tls",
-	"loop_wouldblock", NULL,
+	"loop_wouldblock", "set_sender", "add_rcpt", "delete_rcpt", "replace_body",
+	"quarantine", "report_envelope", NULL,
 };
 
 const struct pc_filter portcullis_filter = {

@@ -18,6 +18,18 @@
  *	          sleep@	3 s before the end-of-message reply
  *	          progress@	3 s in 1 s steps, a progress reply after each
  *	          skip@		skip after the first body chunk
+ *	          chgfrom@	sender changed to new-sender@ (same domain),
+ *				ESMTP arguments left alone
+ *	          chgfromargs@	likewise, with the arguments "BODY=7BIT"
+ *	          addrcpt@	adds <added@DOMAIN> and, with ESMTP arguments
+ *				"NOTIFY=NEVER", <added-par@DOMAIN>
+ *	          delrcpt@	deletes the first recipient
+ *	          delall@	deletes every recipient
+ *	          replbody@	replaces the body with 7001 lines (154,022
+ *				bytes, the first ".dot line") in two calls,
+ *				so in several packets
+ *	          quarantine@	quarantines ("testmilter quarantine") and
+ *				changes nothing else
  *	RCPT to refused@	550 5.1.1 Recipient refused by testmilter
  *	        tempfailrcpt@	tempfail for that recipient
  *
@@ -48,6 +60,7 @@ struct seen {
 	char helo[256];
 	char sender[512];
 	char macros[1024];
+	char rcpt[8][512]; /* the first recipients */
 	int rcpts, headers, chunks;
 	long body;
 	int change_subject, remove_me;
@@ -172,8 +185,44 @@ static sfsistat t_envrcpt(SMFICTX *ctx, char **argv)
 	}
 	if (local_is(argv[0], "tempfailrcpt"))
 		return SMFIS_TEMPFAIL;
+	if (s->rcpts < 8)
+		snprintf(s->rcpt[s->rcpts], sizeof(s->rcpt[0]), "%s", argv[0]);
 	s->rcpts++;
 	return SMFIS_CONTINUE;
+}
+
+/* envelope_changes - what the senders that change the envelope or body ask for */
+static void envelope_changes(SMFICTX *ctx, struct seen *s)
+{
+	const char *domain = strchr(s->sender, '@');
+	char addr[600];
+
+	domain = domain ? domain + 1 : "invalid";
+	if (sender_is(s, "chgfrom") || sender_is(s, "chgfromargs")) {
+		snprintf(addr, sizeof(addr), "<new-sender@%s>", domain);
+		smfi_chgfrom(ctx, addr, sender_is(s, "chgfromargs") ? "BODY=7BIT" : NULL);
+	}
+	if (sender_is(s, "addrcpt")) {
+		snprintf(addr, sizeof(addr), "<added@%s>", domain);
+		smfi_addrcpt(ctx, addr);
+		snprintf(addr, sizeof(addr), "<added-par@%s>", domain);
+		smfi_addrcpt_par(ctx, addr, "NOTIFY=NEVER");
+	}
+	if (sender_is(s, "delrcpt") && s->rcpts > 0)
+		smfi_delrcpt(ctx, s->rcpt[0]);
+	if (sender_is(s, "delall"))
+		for (int i = 0; i < s->rcpts && i < 8; i++)
+			smfi_delrcpt(ctx, s->rcpt[i]);
+	if (sender_is(s, "replbody")) {
+		/* 22 bytes a line: ".dot line" and 7000 numbered ones. */
+		static unsigned char body[200000];
+		size_t n = (size_t)sprintf((char *)body, "%-20s\r\n", ".dot line");
+
+		for (int i = 1; i <= 7000; i++)
+			n += (size_t)sprintf((char *)body + n, "replaced line %06d\r\n", i);
+		smfi_replacebody(ctx, body, 100000);
+		smfi_replacebody(ctx, body + 100000, (int)(n - 100000));
+	}
 }
 
 static sfsistat t_header(SMFICTX *ctx, char *name, char *value)
@@ -219,6 +268,11 @@ static sfsistat t_eom(SMFICTX *ctx)
 		smfi_setreply(ctx, "554", "5.7.1", "Message refused by testmilter");
 		return SMFIS_REJECT;
 	}
+	if (sender_is(s, "quarantine")) {
+		smfi_quarantine(ctx, "testmilter quarantine");
+		return SMFIS_CONTINUE;
+	}
+	envelope_changes(ctx, s);
 	if (sender_is(s, "sleep"))
 		sleep(3);
 	if (sender_is(s, "progress"))
@@ -258,7 +312,8 @@ static sfsistat t_close(SMFICTX *ctx)
 static struct smfiDesc desc = {
 	.xxfi_name = "testmilter",
 	.xxfi_version = SMFI_VERSION,
-	.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS,
+	.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGFROM | SMFIF_ADDRCPT |
+		      SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_CHGBODY | SMFIF_QUARANTINE,
 	.xxfi_connect = t_connect,
 	.xxfi_helo = t_helo,
 	.xxfi_envfrom = t_envfrom,

@@ -5,6 +5,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
@@ -138,6 +139,57 @@ static void test_full_disk_is_reported_not_crashed(void)
 	spool_free(spool);
 }
 
+/* text_of - the content after writing the pieces with spool_write_text() */
+static char *text_of(const char *const *pieces, size_t n, size_t *len)
+{
+	struct spool *spool = spool_new(spool_dir, 64);
+	char *got;
+
+	for (size_t i = 0; i < n; i++)
+		CHECK_INT_EQ(spool_write_text(spool, pieces[i], strlen(pieces[i])), 0);
+	CHECK_INT_EQ(spool_finish(spool), 0);
+	got = read_all(spool, len);
+	got[*len] = 0;
+	spool_free(spool);
+	return got;
+}
+
+static void test_text_line_ends_become_crlf(void)
+{
+	/* A CRLF split between pieces stays one; bare LF, bare CR and a CR
+	 * at the very end each become one CRLF. */
+	const char *pieces[] = { "a\r", "\nb\nc\r", "d\r\r\n.\n", "\r" };
+	size_t len;
+	char *got = text_of(pieces, 4, &len);
+
+	CHECK_STR_EQ(got, "a\r\nb\r\nc\r\nd\r\n\r\n.\r\n\r\n");
+	free(got);
+}
+
+static void test_text_large_body_moves_to_disk_intact(void)
+{
+	/* 200 kB of LF-only lines through a 64-byte memory limit. */
+	struct spool *spool = spool_new(spool_dir, 64);
+	unsigned long long want = 0;
+	size_t len;
+	char line[100];
+
+	for (int i = 0; i < 2000; i++) {
+		snprintf(line, sizeof(line), "%097d\n", i);
+		CHECK_INT_EQ(spool_write_text(spool, line, strlen(line)), 0);
+		want += strlen(line) + 1;
+	}
+	CHECK_INT_EQ(spool_finish(spool), 0);
+	CHECK(spool_on_disk(spool));
+	CHECK_UINT_EQ(spool_size(spool), want);
+	char *got = read_all(spool, &len);
+	CHECK_UINT_EQ(len, want);
+	CHECK(memcmp(got + 97, "\r\n0", 3) == 0);
+	CHECK(memcmp(got + len - 6, "1999\r\n", 6) == 0);
+	free(got);
+	spool_free(spool);
+}
+
 int main(void)
 {
 	if (!mkdtemp(spool_dir)) {
@@ -151,6 +203,8 @@ int main(void)
 	RUN(test_spool_file_never_visible_in_directory);
 	RUN(test_missing_spool_directory_is_a_sticky_error);
 	RUN(test_full_disk_is_reported_not_crashed);
+	RUN(test_text_line_ends_become_crlf);
+	RUN(test_text_large_body_moves_to_disk_intact);
 	rmdir(spool_dir);
 	return unit_summary();
 }
