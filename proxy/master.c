@@ -8,6 +8,12 @@
  * generation that dies is restarted; restarts are paced so a plugin
  * that crashes at once cannot make the master spin.
  *
+ * With [milter] listen, one more process of each generation serves the
+ * chain to the MTA as a milter (milter_front.h): supervised like a
+ * worker (restarted when it dies, replaced on SIGHUP, drained on
+ * SIGTERM), it is told to finish by the same signals and leaves the
+ * clients' ports to the workers.
+ *
  * One more child, the anvil (anvil.h), counts the clients' sessions for
  * all the workers. The master makes its socket before forking anyone and
  * keeps it, so a worker can always connect; an anvil that dies is
@@ -38,6 +44,7 @@
 #include "chain.h"
 #include "log.h"
 #include "master.h"
+#include "milter_front.h"
 #include "record.h"
 #include "worker.h"
 
@@ -47,6 +54,7 @@
 struct master_worker {
 	pid_t pid;
 	unsigned generation;
+	bool milter; /* the milter front-end, not an SMTP worker */
 };
 
 static struct master_worker master_workers[MASTER_MAX_WORKERS * 2];
@@ -147,9 +155,14 @@ static int master_drop(const struct passwd *pw)
 	return 0;
 }
 
-/* master_worker_count - the configured count, or one per core */
+/*
+ * master_worker_count - the configured count, or one per core; none
+ * without SMTP listeners (a milter-only configuration)
+ */
 static unsigned master_worker_count(const struct conf *conf)
 {
+	if (conf->nlisten == 0)
+		return 0;
 	long n = conf->workers ? (long)conf->workers : sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (n < 1)
@@ -159,9 +172,9 @@ static unsigned master_worker_count(const struct conf *conf)
 	return (unsigned)n;
 }
 
-/* master_spawn - fork one worker of this generation */
+/* master_spawn - fork one worker (or the milter front-end) of this generation */
 static void master_spawn(const struct conf *conf, unsigned generation,
-			 const sigset_t *oldmask)
+			 const sigset_t *oldmask, bool milter)
 {
 	size_t slot;
 	pid_t pid;
@@ -181,10 +194,15 @@ static void master_spawn(const struct conf *conf, unsigned generation,
 	if (pid == 0) {
 		/* The worker takes its signals through libevent. */
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
-		_exit(worker_run(conf, master_fds, master_nfds));
+		if (!milter)
+			_exit(worker_run(conf, master_fds, master_nfds));
+		for (size_t i = 0; i < master_nfds; i++)
+			close(master_fds[i]);
+		_exit(milter_front_run(conf));
 	}
 	master_workers[slot].pid = pid;
 	master_workers[slot].generation = generation;
+	master_workers[slot].milter = milter;
 }
 
 /* master_spawn_anvil - fork the anvil */
@@ -400,8 +418,11 @@ int master_run(struct conf *conf)
 	master_spawn_anvil(&oldmask);
 	wanted = master_worker_count(conf);
 	for (unsigned i = 0; i < wanted; i++)
-		master_spawn(conf, generation, &oldmask);
-	log_info("started %u workers", wanted);
+		master_spawn(conf, generation, &oldmask, false);
+	if (*conf->milter_listen)
+		master_spawn(conf, generation, &oldmask, true);
+	log_info("started %u workers%s", wanted,
+		 *conf->milter_listen ? " and the milter front-end" : "");
 
 	for (;;) {
 		struct timespec tick = { 1, 0 };
@@ -448,7 +469,10 @@ int master_run(struct conf *conf)
 				conf = fresh;
 				wanted = master_worker_count(conf);
 				for (unsigned i = 0; i < wanted; i++)
-					master_spawn(conf, generation, &oldmask);
+					master_spawn(conf, generation, &oldmask, false);
+				/* It opens its socket once the old one closed it. */
+				if (*conf->milter_listen)
+					master_spawn(conf, generation, &oldmask, true);
 				/* The old workers finish their sessions, untouched. */
 				master_signal_workers(SIGUSR2, old, false);
 			}
@@ -477,12 +501,13 @@ int master_run(struct conf *conf)
 			for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++) {
 				if (master_workers[i].pid != pid)
 					continue;
+				const char *what = master_workers[i].milter ? "milter front-end" : "worker";
 				master_workers[i].pid = 0;
 				if (WIFSIGNALED(status))
-					log_error("worker %d killed by signal %d", (int)pid,
+					log_error("%s %d killed by signal %d", what, (int)pid,
 						  WTERMSIG(status));
 				else if (WEXITSTATUS(status) != 0)
-					log_error("worker %d exited with status %d", (int)pid,
+					log_error("%s %d exited with status %d", what, (int)pid,
 						  WEXITSTATUS(status));
 				if (!stopping && master_workers[i].generation == generation &&
 				    (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)) {
@@ -490,8 +515,9 @@ int master_run(struct conf *conf)
 					if (time(NULL) - last_restart < MASTER_RESTART_PAUSE)
 						sleep(MASTER_RESTART_PAUSE);
 					last_restart = time(NULL);
-					log_info("restarting a worker");
-					master_spawn(conf, generation, &oldmask);
+					log_info("restarting the %s", what);
+					master_spawn(conf, generation, &oldmask,
+						     master_workers[i].milter);
 				}
 			}
 		}

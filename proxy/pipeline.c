@@ -67,9 +67,13 @@ struct snap {
 	char **rcpts;
 };
 
-/* One header change, kept to replay on a fresh parse. */
-/* OP_STRIP: remove every name field whose authserv-id is value. */
-enum op_kind { OP_ADD, OP_INSERT, OP_CHANGE, OP_STRIP };
+/* One header change, kept to replay on a fresh parse (pipeline.h's kinds). */
+enum op_kind {
+	OP_ADD = PIPELINE_ADD,
+	OP_INSERT = PIPELINE_INSERT,
+	OP_CHANGE = PIPELINE_CHANGE,
+	OP_STRIP = PIPELINE_STRIP,
+};
 
 struct op {
 	struct op *next;
@@ -298,8 +302,8 @@ static size_t authres_id(const char *value, const char **id)
 	return strcspn(p, " \t;(");
 }
 
-/* authres_claims - whether an Authentication-Results: value claims id */
-static bool authres_claims(const char *value, void *id)
+/* pipeline_authres_claims - whether an Authentication-Results: value claims id */
+bool pipeline_authres_claims(const char *value, void *id)
 {
 	const char *got;
 	size_t len = authres_id(value, &got);
@@ -321,7 +325,7 @@ static int op_apply(struct message_headers *h, const struct op *op)
 		i = message_header_find(h, op->name, op->n);
 		return i < 0 ? -1 : message_header_change(h, (size_t)i, op->value);
 	case OP_STRIP:
-		message_header_remove_if(h, op->name, authres_claims, op->value);
+		message_header_remove_if(h, op->name, pipeline_authres_claims, op->value);
 		return 0;
 	}
 	return -1;
@@ -706,11 +710,12 @@ static void session_free_state(struct pipeline_session *ps)
  */
 static void job_deliver(struct pipeline_job *job, enum pc_status status,
 			const char *reply, char *headers, size_t headers_len,
-			unsigned long long header_end)
+			unsigned long long header_end, const struct op *ops, size_t nops)
 {
 	struct pipeline_session *ps = job->ps;
 	json_t *results = job->stage <= CHAIN_HELO ? ps->session_results : ps->tx_results;
 	struct pipeline_outcome out = { .status = status };
+	struct pipeline_change *changes = NULL;
 
 	json_array_extend(results, job->entries);
 	if (status == PC_REJECT || status == PC_TEMPFAIL)
@@ -720,9 +725,17 @@ static void job_deliver(struct pipeline_job *job, enum pc_status status,
 		out.headers = headers;
 		out.headers_len = headers_len;
 		out.header_end = header_end;
+		/* The same changes one by one, for a front-end that forwards them. */
+		changes = nops ? calloc(nops, sizeof(*changes)) : NULL;
+		for (const struct op *op = ops; changes && op && out.nchanges < nops; op = op->next)
+			changes[out.nchanges++] = (struct pipeline_change){
+				(enum pipeline_change_kind)op->kind, op->name, op->n, op->value
+			};
+		out.changes = changes;
 	}
 	if (job->done)
 		job->done(job->arg, &out);
+	free(changes);
 }
 
 /* job_take_back - the job's copies become the session's state (loop) */
@@ -772,7 +785,7 @@ static void job_done(void *arg)
 	job_take_back(job, SIZE_MAX);
 	if (job_decides(job))
 		job_deliver(job, job->status, job->reply, job->rendered,
-			    job->rendered_len, job->headers.header_end);
+			    job->rendered_len, job->headers.header_end, job->ops, job->nops);
 	job_free(job);
 	job_end(ps);
 }
@@ -786,7 +799,7 @@ static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 	if (!job) {
 		json_decref(entry);
 		job_deliver(old, PC_TEMPFAIL, "451 4.3.0 Error: out of memory, try again later",
-			    NULL, 0, 0);
+			    NULL, 0, 0, NULL, 0);
 		return;
 	}
 	job->done = old->done;
@@ -834,23 +847,24 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 		size_t len = 0;
 		unsigned long long end = 0;
 		struct message_headers h;
+		struct op *ops = NULL;
 
 		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
 		    message_headers_read(&h, job->spool,
 					 (size_t)job->p->conf->header_size_limit) == 0) {
-			struct op *ops = ops_prefix(job->ops, job->ops_committed);
+			ops = ops_prefix(job->ops, job->ops_committed);
 			for (struct op *op = ops; op; op = op->next)
 				op_apply(&h, op);
-			ops_free(ops);
 			headers = message_headers_render(&h, &len);
 			end = h.header_end;
 			message_headers_free(&h);
 		}
-		job_deliver(job, PC_CONTINUE, NULL, headers, len, end);
+		job_deliver(job, PC_CONTINUE, NULL, headers, len, end, ops, job->ops_committed);
+		ops_free(ops);
 		free(headers);
 	} else {
 		default_reply(reply, sizeof(reply), job->stage, f->on_error, true);
-		job_deliver(job, f->on_error, reply, NULL, 0, 0);
+		job_deliver(job, f->on_error, reply, NULL, 0, 0, NULL, 0);
 	}
 	job_end(ps);
 }
@@ -1235,7 +1249,7 @@ const char *pc_helo(pc_ctx *ctx)
 
 bool pc_tls(pc_ctx *ctx)
 {
-	return false;
+	return ctx_env(ctx)->tls;
 }
 
 const char *pc_auth_user(pc_ctx *ctx)

@@ -55,6 +55,26 @@ struct pipeline_env {
 	const char *rcpt;     /* the recipient being decided (rcpt stage) */
 	struct spool *spool;  /* data stage: the finished message */
 	bool smtputf8;
+	bool tls; /* the client's connection is encrypted (milter: {tls_version}) */
+};
+
+/*
+ * One header change a filter made at the data stage, as the pipeline
+ * applied it to the header list as it was then (the milter front-end
+ * hands these to the MTA one by one).
+ */
+enum pipeline_change_kind {
+	PIPELINE_ADD,	 /* append name: value */
+	PIPELINE_INSERT, /* insert before field n (n >= the count: append) */
+	PIPELINE_CHANGE, /* the n-th field called name (0: the first) gets value; NULL removes */
+	PIPELINE_STRIP,	 /* remove every name field whose authserv-id is value */
+};
+
+struct pipeline_change {
+	enum pipeline_change_kind kind;
+	const char *name;
+	size_t n;
+	const char *value;
 };
 
 /* The decision of one stage. */
@@ -66,6 +86,8 @@ struct pipeline_outcome {
 	char *headers;		/* data: the new header block, or NULL if unchanged */
 	size_t headers_len;
 	unsigned long long header_end; /* where the original header block ends */
+	const struct pipeline_change *changes; /* data: what made headers, in order */
+	size_t nchanges;
 };
 
 typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);
@@ -126,6 +148,12 @@ void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
  */
 void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
 			  const struct pipeline_env *env);
+
+/*
+ * pipeline_authres_claims - whether an Authentication-Results: value
+ * claims the authserv-id id (what PIPELINE_STRIP removes)
+ */
+bool pipeline_authres_claims(const char *value, void *id);
 
 /* pipeline_size_limit - the lowest limit a filter set, 0 when none */
 unsigned long long pipeline_size_limit(const struct pipeline_session *ps);
