@@ -158,6 +158,7 @@ static void mf_answer(struct mf_req *req)
 /* mf_call - hand a request to the loop and wait for its answer (milter thread) */
 static void mf_call(struct mf_req *req)
 {
+	struct mf_conn *c = req->c; /* MF_STOP's request is the loop's to free */
 	uint64_t one = 1;
 
 	pthread_mutex_lock(&mf.lock);
@@ -169,11 +170,11 @@ static void mf_call(struct mf_req *req)
 	pthread_mutex_unlock(&mf.lock);
 	while (write(mf.efd, &one, sizeof(one)) < 0 && errno == EINTR)
 		;
-	if (!req->c)
+	if (!c)
 		return;
 	pthread_mutex_lock(&mf.lock);
 	while (!req->done)
-		pthread_cond_wait(&req->c->cond, &mf.lock);
+		pthread_cond_wait(&c->cond, &mf.lock);
 	pthread_mutex_unlock(&mf.lock);
 }
 
@@ -683,8 +684,8 @@ static sfsistat mf_envrcpt(SMFICTX *ctx, char **argv)
 }
 
 /*
- * mf_too_big - the message passed the size limit: 552 as in proxy mode
- * (RFC 5321 4.5.3.1.10), and the MTA stops sending it (milter thread)
+ * mf_too_big - the message passed the size limit: 552 at its end, as in
+ * proxy mode (RFC 5321 4.5.3.1.10) (milter thread)
  */
 static sfsistat mf_too_big(SMFICTX *ctx, struct mf_conn *c)
 {
@@ -698,24 +699,23 @@ static sfsistat mf_too_big(SMFICTX *ctx, struct mf_conn *c)
 
 /*
  * mf_write - append message bytes to the spool, created at the first;
- * -1 when the message is now over its limit
+ * past the size limit they are only counted
  */
-static int mf_write(struct mf_conn *c, const void *data, size_t len)
+static void mf_write(struct mf_conn *c, const void *data, size_t len)
 {
 	if (!c->spool) {
 		c->spool = spool_new(mf.conf->spool_dir, mf.conf->spool_memory_limit);
 		if (!c->spool) {
 			c->oom = true; /* the end of the message says 451 */
-			return 0;
+			return;
 		}
 	}
-	if (c->size + len > c->size_limit) {
-		c->too_big = true;
-		return -1;
-	}
+	/* Counted to the end, as proxy mode reads a message that is too big. */
 	c->size += len;
-	spool_write(c->spool, data, len);
-	return 0;
+	if (c->size > c->size_limit)
+		c->too_big = true;
+	if (!c->too_big)
+		spool_write(c->spool, data, len);
 }
 
 /* mf_header - xxfi_header: one field of the message's header */
@@ -723,26 +723,25 @@ static sfsistat mf_header(SMFICTX *ctx, char *name, char *value)
 {
 	struct mf_conn *c = mf_conn_of(ctx);
 	const char *p = value;
-	int rc;
 
 	if (!c || !c->in_tx)
 		return SMFIS_CONTINUE;
-	rc = mf_write(c, name, strlen(name));
-	rc |= mf_write(c, ":", 1);
+	mf_write(c, name, strlen(name));
+	mf_write(c, ":", 1);
 	/* The MTA ends the lines of a folded field with LF alone. */
-	while (rc == 0 && *p) {
+	while (*p) {
 		size_t n = strcspn(p, "\r\n");
-		rc |= mf_write(c, p, n);
+		mf_write(c, p, n);
 		p += n;
 		if (*p == '\r' && p[1] == '\n')
 			p++;
 		if (*p) {
-			rc |= mf_write(c, "\r\n", 2);
+			mf_write(c, "\r\n", 2);
 			p++;
 		}
 	}
-	rc |= mf_write(c, "\r\n", 2);
-	return rc < 0 ? mf_too_big(ctx, c) : SMFIS_CONTINUE;
+	mf_write(c, "\r\n", 2);
+	return SMFIS_CONTINUE;
 }
 
 /* mf_eoh - xxfi_eoh: the blank line after the header */
@@ -752,7 +751,8 @@ static sfsistat mf_eoh(SMFICTX *ctx)
 
 	if (!c || !c->in_tx)
 		return SMFIS_CONTINUE;
-	return mf_write(c, "\r\n", 2) < 0 ? mf_too_big(ctx, c) : SMFIS_CONTINUE;
+	mf_write(c, "\r\n", 2);
+	return SMFIS_CONTINUE;
 }
 
 /* mf_body - xxfi_body: a chunk of the body, as the MTA sends it (CRLF) */
@@ -762,7 +762,8 @@ static sfsistat mf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 
 	if (!c || !c->in_tx)
 		return SMFIS_CONTINUE;
-	return mf_write(c, chunk, len) < 0 ? mf_too_big(ctx, c) : SMFIS_CONTINUE;
+	mf_write(c, chunk, len);
+	return SMFIS_CONTINUE;
 }
 
 /*
@@ -841,6 +842,8 @@ static sfsistat mf_eom(SMFICTX *ctx)
 	if (!c || !c->in_tx)
 		return SMFIS_CONTINUE;
 	mf_queue_id(ctx, c);
+	if (c->too_big)
+		return mf_too_big(ctx, c);
 	if (c->oom) {
 		const char *reply = "451 4.3.0 Error: out of memory, try again later";
 		mf_tx_end(c, "tempfailed", reply, "out of memory");
@@ -895,10 +898,9 @@ static sfsistat mf_abort(SMFICTX *ctx)
 {
 	struct mf_conn *c = mf_conn_of(ctx);
 
-	/* Mid-message it is a loss worth a record; before DATA an RSET. */
-	if (c && c->in_tx)
-		mf_tx_end(c, c->spool ? "aborted" : NULL, NULL,
-			  c->spool ? "the MTA aborted the message" : NULL);
+	/* RSET, QUIT or a lost client: proxy mode records these as aborted too. */
+	if (c)
+		mf_tx_end(c, "aborted", NULL, "aborted by the MTA");
 	return SMFIS_CONTINUE;
 }
 
@@ -910,8 +912,7 @@ static sfsistat mf_close(SMFICTX *ctx)
 
 	if (!c)
 		return SMFIS_CONTINUE;
-	mf_tx_end(c, c->spool ? "aborted" : NULL, NULL,
-		  c->spool ? "the MTA closed the connection" : NULL);
+	mf_tx_end(c, "aborted", NULL, "the MTA closed the connection");
 	req.c = c;
 	req.action = c->refused ? c->refused : "closed";
 	req.reason = c->refused ? "refused by a filter" : "the MTA closed the connection";

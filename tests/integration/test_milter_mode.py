@@ -1,0 +1,286 @@
+"""
+Portcullis in milter mode: a private Postfix with smtpd_milters pointing
+at Portcullis's [milter] listen, so the filter chain judges Postfix's
+clients without a proxy in line.
+
+One Portcullis serves both front-ends from one configuration: the SMTP
+listener (proxy mode, in front of a capture backend) and the milter
+socket. The same message sent both ways must get the same refusal with
+the same filter entries in the decision log; through Postfix the client
+sees Portcullis's codes and texts, and accepted mail is delivered with
+Portcullis's header fields.
+
+Postfix's milter_default_action is accept here: a Postfix that gave up
+on the milter (a timeout, a dropped connection) would let the message
+through, so every refusal below proves the answer came from Portcullis.
+"""
+
+import os
+import re
+import smtplib
+import sys
+import time
+import unittest
+
+from harness import (DOMAIN, PROJECT, Postfix, ProxyTestCase, free_port,
+                     make_message, wait_for)
+import harness  # noqa: E402
+
+sys.path.insert(0, os.path.join(PROJECT, "tests", "dns"))
+try:
+    from dnsserver import DNSServer
+except ImportError:  # pragma: no cover - skipped below
+    DNSServer = None
+
+FILTER_DIR = os.environ.get("PORTCULLIS_FILTER_DIR") or os.path.join(
+    PROJECT, "filters", ".libs")
+PLUGIN_DIR = os.environ.get("PORTCULLIS_TEST_PLUGIN_DIR") or os.path.join(
+    PROJECT, "tests", "plugins", ".libs")
+PROBE = os.path.join(PLUGIN_DIR, "probe.so")
+
+AUTHSERV = "proxy.portcullis.test"
+ALICE = "alice@" + DOMAIN
+BOB = "bob@" + DOMAIN
+SIZE_LIMIT = 5 * 1024
+
+ZONE = {
+    "pass.test": [{"TXT": "v=spf1 ip4:127.0.0.1 ip6:::1 -all"}],
+    "fail.test": [{"TXT": "v=spf1 ip4:192.0.2.0/24 -all"}],
+}
+
+DNS = None
+
+
+def setUpModule():
+    global DNS
+    harness.require_filters()
+    harness.skip_unless_tool("python3-dnslib", DNSServer is not None)
+    for so in ("size.so", "relay.so", "spf.so"):
+        if not os.path.exists(os.path.join(FILTER_DIR, so)):
+            raise unittest.SkipTest("filter not built: %s/%s" % (FILTER_DIR, so))
+    if not os.path.exists(PROBE):
+        raise unittest.SkipTest("test plugin not built: %s" % PROBE)
+    DNS = DNSServer(ZONE).start()
+
+
+def tearDownModule():
+    global DNS
+    if DNS is not None:
+        DNS.stop()
+        DNS = None
+
+
+def chain_sections(milter_port, slow_sleep="3"):
+    """The [milter] section and the chain: size, relay (nothing on
+    loopback trusted), spf, a custom filter that refuses one recipient,
+    and one that is late for one sender."""
+    return """
+[milter]
+listen = inet:%d@127.0.0.1
+
+[dns]
+servers = 127.0.0.1:%d
+timeout = 1
+retries = 0
+
+[filter size]
+module = size
+timeout = 5
+limit = %d
+
+[filter relay]
+module = relay
+timeout = 5
+on_error = tempfail
+local_domains = %s
+trusted_networks = 192.0.2.0/24
+
+[filter spf]
+module = spf
+timeout = 10
+on_error = tempfail
+trusted_networks =
+
+[filter refuser]
+module = %s
+stage = rcpt
+match = blocked@
+verdict = reject
+code = 550
+enh = 5.7.1
+text = refused by the custom filter
+
+[filter slow]
+module = %s
+stage = mail
+match = slow@
+sleep = %s
+timeout = 0.5
+on_error = tempfail
+""" % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, PROBE, slow_sleep)
+
+
+def filter_verdicts(record):
+    """[(filter, stage, verdict, action)] of a decision record."""
+    return [(e.get("filter"), e.get("stage"), e.get("verdict"), e.get("action"))
+            for e in record.get("filters") or []]
+
+
+class MilterModeTest(ProxyTestCase):
+    """Postfix -> smtpd_milters -> Portcullis in milter mode."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.milter_port = free_port()
+        cls.postfix = Postfix(extra_main={
+            "smtpd_milters": "inet:127.0.0.1:%d" % cls.milter_port,
+            "milter_default_action": "accept",
+            "milter_protocol": "6",
+        })
+        cls.addClassCleanup(cls.postfix.stop)
+        cls.postfix.start()
+
+    def setUp(self):
+        self.cap = self.start_sink()
+        self.p = self.start_proxy(
+            backend_port=self.cap.port,
+            filters="size, relay, spf, refuser, slow",
+            filter_dir=FILTER_DIR, authserv_id=AUTHSERV,
+            extra=chain_sections(self.milter_port))
+        if not harness.wait_listening(self.milter_port, 15, self.p.proc):
+            self.fail("the milter front-end did not listen on %d:\n%s" % (
+                self.milter_port, self.p.stderr()[-3000:]))
+
+    # helpers
+    def send(self, port, sender, rcpts, msg, helo="client.example.test"):
+        """One transaction by smtplib; (stage, code, text) of the first
+        refusal, or ("accepted", 250, text)."""
+        s = smtplib.SMTP("127.0.0.1", port, local_hostname=helo, timeout=60)
+        try:
+            s.ehlo()
+            code, text = s.mail(sender)
+            if code != 250:
+                return "mail", code, text.decode()
+            ok = []
+            last = None
+            for r in rcpts:
+                code, text = s.rcpt(r)
+                if code == 250:
+                    ok.append(r)
+                else:
+                    last = ("rcpt", code, text.decode())
+            if not ok:
+                return last
+            code, text = s.data(msg)
+            if code != 250:
+                return "data", code, text.decode()
+            return "accepted", code, text.decode()
+        finally:
+            try:
+                s.quit()
+            except smtplib.SMTPException:
+                pass
+
+    def milter_record(self, sender, **match):
+        recs = self.p.wait_decisions(
+            lambda d: d.get("mode") == "milter" and d.get("type") == "transaction"
+            and d.get("sender") == sender
+            and all(d.get(k) == v for k, v in match.items()), 1, 15)
+        self.assertTrue(recs, "no milter record for %s: %r\n%s" % (
+            sender, self.p.decisions()[-4:], self.p.stderr()[-2000:]))
+        return recs[-1]
+
+    def proxy_record(self, sender, **match):
+        recs = self.p.wait_decisions(
+            lambda d: "mode" not in d and d.get("type") == "transaction"
+            and d.get("sender") == sender
+            and all(d.get(k) == v for k, v in match.items()), 1, 15)
+        self.assertTrue(recs, "no proxy record for %s: %r" % (
+            sender, self.p.decisions()[-4:]))
+        return recs[-1]
+
+    def both_ways(self, sender, rcpts, msg, expected):
+        """Send through Postfix (milter mode) and through the proxy; both
+        must end as expected (stage, code, text) with the same filter
+        verdicts in their records. Returns the milter-mode record."""
+        got = self.send(self.postfix.port, sender, rcpts, msg)
+        self.assertEqual(got, expected, "through Postfix")
+        got = self.send(self.p.port, sender, rcpts, msg)
+        self.assertEqual(got, expected, "through the proxy")
+        m = self.milter_record(sender)
+        p = self.proxy_record(sender)
+        self.assertEqual(filter_verdicts(m), filter_verdicts(p))
+        self.assertEqual(m.get("action"), p.get("action"))
+        self.assertEqual(m.get("reply"), p.get("reply"))
+        self.assertEqual(m.get("size"), p.get("size"))
+        return m
+
+    # tests
+    def test_relay_attempt_is_refused_with_the_relay_filters_reply(self):
+        rcpt = "someone@elsewhere.example"
+        m = self.both_ways("relay@pass.test", [rcpt], make_message(),
+                           ("rcpt", 554, "5.7.1 <%s>: Relay access denied" % rcpt))
+        self.assertEqual(m["recipients"][0]["address"], rcpt)
+        self.assertEqual(m["recipients"][0]["reply"],
+                         "554 5.7.1 <%s>: Relay access denied" % rcpt)
+
+    def test_oversize_message_is_refused_with_552(self):
+        body = ("x" * 70 + "\r\n") * (SIZE_LIMIT // 72 + 10)
+        msg = make_message(subject="big", body=body)
+        m = self.both_ways("big@pass.test", [ALICE], msg,
+                           ("data", 552, "5.3.4 Message size exceeds fixed "
+                            "maximum message size"))
+        self.assertEqual(m["action"], "rejected")
+        self.assertEqual(m["reason"], "message too big")
+
+    def test_spf_fail_is_refused_with_the_spf_filters_reply(self):
+        got = self.send(self.postfix.port, "forger@fail.test", [ALICE],
+                        make_message())
+        self.assertEqual(got[:2], ("mail", 550), got)
+        self.assertTrue(got[2].startswith("5.7.23 "), got)
+        proxy = self.send(self.p.port, "forger@fail.test", [ALICE],
+                          make_message())
+        self.assertEqual(proxy, got)
+        m = self.milter_record("forger@fail.test")
+        p = self.proxy_record("forger@fail.test")
+        self.assertEqual(filter_verdicts(m), filter_verdicts(p))
+        self.assertIn(("spf", "mail", "reject", None), filter_verdicts(m))
+
+    def test_custom_filter_refuses_a_recipient(self):
+        m = self.both_ways("custom@pass.test", ["bob+blocked@" + DOMAIN],
+                           make_message(),
+                           ("rcpt", 550, "5.7.1 refused by the custom filter"))
+        self.assertIn(("refuser", "rcpt", "reject", None), filter_verdicts(m))
+
+    def test_accepted_mail_carries_portcullis_headers(self):
+        msg = make_message(subject="accepted through the milter")
+        got = self.send(self.postfix.port, "good@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        mid = re.search(rb"Message-ID: (<[^>]+>)", msg.encode()
+                        if isinstance(msg, str) else msg, re.I).group(1)
+        found = self.postfix.find_message("alice", b"Message-ID: " + mid, 20)
+        self.assertTrue(found, "not delivered:\n" + self.postfix.maillog()[-2000:])
+        head = found.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode()
+        self.assertRegex(head, r"(?m)^Received-SPF: pass ")
+        self.assertRegex(head, r"(?m)^Authentication-Results: %s;[\s\S]*spf=pass"
+                         % re.escape(AUTHSERV))
+        m = self.milter_record("good@pass.test", action="accepted")
+        # The record names Postfix's queue id, as its log does.
+        qid = m.get("queue_id")
+        self.assertTrue(qid, m)
+        self.assertTrue(self.postfix.wait_log(r"%s: milter|%s: from=<good@pass.test>"
+                                              % (qid, qid), 10),
+                        "queue id %s not in Postfix's log" % qid)
+        self.assertEqual(m["client"]["address"], "127.0.0.1")
+        self.assertEqual(m["client"]["helo"], "client.example.test")
+
+    def test_late_filter_gets_its_on_error_not_postfixs_default(self):
+        t0 = time.monotonic()
+        got = self.send(self.postfix.port, "slow@pass.test", [ALICE], make_message())
+        took = time.monotonic() - t0
+        self.assertEqual(got, ("mail", 451, "4.3.0 Error: message filter "
+                               "unavailable, try again later"))
+        self.assertLess(took, 3, "the answer waited for the late filter")
+        m = self.milter_record("slow@pass.test")
+        self.assertEqual(m["action"], "tempfailed")
+        self.assertIn(("slow", "mail", "timeout", "tempfail"), filter_verdicts(m))
