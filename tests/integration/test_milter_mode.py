@@ -70,10 +70,15 @@ def tearDownModule():
         DNS = None
 
 
-def chain_sections(milter_port, slow_sleep="3"):
+CHAIN = "size, relay, spf, refuser, slow, headers"
+
+
+def chain_sections(milter_port, slow_sleep="3",
+                   refuser_text="refused by the custom filter"):
     """The [milter] section and the chain: size, relay (nothing on
     loopback trusted), spf, a custom filter that refuses one recipient,
-    and one that is late for one sender."""
+    one that is late for one sender, and one that changes the header of
+    another sender's messages."""
     return """
 [milter]
 listen = inet:%d@127.0.0.1
@@ -108,7 +113,7 @@ match = blocked@
 verdict = reject
 code = 550
 enh = 5.7.1
-text = refused by the custom filter
+text = %s
 
 [filter slow]
 module = %s
@@ -117,7 +122,16 @@ match = slow@
 sleep = %s
 timeout = 0.5
 on_error = tempfail
-""" % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, PROBE, slow_sleep)
+
+[filter headers]
+module = %s
+stage = data
+match = headers@
+add_header = X-Added: at the end
+insert_header = X-Inserted: on top
+change_header = Subject: changed by the chain
+""" % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, refuser_text, PROBE,
+       slow_sleep, PROBE)
 
 
 def filter_verdicts(record):
@@ -144,7 +158,7 @@ class MilterModeTest(ProxyTestCase):
         self.cap = self.start_sink()
         self.p = self.start_proxy(
             backend_port=self.cap.port,
-            filters="size, relay, spf, refuser, slow",
+            filters=CHAIN,
             filter_dir=FILTER_DIR, authserv_id=AUTHSERV,
             extra=chain_sections(self.milter_port))
         if not harness.wait_listening(self.milter_port, 15, self.p.proc):
@@ -284,3 +298,140 @@ class MilterModeTest(ProxyTestCase):
         m = self.milter_record("slow@pass.test")
         self.assertEqual(m["action"], "tempfailed")
         self.assertIn(("slow", "mail", "timeout", "tempfail"), filter_verdicts(m))
+
+    def delivered_header(self, msg, user="alice"):
+        """The header block (str, LF) of the delivered copy of msg."""
+        mid = re.search(rb"Message-ID: (<[^>]+>)", msg, re.I).group(1)
+        found = self.postfix.find_message(user, b"Message-ID: " + mid, 20)
+        self.assertTrue(found, "not delivered:\n" + self.postfix.maillog()[-2000:])
+        return found.replace(b"\r\n", b"\n").split(b"\n\n", 1)[0].decode()
+
+    def test_header_changes_reach_the_delivered_message_in_chain_order(self):
+        msg = make_message(subject="original subject", sender="headers@pass.test")
+        got = self.send(self.postfix.port, "headers@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        head = self.delivered_header(msg)
+        names = [l.split(":", 1)[0].lower() for l in head.split("\n")
+                 if l and l[0] not in " \t"]
+        self.assertIn("Subject: changed by the chain", head)
+        self.assertNotIn("original subject", head)
+        # insert_header puts its field on top of the client's header,
+        # add_header after the client's last field
+        self.assertLess(names.index("x-inserted"), names.index("from"), head)
+        self.assertGreater(names.index("x-added"), names.index("message-id"), head)
+        self.assertEqual(names.count("x-added"), 1, head)
+        self.assertEqual(names.count("x-inserted"), 1, head)
+
+    def test_forged_authentication_results_are_removed(self):
+        forged = "Authentication-Results: %s; spf=pass smtp.mailfrom=forged" % AUTHSERV
+        other = "Authentication-Results: other.example; spf=pass smtp.mailfrom=kept"
+        msg = make_message(sender="forged@pass.test",
+                           extra_headers=(forged, other))
+        got = self.send(self.postfix.port, "forged@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        head = self.delivered_header(msg)
+        self.assertNotIn("smtp.mailfrom=forged", head)
+        self.assertIn("smtp.mailfrom=kept", head)
+        # the chain's own verdict replaces the forged one
+        self.assertRegex(head, r"(?m)^Authentication-Results: %s;[\s\S]*spf=pass"
+                         % re.escape(AUTHSERV))
+
+
+class MilterSupervisionTest(ProxyTestCase):
+    """The milter front-end is a process the master supervises."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.milter_port = free_port()
+        cls.postfix = Postfix(extra_main={
+            "smtpd_milters": "inet:127.0.0.1:%d" % cls.milter_port,
+            "milter_default_action": "accept",
+        })
+        cls.addClassCleanup(cls.postfix.stop)
+        cls.postfix.start()
+
+    def start(self, **kw):
+        self.cap = self.start_sink()
+        p = self.start_proxy(backend_port=self.cap.port, filters=CHAIN,
+                             filter_dir=FILTER_DIR, authserv_id=AUTHSERV,
+                             extra=chain_sections(self.milter_port, **kw))
+        self.assertTrue(harness.wait_listening(self.milter_port, 15, p.proc),
+                        p.stderr()[-3000:])
+        return p
+
+    def milter_pids(self, p, count=1):
+        """The pids that logged "milter: listening", once count did."""
+        found = p.wait_log(r"portcullis\[(\d+)\]: info: milter: listening on",
+                           count, 20)
+        self.assertTrue(found, p.stderr()[-3000:])
+        return [int(x) for x in found]
+
+    def refused(self, text="refused by the custom filter"):
+        """A custom filter's refusal reaches Postfix's client."""
+        s = smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=60)
+        try:
+            s.ehlo("client.example.test")
+            self.assertEqual(s.mail("sup@pass.test")[0], 250)
+            code, reply = s.rcpt("bob+blocked@" + DOMAIN)
+            self.assertEqual((code, reply.decode()), (550, "5.7.1 " + text))
+        finally:
+            s.quit()
+
+    def test_a_crashed_milter_process_is_restarted(self):
+        import signal
+        p = self.start()
+        first = self.milter_pids(p)[0]
+        os.kill(first, signal.SIGKILL)
+        self.assertTrue(p.wait_log(r"milter front-end %d killed by signal 9" % first),
+                        p.stderr()[-3000:])
+        second = self.milter_pids(p, 2)[1]
+        self.assertNotEqual(first, second)
+        self.assertTrue(harness.wait_listening(self.milter_port, 15), p.stderr()[-2000:])
+        self.refused()
+
+    def test_sighup_replaces_the_milter_process_with_the_new_configuration(self):
+        import signal
+        p = self.start()
+        first = self.milter_pids(p)[0]
+        self.refused()
+        p.extra = chain_sections(self.milter_port, refuser_text="refused after the reload")
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        second = self.milter_pids(p, 2)[1]
+        self.assertNotEqual(first, second)
+        # the old generation finishes and exits
+        self.assertTrue(wait_for(lambda: not os.path.exists("/proc/%d" % first)
+                                 or open("/proc/%d/stat" % first).read().split()[2] == "Z",
+                                 20), p.stderr()[-3000:])
+        self.assertTrue(harness.wait_listening(self.milter_port, 15), p.stderr()[-2000:])
+        self.refused("refused after the reload")
+
+
+class MilterConfigTest(ProxyTestCase):
+    """[milter] listen in portcullis -t."""
+
+    def check(self, text):
+        p = harness.Portcullis()
+        self.addCleanup(p.stop)
+        r = p.check_config(text)
+        return r, r.stdout.decode() + r.stderr.decode(), os.path.join(p.dir, "check.conf")
+
+    def test_a_milter_only_configuration_needs_no_listener_or_backend(self):
+        r, out, _ = self.check("[portcullis]\nspool_dir = /tmp/pc-milter-spool\n"
+                               "[milter]\nlisten = unix:/run/portcullis/milter.sock\n")
+        self.assertEqual(r.returncode, 0, out)
+
+    def test_a_bad_listen_is_named_with_file_line_and_key(self):
+        for bad in ("milter.sock", "unix:relative/path", "inet:0@127.0.0.1",
+                    "inet:99999", "tcp:25@127.0.0.1", "inet:25@"):
+            r, out, path = self.check("[portcullis]\nspool_dir = /tmp/x\n\n"
+                                      "[milter]\nlisten = %s\n" % bad)
+            self.assertNotEqual(r.returncode, 0, bad)
+            self.assertRegex(out, r"%s:5: \[milter\] listen: " % re.escape(path), bad)
+
+    def test_smtp_listeners_still_need_a_backend(self):
+        r, out, path = self.check("[portcullis]\nlisten = 127.0.0.1:2525\n"
+                                  "spool_dir = /tmp/x\n[milter]\n"
+                                  "listen = inet:8891@127.0.0.1\n")
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(out, r"\[backend\] servers: required key missing")
