@@ -951,6 +951,30 @@ static sfsistat mf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 	return SMFIS_CONTINUE;
 }
 
+/*
+ * mf_check_timeouts - warn when the filters of a stage may take longer
+ * than the MTA waits for the milter's answer (Postfix's defaults:
+ * milter_command_timeout 30s, milter_content_timeout 300s at the end of
+ * the message): the MTA would give up and apply its milter_default_action
+ * before the filters' on_error could answer
+ */
+static void mf_check_timeouts(const struct chain *chain)
+{
+	for (int st = CHAIN_CONNECT; chain && st <= CHAIN_DATA; st++) {
+		unsigned long long ms = 0;
+		for (size_t i = 0; i < chain->n; i++)
+			if (chain_has_hook(&chain->filters[i], (enum chain_stage)st))
+				ms += chain->filters[i].timeout_ms;
+		unsigned long long mta = st == CHAIN_DATA ? 300000 : 30000;
+		if (ms >= mta)
+			log_warning("milter: the filters at %s may take %llu ms in all, not less than "
+				    "the %llu ms Postfix waits by default (%s): raise it or lower "
+				    "the filters' timeouts", chain_stage_name((enum chain_stage)st), ms,
+				    mta, st == CHAIN_DATA ? "milter_content_timeout"
+							  : "milter_command_timeout");
+	}
+}
+
 /* mf_open - open the socket, waiting for a previous generation to close it */
 static int mf_open(const char *conn)
 {
@@ -969,7 +993,14 @@ static int mf_open(const char *conn)
 			if (fd >= 0)
 				close(fd);
 		}
-		if (smfi_opensocket(stale) == MI_SUCCESS)
+		/*
+		 * Group read and write: the MTA's user (postfix) connects to a
+		 * UNIX socket as a member of our group (portcullis.8).
+		 */
+		mode_t old = umask(007);
+		int rc = smfi_opensocket(stale);
+		umask(old);
+		if (rc == MI_SUCCESS)
 			return 0;
 		struct timespec pause = { 0, MF_OPEN_PAUSE_MS * 1000000L };
 		nanosleep(&pause, NULL);
@@ -1030,6 +1061,7 @@ int milter_front_run(const struct conf *conf)
 		log_error("milter: cannot start the filter chain");
 		return 1;
 	}
+	mf_check_timeouts(mf.chain);
 	mf.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	wake = mf.efd >= 0 ? event_new(mf.base, mf.efd, EV_READ | EV_PERSIST, mf_wake, NULL) : NULL;
 	sigs[0] = evsignal_new(mf.base, SIGUSR1, mf_signal, NULL);

@@ -130,6 +130,7 @@ match = headers@
 add_header = X-Added: at the end
 insert_header = X-Inserted: on top
 change_header = Subject: changed by the chain
+report_client = yes
 """ % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, refuser_text, PROBE,
        slow_sleep, PROBE)
 
@@ -321,6 +322,13 @@ class MilterModeTest(ProxyTestCase):
         self.assertGreater(names.index("x-added"), names.index("message-id"), head)
         self.assertEqual(names.count("x-added"), 1, head)
         self.assertEqual(names.count("x-inserted"), 1, head)
+        # the filters saw the client Postfix named: address, port, its
+        # verified name, HELO, and no login
+        m = self.milter_record("headers@pass.test", action="accepted")
+        seen = [e["results"]["client"] for e in m["filters"]
+                if e["filter"] == "headers" and e["stage"] == "data"]
+        self.assertEqual(len(seen), 1, m)
+        self.assertRegex(seen[0], r"^127\.0\.0\.1 \d+ localhost client\.example\.test -$")
 
     def test_forged_authentication_results_are_removed(self):
         forged = "Authentication-Results: %s; spf=pass smtp.mailfrom=forged" % AUTHSERV
