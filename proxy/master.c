@@ -198,6 +198,7 @@ static void master_spawn(const struct conf *conf, unsigned generation,
 			_exit(worker_run(conf, master_fds, master_nfds));
 		for (size_t i = 0; i < master_nfds; i++)
 			close(master_fds[i]);
+		close(master_anvil_fd);
 		_exit(milter_front_run(conf));
 	}
 	master_workers[slot].pid = pid;
@@ -230,7 +231,12 @@ static void master_signal_workers(int sig, unsigned generation, bool all)
 	for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++)
 		if (master_workers[i].pid &&
 		    (all || master_workers[i].generation == generation))
-			kill(master_workers[i].pid, sig);
+			/*
+			 * The milter front-end drains on SIGUSR2: libmilter takes
+			 * SIGTERM itself and serves no open connection after it.
+			 */
+			kill(master_workers[i].pid,
+			     sig == SIGTERM && master_workers[i].milter ? SIGUSR2 : sig);
 }
 
 /* master_live_workers - how many workers are alive */

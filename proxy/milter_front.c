@@ -143,7 +143,12 @@ static struct {
 	unsigned nconns;
 	unsigned id_prefix;
 	unsigned long long next_id;
-} mf = { .lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1 };
+	int listen_fd;		  /* libmilter's listening socket */
+	bool draining;		  /* loop: no longer listening, finishing */
+	bool finishing;		  /* loop: the last close hooks, then exit */
+	time_t drain_deadline;	  /* loop */
+	struct event *drain_timer; /* loop */
+} mf = { .lock = PTHREAD_MUTEX_INITIALIZER, .efd = -1, .listen_fd = -1 };
 
 /* mf_answer - the loop is done with a request: wake its thread (loop) */
 static void mf_answer(struct mf_req *req)
@@ -287,6 +292,106 @@ static void mf_record_tx(struct mf_conn *c, const struct mf_req *req)
 	c->ntx++;
 }
 
+/*
+ * mf_exit_when_idle - exit once the close hooks of the last sessions ran
+ * (a filter may close what it holds there), or after 5 s (loop). The
+ * process ends here, from the loop thread, while libmilter's listener
+ * still blocks the main thread: smfi_stop() would make it remove a UNIX
+ * socket's path, which by now may be the next generation's.
+ */
+static void mf_exit_when_idle(evutil_socket_t fd, short events, void *arg)
+{
+	static unsigned tries;
+	struct timeval tv = { 0, 100000 };
+	unsigned left;
+
+	if (mf.pipeline && pipeline_sessions(mf.pipeline) > 0 && ++tries < 50 &&
+	    event_base_once(mf.base, -1, EV_TIMEOUT, mf_exit_when_idle, NULL, &tv) == 0)
+		return;
+	pthread_mutex_lock(&mf.lock);
+	left = mf.nconns;
+	pthread_mutex_unlock(&mf.lock);
+	record_close();
+	log_info("milter: done");
+	_exit(left ? 1 : 0);
+}
+
+/* mf_finish - stop for good: the filters' close hooks, then exit (loop) */
+static void mf_finish(void)
+{
+	if (mf.finishing)
+		return;
+	mf.finishing = true;
+	if (mf.drain_timer)
+		evtimer_del(mf.drain_timer);
+	mf_exit_when_idle(-1, 0, NULL);
+}
+
+/* mf_drain_check - the MTA's connections are done, or the time is up (loop) */
+static void mf_drain_check(evutil_socket_t fd, short events, void *arg)
+{
+	struct timeval tv = { 0, 100000 };
+	unsigned left;
+
+	pthread_mutex_lock(&mf.lock);
+	left = mf.nconns;
+	pthread_mutex_unlock(&mf.lock);
+	if (left && time(NULL) < mf.drain_deadline) {
+		evtimer_add(mf.drain_timer, &tv);
+		return;
+	}
+	if (left)
+		log_warning("milter: drain deadline: closing %u MTA connections", left);
+	mf_finish();
+}
+
+/*
+ * mf_park_listener - stop accepting: libmilter's listening socket is
+ * replaced (dup2) by one bound to an unnamed abstract address nobody can
+ * reach, so the port or path is free for the next generation at once,
+ * while the listener thread waits on a socket that never wakes it.
+ * libmilter's only way to stop, smfi_stop(), also stops serving the
+ * connections already open (the Debian build polls them all from the
+ * listener's side), which are what a drain lets finish. (loop)
+ */
+static void mf_park_listener(void)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	int fd;
+
+	if (mf.listen_fd < 0)
+		return;
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	/* Binding only the family autobinds an abstract name (unix(7)). */
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sun, sizeof(sa_family_t)) < 0 ||
+	    listen(fd, 1) < 0 || dup2(fd, mf.listen_fd) < 0)
+		log_error("milter: cannot stop listening: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
+/*
+ * mf_drain - stop accepting and let the MTA's connections finish for up
+ * to drain_timeout (loop)
+ */
+static void mf_drain(void)
+{
+	if (mf.draining || mf.finishing)
+		return;
+	mf.draining = true;
+	mf_park_listener();
+	mf.drain_deadline = time(NULL) + mf.conf->drain_timeout;
+	pthread_mutex_lock(&mf.lock);
+	log_info("milter: finishing %u MTA connections", mf.nconns);
+	pthread_mutex_unlock(&mf.lock);
+	mf.drain_timer = evtimer_new(mf.base, mf_drain_check, NULL);
+	if (!mf.drain_timer) {
+		mf_finish();
+		return;
+	}
+	mf_drain_check(-1, 0, NULL);
+}
+
 /* mf_handle - run one request (loop) */
 static void mf_handle(struct mf_req *req)
 {
@@ -336,8 +441,8 @@ static void mf_handle(struct mf_req *req)
 		}
 		break;
 	case MF_STOP:
-		event_base_loopbreak(mf.base);
 		free(req);
+		mf_finish();
 		return;
 	}
 	req->status = PC_CONTINUE;
@@ -368,16 +473,17 @@ static void mf_wake(evutil_socket_t fd, short events, void *arg)
 	}
 }
 
-/* mf_signal - SIGUSR1 reopens the decision log, SIGUSR2 retires us (loop) */
+/*
+ * mf_signal - SIGUSR1 reopens the decision log; SIGUSR2, the master's
+ * word on a reload or a stop, drains (loop)
+ */
 static void mf_signal(evutil_socket_t sig, short events, void *arg)
 {
 	if (sig == SIGUSR1) {
 		record_reopen();
 		return;
 	}
-	/* The master started the next generation: finish, as on SIGTERM. */
-	log_info("milter: replaced by a new generation: finishing");
-	smfi_stop();
+	mf_drain();
 }
 
 /* mf_loop - the loop thread */
@@ -975,6 +1081,21 @@ static void mf_check_timeouts(const struct chain *chain)
 	}
 }
 
+/* mf_listening_fd - the highest descriptor that is a listening socket, or -1 */
+static int mf_listening_fd(void)
+{
+	int found = -1;
+	long max = sysconf(_SC_OPEN_MAX);
+
+	for (int fd = 0; fd < (max > 0 && max < 65536 ? max : 65536); fd++) {
+		int on = 0;
+		socklen_t len = sizeof(on);
+		if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &len) == 0 && on)
+			found = fd;
+	}
+	return found;
+}
+
 /* mf_open - open the socket, waiting for a previous generation to close it */
 static int mf_open(const char *conn)
 {
@@ -998,10 +1119,16 @@ static int mf_open(const char *conn)
 		 * UNIX socket as a member of our group (portcullis.8).
 		 */
 		mode_t old = umask(007);
+		int before = mf_listening_fd();
 		int rc = smfi_opensocket(stale);
 		umask(old);
-		if (rc == MI_SUCCESS)
+		if (rc == MI_SUCCESS) {
+			/* The one libmilter opened, to stop listening with (mf_drain). */
+			mf.listen_fd = mf_listening_fd();
+			if (mf.listen_fd == before)
+				mf.listen_fd = -1;
 			return 0;
+		}
 		struct timespec pause = { 0, MF_OPEN_PAUSE_MS * 1000000L };
 		nanosleep(&pause, NULL);
 	}
@@ -1083,27 +1210,18 @@ int milter_front_run(const struct conf *conf)
 	log_info("milter: listening on %s", conf->milter_listen);
 	rc = smfi_main();
 
-	/* Stopped: the MTA's open connections finish, up to drain_timeout. */
-	time_t deadline = time(NULL) + conf->drain_timeout;
-	unsigned left;
-	for (;;) {
-		pthread_mutex_lock(&mf.lock);
-		left = mf.nconns;
-		pthread_mutex_unlock(&mf.lock);
-		if (left == 0 || time(NULL) >= deadline)
-			break;
-		struct timespec pause = { 0, 100 * 1000000L };
-		nanosleep(&pause, NULL);
-	}
-	if (left)
-		log_warning("milter: drain deadline: %u MTA connections left open", left);
+	/*
+	 * libmilter stopped by itself (SIGTERM, SIGHUP or SIGINT sent to
+	 * this process, not the master's SIGUSR2): the connections it had
+	 * are served no more, so finish at once; the loop thread exits.
+	 */
+	log_warning("milter: libmilter stopped (%s): finishing now",
+		    rc == MI_SUCCESS ? "a signal" : "an error");
 	struct mf_req *stop = calloc(1, sizeof(*stop));
 	if (stop) {
 		stop->op = MF_STOP;
 		mf_call(stop);
 		pthread_join(loop, NULL);
 	}
-	record_close();
-	log_info("milter: done");
-	return rc == MI_SUCCESS && left == 0 ? 0 : 1;
+	return 1;
 }

@@ -415,6 +415,33 @@ class MilterSupervisionTest(ProxyTestCase):
         self.refused("refused after the reload")
 
 
+    def test_sigterm_lets_the_open_mta_connection_finish_then_exits_cleanly(self):
+        import signal
+        p = self.start()
+        self.milter_pids(p)
+        s = smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=60)
+        try:
+            s.ehlo("client.example.test")
+            self.assertEqual(s.mail("drain@pass.test")[0], 250)
+            p.signal(signal.SIGTERM)
+            # the milter stops accepting, but this session's stages still
+            # get their answers from the chain
+            self.assertTrue(p.wait_log(r"stopping: draining"), p.stderr()[-2000:])
+            code, reply = s.rcpt("bob+blocked@" + DOMAIN)
+            self.assertEqual((code, reply.decode()),
+                             (550, "5.7.1 refused by the custom filter"),
+                             p.stderr()[-3000:] + self.postfix.maillog()[-3000:])
+        finally:
+            s.quit()
+        self.assertEqual(p.wait_exit(20), 0, p.stderr()[-3000:])
+        rec = [d for d in p.decisions() if d.get("sender") == "drain@pass.test"]
+        self.assertEqual(len(rec), 1, p.decisions()[-3:])
+        self.assertEqual(rec[0]["mode"], "milter")
+        self.assertEqual(rec[0]["action"], "aborted")
+        self.assertEqual(rec[0]["recipients"][0]["reply"],
+                         "550 5.7.1 refused by the custom filter")
+
+
 class MilterConfigTest(ProxyTestCase):
     """[milter] listen in portcullis -t."""
 
