@@ -579,9 +579,9 @@ static void mf_run(struct mf_conn *c, struct mf_req *req, enum chain_stage stage
  */
 static sfsistat mf_reply(SMFICTX *ctx, enum pc_status status, const char *reply)
 {
-	char code[4] = "", enh[16] = "";
-	const char *p = reply, *text;
-	size_t n;
+	char code[4] = "", enh[16] = "", text[2 * MF_REPLY_MAX];
+	const char *p = reply;
+	size_t n, t = 0;
 
 	if (status == PC_DISCARD)
 		return SMFIS_DISCARD;
@@ -596,8 +596,14 @@ static sfsistat mf_reply(SMFICTX *ctx, enum pc_status status, const char *reply)
 		p += n;
 		p += strspn(p, " ");
 	}
-	text = p;
-	if (smfi_setreply(ctx, code, *enh ? enh : NULL, (char *)text) != MI_SUCCESS)
+	/* libmilter drops a text with a single '%' (smfi_setreply(3)): double it. */
+	for (; *p && t + 2 < sizeof(text); p++) {
+		text[t++] = *p;
+		if (*p == '%')
+			text[t++] = '%';
+	}
+	text[t] = 0;
+	if (smfi_setreply(ctx, code, *enh ? enh : NULL, text) != MI_SUCCESS)
 		log_warning("milter: the MTA's library refused the reply \"%s\"", reply);
 	return status == PC_REJECT ? SMFIS_REJECT : SMFIS_TEMPFAIL;
 }
@@ -873,6 +879,36 @@ static sfsistat mf_body(SMFICTX *ctx, unsigned char *chunk, size_t len)
 }
 
 /*
+ * mf_strip - remove the name fields that claim the authserv-id id, from
+ * the last to the first so that each index the MTA gets still holds; one
+ * pass over the header (a forged one may have tens of thousands of them)
+ */
+static int mf_strip(SMFICTX *ctx, struct message_headers *h, const char *name,
+		    const char *id)
+{
+	size_t *hits = h->n ? malloc(h->n * sizeof(*hits)) : NULL;
+	size_t nhits = 0, k = 0;
+	int rc = MI_SUCCESS;
+
+	if (h->n && !hits)
+		return MI_FAILURE;
+	for (size_t f = 0; f < h->n; f++) {
+		if (strcasecmp(h->fields[f].name, name) != 0)
+			continue;
+		if (pipeline_authres_claims(h->fields[f].value, (void *)id))
+			hits[nhits++] = k;
+		k++;
+	}
+	/* smfi_chgheader counts the fields of a name from 1. */
+	while (nhits-- > 0)
+		if (smfi_chgheader(ctx, (char *)name, (int)hits[nhits] + 1, NULL) != MI_SUCCESS)
+			rc = MI_FAILURE;
+	free(hits);
+	message_header_remove_if(h, name, pipeline_authres_claims, (void *)id);
+	return rc;
+}
+
+/*
  * mf_changes - give the MTA the chain's header changes in order, each
  * also applied to a copy of the header as the MTA has it, which says
  * which fields a removal of forged Authentication-Results fields means
@@ -912,21 +948,7 @@ static void mf_changes(SMFICTX *ctx, struct mf_conn *c, const struct mf_req *req
 			}
 			break;
 		case PIPELINE_STRIP:
-			if (!have) {
-				rc = MI_FAILURE;
-				break;
-			}
-			size_t count = 0;
-			while (message_header_find(&h, ch->name, count) >= 0)
-				count++;
-			for (size_t k = count; k-- > 0;) {
-				long at = message_header_find(&h, ch->name, k);
-				if (at < 0 || !pipeline_authres_claims(h.fields[at].value, ch->value))
-					continue;
-				if (smfi_chgheader(ctx, ch->name, (int)k + 1, NULL) != MI_SUCCESS)
-					rc = MI_FAILURE;
-				message_header_change(&h, (size_t)at, NULL);
-			}
+			rc = have ? mf_strip(ctx, &h, ch->name, ch->value) : MI_FAILURE;
 			break;
 		}
 		if (rc != MI_SUCCESS)

@@ -41,7 +41,7 @@ PROBE = os.path.join(PLUGIN_DIR, "probe.so")
 AUTHSERV = "proxy.portcullis.test"
 ALICE = "alice@" + DOMAIN
 BOB = "bob@" + DOMAIN
-SIZE_LIMIT = 5 * 1024
+SIZE_LIMIT = 100 * 1024
 
 ZONE = {
     "pass.test": [{"TXT": "v=spf1 ip4:127.0.0.1 ip6:::1 -all"}],
@@ -74,7 +74,7 @@ CHAIN = "size, relay, spf, refuser, slow, headers"
 
 
 def chain_sections(milter_port, slow_sleep="3",
-                   refuser_text="refused by the custom filter"):
+                   refuser_text="refused by the custom filter (100% sure)"):
     """The [milter] section and the chain: size, relay (nothing on
     loopback trusted), spf, a custom filter that refuses one recipient,
     one that is late for one sender, and one that changes the header of
@@ -264,7 +264,7 @@ class MilterModeTest(ProxyTestCase):
     def test_custom_filter_refuses_a_recipient(self):
         m = self.both_ways("custom@pass.test", ["bob+blocked@" + DOMAIN],
                            make_message(),
-                           ("rcpt", 550, "5.7.1 refused by the custom filter"))
+                           ("rcpt", 550, "5.7.1 refused by the custom filter (100% sure)"))
         self.assertIn(("refuser", "rcpt", "reject", None), filter_verdicts(m))
 
     def test_accepted_mail_carries_portcullis_headers(self):
@@ -344,6 +344,18 @@ class MilterModeTest(ProxyTestCase):
         self.assertRegex(head, r"(?m)^Authentication-Results: %s;[\s\S]*spf=pass"
                          % re.escape(AUTHSERV))
 
+    def test_a_thousand_forged_authentication_results_go_in_one_pass(self):
+        forged = tuple("Authentication-Results: %s; spf=pass smtp.mailfrom=forged%d"
+                       % (AUTHSERV, i) for i in range(1000))
+        msg = make_message(sender="forged@pass.test", extra_headers=forged)
+        t0 = time.monotonic()
+        got = self.send(self.postfix.port, "forged@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        self.assertLess(time.monotonic() - t0, 20)
+        head = self.delivered_header(msg)
+        self.assertNotIn("smtp.mailfrom=forged", head)
+        self.assertEqual(len(re.findall(r"(?m)^Authentication-Results:", head)), 1, head[:2000])
+
 
 class MilterSupervisionTest(ProxyTestCase):
     """The milter front-end is a process the master supervises."""
@@ -374,7 +386,7 @@ class MilterSupervisionTest(ProxyTestCase):
         self.assertTrue(found, p.stderr()[-3000:])
         return [int(x) for x in found]
 
-    def refused(self, text="refused by the custom filter"):
+    def refused(self, text="refused by the custom filter (100% sure)"):
         """A custom filter's refusal reaches Postfix's client."""
         s = smtplib.SMTP("127.0.0.1", self.postfix.port, timeout=60)
         try:
@@ -429,7 +441,7 @@ class MilterSupervisionTest(ProxyTestCase):
             self.assertTrue(p.wait_log(r"stopping: draining"), p.stderr()[-2000:])
             code, reply = s.rcpt("bob+blocked@" + DOMAIN)
             self.assertEqual((code, reply.decode()),
-                             (550, "5.7.1 refused by the custom filter"),
+                             (550, "5.7.1 refused by the custom filter (100% sure)"),
                              p.stderr()[-3000:] + self.postfix.maillog()[-3000:])
         finally:
             s.quit()
@@ -439,7 +451,7 @@ class MilterSupervisionTest(ProxyTestCase):
         self.assertEqual(rec[0]["mode"], "milter")
         self.assertEqual(rec[0]["action"], "aborted")
         self.assertEqual(rec[0]["recipients"][0]["reply"],
-                         "550 5.7.1 refused by the custom filter")
+                         "550 5.7.1 refused by the custom filter (100% sure)")
 
 
 class MilterConfigTest(ProxyTestCase):
