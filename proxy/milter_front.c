@@ -687,8 +687,14 @@ static sfsistat mf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 	req.c = c;
 	mf_call(&req);
 	mf_run(c, &req, CHAIN_CONNECT, NULL, NULL);
-	rc = mf_reply(ctx, req.status, req.out_reply);
-	if (rc == SMFIS_REJECT || rc == SMFIS_TEMPFAIL)
+	/*
+	 * No reply text at connect (smfi_setreply(3)): the MTA refuses the
+	 * client in its own words (Postfix: 554 or 421 as its greeting).
+	 */
+	rc = req.status == PC_REJECT	 ? SMFIS_REJECT
+	     : req.status == PC_TEMPFAIL ? SMFIS_TEMPFAIL
+					 : SMFIS_CONTINUE;
+	if (rc != SMFIS_CONTINUE)
 		c->refused = "refused";
 	return rc;
 }

@@ -454,6 +454,36 @@ class MilterSupervisionTest(ProxyTestCase):
                          "550 5.7.1 refused by the custom filter (100% sure)")
 
 
+class MilterConnectRefusalTest(ProxyTestCase):
+    """A filter that refuses the client at connect."""
+
+    def test_a_client_refused_at_connect_is_refused_by_postfix(self):
+        """libmilter passes no reply text at connect (smfi_setreply(3)):
+        Postfix refuses the client with its own 554 greeting."""
+        milter_port = free_port()
+        postfix = self.start_postfix(extra_main={
+            "smtpd_milters": "inet:127.0.0.1:%d" % milter_port,
+            "milter_default_action": "accept",
+        })
+        cap = self.start_sink()
+        p = self.start_proxy(
+            backend_port=cap.port, filters="gate", filter_dir=FILTER_DIR,
+            extra="\n[milter]\nlisten = inet:%d@127.0.0.1\n\n[filter gate]\n"
+                  "module = %s\nstage = connect\nverdict = reject\ncode = 554\n"
+                  "enh = 5.7.1\ntext = no clients today\n" % (milter_port, PROBE))
+        self.assertTrue(harness.wait_listening(milter_port, 15, p.proc), p.stderr()[-2000:])
+        with self.assertRaises(smtplib.SMTPConnectError) as refused:
+            smtplib.SMTP("127.0.0.1", postfix.port, timeout=60)
+        self.assertEqual(refused.exception.smtp_code, 554)
+        recs = p.wait_decisions(lambda d: d.get("mode") == "milter"
+                                and d.get("type") == "connection", 1, 15)
+        self.assertTrue(recs, p.decisions())
+        self.assertEqual(recs[0]["action"], "refused")
+        self.assertEqual(recs[0]["reason"], "refused by a filter")
+        self.assertEqual([(e["filter"], e["stage"], e["verdict"]) for e in recs[0]["filters"]],
+                         [("gate", "connect", "reject")])
+
+
 class MilterConfigTest(ProxyTestCase):
     """[milter] listen in portcullis -t."""
 
