@@ -81,6 +81,8 @@ struct mf_change {
 /* One MTA connection: a session of the pipeline. */
 struct mf_conn {
 	char id[32];
+	bool opened;  /* the connect callback came (a record is due) */
+	bool leadspc; /* header values come and go with their leading space */
 	char addr[INET6_ADDRSTRLEN];
 	unsigned port;
 	char *name;	/* the MTA's verified client name, or NULL */
@@ -650,21 +652,36 @@ static struct mf_conn *mf_conn_of(SMFICTX *ctx)
 	return smfi_getpriv(ctx);
 }
 
-/* mf_connect - xxfi_connect: a new session for the MTA's client */
-static sfsistat mf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
+/*
+ * mf_conn_new - the state of a new MTA connection, made at negotiation
+ * (or at connect with an MTA that does not negotiate)
+ */
+static struct mf_conn *mf_conn_new(SMFICTX *ctx)
 {
 	struct mf_conn *c = calloc(1, sizeof(*c));
-	struct mf_req req = { .op = MF_OPEN };
-	sfsistat rc;
 
 	if (!c)
-		return SMFIS_TEMPFAIL;
+		return NULL;
 	pthread_cond_init(&c->cond, NULL);
 	pthread_mutex_lock(&mf.lock);
 	snprintf(c->id, sizeof(c->id), "%06x%06llx", mf.id_prefix & 0xffffff,
 		 (mf.next_id++) & 0xffffffULL);
 	mf.nconns++;
 	pthread_mutex_unlock(&mf.lock);
+	smfi_setpriv(ctx, c);
+	return c;
+}
+
+/* mf_connect - xxfi_connect: a new session for the MTA's client */
+static sfsistat mf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
+{
+	struct mf_conn *c = mf_conn_of(ctx);
+	struct mf_req req = { .op = MF_OPEN };
+	sfsistat rc;
+
+	if (!c && !(c = mf_conn_new(ctx)))
+		return SMFIS_TEMPFAIL;
+	c->opened = true;
 	if (hostaddr && hostaddr->sa_family == AF_INET) {
 		const struct sockaddr_in *sin = (const void *)hostaddr;
 		inet_ntop(AF_INET, &sin->sin_addr, c->addr, sizeof(c->addr));
@@ -683,7 +700,6 @@ static sfsistat mf_connect(SMFICTX *ctx, char *hostname, _SOCK_ADDR *hostaddr)
 	mf_set(&c->listener, mf_macro(ctx, "{daemon_name}"));
 	if (!c->listener)
 		mf_set(&c->listener, mf_macro(ctx, "j"));
-	smfi_setpriv(ctx, c);
 	req.c = c;
 	mf_call(&req);
 	mf_run(c, &req, CHAIN_CONNECT, NULL, NULL);
@@ -845,7 +861,8 @@ static sfsistat mf_header(SMFICTX *ctx, char *name, char *value)
 	if (!c || !c->in_tx)
 		return SMFIS_CONTINUE;
 	mf_write(c, name, strlen(name));
-	mf_write(c, ":", 1);
+	/* Without SMFIP_HDR_LEADSPC the MTA took one space after the colon. */
+	mf_write(c, c->leadspc ? ":" : ": ", c->leadspc ? 1 : 2);
 	/* The MTA ends the lines of a folded field with LF alone. */
 	while (*p) {
 		size_t n = strcspn(p, "\r\n");
@@ -931,7 +948,7 @@ static void mf_changes(SMFICTX *ctx, struct mf_conn *c, const struct mf_req *req
 		int rc = MI_SUCCESS;
 
 		/* SMFIP_HDR_LEADSPC: the value as it follows the colon. */
-		if (ch->value && asprintf(&v, " %s", ch->value) < 0)
+		if (ch->value && asprintf(&v, "%s%s", c->leadspc ? " " : "", ch->value) < 0)
 			v = NULL;
 		switch (ch->kind) {
 		case PIPELINE_ADD:
@@ -1047,10 +1064,12 @@ static sfsistat mf_close(SMFICTX *ctx)
 	if (!c)
 		return SMFIS_CONTINUE;
 	mf_tx_end(c, "aborted", NULL, "the MTA closed the connection");
-	req.c = c;
-	req.action = c->refused ? c->refused : "closed";
-	req.reason = c->refused ? "refused by a filter" : "the MTA closed the connection";
-	mf_call(&req);
+	if (c->opened) {
+		req.c = c;
+		req.action = c->refused ? c->refused : "closed";
+		req.reason = c->refused ? "refused by a filter" : "the MTA closed the connection";
+		mf_call(&req);
+	}
 	smfi_setpriv(ctx, NULL);
 	free(c->name);
 	free(c->helo);
@@ -1075,11 +1094,15 @@ static sfsistat mf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 			     unsigned long *pf1, unsigned long *pf2, unsigned long *pf3)
 {
 	unsigned long want = SMFIP_NODATA | SMFIP_NOUNKNOWN | SMFIP_HDR_LEADSPC;
+	struct mf_conn *c = mf_conn_of(ctx);
 
+	if (!c && !(c = mf_conn_new(ctx)))
+		return SMFIS_TEMPFAIL;
 	if (!mf.chain || !mf.chain->any[CHAIN_DATA])
 		want |= SMFIP_NOHDRS | SMFIP_NOEOH | SMFIP_NOBODY;
 	*pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
 	*pf1 = want & f1;
+	c->leadspc = (*pf1 & SMFIP_HDR_LEADSPC) != 0;
 	*pf2 = 0;
 	*pf3 = 0;
 	return SMFIS_CONTINUE;

@@ -454,6 +454,52 @@ class MilterSupervisionTest(ProxyTestCase):
                          "550 5.7.1 refused by the custom filter (100% sure)")
 
 
+class MilterUnixSocketTest(ProxyTestCase):
+    """[milter] listen = unix:/path, Portcullis running as Postfix's
+    user: the socket is group-writable, and a reload hands the path to
+    the new process."""
+
+    def test_unix_socket_serves_postfix_and_survives_a_reload(self):
+        import pwd
+        import signal
+        import stat
+        sockdir = harness.make_tempdir("portcullis-milter-sock-")
+        self.addCleanup(harness.remove_tree, sockdir)
+        pf = pwd.getpwnam("postfix")
+        os.chown(sockdir, pf.pw_uid, pf.pw_gid)
+        path = os.path.join(sockdir, "milter.sock")
+        postfix = self.start_postfix(extra_main={
+            "smtpd_milters": "unix:" + path,
+            "milter_default_action": "accept",
+        })
+        cap = self.start_sink()
+        p = self.start_proxy(backend_port=cap.port, filters=CHAIN, filter_dir=FILTER_DIR,
+                             authserv_id=AUTHSERV, user="postfix",
+                             extra=chain_sections(0).replace(
+                                 "listen = inet:0@127.0.0.1", "listen = unix:" + path))
+        self.assertTrue(wait_for(lambda: os.path.exists(path), 15), p.stderr()[-3000:])
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode) & 0o077, 0o070)
+
+        def refused(text):
+            s = smtplib.SMTP("127.0.0.1", postfix.port, timeout=60)
+            try:
+                s.ehlo("client.example.test")
+                self.assertEqual(s.mail("unix@pass.test")[0], 250)
+                code, reply = s.rcpt("bob+blocked@" + DOMAIN)
+                self.assertEqual((code, reply.decode()), (550, "5.7.1 " + text),
+                                 postfix.maillog()[-2000:] + p.stderr()[-2000:])
+            finally:
+                s.quit()
+        refused("refused by the custom filter (100% sure)")
+        p.extra = chain_sections(0, refuser_text="refused after the reload").replace(
+            "listen = inet:0@127.0.0.1", "listen = unix:" + path)
+        p.write_config()
+        p.signal(signal.SIGHUP)
+        self.assertTrue(p.wait_log(r"info: milter: listening on unix:", 2, 20),
+                        p.stderr()[-3000:])
+        refused("refused after the reload")
+
+
 class MilterConnectRefusalTest(ProxyTestCase):
     """A filter that refuses the client at connect."""
 
