@@ -7,7 +7,8 @@
  * the worker's thread pool; the session's callback gets one outcome on
  * the event loop: CONTINUE (or ACCEPT), or the first REJECT, TEMPFAIL or
  * DISCARD with its reply, plus the rewritten header block at the data
- * stage.
+ * stage and the changes that made it, one by one (the milter front-end
+ * hands those to the MTA).
  *
  * Each filter call has its deadline. A call that passes it, a job that
  * cannot be queued, an invalid verdict: each gets the filter's on_error
