@@ -70,7 +70,7 @@ def tearDownModule():
         DNS = None
 
 
-CHAIN = "size, relay, spf, refuser, slow, headers"
+CHAIN = "size, relay, spf, refuser, slow, headers, dropper"
 
 
 def chain_sections(milter_port, slow_sleep="3",
@@ -131,8 +131,14 @@ add_header = X-Added: at the end
 insert_header = X-Inserted: on top
 change_header = Subject: changed by the chain
 report_client = yes
+
+[filter dropper]
+module = %s
+stage = data
+match = discard@
+verdict = discard
 """ % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, refuser_text, PROBE,
-       slow_sleep, PROBE)
+       slow_sleep, PROBE, PROBE)
 
 
 def filter_verdicts(record):
@@ -266,6 +272,22 @@ class MilterModeTest(ProxyTestCase):
                            make_message(),
                            ("rcpt", 550, "5.7.1 refused by the custom filter (100% sure)"))
         self.assertIn(("refuser", "rcpt", "reject", None), filter_verdicts(m))
+
+    def test_discard_is_accepted_by_postfix_and_never_delivered(self):
+        msg = make_message(sender="discard@pass.test")
+        got = self.send(self.postfix.port, "discard@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        self.assertTrue(self.postfix.wait_log(r"milter-discard: END-OF-MESSAGE", 10),
+                        self.postfix.maillog()[-2000:])
+        proxy = self.send(self.p.port, "discard@pass.test", [ALICE], msg)
+        self.assertEqual(proxy[:2], ("accepted", 250), proxy)
+        m = self.milter_record("discard@pass.test")
+        p = self.proxy_record("discard@pass.test")
+        self.assertEqual(m["action"], "discarded")
+        self.assertEqual(filter_verdicts(m), filter_verdicts(p))
+        self.assertIn(("dropper", "data", "discard", None), filter_verdicts(m))
+        mid = re.search(rb"Message-ID: (<[^>]+>)", msg, re.I).group(1)
+        self.assertFalse(self.postfix.find_message("alice", b"Message-ID: " + mid, 2))
 
     def test_accepted_mail_carries_portcullis_headers(self):
         msg = make_message(subject="accepted through the milter")
