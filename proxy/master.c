@@ -11,8 +11,8 @@
  * With [milter] listen, one more process of each generation serves the
  * chain to the MTA as a milter (milter_front.h): supervised like a
  * worker (restarted when it dies, replaced on SIGHUP, drained on
- * SIGTERM), it is told to finish by the same signals and leaves the
- * clients' ports to the workers.
+ * SIGTERM), it is told to finish with SIGUSR2 in both cases and leaves
+ * the clients' ports to the workers.
  *
  * One more child, the anvil (anvil.h), counts the clients' sessions for
  * all the workers. The master makes its socket before forking anyone and

@@ -296,7 +296,8 @@ static void mf_record_tx(struct mf_conn *c, const struct mf_req *req)
 
 /*
  * mf_exit_when_idle - exit once the close hooks of the last sessions ran
- * (a filter may close what it holds there), or after 5 s (loop). The
+ * (a filter may close what it holds there), or after 2 s, within the
+ * master's margin past drain_timeout (loop). The
  * process ends here, from the loop thread, while libmilter's listener
  * still blocks the main thread: smfi_stop() would make it remove a UNIX
  * socket's path, which by now may be the next generation's.
@@ -307,7 +308,7 @@ static void mf_exit_when_idle(evutil_socket_t fd, short events, void *arg)
 	struct timeval tv = { 0, 100000 };
 	unsigned left;
 
-	if (mf.pipeline && pipeline_sessions(mf.pipeline) > 0 && ++tries < 50 &&
+	if (mf.pipeline && pipeline_sessions(mf.pipeline) > 0 && ++tries < 20 &&
 	    event_base_once(mf.base, -1, EV_TIMEOUT, mf_exit_when_idle, NULL, &tv) == 0)
 		return;
 	pthread_mutex_lock(&mf.lock);
