@@ -123,7 +123,8 @@ static const struct conf_param conf_params[] = {
 	{ "portcullis", "client_network_connection_limit", CONF_UINT, F(client_network_connection_limit), 0, "100", false, 0, 1000000, NULL },
 	{ "portcullis", "client_connection_rate_limit", CONF_UINT, F(client_connection_rate_limit), 0, "120", false, 0, 1000000, NULL },
 	{ "portcullis", "client_limit_exceptions", CONF_NETWORKS, F(client_limit_exceptions), F(nclient_limit_exceptions), "", false, 0, 0, NULL },
-	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, true, 0, 0, NULL },
+	/* Required with SMTP listeners (conf_load): a milter-only file has none. */
+	{ "backend", "servers", CONF_ADDRS, F(backends), F(nbackends), NULL, false, 0, 0, NULL },
 	{ "backend", "helo_name", CONF_STRING, F(helo_name), 0, NULL, false, 0, 0, NULL },
 	{ "backend", "client_identity", CONF_ENUM, F(client_identity), 0, "auto", false, 0, 0, identity_names },
 	{ "backend", "received_header", CONF_ENUM, F(received_header), 0, "auto", false, 0, 0, received_names },
@@ -147,6 +148,7 @@ static const struct conf_param conf_params[] = {
 	{ "dns", "cache_size", CONF_UINT, F(dns_cache_size), 0, "10000", false, 0, 10000000, NULL },
 	{ "dns", "max_ttl", CONF_SECONDS, F(dns_max_ttl), 0, "86400", false, 0, 2147483647, NULL },
 	{ "dns", "negative_ttl", CONF_SECONDS, F(dns_negative_ttl), 0, "3600", false, 0, 2147483647, NULL },
+	{ "milter", "listen", CONF_STRING, F(milter_listen), 0, "", false, 0, 0, NULL },
 	{ "log", "decisions", CONF_STRING, F(decisions), 0, "syslog", false, 0, 0, NULL },
 	{ "log", "diagnostics", CONF_ENUM, F(diagnostics_syslog), 0, "syslog", false, 0, 0, diag_names },
 	{ "log", "level", CONF_ENUM, F(log_level), 0, "info", false, 0, 0, level_names },
@@ -191,6 +193,7 @@ struct conf_loader {
 	struct conf_filter sections[CONF_MAX_FILTERS];
 	size_t nsections;
 	int filters_line;
+	int milter_line; /* of [milter] listen */
 	bool lseen[CONF_MAX_ADDRS][NLPARAMS]; /* keys given, per listener section */
 	int llines[CONF_MAX_ADDRS][NLPARAMS]; /* and where */
 };
@@ -829,9 +832,49 @@ static void conf_listeners(struct conf_loader *ld)
 					   "%s is listened on twice", conf->listen[i].text);
 				break;
 			}
-	if (conf->nlisten == 0)
+	if (conf->nlisten == 0 && !*conf->milter_listen)
 		conf_error(ld, 0, "portcullis", "listen", "%s",
-			   "required key missing (or a [listener NAME] section with an address)");
+			   "required key missing (or a [listener NAME] section with an "
+			   "address, or [milter] listen)");
+}
+
+/*
+ * conf_milter - [milter] listen is a socket libmilter takes (smfi_setconn):
+ * unix:/path or local:/path, inet:port@host or inet6:port@host; and
+ * [backend] servers is required when SMTP listeners relay to it
+ */
+static void conf_milter(struct conf_loader *ld)
+{
+	struct conf *conf = ld->conf;
+	const char *l = conf->milter_listen;
+	const char *colon = strchr(l, ':');
+
+	if (conf->nlisten && !conf->nbackends)
+		conf_error(ld, 0, "backend", "servers", "%s", "required key missing");
+	if (!*l)
+		return;
+	if (!colon) {
+		conf_error(ld, ld->milter_line, "milter", "listen",
+			   "\"%s\": expected unix:/path or inet:port@host", l);
+	} else if (strncmp(l, "unix:", 5) == 0 || strncmp(l, "local:", 6) == 0) {
+		if (colon[1] != '/')
+			conf_error(ld, ld->milter_line, "milter", "listen",
+				   "\"%s\": the socket's path must be absolute", l);
+	} else if (strncmp(l, "inet:", 5) == 0 || strncmp(l, "inet6:", 6) == 0) {
+		unsigned long long port;
+		char digits[8] = "";
+		size_t n = strcspn(colon + 1, "@");
+
+		if (n < sizeof(digits))
+			memcpy(digits, colon + 1, n);
+		if (!*digits || conf_parse_number(digits, false, &port) || port == 0 ||
+		    port > 65535 || (colon[1 + n] == '@' && !colon[2 + n]))
+			conf_error(ld, ld->milter_line, "milter", "listen",
+				   "\"%s\": expected inet:port@host, port 1 to 65535", l);
+	} else {
+		conf_error(ld, ld->milter_line, "milter", "listen",
+			   "\"%s\": expected unix:/path or inet:port@host", l);
+	}
 }
 
 /* conf_handler - one "key = value" from libinih */
@@ -870,6 +913,8 @@ static int conf_handler(void *user, const char *section, const char *key,
 			ld->conf->backend_tls_line[1] = ld->line;
 		if (p->offset == F(backend_tls_fingerprint))
 			ld->conf->backend_tls_line[2] = ld->line;
+		if (p->offset == F(milter_listen))
+			ld->milter_line = ld->line;
 		if ((err = conf_set(ld->conf, p, value)))
 			conf_error(ld, ld->line, section, key, "%s: \"%s\"",
 				   err, value);
@@ -914,6 +959,7 @@ struct conf *conf_load(const char *path, FILE *errors)
 	}
 	conf_chain(&ld);
 	conf_listeners(&ld);
+	conf_milter(&ld);
 	for (size_t i = 0; i < NPARAMS; i++)
 		if (conf_params[i].required && !ld.seen[i])
 			conf_error(&ld, 0, conf_params[i].section,

@@ -209,6 +209,9 @@ struct conf {
 	unsigned dns_max_ttl;
 	unsigned dns_negative_ttl;
 
+	/* [milter]: the chain served to an MTA as a milter (milter_front.h) */
+	char *milter_listen; /* libmilter's socket: unix:/path, inet:port@host; "" off */
+
 	/* [log] */
 	char *decisions;
 	int diagnostics_syslog; /* 0 stderr, 1 syslog (an enum like the others) */

@@ -15,6 +15,12 @@
  * (at start and at each reload, so a key readable by root only can be
  * replaced and reloaded), opens the listening sockets, and forks.
  *
+ * With [milter] listen, one more process of each generation serves the
+ * chain to the MTA as a milter (milter_front.h): supervised like a
+ * worker (restarted when it dies, replaced on SIGHUP, drained on
+ * SIGTERM), it is told to finish with SIGUSR2 in both cases and leaves
+ * the clients' ports to the workers.
+ *
  * One more child, the anvil (anvil.h), counts the clients' sessions for
  * all the workers. The master makes its socket before forking anyone and
  * keeps it, so a worker can always connect; an anvil that dies is
@@ -45,6 +51,7 @@
 #include "chain.h"
 #include "log.h"
 #include "master.h"
+#include "milter_front.h"
 #include "record.h"
 #include "tls.h"
 #include "worker.h"
@@ -55,6 +62,7 @@
 struct master_worker {
 	pid_t pid;
 	unsigned generation;
+	bool milter; /* the milter front-end, not an SMTP worker */
 };
 
 static struct master_worker master_workers[MASTER_MAX_WORKERS * 2];
@@ -170,9 +178,14 @@ static int master_drop(void)
 	return 0;
 }
 
-/* master_worker_count - the configured count, or one per core */
+/*
+ * master_worker_count - the configured count, or one per core; none
+ * without SMTP listeners (a milter-only configuration)
+ */
 static unsigned master_worker_count(const struct conf *conf)
 {
+	if (conf->nlisten == 0)
+		return 0;
 	long n = conf->workers ? (long)conf->workers : sysconf(_SC_NPROCESSORS_ONLN);
 
 	if (n < 1)
@@ -182,9 +195,9 @@ static unsigned master_worker_count(const struct conf *conf)
 	return (unsigned)n;
 }
 
-/* master_spawn - fork one worker of this generation */
+/* master_spawn - fork one worker (or the milter front-end) of this generation */
 static void master_spawn(const struct conf *conf, unsigned generation,
-			 const sigset_t *oldmask)
+			 const sigset_t *oldmask, bool milter)
 {
 	size_t slot;
 	pid_t pid;
@@ -206,10 +219,16 @@ static void master_spawn(const struct conf *conf, unsigned generation,
 		sigprocmask(SIG_SETMASK, oldmask, NULL);
 		if (master_drop() < 0)
 			_exit(1);
-		_exit(worker_run(conf, master_fds, master_nfds));
+		if (!milter)
+			_exit(worker_run(conf, master_fds, master_nfds));
+		for (size_t i = 0; i < master_nfds; i++)
+			close(master_fds[i]);
+		close(master_anvil_fd);
+		_exit(milter_front_run(conf));
 	}
 	master_workers[slot].pid = pid;
 	master_workers[slot].generation = generation;
+	master_workers[slot].milter = milter;
 }
 
 /* master_spawn_anvil - fork the anvil */
@@ -239,7 +258,12 @@ static void master_signal_workers(int sig, unsigned generation, bool all)
 	for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++)
 		if (master_workers[i].pid &&
 		    (all || master_workers[i].generation == generation))
-			kill(master_workers[i].pid, sig);
+			/*
+			 * The milter front-end drains on SIGUSR2: libmilter takes
+			 * SIGTERM itself and serves no open connection after it.
+			 */
+			kill(master_workers[i].pid,
+			     sig == SIGTERM && master_workers[i].milter ? SIGUSR2 : sig);
 }
 
 /* master_live_workers - how many workers are alive */
@@ -432,8 +456,11 @@ int master_run(struct conf *conf)
 	master_spawn_anvil(&oldmask);
 	wanted = master_worker_count(conf);
 	for (unsigned i = 0; i < wanted; i++)
-		master_spawn(conf, generation, &oldmask);
-	log_info("started %u workers", wanted);
+		master_spawn(conf, generation, &oldmask, false);
+	if (*conf->milter_listen)
+		master_spawn(conf, generation, &oldmask, true);
+	log_info("started %u workers%s", wanted,
+		 *conf->milter_listen ? " and the milter front-end" : "");
 
 	for (;;) {
 		struct timespec tick = { 1, 0 };
@@ -488,7 +515,10 @@ int master_run(struct conf *conf)
 				conf = fresh;
 				wanted = master_worker_count(conf);
 				for (unsigned i = 0; i < wanted; i++)
-					master_spawn(conf, generation, &oldmask);
+					master_spawn(conf, generation, &oldmask, false);
+				/* It opens its socket once the old one closed it. */
+				if (*conf->milter_listen)
+					master_spawn(conf, generation, &oldmask, true);
 				/* The old workers finish their sessions, untouched. */
 				master_signal_workers(SIGUSR2, old, false);
 			}
@@ -517,12 +547,13 @@ int master_run(struct conf *conf)
 			for (size_t i = 0; i < sizeof(master_workers) / sizeof(master_workers[0]); i++) {
 				if (master_workers[i].pid != pid)
 					continue;
+				const char *what = master_workers[i].milter ? "milter front-end" : "worker";
 				master_workers[i].pid = 0;
 				if (WIFSIGNALED(status))
-					log_error("worker %d killed by signal %d", (int)pid,
+					log_error("%s %d killed by signal %d", what, (int)pid,
 						  WTERMSIG(status));
 				else if (WEXITSTATUS(status) != 0)
-					log_error("worker %d exited with status %d", (int)pid,
+					log_error("%s %d exited with status %d", what, (int)pid,
 						  WEXITSTATUS(status));
 				if (!stopping && master_workers[i].generation == generation &&
 				    (WIFSIGNALED(status) || WEXITSTATUS(status) != 0)) {
@@ -530,8 +561,9 @@ int master_run(struct conf *conf)
 					if (time(NULL) - last_restart < MASTER_RESTART_PAUSE)
 						sleep(MASTER_RESTART_PAUSE);
 					last_restart = time(NULL);
-					log_info("restarting a worker");
-					master_spawn(conf, generation, &oldmask);
+					log_info("restarting the %s", what);
+					master_spawn(conf, generation, &oldmask,
+						     master_workers[i].milter);
 				}
 			}
 		}

@@ -70,12 +70,16 @@ struct snap {
 
 /*
  * One change of the message, kept to replay on a fresh parse. The header
- * changes come first; OP_STRIP removes every name field whose
- * authserv-id is value. The others change the envelope view (name: the
- * address, value: its parameters or the reason) or the body.
+ * changes come first, with pipeline.h's kinds (the milter front-end gets
+ * them one by one); OP_STRIP removes every name field whose authserv-id
+ * is value. The others change the envelope view (name: the address,
+ * value: its parameters or the reason) or the body.
  */
 enum op_kind {
-	OP_ADD, OP_INSERT, OP_CHANGE, OP_STRIP,
+	OP_ADD = PIPELINE_ADD,
+	OP_INSERT = PIPELINE_INSERT,
+	OP_CHANGE = PIPELINE_CHANGE,
+	OP_STRIP = PIPELINE_STRIP,
 	OP_SENDER, OP_RCPT_ADD, OP_RCPT_DEL, OP_BODY, OP_QUARANTINE,
 };
 
@@ -341,8 +345,8 @@ static size_t authres_id(const char *value, const char **id)
 	return strcspn(p, " \t;(");
 }
 
-/* authres_claims - whether an Authentication-Results: value claims id */
-static bool authres_claims(const char *value, void *id)
+/* pipeline_authres_claims - whether an Authentication-Results: value claims id */
+bool pipeline_authres_claims(const char *value, void *id)
 {
 	const char *got;
 	size_t len = authres_id(value, &got);
@@ -364,7 +368,7 @@ static int op_apply(struct message_headers *h, const struct op *op)
 		i = message_header_find(h, op->name, op->n);
 		return i < 0 ? -1 : message_header_change(h, (size_t)i, op->value);
 	case OP_STRIP:
-		message_header_remove_if(h, op->name, authres_claims, op->value);
+		message_header_remove_if(h, op->name, pipeline_authres_claims, op->value);
 		return 0;
 	default:
 		return 0; /* not a header change */
@@ -1128,11 +1132,13 @@ static void session_free_state(struct pipeline_session *ps)
  */
 static void job_deliver(struct pipeline_job *job, enum pc_status status,
 			const char *reply, char *headers, size_t headers_len,
-			unsigned long long header_end, struct pipeline_envelope *envelope)
+			unsigned long long header_end, struct pipeline_envelope *envelope,
+			const struct op *ops, size_t nops)
 {
 	struct pipeline_session *ps = job->ps;
 	json_t *results = job->stage <= CHAIN_HELO ? ps->session_results : ps->tx_results;
 	struct pipeline_outcome out = { .status = status };
+	struct pipeline_change *changes = NULL;
 
 	json_array_extend(results, job->entries);
 	if (status == PC_REJECT || status == PC_TEMPFAIL)
@@ -1142,6 +1148,14 @@ static void job_deliver(struct pipeline_job *job, enum pc_status status,
 		out.headers = headers;
 		out.headers_len = headers_len;
 		out.header_end = header_end;
+		/* The same changes one by one, for a front-end that forwards them. */
+		changes = nops ? calloc(nops, sizeof(*changes)) : NULL;
+		for (const struct op *op = ops; changes && op && out.nchanges < nops; op = op->next)
+			if (op->kind <= OP_STRIP) /* the envelope's and body's are not these */
+				changes[out.nchanges++] = (struct pipeline_change){
+					(enum pipeline_change_kind)op->kind, op->name, op->n, op->value
+				};
+		out.changes = changes;
 	}
 	if (status == PC_CONTINUE)
 		out.envelope = envelope;
@@ -1150,6 +1164,7 @@ static void job_deliver(struct pipeline_job *job, enum pc_status status,
 	if (job->done)
 		job->done(job->arg, &out);
 	pipeline_envelope_free(out.envelope);
+	free(changes);
 }
 
 /* job_take_back - the job's copies become the session's state (loop) */
@@ -1205,7 +1220,7 @@ static void job_done(void *arg)
 			free(job->quarantine_file);
 		job->quarantine_file = NULL;
 		job_deliver(job, job->status, job->reply, job->rendered,
-			    job->rendered_len, job->headers.header_end, e);
+			    job->rendered_len, job->headers.header_end, e, job->ops, job->nops);
 	}
 	job_free(job);
 	job_end(ps);
@@ -1220,7 +1235,7 @@ static void job_continue(struct pipeline_job *old, size_t late, json_t *entry)
 	if (!job) {
 		json_decref(entry);
 		job_deliver(old, PC_TEMPFAIL, "451 4.3.0 Error: out of memory, try again later",
-			    NULL, 0, 0, NULL);
+			    NULL, 0, 0, NULL, NULL, 0);
 		return;
 	}
 	job->done = old->done;
@@ -1271,11 +1286,12 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 		struct pipeline_envelope *e = NULL;
 		struct view v = { 0 };
 		char qwhy[256];
+		struct op *ops = NULL;
 
 		if (job->stage == CHAIN_DATA && job->ops_committed && job->spool &&
 		    message_headers_read(&h, job->spool,
 					 (size_t)job->p->conf->header_size_limit) == 0) {
-			struct op *ops = ops_prefix(job->ops, job->ops_committed);
+			ops = ops_prefix(job->ops, job->ops_committed);
 			bool ok = view_init(&v, &job->snap->env) == 0;
 			for (struct op *op = ops; op; op = op->next) {
 				op_apply(&h, op);
@@ -1293,20 +1309,21 @@ static void job_fail(struct pipeline_job *job, size_t late, const char *why,
 				ops_free(ops);
 				free(headers);
 				job->reason = qwhy;
-				job_deliver(job, PC_TEMPFAIL, PIPELINE_QUARANTINE_FAILED, NULL, 0, 0, NULL);
+				job_deliver(job, PC_TEMPFAIL, PIPELINE_QUARANTINE_FAILED, NULL, 0, 0, NULL,
+					    NULL, 0);
 				job_end(ps);
 				return;
 			}
 			if (ok)
 				e = view_outcome(&v, &job->snap->env, file);
 			view_free(&v);
-			ops_free(ops);
 		}
-		job_deliver(job, PC_CONTINUE, NULL, headers, len, end, e);
+		job_deliver(job, PC_CONTINUE, NULL, headers, len, end, e, ops, job->ops_committed);
+		ops_free(ops);
 		free(headers);
 	} else {
 		default_reply(reply, sizeof(reply), job->stage, f->on_error, true);
-		job_deliver(job, f->on_error, reply, NULL, 0, 0, NULL);
+		job_deliver(job, f->on_error, reply, NULL, 0, 0, NULL, NULL, 0);
 	}
 	job_end(ps);
 }

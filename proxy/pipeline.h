@@ -7,10 +7,11 @@
  * the worker's thread pool; the session's callback gets one outcome on
  * the event loop: CONTINUE (or ACCEPT), or the first REJECT, TEMPFAIL or
  * DISCARD with its reply, plus at the data stage the rewritten header
- * block and what else the filters changed (sender, recipients, body,
- * quarantine: struct pipeline_envelope). A quarantined message is
- * written to its file on the filter thread, before the outcome; when
- * that fails the outcome is a TEMPFAIL.
+ * block, the header changes that made it one by one (the milter
+ * front-end hands those to the MTA), and what else the filters changed
+ * (sender, recipients, body, quarantine: struct pipeline_envelope). A
+ * quarantined message is written to its file on the filter thread,
+ * before the outcome; when that fails the outcome is a TEMPFAIL.
  *
  * Each filter call has its deadline. A call that passes it, a job that
  * cannot be queued, an invalid verdict: each gets the filter's on_error
@@ -58,10 +59,29 @@ struct pipeline_env {
 	const char *rcpt;     /* the recipient being decided (rcpt stage) */
 	struct spool *spool;  /* data stage: the finished message */
 	bool smtputf8;
-	bool tls;	      /* the session is under TLS; then: */
+	bool tls;	      /* the session is under TLS (milter: {tls_version}); then: */
 	const char *tls_version, *tls_cipher;
 	int tls_bits;
 	const char *tls_sni, *tls_peer_subject, *tls_peer_fingerprint; /* or NULL */
+};
+
+/*
+ * One header change a filter made at the data stage, as the pipeline
+ * applied it to the header list as it was then (the milter front-end
+ * hands these to the MTA one by one).
+ */
+enum pipeline_change_kind {
+	PIPELINE_ADD,	 /* append name: value */
+	PIPELINE_INSERT, /* insert before field n (n >= the count: append) */
+	PIPELINE_CHANGE, /* the n-th field called name (0: the first) gets value; NULL removes */
+	PIPELINE_STRIP,	 /* remove every name field whose authserv-id is value */
+};
+
+struct pipeline_change {
+	enum pipeline_change_kind kind;
+	const char *name;
+	size_t n;
+	const char *value;
 };
 
 /* One recipient of a changed envelope's final list. */
@@ -103,6 +123,8 @@ struct pipeline_outcome {
 	unsigned long long header_end; /* where the original header block ends */
 	struct pipeline_envelope *envelope; /* data: the other changes, or NULL;
 					     * done() may take it (and set NULL) */
+	const struct pipeline_change *changes; /* data: what made headers, in order */
+	size_t nchanges;
 };
 
 typedef void (*pipeline_done_fn)(void *arg, struct pipeline_outcome *outcome);
@@ -163,6 +185,12 @@ void pipeline_tx_end(struct pipeline *p, struct pipeline_session *ps,
  */
 void pipeline_session_end(struct pipeline *p, struct pipeline_session *ps,
 			  const struct pipeline_env *env);
+
+/*
+ * pipeline_authres_claims - whether an Authentication-Results: value
+ * claims the authserv-id id (what PIPELINE_STRIP removes)
+ */
+bool pipeline_authres_claims(const char *value, void *id);
 
 /* pipeline_size_limit - the lowest limit a filter set, 0 when none */
 unsigned long long pipeline_size_limit(const struct pipeline_session *ps);

@@ -44,6 +44,8 @@ static size_t record_cap;
 static unsigned long record_lost;
 static time_t record_reported;
 
+static const char *record_mode; /* "milter" in the milter front-end */
+
 /* record_share - map the workers' lock before they are forked */
 void record_share(void)
 {
@@ -253,6 +255,12 @@ static json_t *record_time(void)
 	return json_string_nocheck(buf);
 }
 
+/* record_set_mode - the front-end every record names */
+void record_set_mode(const char *mode)
+{
+	record_mode = mode;
+}
+
 /* record_new - a record with its time, type and session */
 static json_t *record_new(const char *type, const char *session)
 {
@@ -261,6 +269,8 @@ static json_t *record_new(const char *type, const char *session)
 	json_object_set_new(rec, "time", record_time());
 	json_object_set_new(rec, "type", json_string_nocheck(type));
 	json_object_set_new(rec, "session", record_cstring(session));
+	if (record_mode)
+		json_object_set_new(rec, "mode", json_string_nocheck(record_mode));
 	return rec;
 }
 
@@ -458,6 +468,9 @@ void record_transaction(const char *session, const struct record_client *client,
 	json_t *rec = record_new("transaction", session);
 	json_t *rcpts = json_array();
 
+	if (tx->queue_id)
+		json_object_set_new(rec, "queue_id", record_cstring(tx->queue_id));
+
 	json_object_set_new(rec, "transaction", json_integer(tx->number));
 	json_object_set_new(rec, "client", record_client_json(client));
 	json_t *auth = record_auth_json(client);
@@ -469,7 +482,9 @@ void record_transaction(const char *session, const struct record_client *client,
 	for (size_t i = 0; i < tx->nrecipients; i++) {
 		json_t *r = json_object();
 		json_object_set_new(r, "address", record_cstring(tx->recipients[i].address));
-		json_object_set_new(r, "reply", record_reply(tx->recipients[i].reply));
+		/* Milter mode: the MTA answers a recipient no filter refused. */
+		if (tx->recipients[i].reply)
+			json_object_set_new(r, "reply", record_reply(tx->recipients[i].reply));
 		json_array_append_new(rcpts, r);
 	}
 	json_object_set_new(rec, "recipients", rcpts);

@@ -63,7 +63,8 @@ struct record_client {
 /* One recipient and the reply it got (the session's own list). */
 struct record_rcpt {
 	char *address;
-	char *reply; /* the reply line as sent, no CRLF */
+	char *reply; /* the reply line as sent, no CRLF; NULL in milter mode
+		      * when the MTA gave its own */
 };
 
 /* One mail transaction. */
@@ -78,6 +79,7 @@ struct record_tx {
 	const char *reply;  /* the final reply sent, or NULL */
 	const char *reason; /* or NULL */
 	json_t *changes;    /* what filters changed beyond the header, or NULL (borrowed) */
+	const char *queue_id; /* milter mode: the MTA's queue id, or NULL */
 };
 
 /* The backend part of a transaction. */
@@ -103,6 +105,12 @@ int record_open(const char *target);
 
 /* record_reopen - open the file again by its name (log rotation) */
 void record_reopen(void);
+
+/*
+ * record_set_mode - name the front-end of this process in every record
+ * ("mode": "milter"); proxy mode, the default (NULL), is not named
+ */
+void record_set_mode(const char *mode);
 
 /* record_close - close the destination */
 void record_close(void);
