@@ -90,6 +90,8 @@ struct mf_conn {
 	char *login;	/* {auth_authen} */
 	char *listener; /* {daemon_name}, or j */
 	bool tls;	/* {tls_version} */
+	char *tls_version, *tls_cipher; /* {tls_version}, {cipher} */
+	int tls_bits;	/* {cipher_bits} */
 	const char *refused; /* the connect filters refused the client */
 	unsigned ntx;	/* transactions recorded */
 	pthread_cond_t cond;
@@ -195,8 +197,13 @@ static void mf_env(const struct mf_conn *c, struct pipeline_env *env)
 	env->listener = c->listener ? c->listener : "";
 	env->helo = c->helo;
 	env->name = c->name;
-	env->login = c->login;
+	env->auth_user = c->login;
 	env->tls = c->tls;
+	if (c->tls) {
+		env->tls_version = c->tls_version;
+		env->tls_cipher = c->tls_cipher;
+		env->tls_bits = c->tls_bits;
+	}
 	/* The MTA speaks ESMTP to the client when it passes ESMTP arguments. */
 	env->esmtp = c->nparams > 0;
 	if (!c->in_tx)
@@ -727,6 +734,9 @@ static sfsistat mf_helo(SMFICTX *ctx, char *helo)
 		return SMFIS_TEMPFAIL;
 	/* TLS is known once the client said HELO again after STARTTLS. */
 	c->tls = mf_macro(ctx, "{tls_version}") != NULL || mf_macro(ctx, "{cipher}") != NULL;
+	mf_set(&c->tls_version, mf_macro(ctx, "{tls_version}"));
+	mf_set(&c->tls_cipher, mf_macro(ctx, "{cipher}"));
+	c->tls_bits = mf_macro(ctx, "{cipher_bits}") ? atoi(mf_macro(ctx, "{cipher_bits}")) : 0;
 	mf_run(c, &req, CHAIN_HELO, helo, NULL);
 	rc = mf_reply(ctx, req.status, req.out_reply);
 	/* A refused HELO name is not the session's (as in proxy mode). */
@@ -1075,6 +1085,8 @@ static sfsistat mf_close(SMFICTX *ctx)
 	free(c->name);
 	free(c->helo);
 	free(c->login);
+	free(c->tls_version);
+	free(c->tls_cipher);
 	free(c->listener);
 	pthread_cond_destroy(&c->cond);
 	free(c);
