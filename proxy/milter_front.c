@@ -43,6 +43,8 @@
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <time.h>
@@ -1191,6 +1193,17 @@ static int mf_open(const char *conn)
 			mf.listen_fd = mf_listening_fd();
 			if (mf.listen_fd == before)
 				mf.listen_fd = -1;
+			if (mf.listen_fd >= 0 && !unix_socket) {
+				/*
+				 * The MTA's connections inherit it (Linux): libmilter
+				 * writes a reply in pieces, and the last one would wait
+				 * for the MTA's delayed ACK of the first, 40 ms a time.
+				 */
+				int one = 1;
+				if (setsockopt(mf.listen_fd, IPPROTO_TCP, TCP_NODELAY, &one,
+					       sizeof(one)) < 0)
+					log_warning("milter: TCP_NODELAY: %s", strerror(errno));
+			}
 			return 0;
 		}
 		struct timespec pause = { 0, MF_OPEN_PAUSE_MS * 1000000L };
