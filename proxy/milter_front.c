@@ -72,6 +72,14 @@
 
 enum mf_op { MF_OPEN, MF_RUN, MF_TX_END, MF_CLOSE, MF_STOP };
 
+/* The most body bytes one smfi_replacebody() call takes. */
+#define MF_BODY_CHUNK 65536
+
+/* The changes the chain may ask of the MTA (every one the pipeline knows). */
+#define MF_ACTIONS                                                            \
+	(SMFIF_ADDHDRS | SMFIF_CHGHDRS | SMFIF_CHGFROM | SMFIF_ADDRCPT |       \
+	 SMFIF_ADDRCPT_PAR | SMFIF_DELRCPT | SMFIF_CHGBODY | SMFIF_QUARANTINE)
+
 /* One header change, copied out of the pipeline's outcome. */
 struct mf_change {
 	enum pipeline_change_kind kind;
@@ -136,6 +144,12 @@ struct mf_req {
 	char out_reason[128];
 	struct mf_change *changes;
 	size_t nchanges;
+	/*
+	 * MF_RUN at the data stage: what else the chain changed (sender,
+	 * recipients, body, quarantine), handed on to MF_TX_END, which frees
+	 * it on the loop (its body is a spool reference)
+	 */
+	struct pipeline_envelope *envelope;
 };
 
 static struct {
@@ -266,6 +280,9 @@ static void mf_stage_done(void *arg, struct pipeline_outcome *out)
 
 	req->status = out->status;
 	snprintf(req->out_reply, sizeof(req->out_reply), "%s", out->reply);
+	/* Taken: it goes to the MTA, then to MF_TX_END, which frees it here. */
+	req->envelope = out->envelope;
+	out->envelope = NULL;
 	if (out->reason)
 		snprintf(req->out_reason, sizeof(req->out_reason), "%s", out->reason);
 	if (out->nchanges && (req->changes = calloc(out->nchanges, sizeof(*req->changes)))) {
@@ -297,6 +314,7 @@ static void mf_record_tx(struct mf_conn *c, const struct mf_req *req)
 		.reply = req->reply,
 		.reason = req->reason,
 		.queue_id = *c->queue_id ? c->queue_id : NULL,
+		.changes = req->envelope ? req->envelope->changes : NULL,
 	};
 
 	record_transaction(c->id, &client, &rtx, NULL, mf_filters_json(c));
@@ -431,6 +449,8 @@ static void mf_handle(struct mf_req *req)
 	case MF_TX_END:
 		if (req->action)
 			mf_record_tx(c, req);
+		pipeline_envelope_free(req->envelope);
+		req->envelope = NULL;
 		if (c->ps) {
 			mf_env(c, &env);
 			pipeline_tx_end(mf.pipeline, c->ps, &env);
@@ -552,14 +572,20 @@ static void mf_tx_free(struct mf_conn *c)
  * mf_tx_end - end the transaction: its record when action is not NULL,
  * the filters' reset hooks, the spool (milter thread)
  */
-static void mf_tx_end(struct mf_conn *c, const char *action, const char *reply,
-		      const char *reason)
+static void mf_tx_end(struct mf_conn *c, struct pipeline_envelope *e, const char *action,
+		      const char *reply, const char *reason)
 {
 	struct mf_req req = { .op = MF_TX_END, .c = c, .action = action, .reply = reply,
-			      .reason = reason };
+			      .reason = reason, .envelope = e };
 
-	if (!c->in_tx)
+	if (!c->in_tx) {
+		if (e) {
+			/* Nothing to record: only the envelope to free on the loop. */
+			req.action = NULL;
+			mf_call(&req);
+		}
 		return;
+	}
 	mf_call(&req);
 	mf_tx_free(c);
 }
@@ -758,7 +784,7 @@ static sfsistat mf_envfrom(SMFICTX *ctx, char **argv)
 	if (!c || !argv || !argv[0])
 		return SMFIS_TEMPFAIL;
 	/* A transaction the MTA left without abort (RSET): over, unrecorded. */
-	mf_tx_end(c, NULL, NULL, NULL);
+	mf_tx_end(c, NULL, NULL, NULL, NULL);
 	c->in_tx = true;
 	c->txn++;
 	*c->queue_id = 0;
@@ -780,11 +806,11 @@ static sfsistat mf_envfrom(SMFICTX *ctx, char **argv)
 	mf_run(c, &req, CHAIN_MAIL, NULL, NULL);
 	rc = mf_reply(ctx, req.status, req.out_reply);
 	if (rc == SMFIS_REJECT || rc == SMFIS_TEMPFAIL)
-		mf_tx_end(c, rc == SMFIS_REJECT ? "rejected" : "tempfailed", req.out_reply,
+		mf_tx_end(c, NULL, rc == SMFIS_REJECT ? "rejected" : "tempfailed", req.out_reply,
 			  "MAIL refused by a filter");
 	else if (rc == SMFIS_DISCARD)
 		/* The MTA drops the message and sends us nothing more of it. */
-		mf_tx_end(c, "discarded", NULL, "discarded by a filter");
+		mf_tx_end(c, NULL, "discarded", NULL, "discarded by a filter");
 	return rc;
 }
 
@@ -824,7 +850,7 @@ static sfsistat mf_envrcpt(SMFICTX *ctx, char **argv)
 			rcpt = NULL;
 		}
 	} else if (rc == SMFIS_DISCARD) {
-		mf_tx_end(c, "discarded", NULL, "discarded by a filter");
+		mf_tx_end(c, NULL, "discarded", NULL, "discarded by a filter");
 	}
 	free(rcpt);
 	return rc;
@@ -840,7 +866,7 @@ static sfsistat mf_too_big(SMFICTX *ctx, struct mf_conn *c)
 
 	snprintf(reply, sizeof(reply), "%d %s %s", smtp_error_too_big.code,
 		 smtp_error_too_big.enh, smtp_error_too_big.text);
-	mf_tx_end(c, "rejected", reply, "message too big");
+	mf_tx_end(c, NULL, "rejected", reply, "message too big");
 	return mf_reply(ctx, PC_REJECT, reply);
 }
 
@@ -996,6 +1022,110 @@ static void mf_changes(SMFICTX *ctx, struct mf_conn *c, const struct mf_req *req
 		message_headers_free(&h);
 }
 
+/* mf_bracket - "<addr>" for the MTA's library */
+static char *mf_bracket(const char *addr)
+{
+	char *out = NULL;
+
+	if (asprintf(&out, "<%s>", addr ? addr : "") < 0)
+		return NULL;
+	return out;
+}
+
+/* mf_client_params - the client's MAIL parameters as one string, or NULL for none */
+static char *mf_client_params(const struct mf_conn *c)
+{
+	size_t len = 1;
+	char *out, *p;
+
+	if (c->nparams == 0)
+		return NULL;
+	for (size_t i = 0; i < c->nparams; i++)
+		len += strlen(c->params[i].keyword) + 2 +
+		       (c->params[i].value ? strlen(c->params[i].value) : 0);
+	if (!(out = p = malloc(len)))
+		return NULL;
+	for (size_t i = 0; i < c->nparams; i++)
+		p += sprintf(p, "%s%s%s%s", i ? " " : "", c->params[i].keyword,
+			     c->params[i].value && *c->params[i].value ? "=" : "",
+			     c->params[i].value ? c->params[i].value : "");
+	return out;
+}
+
+/*
+ * mf_envelope - the chain's other changes, to the MTA: the sender
+ * (smfi_chgfrom, with the client's parameters unless a filter gave
+ * others), the recipients (smfi_delrcpt for each of the client's that the
+ * final list leaves out, smfi_addrcpt_par for each added one), the body
+ * (smfi_replacebody from the spool, 64 KiB a call) and a quarantine
+ * (smfi_quarantine: Postfix's hold queue); 0, or -1 when the library
+ * refused one (milter thread)
+ */
+static int mf_envelope(SMFICTX *ctx, struct mf_conn *c, const struct pipeline_envelope *e)
+{
+	int rc = 0;
+
+	if (e->sender) {
+		char *from = mf_bracket(e->sender);
+		char *args = e->sender_params ? (*e->sender_params ? strdup(e->sender_params) : NULL)
+					      : mf_client_params(c);
+		if (!from || smfi_chgfrom(ctx, from, args) != MI_SUCCESS)
+			rc = -1;
+		free(from);
+		free(args);
+	}
+	if (e->rcpts_changed) {
+		bool *kept = calloc(c->nrcpts ? c->nrcpts : 1, sizeof(*kept));
+		if (!kept)
+			return -1;
+		for (size_t i = 0; i < e->nrcpts; i++)
+			if (!e->rcpts[i].params && e->rcpts[i].index < c->nrcpts)
+				kept[e->rcpts[i].index] = true;
+		for (size_t i = 0; i < c->nrcpts; i++) {
+			char *to = kept[i] ? NULL : mf_bracket(c->rcpts[i]);
+			if (!kept[i] && (!to || smfi_delrcpt(ctx, to) != MI_SUCCESS))
+				rc = -1;
+			free(to);
+		}
+		for (size_t i = 0; i < e->nrcpts; i++) {
+			if (!e->rcpts[i].params)
+				continue;
+			char *to = mf_bracket(e->rcpts[i].addr);
+			if (!to || smfi_addrcpt_par(ctx, to, *e->rcpts[i].params ? e->rcpts[i].params
+										   : NULL) != MI_SUCCESS)
+				rc = -1;
+			free(to);
+		}
+		free(kept);
+	}
+	if (e->body) {
+		unsigned char *buf = malloc(MF_BODY_CHUNK);
+		unsigned long long off = 0;
+		ssize_t n = 0;
+
+		if (!buf)
+			return -1;
+		while ((n = spool_read(e->body, off, buf, MF_BODY_CHUNK)) > 0) {
+			if (smfi_replacebody(ctx, buf, (int)n) != MI_SUCCESS) {
+				rc = -1;
+				break;
+			}
+			off += (unsigned long long)n;
+		}
+		if (n < 0)
+			rc = -1;
+		else if (off == 0 && smfi_replacebody(ctx, buf, 0) != MI_SUCCESS)
+			rc = -1; /* an empty body */
+		free(buf);
+	}
+	if (e->quarantine && smfi_quarantine(ctx, e->quarantine) != MI_SUCCESS)
+		rc = -1;
+	if (rc < 0)
+		log_error("milter: session %s: the MTA's library refused a change of the envelope "
+			  "or the body", c->id);
+	return rc;
+}
+
 /* mf_eom - xxfi_eom: the data stage */
 static sfsistat mf_eom(SMFICTX *ctx)
 {
@@ -1010,7 +1140,7 @@ static sfsistat mf_eom(SMFICTX *ctx)
 		return mf_too_big(ctx, c);
 	if (c->oom) {
 		const char *reply = "451 4.3.0 Error: out of memory, try again later";
-		mf_tx_end(c, "tempfailed", reply, "out of memory");
+		mf_tx_end(c, NULL, "tempfailed", reply, "out of memory");
 		return mf_reply(ctx, PC_TEMPFAIL, reply);
 	}
 	/*
@@ -1021,7 +1151,7 @@ static sfsistat mf_eom(SMFICTX *ctx)
 		const char *reply = "452 4.3.1 Insufficient system storage, try again later";
 		log_error("milter: session %s: spool write failed: %s", c->id,
 			  strerror(spool_errno(c->spool)));
-		mf_tx_end(c, "tempfailed", reply, strerror(spool_errno(c->spool)));
+		mf_tx_end(c, NULL, "tempfailed", reply, strerror(spool_errno(c->spool)));
 		return mf_reply(ctx, PC_TEMPFAIL, reply);
 	}
 	mf_run(c, &req, CHAIN_DATA, NULL, NULL);
@@ -1043,16 +1173,29 @@ static sfsistat mf_eom(SMFICTX *ctx)
 	switch (rc) {
 	case SMFIS_CONTINUE:
 		mf_changes(ctx, c, &req);
-		mf_tx_end(c, "accepted", NULL, NULL);
+		if (req.envelope && mf_envelope(ctx, c, req.envelope) < 0) {
+			/* Half a change would deliver what no filter meant. */
+			const char *reply = "451 4.3.0 Error: the MTA refused a change of the envelope";
+			mf_tx_end(c, req.envelope, "tempfailed", reply,
+				  "the MTA's library refused an envelope change");
+			req.envelope = NULL;
+			rc = mf_reply(ctx, PC_TEMPFAIL, reply);
+			break;
+		}
+		mf_tx_end(c, req.envelope,
+			  req.envelope && req.envelope->quarantine ? "quarantined" : "accepted",
+			  NULL, NULL);
 		break;
 	case SMFIS_DISCARD:
-		mf_tx_end(c, "discarded", NULL, "discarded by a filter");
+		mf_tx_end(c, req.envelope, "discarded", NULL, "discarded by a filter");
 		break;
 	default:
-		mf_tx_end(c, rc == SMFIS_REJECT ? "rejected" : "tempfailed", req.out_reply,
+		mf_tx_end(c, req.envelope, rc == SMFIS_REJECT ? "rejected" : "tempfailed",
+			  req.out_reply,
 			  *req.out_reason ? req.out_reason : "message refused by a filter");
 		break;
 	}
+	req.envelope = NULL;
 	mf_req_clear(&req);
 	return rc;
 }
@@ -1064,7 +1207,7 @@ static sfsistat mf_abort(SMFICTX *ctx)
 
 	/* RSET, QUIT or a lost client: proxy mode records these as aborted too. */
 	if (c)
-		mf_tx_end(c, "aborted", NULL, "aborted by the MTA");
+		mf_tx_end(c, NULL, "aborted", NULL, "aborted by the MTA");
 	return SMFIS_CONTINUE;
 }
 
@@ -1076,7 +1219,7 @@ static sfsistat mf_close(SMFICTX *ctx)
 
 	if (!c)
 		return SMFIS_CONTINUE;
-	mf_tx_end(c, "aborted", NULL, "the MTA closed the connection");
+	mf_tx_end(c, NULL, "aborted", NULL, "the MTA closed the connection");
 	if (c->opened) {
 		req.c = c;
 		req.action = c->refused ? c->refused : "closed";
@@ -1115,7 +1258,7 @@ static sfsistat mf_negotiate(SMFICTX *ctx, unsigned long f0, unsigned long f1,
 		return SMFIS_TEMPFAIL;
 	if (!mf.chain || !mf.chain->any[CHAIN_DATA])
 		want |= SMFIP_NOHDRS | SMFIP_NOEOH | SMFIP_NOBODY;
-	*pf0 = (SMFIF_ADDHDRS | SMFIF_CHGHDRS) & f0;
+	*pf0 = MF_ACTIONS & f0;
 	*pf1 = want & f1;
 	c->leadspc = (*pf1 & SMFIP_HDR_LEADSPC) != 0;
 	*pf2 = 0;
@@ -1218,7 +1361,7 @@ int milter_front_run(const struct conf *conf)
 	struct smfiDesc desc = {
 		.xxfi_name = "portcullis",
 		.xxfi_version = SMFI_VERSION,
-		.xxfi_flags = SMFIF_ADDHDRS | SMFIF_CHGHDRS,
+		.xxfi_flags = MF_ACTIONS,
 		.xxfi_connect = mf_connect,
 		.xxfi_helo = mf_helo,
 		.xxfi_envfrom = mf_envfrom,

@@ -70,7 +70,7 @@ def tearDownModule():
         DNS = None
 
 
-CHAIN = "size, relay, spf, refuser, slow, headers, dropper"
+CHAIN = "size, relay, spf, refuser, slow, headers, envelope, dropper"
 
 
 def chain_sections(milter_port, slow_sleep="3",
@@ -132,13 +132,22 @@ insert_header = X-Inserted: on top
 change_header = Subject: changed by the chain
 report_client = yes
 
+[filter envelope]
+module = %s
+stage = data
+match = envelope@
+set_sender = changed@pass.test
+add_rcpt = bob@%s
+delete_rcpt = alice@%s
+replace_body = the chain's new body
+
 [filter dropper]
 module = %s
 stage = data
 match = discard@
 verdict = discard
 """ % (milter_port, DNS.port, SIZE_LIMIT, DOMAIN, PROBE, refuser_text, PROBE,
-       slow_sleep, PROBE, PROBE)
+       slow_sleep, PROBE, PROBE, DOMAIN, DOMAIN, PROBE)
 
 
 def filter_verdicts(record):
@@ -328,6 +337,25 @@ class MilterModeTest(ProxyTestCase):
         times.sort()
         self.assertLess(times[3], 0.075, "median %.1f ms: %r" % (
             times[3] * 1000, [round(t * 1000) for t in times]))
+
+    def test_envelope_and_body_changes_reach_postfix(self):
+        # the chain changes the sender, adds bob, deletes alice and
+        # replaces the body: Postfix delivers what the chain made
+        msg = make_message(subject="envelope change", sender="envelope@pass.test",
+                           body="the client's body\r\n")
+        got = self.send(self.postfix.port, "envelope@pass.test", [ALICE], msg)
+        self.assertEqual(got[:2], ("accepted", 250), got)
+        mid = re.search(rb"Message-ID: (<[^>]+>)", msg, re.I).group(1)
+        found = self.postfix.find_message("bob", b"Message-ID: " + mid, 20)
+        self.assertTrue(found, "bob got nothing:\n" + self.postfix.maillog()[-2000:])
+        head, body = found.replace(b"\r\n", b"\n").split(b"\n\n", 1)
+        self.assertEqual(body, b"the chain's new body\n")
+        self.assertIn(b"Return-Path: <changed@pass.test>", head)
+        self.assertEqual([m for m in self.postfix.messages("alice") if mid in m], [])
+        rec = self.milter_record("envelope@pass.test")
+        self.assertEqual(rec["action"], "accepted")
+        self.assertEqual(rec["changes"]["sender"], "changed@pass.test")
+        self.assertTrue(rec["changes"]["body"])
 
     def test_late_filter_gets_its_on_error_not_postfixs_default(self):
         t0 = time.monotonic()
