@@ -248,16 +248,7 @@ static struct record_client mf_record_client(const struct mf_conn *c)
 /* mf_filters_json - the filter entries for a record, or NULL if none (loop) */
 static json_t *mf_filters_json(const struct mf_conn *c)
 {
-	json_t *a;
-
-	if (!c->ps)
-		return NULL;
-	a = pipeline_results(c->ps);
-	if (json_array_size(a) == 0) {
-		json_decref(a);
-		return NULL;
-	}
-	return a;
+	return pipeline_record_filters(c->ps);
 }
 
 /* mf_size_limit - the largest message: the host's, or a filter's lower one (loop) */

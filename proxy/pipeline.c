@@ -1645,6 +1645,21 @@ json_t *pipeline_results(const struct pipeline_session *ps)
 	return all;
 }
 
+/* pipeline_record_filters - the entries, or NULL when there are none */
+json_t *pipeline_record_filters(const struct pipeline_session *ps)
+{
+	json_t *a;
+
+	if (!ps)
+		return NULL;
+	a = pipeline_results(ps);
+	if (json_array_size(a) == 0) {
+		json_decref(a);
+		return NULL;
+	}
+	return a;
+}
+
 /*
  * The plugin API. These run on a pool thread, inside a hook, and touch
  * only the job's copies.

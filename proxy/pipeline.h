@@ -201,4 +201,10 @@ unsigned long long pipeline_size_limit(const struct pipeline_session *ps);
  */
 json_t *pipeline_results(const struct pipeline_session *ps);
 
+/*
+ * pipeline_record_filters - the same for a record's "filters": NULL
+ * without a session or when no filter ran
+ */
+json_t *pipeline_record_filters(const struct pipeline_session *ps);
+
 #endif

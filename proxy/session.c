@@ -341,16 +341,7 @@ static void session_filter(struct session *s, enum chain_stage stage,
 /* session_filters_json - the filter entries for a record, or NULL if none */
 static json_t *session_filters_json(const struct session *s)
 {
-	json_t *a;
-
-	if (!s->ps)
-		return NULL;
-	a = pipeline_results(s->ps);
-	if (json_array_size(a) == 0) {
-		json_decref(a);
-		return NULL;
-	}
-	return a;
+	return pipeline_record_filters(s->ps);
 }
 
 /* session_tx_free - end a transaction */
