@@ -596,7 +596,59 @@ postlog   unix-dgram n  -       n       -       1       postlogd
 """
 
 
-class Postfix:
+class MaildirStore:
+    """What every MTA the suite runs shares once started: a context
+    manager, Maildirs read by recipient (maildir(user)), a log read with
+    log()."""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *a):
+        self.stop()
+
+    def message_files(self, user):
+        files = glob.glob(os.path.join(self.maildir(user), "new", "*"))
+        files.sort(key=lambda p: (os.stat(p).st_mtime, p))
+        return files
+
+    def messages(self, user):
+        """Delivered messages (bytes, LF line ends as the MTA stores them)
+        for user, oldest first."""
+        out = []
+        for p in self.message_files(user):
+            try:
+                out.append(read_bytes(p))
+            except OSError:
+                pass
+        return out
+
+    def wait_messages(self, user, count=1, timeout=20):
+        """Wait until user has at least count messages; return them all."""
+        wait_for(lambda: len(self.message_files(user)) >= count, timeout)
+        return self.messages(user)
+
+    def total_messages(self):
+        return sum(len(self.message_files(u[1] if isinstance(u, tuple)
+                                          else u)) for u in self.users)
+
+    def find_message(self, user, needle, timeout=20):
+        """The first delivered message of user containing needle (bytes)."""
+        def look():
+            for m in self.messages(user):
+                if needle in m:
+                    return m
+            return None
+        return wait_for(look, timeout)
+
+    def wait_log(self, pattern, timeout=20):
+        """Wait until the log matches pattern (regex); return the match
+        object or None."""
+        rx = re.compile(pattern, re.M)
+        return wait_for(lambda: rx.search(self.log()), timeout)
+
+
+class Postfix(MaildirStore):
     """A private Postfix instance in a temporary directory.
 
     Virtual mailbox delivery to Maildirs for users@domain (a user is a
@@ -797,47 +849,7 @@ class Postfix:
             remove_tree(self.dir)
             self.dir = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()
-
     # results
-    def message_files(self, user):
-        files = glob.glob(os.path.join(self.maildir(user), "new", "*"))
-        files.sort(key=lambda p: (os.stat(p).st_mtime, p))
-        return files
-
-    def messages(self, user):
-        """Delivered messages (bytes, LF line ends as Postfix stores them)
-        for user, oldest first."""
-        out = []
-        for p in self.message_files(user):
-            try:
-                out.append(read_bytes(p))
-            except OSError:
-                pass
-        return out
-
-    def wait_messages(self, user, count, timeout=20):
-        """Wait until user has at least count messages; return them all."""
-        wait_for(lambda: len(self.message_files(user)) >= count, timeout)
-        return self.messages(user)
-
-    def total_messages(self):
-        return sum(len(self.message_files(u[1] if isinstance(u, tuple)
-                                          else u)) for u in self.users)
-
-    def find_message(self, user, needle, timeout=20):
-        """The first delivered message of user containing needle (bytes)."""
-        def look():
-            for m in self.messages(user):
-                if needle in m:
-                    return m
-            return None
-        return wait_for(look, timeout)
-
     def maillog(self):
         try:
             with open(self.maillog_path, "rb") as f:
@@ -845,11 +857,7 @@ class Postfix:
         except OSError:
             return ""
 
-    def wait_log(self, pattern, timeout=20):
-        """Wait until the maillog matches pattern (regex); return the
-        match object or None."""
-        rx = re.compile(pattern, re.M)
-        return wait_for(lambda: rx.search(self.maillog()), timeout)
+    log = maillog
 
     def queue_id_of(self, message_id, timeout=20):
         """Postfix queue id of the message with this Message-ID header
@@ -1324,7 +1332,7 @@ class TestCA:
         self.dir = None
 
 
-class PeerMTA:
+class PeerMTA(MaildirStore):
     """What Exim and OpenSMTPD share: a temporary directory, the daemon in
     the foreground in its own mount namespace and process group, Maildirs
     under mail/ (one per recipient's local part), a log file.
@@ -1448,33 +1456,6 @@ class PeerMTA:
         remove_tree(self.dir)
         self.dir = None
 
-    def __enter__(self):
-        return self.start()
-
-    def __exit__(self, *a):
-        self.stop()
-
-    def message_files(self, user):
-        files = glob.glob(os.path.join(self.maildir(user), "new", "*"))
-        files.sort(key=lambda p: (os.stat(p).st_mtime, p))
-        return files
-
-    def messages(self, user):
-        """Messages stored for user (bytes, LF line ends), oldest first."""
-        return [read_bytes(p) for p in self.message_files(user)]
-
-    def total_messages(self):
-        return sum(len(self.message_files(u)) for u in self.users)
-
-    def wait_messages(self, user, count=1, timeout=20):
-        wait_for(lambda: len(self.message_files(user)) >= count, timeout)
-        return self.messages(user)
-
-    def wait_log(self, pattern, timeout=20):
-        """The match of the regular expression pattern in the log, or None
-        after timeout."""
-        rx = re.compile(pattern, re.M)
-        return wait_for(lambda: rx.search(self.log()), timeout)
 
 
 class Exim(PeerMTA):
