@@ -377,10 +377,15 @@ ZONES = {
 
 class TestClientName(IdentityCase):
 
-    def start_named(self, dns, **kw):
+    # The resolver's timeout: long enough that a DNS server that answers is
+    # never taken for a silent one on a busy machine, except in the tests
+    # of a server that does not answer, which pass their own.
+    DNS_TIMEOUT = 2.0
+
+    def start_named(self, dns, dns_timeout=DNS_TIMEOUT, **kw):
         self.capture = self.start_capture(keywords=BACKEND_KEYWORDS)
-        extra = ("\n[dns]\nservers = 127.0.0.1:%d\ntimeout = 0.5\nretries = 0\n"
-                 % dns.port) + kw.pop("extra", "")
+        extra = ("\n[dns]\nservers = 127.0.0.1:%d\ntimeout = %s\nretries = 0\n"
+                 % (dns.port, dns_timeout)) + kw.pop("extra", "")
         self.proxy = self.start_proxy(backend_port=self.capture.port,
                                       client_name_lookup="yes", extra=extra, **kw)
         return self.proxy
@@ -440,13 +445,13 @@ class TestClientName(IdentityCase):
         self.assertEqual((x["NAME"], x["REVERSE_NAME"]), ("[UNAVAILABLE]", "[UNAVAILABLE]"))
 
     def test_a_ptr_query_that_times_out(self):
-        self.start_named(self.dns())
+        self.start_named(self.dns(), dns_timeout=0.5)
         rec, x = self.from_address("127.0.0.5")
         self.assertEqual(rec["client"]["name_status"], "tempunavail")
         self.assertEqual((x["NAME"], x["REVERSE_NAME"]), ("[TEMPUNAVAIL]", "[TEMPUNAVAIL]"))
 
     def test_a_forward_query_that_times_out(self):
-        self.start_named(self.dns())
+        self.start_named(self.dns(), dns_timeout=1.0)
         rec, x = self.from_address("127.0.0.6")
         self.assertEqual((rec["client"]["reverse_name"], rec["client"]["name_status"]),
                          ("slow.test", "tempunavail"))
@@ -474,10 +479,11 @@ class TestClientName(IdentityCase):
         self.send_message(c)
         c.cmd("QUIT")
         # Without connect filters the greeting does not wait; EHLO waits
-        # for the lookup, at most timeout x tries x servers (0.5 s) + 0.5 s.
-        self.assertLess(greeted, 0.4)
-        self.assertGreater(waited, 0.4)
-        self.assertLess(waited, 3.0)
+        # for the lookup, at most timeout x tries x servers (2 s), and a
+        # busy machine's margin.
+        self.assertLess(greeted, 1.0)
+        self.assertGreater(waited, 1.5)
+        self.assertLess(waited, 5.0)
         rec = self.proxy.wait_transaction()[0]
         self.assertEqual(rec["client"]["name_status"], "tempunavail")
         self.assertEqual(self.xclients()[-1]["NAME"], "[TEMPUNAVAIL]")
@@ -492,8 +498,8 @@ class TestClientName(IdentityCase):
         self.assertEqual(c.ehlo("x.example.test").code, 250)
         self.send_message(c)
         c.cmd("QUIT")
-        self.assertGreater(greeted, 0.4)
-        self.assertLess(greeted, 3.0)
+        self.assertGreater(greeted, 1.5)
+        self.assertLess(greeted, 5.0)
         rec = self.proxy.wait_transaction()[0]
         self.assertEqual(self.seen(rec, "connect").split()[:3], ["127.0.0.2", str(c.local_port), "-"])
 
