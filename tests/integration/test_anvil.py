@@ -2,7 +2,8 @@
 test_anvil.py - per-client limits, counted by the anvil for every worker
 
 Sessions per client address (client_connection_limit), per /24
-(client_network_connection_limit), new connections per minute
+(client_network_connection_limit; an IPv6 client's /64, through a
+PROXY listener), new connections per minute
 (client_connection_rate_limit), client_limit_exceptions; the anvil
 process shared by two workers, a killed worker's counts released, a
 killed anvil failing open and restarted, and -t on bad values.
@@ -17,7 +18,8 @@ import os
 import signal
 import time
 
-from harness import Portcullis, ProxyTestCase, children, wait_for
+from harness import (Portcullis, ProxyTestCase, children, free_port, wait_for,
+                     wait_listening)
 
 HOST = "proxy.portcullis.test"
 
@@ -127,6 +129,46 @@ class TestNetwork(AnvilCase):
                          "(client_network_connection_limit)")
         self.session("127.0.1.2")
         self.session("127.0.1.3")
+
+
+    def test_the_slash_64_of_an_ipv6_client_is_its_network(self):
+        # Loopback has one IPv6 address: the clients come through a
+        # listener that takes a PROXY header from 127.0.0.1, which makes
+        # the address they name the client's everywhere, limits included.
+        lb = free_port()
+        self.start(client_network_connection_limit=2, extra=(
+            "\n[listener balancer]\naddress = 127.0.0.1:%d\n"
+            "proxy_protocol = v1\nproxy_from = 127.0.0.1\n" % lb))
+        self.assertTrue(wait_listening(lb, 10, self.proxy.proc))
+
+        def via(address, port):
+            c = self.client(lb, connect=False)
+            c.connect(read_greeting=False)
+            c.send(b"PROXY TCP6 %s ::1 %d 25\r\n" % (address.encode(), port))
+            return c, c.reply()
+
+        held = []
+        for address, port in (("2001:db8:1:2::a", 1001),
+                              ("2001:db8:1:2:ffff:ffff:ffff:b", 1002)):
+            c, r = via(address, port)
+            self.assertEqual(r.code, 220, "%s: %r" % (address, r))
+            held.append(c)
+        c, r = via("2001:db8:1:2::c", 1003)
+        self.assertEqual(r.lines, refusal(
+            "too many connections from network 2001:db8:1:2::/64"))
+        self.assertTrue(c.wait_closed(5))
+        recs = self.refusal_records()
+        self.assertEqual((recs[0]["client"]["address"], recs[0]["reason"]),
+                         ("2001:db8:1:2::c",
+                          "too many connections from network 2001:db8:1:2::/64 "
+                          "(client_network_connection_limit)"))
+        # The next /64 is another network.
+        for address, port in (("2001:db8:1:3::a", 1004), ("2001:db8:1:3::b", 1005)):
+            c, r = via(address, port)
+            self.assertEqual(r.code, 220, "%s: %r" % (address, r))
+            held.append(c)
+        for c in held:
+            self.assertEqual(c.cmd("NOOP").code, 250)
 
 
 class TestExceptions(AnvilCase):
