@@ -67,7 +67,12 @@
  *
  * libopendkim decodes the key of every signature it checks; the decoded
  * keys are kept across messages by dkim_keycache.c, which answers
- * libopendkim's d2i_PUBKEY_bio() calls.
+ * libopendkim's d2i_PUBKEY_bio() calls. It also decodes the signing key
+ * again for every message it signs, which with OpenSSL 3 costs about as
+ * much as the RSA signature itself (the decoding, and the RSA blinding a
+ * fresh key sets up again): init decodes each signing key once and keeps
+ * it in dkim_signkey.c, which answers libopendkim's
+ * PEM_read_bio_PrivateKey() with it, and fini lets it go.
  *
  * The data hook is marked nonblocking. On the event loop it verifies a
  * message whose keys the DNS cache holds, with at most 4 signatures to
@@ -90,15 +95,14 @@
 #include <strings.h>
 #include <sys/types.h>
 
-#include <openssl/bio.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 
 #include <portcullis/filter.h>
 
 #include "dkim_dns.h"
 #include "dkim_keycache.h"
+#include "dkim_signkey.h"
 #include "dkim_from.h"
 #include "pc_domain.h"
 #include "pc_list.h"
@@ -172,7 +176,7 @@ static const char *const pcdkim_result_names[] = {
 struct pcdkim_signer {
 	char *domain;	/* normalised: what d= says and From must match */
 	char *selector;
-	char *key;	/* the PEM text, as libopendkim takes it */
+	char *key;	/* the PEM text libopendkim takes; in dkim_signkey.c */
 	dkim_alg_t alg; /* from the key type */
 };
 
@@ -233,6 +237,8 @@ static void pcdkim_free_instance(struct pcdkim_instance *di)
 		free(di->signers[i].domain);
 		free(di->signers[i].selector);
 		if (di->signers[i].key) {
+			pcdkim_signkey_remove(di->signers[i].key,
+					      strlen(di->signers[i].key));
 			/* a private key: leave no copy in freed memory */
 			OPENSSL_cleanse(di->signers[i].key,
 					strlen(di->signers[i].key));
@@ -270,23 +276,18 @@ static int pcdkim_parse_require(pc_config *config, struct pcdkim_instance *di,
 	return 0;
 }
 
-/* pcdkim_key_password - no passphrase prompt, ever: a key must be plain */
-static int pcdkim_key_password(char *buf, int size, int rwflag, void *u)
-{
-	return 0;
-}
-
 /*
  * pcdkim_load_key - read and check a private key file; the PEM text and
- * the algorithm go to s. -1 after pc_config_error().
+ * the algorithm go to s, and the decoded key to the table that answers
+ * libopendkim's decoding of that text (dkim_signkey.h) while s->key is
+ * set. -1 after pc_config_error().
  */
 static int pcdkim_load_key(pc_config *config, const struct pcdkim_instance *di,
 			 struct pcdkim_signer *s, const char *path)
 {
-	char *text = NULL, *begin;
+	char *text = NULL, *begin = NULL;
 	size_t len = 0;
 	EVP_PKEY *pkey = NULL;
-	BIO *bio = NULL;
 	FILE *fp;
 	int rc = -1;
 
@@ -316,9 +317,7 @@ static int pcdkim_load_key(pc_config *config, const struct pcdkim_instance *di,
 	/* libopendkim reads PEM only when the text starts with "-----" */
 	begin = strstr(text, "-----BEGIN ");
 	if (!begin || strlen(begin) != len - (size_t)(begin - text) ||
-	    !(bio = BIO_new_mem_buf(begin, -1)) ||
-	    !(pkey = PEM_read_bio_PrivateKey(bio, NULL, pcdkim_key_password,
-					     NULL))) {
+	    !(pkey = pcdkim_signkey_add(begin, strlen(begin)))) {
 		unsigned long e = ERR_get_error();
 
 		pc_config_error(config, "sign",
@@ -363,8 +362,9 @@ static int pcdkim_load_key(pc_config *config, const struct pcdkim_instance *di,
 	rc = 0;
 out:
 	ERR_clear_error();
+	if (rc < 0 && pkey)
+		pcdkim_signkey_remove(begin, strlen(begin));
 	EVP_PKEY_free(pkey);
-	BIO_free(bio);
 	if (text) {
 		OPENSSL_cleanse(text, len);
 		free(text);
@@ -1186,6 +1186,30 @@ static void pcdkim_keycache_note(pc_ctx *ctx, DKIM_SIGINFO **sigs, int nsigs)
 		       "(the key cache is not in use): verifying costs more CPU");
 }
 
+/*
+ * pcdkim_signkey_note - after a message was signed, say once, at debug
+ * level, that libopendkim's decoding of the signing key is answered from
+ * the keys decoded at init; or once, as information, that it is not (the
+ * table works by symbol binding, see dkim_signkey.h)
+ */
+static void pcdkim_signkey_note(pc_ctx *ctx)
+{
+	static int said_hit, said_miss;
+	struct pcdkim_signkey_stats st;
+
+	if (__atomic_load_n(&said_hit, __ATOMIC_RELAXED) ||
+	    __atomic_load_n(&said_miss, __ATOMIC_RELAXED))
+		return;
+	pcdkim_signkey_stats(&st);
+	if (st.hits && !__atomic_exchange_n(&said_hit, 1, __ATOMIC_RELAXED))
+		pc_log(ctx, PC_LOG_DEBUG, "decoded signing keys are reused: "
+		       "%llu of %llu signing keys came from init", st.hits, st.calls);
+	else if (!st.calls && !__atomic_exchange_n(&said_miss, 1, __ATOMIC_RELAXED))
+		pc_log(ctx, PC_LOG_INFO, "libopendkim decodes the signing key "
+		       "itself for each message (the decoded keys are not in "
+		       "use): signing costs more CPU");
+}
+
 /* pcdkim_key_failed - whether a key query of a signature to check failed */
 static bool pcdkim_key_failed(DKIM *dkim)
 {
@@ -1396,6 +1420,7 @@ static enum pc_status pcdkim_sign_message(pc_ctx *ctx,
 	}
 	pc_result(ctx, "dkim", "signed");
 	pc_result(ctx, "signatures", done);
+	pcdkim_signkey_note(ctx);
 out:
 	if (verdict == PC_TEMPFAIL && !*done) {
 		pc_result(ctx, "dkim", "error");
