@@ -1,9 +1,10 @@
 /*
- * interpose.c - d2i_PUBKEY_bio() passed on to the filter that defines it
+ * interpose.c - OpenSSL functions passed on to the filter that defines them
  *
- * See interpose.h. The types are OpenSSL's BIO and EVP_PKEY; only
- * pointers to them pass through here, so this file needs no OpenSSL
- * header and no link to libcrypto (the filter host links none).
+ * See interpose.h. The types are OpenSSL's BIO, EVP_PKEY and
+ * pem_password_cb; only pointers to them pass through here, so this file
+ * needs no OpenSSL header and no link to libcrypto (the filter host
+ * links none).
  */
 #include "config.h"
 
@@ -13,49 +14,106 @@
 #include "interpose.h"
 #include "log.h"
 
-typedef void *(*d2i_fn)(void *bp, void **a);
+/*
+ * The program's own definitions, the functions every library of the
+ * process finds: each passes the call on to the filter's definition, or
+ * else to libcrypto's.
+ */
+#define INTERPOSE_DEFAULT __attribute__((visibility("default")))
+INTERPOSE_DEFAULT void *d2i_PUBKEY_bio(void *bp, void **a);
+INTERPOSE_DEFAULT void *d2i_PrivateKey_bio(void *bp, void **a);
+INTERPOSE_DEFAULT void *PEM_read_bio_PrivateKey(void *bp, void **x, void *cb, void *u);
 
-/* The filter's definition, and libcrypto's (set once, read by any thread). */
-static d2i_fn interpose_override, interpose_real;
+typedef void *(*interpose_d2i_fn)(void *bp, void **a);
+typedef void *(*interpose_pem_fn)(void *bp, void **x, void *cb, void *u);
 
 /*
- * d2i_PUBKEY_bio - OpenSSL's function as every library of the process
- * finds it: the filter's, or libcrypto's
+ * One row per function: its name, the version libopendkim binds it at
+ * (nm -D libopendkim.so), the program's definition, and the filter's
+ * and libcrypto's (each set once, read by any thread).
  */
-__attribute__((visibility("default"))) void *d2i_PUBKEY_bio(void *bp, void **a);
+enum { INTERPOSE_D2I_PUBKEY, INTERPOSE_D2I_PRIVATEKEY, INTERPOSE_PEM_PRIVATEKEY };
 
-void *d2i_PUBKEY_bio(void *bp, void **a)
+static struct interpose_fn {
+	const char *name;
+	const char *version;
+	void *self;
+	void *override, *real;
+} interpose_fns[] = {
+	[INTERPOSE_D2I_PUBKEY] = { "d2i_PUBKEY_bio", "OPENSSL_3.0.0",
+				   (void *)d2i_PUBKEY_bio, NULL, NULL },
+	[INTERPOSE_D2I_PRIVATEKEY] = { "d2i_PrivateKey_bio", "OPENSSL_3.0.0",
+				       (void *)d2i_PrivateKey_bio, NULL, NULL },
+	[INTERPOSE_PEM_PRIVATEKEY] = { "PEM_read_bio_PrivateKey", "OPENSSL_3.0.0",
+				       (void *)PEM_read_bio_PrivateKey, NULL, NULL },
+};
+
+#define INTERPOSE_NFNS (sizeof(interpose_fns) / sizeof(interpose_fns[0]))
+
+/*
+ * interpose_target - where a call of row i goes: the filter's function,
+ * or libcrypto's, or NULL when there is no libcrypto (then nobody could
+ * have asked)
+ */
+static void *interpose_target(size_t i)
 {
-	d2i_fn f = __atomic_load_n(&interpose_override, __ATOMIC_ACQUIRE);
+	struct interpose_fn *fn = &interpose_fns[i];
+	void *f = __atomic_load_n(&fn->override, __ATOMIC_ACQUIRE);
 
 	if (!f)
-		f = __atomic_load_n(&interpose_real, __ATOMIC_ACQUIRE);
+		f = __atomic_load_n(&fn->real, __ATOMIC_ACQUIRE);
 	if (!f) {
 		/* libcrypto in the global scope: the program's own (TLS). */
-		f = (d2i_fn)dlvsym(RTLD_NEXT, "d2i_PUBKEY_bio", "OPENSSL_3.0.0");
+		f = dlvsym(RTLD_NEXT, fn->name, fn->version);
 		if (!f)
-			f = (d2i_fn)dlsym(RTLD_NEXT, "d2i_PUBKEY_bio");
-		if (!f)
-			return NULL; /* no libcrypto: nobody could have asked */
-		__atomic_store_n(&interpose_real, f, __ATOMIC_RELEASE);
+			f = dlsym(RTLD_NEXT, fn->name);
+		if (f)
+			__atomic_store_n(&fn->real, f, __ATOMIC_RELEASE);
 	}
-	return f(bp, a);
+	return f;
+}
+
+/* d2i_PUBKEY_bio - OpenSSL's function, passed on */
+void *d2i_PUBKEY_bio(void *bp, void **a)
+{
+	interpose_d2i_fn f = (interpose_d2i_fn)interpose_target(INTERPOSE_D2I_PUBKEY);
+
+	return f ? f(bp, a) : NULL;
+}
+
+/* d2i_PrivateKey_bio - OpenSSL's function, passed on */
+void *d2i_PrivateKey_bio(void *bp, void **a)
+{
+	interpose_d2i_fn f = (interpose_d2i_fn)interpose_target(INTERPOSE_D2I_PRIVATEKEY);
+
+	return f ? f(bp, a) : NULL;
+}
+
+/* PEM_read_bio_PrivateKey - OpenSSL's function, passed on */
+void *PEM_read_bio_PrivateKey(void *bp, void **x, void *cb, void *u)
+{
+	interpose_pem_fn f = (interpose_pem_fn)interpose_target(INTERPOSE_PEM_PRIVATEKEY);
+
+	return f ? f(bp, x, cb, u) : NULL;
 }
 
 void interpose_filter(void *dl, const char *path)
 {
-	void *sym = dlsym(dl, "d2i_PUBKEY_bio");
-	Dl_info di;
+	for (size_t i = 0; i < INTERPOSE_NFNS; i++) {
+		struct interpose_fn *fn = &interpose_fns[i];
+		void *sym = dlsym(dl, fn->name);
+		Dl_info di;
 
-	if (!sym || sym == (void *)d2i_PUBKEY_bio)
-		return;
-	if (dladdr(sym, &di) && di.dli_fname && strcmp(di.dli_fname, path) == 0) {
-		if (!interpose_override) {
-			__atomic_store_n(&interpose_override, (d2i_fn)sym, __ATOMIC_RELEASE);
-			log_debug("d2i_PUBKEY_bio() of the filters' libraries: %s's", path);
+		if (!sym || sym == fn->self)
+			continue;
+		if (dladdr(sym, &di) && di.dli_fname && strcmp(di.dli_fname, path) == 0) {
+			if (!fn->override) {
+				__atomic_store_n(&fn->override, sym, __ATOMIC_RELEASE);
+				log_debug("%s() of the filters' libraries: %s's", fn->name, path);
+			}
+		} else if (!fn->real) {
+			/* A library of the filter's: libcrypto, loaded for it alone. */
+			__atomic_store_n(&fn->real, sym, __ATOMIC_RELEASE);
 		}
-	} else if (!interpose_real) {
-		/* A library of the filter's: libcrypto, loaded for it alone. */
-		__atomic_store_n(&interpose_real, (d2i_fn)sym, __ATOMIC_RELEASE);
 	}
 }

@@ -844,6 +844,36 @@ class SignTest(DKIMTestCase):
         # trusted mail is not verified: no Authentication-Results
         self.assertEqual(auth_results(o.headers), [])
 
+    def test_every_message_is_signed_with_the_keys_decoded_at_init(self):
+        # libopendkim decodes the signing key again for each message; the
+        # filter answers with the key it decoded at init, which the daemon
+        # (linked with OpenSSL for TLS) reaches only by passing the call
+        # on to the filter: the signatures must still verify, and the
+        # filter says the keys are reused
+        p = self.proxy(sign_section(), log_level="debug")
+        out = self.send(p, [message(sender="a@signer.test",
+                                    subject="init key %d" % i)
+                            for i in range(3)])
+        for o in out:
+            self.assertEqual(o.results.get("dkim"), "signed", o)
+            self.assertEqual(self.verify_all(o.raw), [True, True],
+                             o.raw[:1500])
+        log = p.stderr()
+        self.assertIn("decoded signing keys are reused", log)
+        self.assertNotIn("decodes the signing key itself", log)
+
+    def test_two_sections_signing_with_one_key_both_sign(self):
+        # two instances add the same key text; each signature verifies
+        extra = sign_section() + "\n".join(
+            ["", "[filter dkim2]", "module = dkim", "timeout = 20",
+             "sign = signer.test:sign:%s" % KEYS["sign"].path, ""])
+        o, = self.send(self.proxy(extra, filters="dkim, dkim2",
+                                  log_level="debug"),
+                       [message(sender="a@signer.test")])
+        self.assertEqual(o.action, "accepted", o)
+        self.assertEqual(self.verify_all(o.raw), [True, True, True],
+                         o.raw[:2000])
+
     def test_simple_canonicalization_signature_verifies(self):
         o, = self.signed(sign_section(canonicalization="simple/simple"),
                          [message(sender="alice@signer.test")])
