@@ -862,6 +862,39 @@ class SignTest(DKIMTestCase):
         self.assertIn("decoded signing keys are reused", log)
         self.assertNotIn("decodes the signing key itself", log)
 
+    def test_concurrent_sessions_sign_with_the_shared_keys(self):
+        # the filter threads sign with one decoded key object at a time
+        p = self.proxy(sign_section(), filter_threads="8")
+        errors = []
+
+        def session(k):
+            c = harness.SMTPClient(p.port)
+            try:
+                c.connect()
+                c.ehlo("mx.example.com")
+                for i in range(3):
+                    r = c.mail_transaction(
+                        "a@signer.test", ["bob@example.org"],
+                        message(sender="a@signer.test",
+                                subject="concurrent %d.%d" % (k, i)))
+                    if r["end"].code != 250:
+                        errors.append(r["end"])
+                c.cmd("QUIT")
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+            finally:
+                c.close()
+        threads = [threading.Thread(target=session, args=(k,))
+                   for k in range(8)]
+        for t in threads:
+            t.start()
+        harness.join_threads(threads, 120)
+        self.assertEqual(errors, [])
+        got = p.backend.wait_messages(24, 30)
+        self.assertEqual(len(got), 24)
+        for raw in got:
+            self.assertEqual(self.verify_all(raw), [True, True], raw[:1500])
+
     def test_two_sections_signing_with_one_key_both_sign(self):
         # two instances add the same key text; each signature verifies
         extra = sign_section() + "\n".join(
