@@ -6,10 +6,12 @@
  * checks. With OpenSSL 3 that decoding costs several times the RSA
  * verification itself: it walks the provider's decoders under locks that
  * every filter thread takes. libopendkim offers no way to hand it a
- * decoded key, so the dkim filter defines d2i_PUBKEY_bio() itself: the
- * dynamic linker binds libopendkim's call to the first definition in the
- * scope of the dlopen()ed filter, which is this one (dkim.so comes before
- * its dependencies, and the portcullis program links no libcrypto).
+ * decoded key, so the dkim filter defines d2i_PUBKEY_bio() itself. In
+ * the filter host, which links no libcrypto, the dynamic linker binds
+ * libopendkim's call to this definition (dkim.so comes before its
+ * dependencies in the scope of the dlopen()ed filter); the portcullis
+ * program links libcrypto for TLS, so it defines the function too and
+ * passes each call on to this one (proxy/interpose.h).
  *
  * The cache is keyed on the exact DER bytes, so it changes no result:
  * the key is still looked up in DNS for every signature, a new key in
