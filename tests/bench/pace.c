@@ -33,6 +33,17 @@
  * -C CAFILE verifies the server's certificate against it (a handshake
  * that fails to verify fails the transaction); -N NAME sends SNI.
  *
+ * -A USER:PASSWORD logs in after the (last) EHLO with AUTH PLAIN and the
+ * credentials as its initial response (RFC 4954 section 4, one round
+ * trip), as a submission client does; a reply other than 235 fails the
+ * transaction (failed_auth). -X sends, after the (last) EHLO and the
+ * login, XFORWARD NAME=client.example ADDR=192.0.2.7 PROTO=ESMTP
+ * HELO=client.example (Postfix's XFORWARD_README) before each MAIL, as
+ * Postfix's smtpd_proxy_filter does, when the EHLO reply offers
+ * XFORWARD (otherwise the transaction goes on without it and counts in
+ * xforward_not_offered); a reply other than 250 fails it
+ * (failed_xforward). Both make the plain session's greeting EHLO.
+ *
  * With -i N (and -S) it opens N connections at RATE a second, takes each
  * through EHLO, STARTTLS, the handshake and EHLO, and holds it idle:
  * it prints one JSON line when every connection is held or failed, and
@@ -40,16 +51,18 @@
  * runner measures the server's memory in between.
  *
  * Usage: pace -r RATE -n COUNT -T SECONDS -F FILE [-f FROM] [-t TO]
- *             [-M HELO] [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]] PORT
+ *             [-M HELO] [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]]
+ *             [-A USER:PASSWORD] [-X] PORT
  *        pace -s SESSIONS -n COUNT -T SECONDS -F FILE [...] PORT
  *        pace -i N -r RATE -T SECONDS -S [-R] [-C CAFILE] [-N NAME] PORT
  * It stops after COUNT transactions or SECONDS, whichever comes first, or
  * at SIGTERM (unfinished ones are counted as such), and prints one JSON
  * object:
  * started, accepted (250 to "."), rejected (any other reply), failed
- * (connection refused, reset, closed, timed out or a failed handshake;
- * failed_connect, failed_closed, failed_timeout and failed_tls say
- * which), unfinished, late (started more than 10 ms after their time
+ * (connection refused, reset, closed, timed out, a failed handshake, a
+ * refused AUTH or XFORWARD; failed_connect, failed_closed,
+ * failed_timeout, failed_tls, failed_auth and failed_xforward say which;
+ * with -X also xforward_not_offered), unfinished, late (started more than 10 ms after their time
  * because MAXOPEN were open; always 0 with -s), elapsed seconds, latency
  * percentiles in microseconds, and with -S the handshakes: full,
  * resumed, and the protocol and cipher of the last one.
@@ -70,6 +83,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -88,6 +102,8 @@ enum pace_state {
 	PACE_STARTTLS,
 	PACE_HANDSHAKE,
 	PACE_EHLO, /* EHLO again, under TLS */
+	PACE_AUTH, /* -A: AUTH PLAIN with the initial response */
+	PACE_XFORWARD, /* -X: before each MAIL, when offered */
 	PACE_MAIL,
 	PACE_RCPT,
 	PACE_DATA,
@@ -101,6 +117,8 @@ enum pace_fail {
 	PACE_FAIL_CLOSED = -1, /* closed, reset, or a reply out of turn */
 	PACE_FAIL_TLS = -2,    /* the handshake failed */
 	PACE_FAIL_CONNECT = -3, /* refused */
+	PACE_FAIL_AUTH = -4,    /* AUTH got another reply than 235 */
+	PACE_FAIL_XFORWARD = -5, /* XFORWARD got another reply than 250 */
 };
 
 struct pace_tx {
@@ -109,6 +127,7 @@ struct pace_tx {
 	bool offered; /* -R offered a session */
 	SSL_SESSION *session; /* -R: the last one a connection of this slot got */
 	enum pace_state state;
+	bool xforward; /* the EHLO reply being read offers XFORWARD */
 	uint32_t events; /* what epoll watches for fd */
 	int64_t start_us;
 	int64_t last_us;
@@ -125,18 +144,25 @@ static const char *pace_helo = "client.bench.test";
 static char *pace_body; /* the dot-stuffed message with ".\r\n" */
 static size_t pace_bodylen;
 static char pace_cmd[PACE_QUIT + 1][512];
+/* XFORWARD's client: a documentation address (RFC 5737) and a name of
+ * its own, so a record shows whose identity it carries */
+static const char pace_xforward_cmd[] =
+	"XFORWARD NAME=client.example ADDR=192.0.2.7 PROTO=ESMTP HELO=client.example\r\n";
 
 static SSL_CTX *pace_tls;            /* -S: the client context */
 static bool pace_resume;             /* -R: offer the last session */
 static SSL_SESSION *pace_session;    /* -R: the latest session any slot got */
 static const char *pace_sni;         /* -N */
 static bool pace_idle;               /* -i */
+static bool pace_auth;               /* -A */
+static bool pace_xforward;           /* -X */
 static char pace_tls_version[32], pace_tls_cipher[64], pace_tls_key[32], pace_tls_group[32];
 
 static uint64_t n_started, n_accepted, n_rejected, n_failed, n_late;
 /* why transactions failed: connect refused, closed or reset, timed out,
  * a failed handshake */
-static uint64_t f_connect, f_closed, f_timeout, f_tls;
+static uint64_t f_connect, f_closed, f_timeout, f_tls, f_auth, f_xforward;
+static uint64_t n_xforward_not_offered; /* -X: EHLO did not offer it */
 static uint64_t n_tls_full, n_tls_resumed;
 static uint64_t n_held; /* -i: connections held idle now */
 static int64_t *pace_lat;
@@ -206,6 +232,10 @@ static int pace_reply(struct pace_tx *tx)
 			continue;
 		/* a line "NNN " or "NNN" ends the reply; "NNN-" continues it */
 		size_t len = i - start;
+		if ((tx->state == PACE_HELO || tx->state == PACE_EHLO) && len >= 12 &&
+		    strncasecmp(tx->in + start + 4, "XFORWARD", 8) == 0 &&
+		    (len == 12 || tx->in[start + 12] == ' ' || tx->in[start + 12] == '\r'))
+			tx->xforward = true;
 		if (len >= 3 && (len == 3 || tx->in[start + 3] != '-')) {
 			int code = atoi(tx->in + start);
 			memmove(tx->in, tx->in + i + 1, tx->inlen - i - 1);
@@ -410,6 +440,7 @@ static int pace_step(int ep, struct pace_tx *tx, int code)
 	int want = s == PACE_GREETING || s == PACE_STARTTLS ? 220
 		 : s == PACE_DATA			    ? 354
 		 : s == PACE_QUIT			    ? 221
+		 : s == PACE_AUTH			    ? 235
 							    : 250;
 
 	if (s == PACE_QUIT)
@@ -420,6 +451,12 @@ static int pace_step(int ep, struct pace_tx *tx, int code)
 		return PACE_FAIL_CLOSED;
 	}
 	if (code != want) {
+		/* a refused login or identity fails the transaction: what is
+		 * measured is a system that takes them */
+		if (s == PACE_AUTH)
+			return PACE_FAIL_AUTH;
+		if (s == PACE_XFORWARD)
+			return PACE_FAIL_XFORWARD;
 		if (s == PACE_END)
 			pace_lat[pace_nlat++] = pace_now() - tx->start_us;
 		n_rejected++;
@@ -440,8 +477,23 @@ static int pace_step(int ep, struct pace_tx *tx, int code)
 			n_held++;
 			return 0;
 		}
+		if (pace_auth)
+			return pace_send(ep, tx, pace_cmd[PACE_AUTH], strlen(pace_cmd[PACE_AUTH]),
+					 PACE_AUTH);
+		/* fall through */
+	case PACE_AUTH:
+		if (pace_xforward) {
+			if (tx->xforward)
+				return pace_send(ep, tx, pace_xforward_cmd,
+						 sizeof(pace_xforward_cmd) - 1, PACE_XFORWARD);
+			n_xforward_not_offered++;
+		}
+		/* fall through */
+	case PACE_XFORWARD:
 		return pace_send(ep, tx, pace_cmd[PACE_MAIL], strlen(pace_cmd[PACE_MAIL]), PACE_MAIL);
 	case PACE_STARTTLS:
+		/* what counts is the EHLO under TLS */
+		tx->xforward = false;
 		return pace_starttls(ep, tx);
 	case PACE_MAIL:
 	case PACE_RCPT:
@@ -531,6 +583,7 @@ static void pace_report(double rate, uint64_t count, size_t sessions, int64_t el
 	printf("{\"rate\": %.3f, \"sessions\": %zu, \"count\": %llu, \"started\": %llu, "
 	       "\"accepted\": %llu, \"rejected\": %llu, \"failed\": %llu, \"failed_connect\": %llu, "
 	       "\"failed_closed\": %llu, \"failed_timeout\": %llu, \"failed_tls\": %llu, "
+	       "\"failed_auth\": %llu, \"failed_xforward\": %llu, "
 	       "\"unfinished\": %llu, \"late\": %llu, "
 	       "\"elapsed\": %.6f, \"latency_us\": {\"p50\": %lld, \"p90\": %lld, \"p99\": %lld, "
 	       "\"max\": %lld, \"mean\": %.1f, \"n\": %zu}",
@@ -538,7 +591,8 @@ static void pace_report(double rate, uint64_t count, size_t sessions, int64_t el
 	       (unsigned long long)n_accepted, (unsigned long long)n_rejected,
 	       (unsigned long long)n_failed, (unsigned long long)f_connect,
 	       (unsigned long long)f_closed, (unsigned long long)f_timeout,
-	       (unsigned long long)f_tls, (unsigned long long)unfinished,
+	       (unsigned long long)f_tls, (unsigned long long)f_auth,
+	       (unsigned long long)f_xforward, (unsigned long long)unfinished,
 	       (unsigned long long)n_late, (double)elapsed / 1e6, (long long)pace_pct(50),
 	       (long long)pace_pct(90), (long long)pace_pct(99),
 	       (long long)(pace_nlat ? pace_lat[pace_nlat - 1] : -1), mean, pace_nlat);
@@ -550,8 +604,52 @@ static void pace_report(double rate, uint64_t count, size_t sessions, int64_t el
 		       pace_resume ? "true" : "false");
 	if (pace_idle)
 		printf(", \"held\": %llu", (unsigned long long)n_held);
+	if (pace_xforward)
+		printf(", \"xforward_not_offered\": %llu",
+		       (unsigned long long)n_xforward_not_offered);
 	printf("}\n");
 	fflush(stdout);
+}
+
+/*
+ * pace_plain - the AUTH PLAIN command of -A USER:PASSWORD: the initial
+ * response is base64 of "\0USER\0PASSWORD" (RFC 4616, no authorization
+ * identity); -1 if it is malformed or too long
+ */
+static int pace_plain(const char *login)
+{
+	static const char b64[] =
+		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	const char *colon = strchr(login, ':');
+	unsigned char raw[300];
+	size_t n = 0, ulen, plen;
+
+	if (!colon || colon == login)
+		return -1;
+	ulen = (size_t)(colon - login);
+	plen = strlen(colon + 1);
+	if (ulen + plen + 2 > sizeof(raw))
+		return -1;
+	raw[n++] = 0;
+	memcpy(raw + n, login, ulen);
+	n += ulen;
+	raw[n++] = 0;
+	memcpy(raw + n, colon + 1, plen);
+	n += plen;
+
+	char *out = pace_cmd[PACE_AUTH];
+	size_t o = (size_t)snprintf(out, sizeof(pace_cmd[0]), "AUTH PLAIN ");
+	for (size_t i = 0; i < n; i += 3) {
+		unsigned v = (unsigned)raw[i] << 16 | (i + 1 < n ? (unsigned)raw[i + 1] << 8 : 0) |
+			     (i + 2 < n ? raw[i + 2] : 0);
+		out[o++] = b64[v >> 18 & 63];
+		out[o++] = b64[v >> 12 & 63];
+		out[o++] = i + 1 < n ? b64[v >> 6 & 63] : '=';
+		out[o++] = i + 2 < n ? b64[v & 63] : '=';
+	}
+	memcpy(out + o, "\r\n", 3);
+	pace_auth = true;
+	return 0;
 }
 
 /* pace_tls_init - the client context of -S; NULL (said why) if it fails */
@@ -589,7 +687,8 @@ static void pace_usage(void)
 {
 	fprintf(stderr,
 		"usage: pace -r RATE -n COUNT -T SECONDS -F FILE [-f FROM] [-t TO] [-M HELO]\n"
-		"            [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]] PORT\n"
+		"            [-c MAXOPEN] [-6] [-S [-R] [-C CAFILE] [-N NAME]]\n"
+		"            [-A USER:PASSWORD] [-X] PORT\n"
 		"       pace -s SESSIONS -n COUNT -T SECONDS -F FILE [...] PORT\n"
 		"       pace -i N -r RATE -T SECONDS [-S [-R] [-C CAFILE] [-N NAME]] PORT\n");
 	exit(2);
@@ -600,11 +699,11 @@ int main(int argc, char **argv)
 	double rate = 0, seconds = 0;
 	uint64_t count = 0;
 	size_t maxopen = 2000, open = 0, sessions = 0;
-	const char *file = NULL, *cafile = NULL;
+	const char *file = NULL, *cafile = NULL, *login = NULL;
 	bool six = false, starttls = false;
 	int c;
 
-	while ((c = getopt(argc, argv, "r:n:T:F:f:t:M:c:6s:i:SRC:N:")) != -1) {
+	while ((c = getopt(argc, argv, "r:n:T:F:f:t:M:c:6s:i:SRC:N:A:X")) != -1) {
 		switch (c) {
 		case 'r': rate = atof(optarg); break;
 		case 'n': count = strtoull(optarg, NULL, 10); break;
@@ -624,6 +723,8 @@ int main(int argc, char **argv)
 		case 'R': pace_resume = true; break;
 		case 'C': cafile = optarg; break;
 		case 'N': pace_sni = optarg; break;
+		case 'A': login = optarg; break;
+		case 'X': pace_xforward = true; break;
 		default: pace_usage();
 		}
 	}
@@ -640,7 +741,10 @@ int main(int argc, char **argv)
 		pace_usage();
 	}
 	if (optind != argc - 1 || rate <= 0 || count == 0 || seconds <= 0 || maxopen == 0 ||
-	    ((pace_resume || cafile || pace_sni) && !starttls))
+	    ((pace_resume || cafile || pace_sni) && !starttls) ||
+	    (pace_idle && (login || pace_xforward)))
+		pace_usage();
+	if (login && pace_plain(login) < 0)
 		pace_usage();
 	int port = atoi(argv[optind]);
 	if (port <= 0 || port > 65535)
@@ -653,7 +757,8 @@ int main(int argc, char **argv)
 	struct sigaction sa_term = { .sa_handler = pace_on_term };
 	sigaction(SIGTERM, &sa_term, NULL);
 	snprintf(pace_cmd[PACE_HELO], sizeof(pace_cmd[0]), "%s %s\r\n",
-		 starttls || pace_idle ? "EHLO" : "HELO", pace_helo);
+		 starttls || pace_idle || pace_auth || pace_xforward ? "EHLO" : "HELO",
+		 pace_helo);
 	snprintf(pace_cmd[PACE_STARTTLS], sizeof(pace_cmd[0]), "STARTTLS\r\n");
 	snprintf(pace_cmd[PACE_EHLO], sizeof(pace_cmd[0]), "EHLO %s\r\n", pace_helo);
 	snprintf(pace_cmd[PACE_MAIL], sizeof(pace_cmd[0]), "MAIL FROM:<%s>\r\n", pace_from);
@@ -731,6 +836,7 @@ int main(int argc, char **argv)
 			tx->outlen = tx->outoff = 0;
 			tx->start_us = tx->last_us = now;
 			tx->state = PACE_CONNECT;
+			tx->xforward = false;
 			if (tx->fd < 0) {
 				n_failed++;
 				tx->next_free = freelist;
@@ -795,6 +901,10 @@ int main(int argc, char **argv)
 					n_failed++;
 					if (rc == PACE_FAIL_TLS)
 						f_tls++;
+					else if (rc == PACE_FAIL_AUTH)
+						f_auth++;
+					else if (rc == PACE_FAIL_XFORWARD)
+						f_xforward++;
 					else
 						f_closed++;
 				}
