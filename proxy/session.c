@@ -3104,6 +3104,11 @@ static void session_lookup_start(struct session *s)
 	if (!h->names)
 		h->names = pool_new(h->base, SESSION_NAME_THREADS, SESSION_NAME_QUEUE);
 	l = calloc(1, sizeof(*l));
+	if (l) {
+		/* Before the thread can see it: it may run before we go on. */
+		l->s = s;
+		memcpy(l->addr, s->addr, sizeof(l->addr));
+	}
 	if (!h->names || !l || pool_submit(h->names, session_lookup_work,
 					   session_lookup_done, l) < 0) {
 		log_warning("session %s: cannot look up the name of [%s]: %s", s->id, s->addr,
@@ -3112,8 +3117,6 @@ static void session_lookup_start(struct session *s)
 		s->name_status = NAME_TEMPUNAVAIL;
 		return;
 	}
-	l->s = s;
-	memcpy(l->addr, s->addr, sizeof(l->addr));
 	s->lookup = l;
 	s->name_status = NAME_PENDING;
 	evtimer_add(s->name_timer, &tv);

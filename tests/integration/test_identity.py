@@ -420,6 +420,24 @@ class TestClientName(IdentityCase):
         # the connect filters waited for it
         self.assertEqual(self.seen(rec, "connect").split()[2], "mail.good.test")
 
+    def test_every_session_of_a_client_gets_its_name(self):
+        # The lookup runs on a thread: the first from the DNS server, the
+        # others from the worker's cache, answered at once, so a lookup
+        # handed to its thread before it had the client's address came out
+        # "unavailable" now and then.
+        self.start_named(self.dns())
+        statuses = []
+        for i in range(40):
+            c = self.client(self.proxy.port, source="127.0.0.2")
+            c.ehlo("client.example.test")
+            self.send_message(c)
+            c.cmd("QUIT")
+        recs = self.proxy.wait_decisions(
+            lambda d: d.get("type") == "transaction", 40)
+        statuses = [(r["client"].get("name"), r["client"].get("name_status"))
+                    for r in recs]
+        self.assertEqual(statuses, [("mail.good.test", "confirmed")] * 40)
+
     def test_the_second_ptr_name_may_confirm(self):
         self.start_named(self.dns())
         rec, x = self.from_address("127.0.0.7")
