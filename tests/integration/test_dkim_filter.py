@@ -80,6 +80,33 @@ def openssl(*args, data=None):
                           check=True, timeout=60).stdout
 
 
+
+def concurrent_sessions(port, sender, batches):
+    """One session per batch, all at once, each sending its messages from
+    sender to bob@example.org; the replies other than 250 to the end of
+    data, and the errors, of every session"""
+    errors = []
+
+    def session(batch):
+        c = harness.SMTPClient(port)
+        try:
+            c.connect()
+            c.ehlo("mx.example.com")
+            for m in batch:
+                r = c.mail_transaction(sender, ["bob@example.org"], m)
+                if r["end"].code != 250:
+                    errors.append(r["end"])
+            c.cmd("QUIT")
+        except Exception as e:  # noqa: BLE001 - reported by the caller
+            errors.append(e)
+        finally:
+            c.close()
+    threads = [threading.Thread(target=session, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    harness.join_threads(threads, 120)
+    return errors
+
 class Key:
     """A key pair: the PEM private key Portcullis reads, the private key
     dkimpy signs with, and the DNS record."""
@@ -706,28 +733,8 @@ class DaemonTest(DKIMTestCase):
             mid = re.search(rb"Message-ID: (<[^>]+>)", msg).group(1)
             expected[mid] = "fail" if i % 2 else "pass"
             msgs.append(msg)
-        errors = []
-
-        def session(batch):
-            c = harness.SMTPClient(p.port)
-            try:
-                c.connect()
-                c.ehlo("mx.example.com")
-                for m in batch:
-                    r = c.mail_transaction("alice@example.com",
-                                           ["bob@example.org"], m)
-                    if r["end"].code != 250:
-                        errors.append(r["end"])
-                c.cmd("QUIT")
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-            finally:
-                c.close()
-        threads = [threading.Thread(target=session, args=(msgs[i::8],))
-                   for i in range(8)]
-        for t in threads:
-            t.start()
-        harness.join_threads(threads, 120)
+        errors = concurrent_sessions(p.port, "alice@example.com",
+                                     [msgs[i::8] for i in range(8)])
         self.assertEqual(errors, [])
         got = p.backend.wait_messages(len(msgs), 30)
         self.assertEqual(len(got), len(msgs))
@@ -865,30 +872,10 @@ class SignTest(DKIMTestCase):
     def test_concurrent_sessions_sign_with_the_shared_keys(self):
         # the filter threads sign with one decoded key object at a time
         p = self.proxy(sign_section(), filter_threads="8")
-        errors = []
-
-        def session(k):
-            c = harness.SMTPClient(p.port)
-            try:
-                c.connect()
-                c.ehlo("mx.example.com")
-                for i in range(3):
-                    r = c.mail_transaction(
-                        "a@signer.test", ["bob@example.org"],
-                        message(sender="a@signer.test",
-                                subject="concurrent %d.%d" % (k, i)))
-                    if r["end"].code != 250:
-                        errors.append(r["end"])
-                c.cmd("QUIT")
-            except Exception as e:  # noqa: BLE001 - reported below
-                errors.append(e)
-            finally:
-                c.close()
-        threads = [threading.Thread(target=session, args=(k,))
-                   for k in range(8)]
-        for t in threads:
-            t.start()
-        harness.join_threads(threads, 120)
+        errors = concurrent_sessions(
+            p.port, "a@signer.test",
+            [[message(sender="a@signer.test", subject="concurrent %d.%d" % (k, i))
+              for i in range(3)] for k in range(8)])
         self.assertEqual(errors, [])
         got = p.backend.wait_messages(24, 30)
         self.assertEqual(len(got), 24)
