@@ -1023,26 +1023,6 @@ static char *mf_bracket(const char *addr)
 	return out;
 }
 
-/* mf_client_params - the client's MAIL parameters as one string, or NULL for none */
-static char *mf_client_params(const struct mf_conn *c)
-{
-	size_t len = 1;
-	char *out, *p;
-
-	if (c->nparams == 0)
-		return NULL;
-	for (size_t i = 0; i < c->nparams; i++)
-		len += strlen(c->params[i].keyword) + 2 +
-		       (c->params[i].value ? strlen(c->params[i].value) : 0);
-	if (!(out = p = malloc(len)))
-		return NULL;
-	for (size_t i = 0; i < c->nparams; i++)
-		p += sprintf(p, "%s%s%s%s", i ? " " : "", c->params[i].keyword,
-			     c->params[i].value && *c->params[i].value ? "=" : "",
-			     c->params[i].value ? c->params[i].value : "");
-	return out;
-}
-
 /*
  * mf_envelope - the chain's other changes, to the MTA: the sender
  * (smfi_chgfrom, with the client's parameters unless a filter gave
@@ -1058,8 +1038,14 @@ static int mf_envelope(SMFICTX *ctx, struct mf_conn *c, const struct pipeline_en
 
 	if (e->sender) {
 		char *from = mf_bracket(e->sender);
-		char *args = e->sender_params ? (*e->sender_params ? strdup(e->sender_params) : NULL)
-					      : mf_client_params(c);
+		char *args = e->sender_params ? strdup(e->sender_params)
+					      : smtp_params_text(c->params, c->nparams);
+
+		if (args && !*args) {
+			/* none: the library takes NULL for that */
+			free(args);
+			args = NULL;
+		}
 		if (!from || smfi_chgfrom(ctx, from, args) != MI_SUCCESS)
 			rc = -1;
 		free(from);

@@ -435,25 +435,6 @@ static struct smtp_path *path_parse(bool rcpt, const char *addr, const char *par
 	return path;
 }
 
-/* path_params - the parameters of a parsed path as one string, "" for none */
-static char *path_params(const struct smtp_path *path)
-{
-	size_t len = 1;
-	char *out, *o;
-
-	for (size_t i = 0; i < path->nparams; i++)
-		len += strlen(path->params[i].keyword) + 2 +
-		       (path->params[i].value ? strlen(path->params[i].value) : 0);
-	if (!(o = out = malloc(len)))
-		return NULL;
-	*o = 0;
-	for (size_t i = 0; i < path->nparams; i++)
-		o += sprintf(o, "%s%s%s%s", i ? " " : "", path->params[i].keyword,
-			     path->params[i].value ? "=" : "",
-			     path->params[i].value ? path->params[i].value : "");
-	return out;
-}
-
 /* view_apply - apply one envelope or body change; 0, or -1 when it cannot be */
 static int view_apply(struct view *v, const struct op *op)
 {
@@ -885,7 +866,7 @@ static char *job_quarantine(struct pipeline *p, const struct pipeline_env *env,
 		struct smtp_path path = { .nparams = env->nparams };
 		for (size_t i = 0; i < env->nparams && i < SMTP_MAX_PARAMS; i++)
 			path.params[i] = env->params[i];
-		client_params = path_params(&path);
+		client_params = smtp_params_text(path.params, path.nparams);
 	}
 	m.sender_params = v->sender_params ? v->sender_params : client_params;
 	if (rendered && v->body) {
@@ -1958,7 +1939,7 @@ static int ctx_envelope_op(pc_ctx *ctx, enum op_kind kind, const char *what,
 	/* As the client's own MAIL or RCPT would be: no line end gets through. */
 	if (!(path = path_parse(kind == OP_RCPT_ADD, addr, params)))
 		return ctx_refused(ctx, what, addr);
-	if (params && !(norm = path_params(path))) {
+	if (params && !(norm = smtp_params_text(path->params, path->nparams))) {
 		smtp_path_free(path);
 		free(path);
 		return ctx_refused(ctx, what, addr);

@@ -913,6 +913,36 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path,
 	return NULL;
 }
 
+/* smtp_params_text - the parameters as one string (see smtp.h) */
+char *smtp_params_text(const struct smtp_param *params, size_t n)
+{
+	size_t len = 1;
+	char *out, *o;
+
+	for (size_t i = 0; i < n; i++)
+		len += strlen(params[i].keyword) + 2 +
+		       (params[i].value ? strlen(params[i].value) : 0);
+	if (!(o = out = malloc(len)))
+		return NULL;
+	for (size_t i = 0; i < n; i++) {
+		size_t k = strlen(params[i].keyword);
+
+		if (i)
+			*o++ = ' ';
+		memcpy(o, params[i].keyword, k);
+		o += k;
+		if (params[i].value) {
+			size_t v = strlen(params[i].value);
+
+			*o++ = '=';
+			memcpy(o, params[i].value, v);
+			o += v;
+		}
+	}
+	*o = 0;
+	return out;
+}
+
 /* ---- ESMTP parameters of MAIL and RCPT ---- */
 
 const struct smtp_error smtp_error_too_big = {

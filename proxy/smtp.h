@@ -256,6 +256,13 @@ const struct smtp_param *smtp_path_param(const struct smtp_path *path,
 					 const char *keyword);
 
 /*
+ * smtp_params_text - params[0..n) as they are written after a path:
+ * "KEYWORD" or "KEYWORD=value", space-separated; "" for none, NULL when
+ * out of memory (the caller frees it)
+ */
+char *smtp_params_text(const struct smtp_param *params, size_t n);
+
+/*
  * What a server offered in its EHLO reply. A parameter of an extension
  * not offered is refused, since a parameter accepted must be one the
  * backend takes.
