@@ -41,11 +41,17 @@ static bool signkey_is_pem(const char *text, size_t len)
 	return len >= 5 && memcmp(text, "-----", 5) == 0;
 }
 
+/* signkey_is - whether entry k is this text for this reader */
+static bool signkey_is(const struct signkey *k, const char *text, size_t len, bool pem)
+{
+	return k->pem == pem && k->len == len && memcmp(k->text, text, len) == 0;
+}
+
 /* signkey_find - the entry of this text for this reader; under the lock */
 static struct signkey *signkey_find(const char *text, size_t len, bool pem)
 {
 	for (struct signkey *k = signkeys; k; k = k->next)
-		if (k->pem == pem && k->len == len && memcmp(k->text, text, len) == 0)
+		if (signkey_is(k, text, len, pem))
 			return k;
 	return NULL;
 }
@@ -124,7 +130,7 @@ void pcdkim_signkey_remove(const char *text, size_t len)
 	for (p = &signkeys; *p; p = &(*p)->next) {
 		struct signkey *k = *p;
 
-		if (k->pem != pem || k->len != len || memcmp(k->text, text, len) != 0)
+		if (!signkey_is(k, text, len, pem))
 			continue;
 		if (--k->refs == 0) {
 			*p = k->next;
